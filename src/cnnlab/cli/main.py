@@ -1,0 +1,56 @@
+"""Entry point of the `cnnlab` command: one sub-command per job, each defined in its own module.
+
+Each module in COMMAND_MODULES has `register(subparsers)`, which adds its sub-commands with `set_defaults(func=...)`;
+`func(args)` returns the exit status. User errors (CnnlabError) become one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from cnnlab import __version__
+from cnnlab.errors import CnnlabError
+
+COMMAND_MODULES = (
+    "cnnlab.cli.data_cmd",
+    "cnnlab.cli.models_cmd",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with status 2 and a usage line on bad arguments; keep that, but make the message one line."""
+
+    def error(self, message: str):  # noqa: D401
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnlab", description="Construct, train, tune and analyse CNN image classifiers.")
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CnnlabError as e:
+        print(f"cnnlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
