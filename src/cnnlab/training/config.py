@@ -1,0 +1,355 @@
+"""Typed run configuration: defaults < YAML file < command-line `key=value` overrides (dotted keys).
+
+Every field says its unit and meaning where it is defined (STYLE lesson 4). Unknown keys, wrong types and impossible
+values are rejected with a CnnlabError naming the key and what is allowed. The resolved config is stored in the run
+folder (`config.yaml`) and in every checkpoint, so a run can always be reproduced from its folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from cnnlab.errors import CnnlabError
+
+
+def F(default: Any, help: str, *, min: Optional[float] = None, gt: Optional[float] = None,
+      max: Optional[float] = None, choices: Optional[tuple] = None):
+    """A dataclass field carrying its help text and bounds (checked by `validate`)."""
+    meta = {"help": help, "min": min, "gt": gt, "max": max, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    name: str = F("cifar10", "dataset name (cifar10, fashion-mnist, imagefolder)")
+    root: Optional[str] = F(None, "where the data lives; None: env CNNLAB_DATA, then the per-user cache dir")
+    val_size: Optional[int] = F(None, "images carved from train for validation (stratified); None: dataset default "
+                                      "(5,000), 0: no validation split", min=0)
+    train_subset: Optional[int] = F(None, "train on only this many images (stratified), for quick runs", gt=0)
+    val_subset: Optional[int] = F(None, "validate on only this many images (stratified)", gt=0)
+    seed: int = F(0, "seed of the validation split and of the subsets (not of training)")
+
+
+@dataclass
+class AugmentConfig:
+    crop: int = F(0, "random-crop padding in pixels (4 is the classic CIFAR setting); 0: no crop", min=0)
+    crop_mode: str = F("zeros", "how the padding is filled", choices=("zeros", "reflect"))
+    flip: float = F(0.0, "probability of a horizontal flip per image", min=0, max=1)
+    cutout: int = F(0, "Cutout hole side in pixels (DeVries & Taylor 2017); 0: off", min=0)
+    cutout_count: int = F(1, "Cutout holes per image", min=1)
+    repeats: int = F(1, "batch augmentation M (Hoffer et al. 2019): each image appears M times per batch, each copy "
+                        "augmented independently; the step sees batch.size x M images", min=1)
+
+
+@dataclass
+class ModelConfig:
+    name: str = F("simplenn", "model name (see `cnnlab models`)")
+    options: Dict[str, Any] = F({}, "constructor options, e.g. {batch_norm: true, activation: swish, dropout: 0.5}")
+
+
+@dataclass
+class OptimConfig:
+    name: str = F("sgd", "optimizer (sgd, adagrad, rmsprop, rmsprop_nesterov, adadelta, adam, adamw)")
+    lr: float = F(0.01, "learning rate per optimizer step, not scaled by batch size; the schedule's peak", gt=0)
+    momentum: float = F(0.9, "momentum (sgd, rmsprop, rmsprop_nesterov)", min=0, max=1)
+    nesterov: bool = F(False, "Nesterov momentum (sgd)")
+    weight_decay: float = F(0.0, "L2 strength as coupled weight decay: adds weight_decay*w to the gradient "
+                                 "(= loss + weight_decay/2*|w|^2); decoupled for adamw", min=0)
+    l1: float = F(0.0, "L1 strength: l1*sum|w| is added to the training loss", min=0)
+    decay_bias_norm: bool = F(False, "apply L2/L1 to biases and normalisation parameters too (default: weights only)")
+    betas: List[float] = F([0.9, 0.999], "Adam/AdamW beta1, beta2")
+    alpha: float = F(0.99, "RMSprop squared-gradient smoothing constant", min=0, max=1)
+    rho: float = F(0.9, "Adadelta running-average coefficient", min=0, max=1)
+    eps: float = F(1e-8, "denominator epsilon of adaptive optimizers", gt=0)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = F("constant", "learning-rate schedule (constant, step, multistep, cosine, triangular, triangular2, "
+                              "exp_range, onecycle)")
+    unit: str = F("epoch", "unit of decay_epochs, milestones and step_size", choices=("epoch", "iter"))
+    warmup: float = F(0, "linear warm-up length (in `unit`s) from warmup_factor*lr to lr, in front of the schedule",
+                      min=0)
+    warmup_factor: float = F(0.1, "warm-up starts at this fraction of lr", gt=0, max=1)
+    decay: float = F(0.1, "step/multistep: multiply the lr by this at each decay point", gt=0)
+    decay_epochs: float = F(30, "step: decay every this many `unit`s", gt=0)
+    milestones: List[float] = F([], "multistep: decay points in `unit`s (ResNet paper: [32000, 48000] iterations)")
+    min_lr: float = F(0.0, "cosine: final lr; cyclical: the cycle's lower bound (base_lr)", min=0)
+    step_size: float = F(2.0, "cyclical: half-cycle length in `unit`s (Smith 2017: 2-10 epochs)", gt=0)
+    gamma: float = F(0.99994, "exp_range: the cycle amplitude is multiplied by gamma**iteration", gt=0, max=1)
+    pct_start: float = F(0.3, "onecycle: share of the run spent rising to lr", gt=0, max=1)
+    div_factor: float = F(25.0, "onecycle: initial lr = lr/div_factor", gt=0)
+    final_div_factor: float = F(1e4, "onecycle: final lr = initial lr/final_div_factor", gt=0)
+
+
+@dataclass
+class BatchConfig:
+    size: int = F(128, "images per optimizer step (before augment.repeats)", gt=0)
+    policy: str = F("constant", "batch-size policy per epoch", choices=("constant", "cyclical"))
+    min: int = F(64, "cyclical: smallest batch size", gt=0)
+    max: int = F(1024, "cyclical: largest batch size", gt=0)
+    step_epochs: int = F(2, "cyclical: epochs per half-cycle (triangular) or per cycle (increasing/decreasing)", gt=0)
+    mode: str = F("triangular", "cyclical: triangular (min->max->min), increasing (sawtooth up), decreasing",
+                  choices=("triangular", "increasing", "decreasing"))
+    micro: Optional[int] = F(None, "gradient accumulation: split each batch into chunks of at most this many images "
+                                   "(same update, less memory); None: no split", gt=0)
+    eval_size: int = F(1000, "images per evaluation batch", gt=0)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = F(30, "training epochs", gt=0)
+    seed: int = F(0, "seed of initialisation, batch order, augmentation and dropout")
+    device: str = F("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    amp: str = F("none", "mixed precision on CUDA", choices=("none", "bf16", "fp16"))
+    channels_last: bool = F(False, "channels_last memory format (faster convolutions on CUDA tensor cores)")
+    compile: bool = F(False, "torch.compile the model")
+    threads: int = F(0, "CPU intra-op threads; 0: torch's default (one per core)", min=0)
+    deterministic: bool = F(False, "use deterministic algorithms (slower on CUDA)")
+    label_smoothing: float = F(0.0, "label smoothing of the cross-entropy loss", min=0, max=1)
+    targets: List[float] = F([], "validation accuracies (0-1) whose first epoch and wall time are recorded")
+    diverge_factor: float = F(4.0, "a loss above this many times max(initial loss, ln classes), or NaN/inf, "
+                                   "stops the run as diverged", gt=1)
+    max_time: Optional[float] = F(None, "stop after this many seconds of training (checked per epoch)", gt=0)
+    checkpoints: bool = F(True, "write best.pt and last.pt every epoch")
+    tensorboard: bool = F(False, "also log to TensorBoard (runs/<name>/tb)")
+    progress: str = F("auto", "progress bar: auto (on a terminal), on, off", choices=("auto", "on", "off"))
+
+
+@dataclass
+class RunConfig:
+    name: Optional[str] = F(None, "run folder name under `out`; None: <model>-<dataset>-<timestamp>")
+    out: str = F("runs", "parent folder of run folders")
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Building a config from nested dicts, with type checks that name the key.
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp, key: str) -> Any:
+    """Check (and where lossless, convert) `value` against the annotation `tp`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; accept it as a number
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif origin in (list, List):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # a single number where a list is expected: the common one-element case
+        if isinstance(value, (list, tuple)):
+            return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    elif origin in (dict, Dict):
+        if isinstance(value, dict):
+            return dict(value)
+    raise CnnlabError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _build(cls, data: Dict[str, Any], prefix: str = ""):
+    if not isinstance(data, dict):
+        raise CnnlabError(f"config section {prefix.rstrip('.') or '<top>'!r} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        k = unknown[0]
+        close = difflib.get_close_matches(str(k), names, n=1)
+        hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+        raise CnnlabError(f"unknown config key {prefix + str(k)!r}{hint}; valid keys"
+                          f"{' in ' + repr(prefix.rstrip('.')) if prefix else ''}: {', '.join(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, data[f.name], prefix + f.name + ".")
+        else:
+            kwargs[f.name] = _coerce(data[f.name], tp, prefix + f.name)
+    return cls(**kwargs)
+
+
+def _check_bounds(obj, prefix: str = "") -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = prefix + f.name
+        if dataclasses.is_dataclass(value):
+            _check_bounds(value, key + ".")
+            continue
+        m = f.metadata
+        if value is None or not m:
+            continue
+        if m.get("choices") and value not in m["choices"]:
+            raise CnnlabError(f"config key {key!r}: {value!r} is not allowed; choose one of {', '.join(m['choices'])}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if m.get("gt") is not None and not value > m["gt"]:
+                raise CnnlabError(f"config key {key!r}: must be > {m['gt']}, got {value}")
+            if m.get("min") is not None and value < m["min"]:
+                raise CnnlabError(f"config key {key!r}: must be >= {m['min']}, got {value}")
+            if m.get("max") is not None and value > m["max"]:
+                raise CnnlabError(f"config key {key!r}: must be <= {m['max']}, got {value}")
+
+
+def _check_names(cfg: RunConfig) -> None:
+    """Names chosen from registries must exist; the registries' own errors list the valid names."""
+    from cnnlab.data import DATASETS
+    from cnnlab.models import MODELS
+    from cnnlab.registry import check_kwargs
+    from cnnlab.training.optim import OPTIMIZERS
+    from cnnlab.training.schedules import SCHEDULES
+
+    def named(registry, key, value):
+        try:
+            return registry.get(value)
+        except CnnlabError as e:
+            raise CnnlabError(f"config key {key!r}: {e}") from None
+
+    named(DATASETS, "data.name", cfg.data.name)
+    ctor = named(MODELS, "model.name", cfg.model.name)
+    try:
+        check_kwargs(ctor, cfg.model.options, f"model {cfg.model.name!r}")
+    except CnnlabError as e:
+        raise CnnlabError(f"config key 'model.options': {e}") from None
+    named(OPTIMIZERS, "optim.name", cfg.optim.name)
+    named(SCHEDULES, "schedule.name", cfg.schedule.name)
+    if cfg.batch.policy == "cyclical" and cfg.batch.min > cfg.batch.max:
+        raise CnnlabError(f"config keys 'batch.min' ({cfg.batch.min}) must be <= 'batch.max' ({cfg.batch.max})")
+    if len(cfg.optim.betas) != 2:
+        raise CnnlabError(f"config key 'optim.betas': expected two numbers, got {cfg.optim.betas}")
+    if any(not 0 < t <= 1 for t in cfg.train.targets):
+        raise CnnlabError(f"config key 'train.targets': accuracies must be in (0, 1], got {cfg.train.targets}")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    _check_bounds(cfg)
+    _check_names(cfg)
+    return cfg
+
+
+def parse_override(text: str) -> tuple:
+    """'optim.lr=0.1' -> ('optim.lr', 0.1); the value is read as YAML (numbers, booleans, lists, null)."""
+    if "=" not in text:
+        raise CnnlabError(f"override {text!r} is not of the form key=value (e.g. optim.lr=0.1)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise CnnlabError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def set_dotted(tree: Dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = node[p] = {}
+        elif not isinstance(nxt, dict):
+            raise CnnlabError(f"config key {key!r}: {p!r} is a value, not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
+    """Recursive dict merge; `update` wins. `model.options` merges key by key as well."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path) -> Dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"config file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CnnlabError(f"config file {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CnnlabError(f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(path=None, overrides: Optional[List[str]] = None, base: Optional[Dict[str, Any]] = None) -> RunConfig:
+    """defaults < `base` dict < YAML file at `path` < `key=value` overrides; validated."""
+    tree = RunConfig().to_dict()
+    if base:
+        tree = merge(tree, base)
+    if path is not None:
+        tree = merge(tree, read_yaml(path))
+    patch: Dict[str, Any] = {}
+    for text in overrides or []:
+        key, value = parse_override(text)
+        set_dotted(patch, key, value)
+    tree = merge(tree, patch)
+    return validate(_build(RunConfig, tree))
+
+
+def config_from_dict(data: Dict[str, Any]) -> RunConfig:
+    """Rebuild a saved config (from config.yaml or a checkpoint), filling keys added since with defaults."""
+    return validate(_build(RunConfig, merge(RunConfig().to_dict(), data)))
+
+
+def describe_keys(cls=RunConfig, prefix: str = "") -> List[tuple]:
+    """(key, default, help) for every config key: the text of `cnnlab train --help-config`."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += describe_keys(tp, prefix + f.name + ".")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((prefix + f.name, default, f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,133 @@
+"""Optimizers by name, parameter groups for L2 and the L1 penalty.
+
+Registry entries take (param_groups, OptimConfig) and return a torch optimizer. All but one are torch's own;
+`RMSpropNesterov` is written here because torch has none (Goodfellow, Bengio & Courville, *Deep Learning*, 2016,
+Algorithm 8.6; Hinton's Coursera lecture 6e).
+
+L2 is coupled weight decay (torch's `weight_decay`: the gradient gets `wd * w`, i.e. the loss gets `wd/2 * |w|^2`),
+except for AdamW where it is decoupled (Loshchilov & Hutter 2019). L1 is a loss term `l1 * sum|w|`. By default both
+apply to weights only: biases and normalisation parameters (every parameter with fewer than 2 dimensions) are left
+alone, since decaying them constrains nothing useful and hurts BN networks (`optim.decay_bias_norm` turns it on).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, List
+
+import torch
+from torch import nn
+
+from cnnlab.registry import Registry
+
+OPTIMIZERS = Registry("optimizer")
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_bias_norm: bool) -> List[Dict]:
+    """Two groups: weights (get L2/L1) and biases/norm parameters (do not, unless decay_bias_norm)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        (decay if decay_bias_norm or p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, "penalised": True}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "penalised": False})
+    return groups
+
+
+def l1_penalty(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """sum |w| over the penalised parameter group(s) of `optimizer` (multiply by optim.l1)."""
+    params = [p for g in optimizer.param_groups if g.get("penalised", True) for p in g["params"]]
+    return torch.stack([p.abs().sum() for p in params]).sum()
+
+
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_bias_norm)
+    return OPTIMIZERS.get(cfg.name)(groups, cfg)
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(groups, cfg):
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+@OPTIMIZERS.register("adagrad")
+def _adagrad(groups, cfg):
+    return torch.optim.Adagrad(groups, lr=cfg.lr, eps=cfg.eps)
+
+
+@OPTIMIZERS.register("rmsprop")
+def _rmsprop(groups, cfg):
+    return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
+
+
+@OPTIMIZERS.register("rmsprop_nesterov")
+def _rmsprop_nesterov(groups, cfg):
+    return RMSpropNesterov(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
+
+
+@OPTIMIZERS.register("adadelta")
+def _adadelta(groups, cfg):
+    # Adadelta's lr scales its unit-correct step; Zeiler (2012) uses 1.0.
+    return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.rho, eps=cfg.eps)
+
+
+@OPTIMIZERS.register("adam")
+def _adam(groups, cfg):
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(groups, cfg):
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+class RMSpropNesterov(torch.optim.Optimizer):
+    r"""RMSprop with Nesterov momentum (Goodfellow et al. 2016, Algorithm 8.6).
+
+    The textbook form evaluates the gradient at the look-ahead point :math:`\tilde\theta = \theta + \mu v`:
+
+    .. math::
+        g = \nabla L(\tilde\theta) + \lambda \tilde\theta, \quad
+        r \leftarrow \alpha r + (1-\alpha) g^2, \quad
+        v \leftarrow \mu v - \eta\, g / (\sqrt{r} + \epsilon), \quad
+        \theta \leftarrow \theta + v.
+
+    Like torch's Nesterov SGD, we store the look-ahead point itself as the parameter (:math:`p = \theta + \mu v`),
+    so the loss is always evaluated at ``p`` and one gradient per step suffices. Substituting gives the update
+    actually applied:
+
+    .. math::
+        v' = \mu v - \eta\, g / (\sqrt{r'} + \epsilon), \qquad p \leftarrow p + \mu v' - \eta\, g / (\sqrt{r'} + \epsilon).
+
+    With momentum 0 this is plain RMSprop (torch's `RMSprop`, non-centred).
+    """
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, alpha: float = 0.99, eps: float = 1e-8,
+                 momentum: float = 0.9, weight_decay: float = 0.0):
+        if lr <= 0 or not 0 <= alpha < 1 or not 0 <= momentum < 1 or eps <= 0:
+            raise ValueError(f"invalid RMSpropNesterov hyperparameters lr={lr} alpha={alpha} momentum={momentum}")
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, alpha, eps, mu, wd = (group[k] for k in ("lr", "alpha", "eps", "momentum", "weight_decay"))
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
+                state = self.state[p]
+                if not state:
+                    state["square_avg"] = torch.zeros_like(p)
+                    state["velocity"] = torch.zeros_like(p)
+                r, v = state["square_avg"], state["velocity"]
+                r.mul_(alpha).addcmul_(g, g, value=1 - alpha)
+                scaled = g / (r.sqrt() + eps)
+                v.mul_(mu).add_(scaled, alpha=-lr)
+                p.add_(v, alpha=mu).add_(scaled, alpha=-lr)
+        return loss

@@ -1,0 +1,99 @@
+"""Learning-rate schedules by name (torch.optim.lr_scheduler underneath) and the cyclical batch-size policy.
+
+Every schedule is stepped once per optimizer step (iteration); lengths given in epochs are converted with the number of
+iterations per epoch, so one interface serves per-epoch and per-iteration schedules (as timm's does). `optim.lr` is
+always the schedule's peak: the starting lr of step/multistep/cosine, the top of a cyclical or one-cycle schedule.
+
+References: step decay and multistep (He et al. 2016 §4.2: /10 at 32k and 48k iterations); cosine (Loshchilov &
+Hutter 2017, SGDR, without restarts); cyclical learning rates, triangular/triangular2/exp_range (Smith 2017, "Cyclical
+Learning Rates for Training Neural Networks", §3.1); one-cycle (Smith & Topin 2018); cyclical batch size (Smith et al.
+2018, "Don't decay the learning rate, increase the batch size", and the course's cyclical batch-size exercise).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim import lr_scheduler as S
+
+from cnnlab.registry import Registry
+
+SCHEDULES = Registry("schedule")
+
+
+def _iters(value: float, cfg, iters_per_epoch: int) -> int:
+    """A length in the config's unit -> whole iterations (at least 1)."""
+    return max(1, int(round(value * iters_per_epoch if cfg.unit == "epoch" else value)))
+
+
+@SCHEDULES.register("constant")
+def _constant(opt, cfg, lr, ipe, total):
+    return S.LambdaLR(opt, lambda it: 1.0)
+
+
+@SCHEDULES.register("step")
+def _step(opt, cfg, lr, ipe, total):
+    # "multiply by DECAY every DECAY_EPOCHS"
+    return S.StepLR(opt, step_size=_iters(cfg.decay_epochs, cfg, ipe), gamma=cfg.decay)
+
+
+@SCHEDULES.register("multistep")
+def _multistep(opt, cfg, lr, ipe, total):
+    return S.MultiStepLR(opt, milestones=sorted(_iters(m, cfg, ipe) for m in cfg.milestones), gamma=cfg.decay)
+
+
+@SCHEDULES.register("cosine")
+def _cosine(opt, cfg, lr, ipe, total):
+    return S.CosineAnnealingLR(opt, T_max=max(1, total), eta_min=cfg.min_lr)
+
+
+def _cyclic(mode):
+    def build(opt, cfg, lr, ipe, total):
+        # cycle_momentum off: it needs a momentum optimizer, and CLR as Smith defines it cycles the lr alone.
+        return S.CyclicLR(opt, base_lr=cfg.min_lr, max_lr=lr, step_size_up=_iters(cfg.step_size, cfg, ipe),
+                          mode=mode, gamma=cfg.gamma, cycle_momentum=False)
+    return build
+
+
+for _mode in ("triangular", "triangular2", "exp_range"):
+    SCHEDULES.register(_mode)(_cyclic(_mode))
+
+
+@SCHEDULES.register("onecycle")
+def _onecycle(opt, cfg, lr, ipe, total):
+    return S.OneCycleLR(opt, max_lr=lr, total_steps=max(2, total), pct_start=cfg.pct_start,
+                        div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, cycle_momentum=False)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg, lr: float, iters_per_epoch: int, epochs: int):
+    """The configured schedule, with a linear warm-up in front when `cfg.warmup` > 0 (torch's LinearLR)."""
+    total = max(1, iters_per_epoch * epochs)
+    if cfg.warmup <= 0:
+        return SCHEDULES.get(cfg.name)(optimizer, cfg, lr, iters_per_epoch, total)
+    warm = _iters(cfg.warmup, cfg, iters_per_epoch)
+    ramp = S.LinearLR(optimizer, start_factor=cfg.warmup_factor, end_factor=1.0, total_iters=warm)
+    main = SCHEDULES.get(cfg.name)(optimizer, cfg, lr, iters_per_epoch, max(1, total - warm))
+    return S.SequentialLR(optimizer, [ramp, main], milestones=[warm])
+
+
+def batch_size_at(epoch: int, cfg) -> int:
+    """Batch size for `epoch` (0-based) under the batch policy.
+
+    cyclical, geometric between min and max so that each step changes the size by the same factor:
+      triangular  min -> max over `step_epochs` epochs, back to min over the next `step_epochs`;
+      increasing  min -> max over `step_epochs` epochs, then starts again at min (sawtooth up);
+      decreasing  max -> min likewise (sawtooth down).
+    """
+    if cfg.policy == "constant":
+        return cfg.size
+    n = cfg.step_epochs
+    if cfg.mode == "triangular":
+        phase = epoch % (2 * n)
+        t = phase / n if phase <= n else (2 * n - phase) / n
+    else:
+        t = (epoch % (n + 1)) / n if n > 0 else 1.0
+        t = min(t, 1.0)
+        if cfg.mode == "decreasing":
+            t = 1.0 - t
+    return int(round(cfg.min * math.exp(t * math.log(cfg.max / cfg.min))))
