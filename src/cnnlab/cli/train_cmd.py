@@ -1,0 +1,87 @@
+"""`cnnlab train`, `cnnlab evaluate`, `cnnlab predict`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a model (defaults < -c YAML < key=value overrides)",
+                       description="Train a model into runs/<name>/. Config precedence: defaults < -c FILE < "
+                                   "key=value overrides (dotted keys, e.g. optim.lr=0.05 model.options.batch_norm=true)."
+                                   " See --help-config for every key.")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("-c", "--config", help="YAML config file")
+    p.add_argument("--data-root", help="where the datasets live (sets data.root)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
+    p.add_argument("--help-config", action="store_true", help="list every config key with its default and meaning")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="loss and accuracy of a run's best checkpoint on a split")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="val", help="val (default), test, train")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--data-root")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="write predictions.csv (id,label) for a split, e.g. the holdout set")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="holdout")
+    p.add_argument("--out", default=None, help="CSV path (default RUN_DIR/predictions.csv)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--data-root")
+    p.set_defaults(func=_predict)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cnnlab.training.config import describe_keys, load_config
+    from cnnlab.training.trainer import Trainer, resume
+
+    if args.help_config:
+        for key, default, text in describe_keys():
+            print(f"{key:26s} {str(default):14s} {text}")
+        return 0
+    if args.resume:
+        if args.overrides or args.config:
+            print("cnnlab: note: --resume uses the run's own config.yaml; overrides are ignored")
+        summary = resume(args.resume)
+    else:
+        overrides = list(args.overrides)
+        if args.data_root:
+            overrides.append(f"data.root={args.data_root}")
+        cfg = load_config(args.config, overrides)
+        if args.print_config:
+            print(cfg.to_yaml(), end="")
+            return 0
+        summary = Trainer(cfg, overwrite=args.overwrite).fit()
+    return 0 if summary["status"] in ("finished", "stopped") else 1
+
+
+def _evaluate(args) -> int:
+    from cnnlab.training.inference import evaluate_run, load_run
+
+    run = load_run(args.run_dir, args.checkpoint, args.data_root)
+    res = evaluate_run(run, args.split)
+    print(json.dumps({"run": str(args.run_dir), "checkpoint": run.checkpoint.name, "split": args.split,
+                      "images": len(run.ds.split(args.split)), **res}))
+    return 0
+
+
+def _predict(args) -> int:
+    from pathlib import Path
+
+    from cnnlab.training.inference import load_run, predictions, write_predictions
+
+    out = Path(args.out) if args.out else Path(args.run_dir) / "predictions.csv"
+    if out.exists() and not args.force:  # refuse before the expensive part
+        from cnnlab.errors import CnnlabError
+        raise CnnlabError(f"{str(out)!r} exists; pass --force to overwrite it, or choose another --out")
+    run = load_run(args.run_dir, args.checkpoint, args.data_root)
+    ids, labels = predictions(run, args.split)
+    write_predictions(out, ids, labels, force=args.force)
+    print(f"wrote {len(ids):,} predictions for split {args.split!r} to {out}")
+    return 0

@@ -1,0 +1,88 @@
+"""Using a finished run: reload its model from a checkpoint, evaluate a split, write holdout predictions.
+
+The model is rebuilt from the config stored in the checkpoint, and the data with the same split seed, so `val` is the
+very validation split the run was trained against.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from cnnlab.data import Dataset
+from cnnlab.data.loader import BatchLoader
+from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_write_text
+from cnnlab.training import runtime
+from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
+from cnnlab.training.config import RunConfig, config_from_dict
+from cnnlab.training.trainer import build_model, evaluate, load_data, predict_logits
+
+
+@dataclass
+class LoadedRun:
+    cfg: RunConfig
+    model: torch.nn.Module
+    ds: Dataset
+    device: torch.device
+    checkpoint: Path
+
+    def loader(self, split: str, batch_size: Optional[int] = None) -> BatchLoader:
+        return BatchLoader(self.ds.split(split), batch_size or self.cfg.batch.eval_size, mean=self.ds.mean,
+                           std=self.ds.std, device=self.device)
+
+
+def load_run(run_dir, which: str = "best", data_root: Optional[str] = None, device: str = "auto") -> LoadedRun:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CnnlabError(f"run folder {str(run_dir)!r} not found")
+    path = find_checkpoint(run_dir, which)
+    if path is None:
+        raise CnnlabError(f"no checkpoint (best.pt or last.pt) in {str(run_dir)!r}; was it trained with "
+                          "train.checkpoints=true?")
+    ckpt = load_checkpoint(path)
+    cfg = config_from_dict(ckpt["config"])
+    if data_root is not None:
+        cfg.data.root = data_root
+    dev = runtime.select_device(device)
+    ds = load_data(cfg)
+    model = build_model(cfg, ds)
+    model.load_state_dict(ckpt["model"])
+    return LoadedRun(cfg, model.to(dev).eval(), ds, dev, path)
+
+
+def evaluate_run(run: LoadedRun, split: str = "val") -> dict:
+    s = run.ds.split(split)
+    if s.y is None:
+        raise CnnlabError(f"split {split!r} of {run.ds.name} is unlabelled; use `cnnlab predict` for it")
+    return evaluate(run.model, run.loader(split), run.device)
+
+
+def predictions(run: LoadedRun, split: str = "holdout"):
+    """(ids, labels) for every image of `split`, sorted by id. Ids are file stems, or indices if the split has none."""
+    s = run.ds.split(split)
+    labels = predict_logits(run.model, run.loader(split), run.device).argmax(1).tolist()
+    ids = list(s.ids) if s.ids is not None else [str(i) for i in range(len(s))]
+    order = sorted(range(len(ids)), key=lambda i: _id_key(ids[i]))
+    return [ids[i] for i in order], [labels[i] for i in order]
+
+
+def _id_key(i: str):
+    return (0, int(i), i) if i.isdigit() else (1, 0, i)
+
+
+def write_predictions(path, ids, labels, force: bool = False) -> Path:
+    path = Path(path)
+    if path.exists() and not force:
+        raise CnnlabError(f"{str(path)!r} exists; pass --force to overwrite it, or choose another --out")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "label"])
+    w.writerows(zip(ids, labels))
+    atomic_write_text(path, buf.getvalue())
+    return path

@@ -1,0 +1,78 @@
+"""The runtime a run executes in: device choice, CPU threads, seeds, determinism, autocast.
+
+`device=auto` picks CUDA, then Apple MPS, then the CPU. On a GPU the device name and peak memory are reported so a
+user can confirm the model really runs there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import torch
+
+from cnnlab.errors import CnnlabError
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise CnnlabError(f"config key 'train.device': unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CnnlabError("config key 'train.device': CUDA was asked for but no CUDA device is available; "
+                          "use train.device=auto or cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise CnnlabError(f"config key 'train.device': {name} does not exist ({torch.cuda.device_count()} CUDA "
+                          "devices)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CnnlabError("config key 'train.device': MPS is not available here; use auto or cpu")
+    return dev
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        return f"cuda ({p.name}, {p.total_memory / 2**30:.0f} GiB)"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)
+
+
+def memory_used(device: torch.device) -> float:
+    """Peak memory allocated by tensors on a CUDA device, in MiB (0 elsewhere)."""
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+
+
+def setup(cfg_train) -> torch.device:
+    """Apply threads, seeds and determinism from TrainConfig; return the device."""
+    if cfg_train.threads:
+        torch.set_num_threads(cfg_train.threads)
+    seed_everything(cfg_train.seed)
+    if cfg_train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+    device = select_device(cfg_train.device)
+    if cfg_train.amp == "fp16" and device.type != "cuda":
+        raise CnnlabError("config key 'train.amp': fp16 needs a CUDA device; use bf16 or none on the CPU")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def autocast(device: torch.device, amp: str):
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

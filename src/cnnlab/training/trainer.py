@@ -1,0 +1,351 @@
+"""The trainer: turns a RunConfig into a trained model and a run folder.
+
+Shape after torchvision's references (`train_one_epoch`, `evaluate`, wiring in `fit`) with timm's habits (per-iteration
+schedules, `metrics.csv` one row per epoch, atomic checkpoints). Design points:
+- the data stay on the device as uint8 and are augmented in batches (cnnlab.data.loader.BatchLoader);
+- batch order and augmentation are pure functions of (seed, epoch), and the checkpoint holds the model, optimizer,
+  scheduler and global RNG state (dropout), so a resumed run reproduces an uninterrupted one exactly on the CPU;
+- the loss is read back from the device only every `CHECK_EVERY` steps (a GPU sync costs), which bounds how late a
+  divergence is seen;
+- `step_hook(trainer, loss)` lets analyses (loss bands, gradient predictiveness) observe every optimizer step
+  without copying the loop.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as Fn
+
+from cnnlab.data import Dataset, load_dataset
+from cnnlab.data.loader import BatchLoader
+from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model
+from cnnlab.training import runtime
+from cnnlab.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
+from cnnlab.training.config import RunConfig, config_from_dict
+from cnnlab.training.optim import build_optimizer, l1_penalty
+from cnnlab.training.plots import save_curves
+from cnnlab.training.runfolder import RunFolder, default_run_name
+from cnnlab.training.schedules import batch_size_at, build_schedule
+
+CHECK_EVERY = 10  # optimizer steps between reads of the loss (divergence check, progress bar)
+
+
+def augment_specs(aug) -> List[dict]:
+    """AugmentConfig -> the data layer's augmentation specs (crop, flip, cutout, in that order)."""
+    specs = []
+    if aug.crop:
+        specs.append({"name": "crop", "padding": aug.crop, "mode": aug.crop_mode})
+    if aug.flip:
+        specs.append({"name": "flip", "p": aug.flip})
+    if aug.cutout:
+        specs.append({"name": "cutout", "size": aug.cutout, "count": aug.cutout_count})
+    return specs
+
+
+def load_data(cfg: RunConfig) -> Dataset:
+    d = cfg.data
+    return load_dataset(d.name, root=d.root, val_size=d.val_size, seed=d.seed, train_subset=d.train_subset,
+                        val_subset=d.val_subset)
+
+
+def build_model(cfg: RunConfig, ds: Dataset):
+    return create_model(cfg.model.name, num_classes=ds.num_classes, in_channels=ds.in_channels,
+                        input_size=ds.image_size, **cfg.model.options)
+
+
+def evaluate(model, loader: BatchLoader, device, amp: str = "none") -> Dict[str, float]:
+    """Mean cross-entropy and accuracy over a labelled loader (eval mode, no gradients)."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    n = 0
+    with torch.no_grad(), runtime.autocast(device, amp):
+        for x, y in loader:
+            out = model(x).float()
+            loss_sum += Fn.cross_entropy(out, y, reduction="sum")
+            correct += (out.argmax(1) == y).sum()
+            n += len(y)
+    model.train(was_training)
+    if n == 0:
+        return {"loss": float("nan"), "acc": float("nan")}
+    return {"loss": loss_sum.item() / n, "acc": correct.item() / n}
+
+
+def predict_logits(model, loader: BatchLoader, device, amp: str = "none") -> torch.Tensor:
+    model.eval()
+    outs = []
+    with torch.no_grad(), runtime.autocast(device, amp):
+        for x, _ in loader:
+            outs.append(model(x).float().cpu())
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+class Trainer:
+    """Holds one run's parts; `fit()` trains, validates, logs and checkpoints epoch by epoch."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Optional[Path] = None, *, resume: bool = False,
+                 overwrite: bool = False, log: Callable[[str], None] = print,
+                 step_hook: Optional[Callable] = None, write: bool = True, rank: int = 0, world_size: int = 1):
+        self.cfg, self.log, self.step_hook = cfg, log, step_hook
+        self.rank, self.world_size = rank, world_size
+        self.write = write and rank == 0  # only rank 0 writes the run folder (DDP)
+        self.device = runtime.setup(cfg.train)
+        self.ds = load_data(cfg)
+        if self.ds.val is None:
+            self.log("note: no validation split (data.val_size=0); val_* columns stay empty")
+        self.model = build_model(cfg, self.ds).to(self.device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.train_loader = self._loader(self.ds.train, cfg.batch.size, train=True)
+        self.val_loader = self._loader(self.ds.val, cfg.batch.eval_size, train=False) if self.ds.val else None
+        ipe = max(1, len(self.train_loader))
+        self.scheduler = build_schedule(self.optimizer, cfg.schedule, cfg.optim.lr, ipe, cfg.train.epochs)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp == "fp16")
+        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        self.params = sum(p.numel() for p in self.model.parameters())
+        self.history: List[dict] = []
+        self.epoch = 0          # epochs completed
+        self.step = 0           # optimizer steps taken
+        self.time = 0.0         # wall seconds spent in completed epochs (training + validation)
+        self.best = {"val_acc": -1.0, "epoch": None}
+        self.targets: Dict[str, Optional[dict]] = {f"{t:g}": None for t in cfg.train.targets}
+        self.status = "running"
+        self.initial_loss: Optional[float] = None
+        self.folder = RunFolder(run_dir or Path(cfg.out) / (cfg.name or default_run_name(cfg)))
+        self.tb = None
+        if self.write:
+            need = 3 * 4 * self.params * 3 + (1 << 20)  # best+last+prev, fp32 weights + ~2 optimizer slots, +1 MiB
+            self.folder.prepare(resume=resume, overwrite=overwrite, need_bytes=need)
+            self.folder.write_config(cfg)
+        if resume:
+            self._restore()
+
+    # -- parts ---------------------------------------------------------------------------------------------------
+    def _loader(self, split, batch_size, train: bool) -> BatchLoader:
+        c = self.cfg
+        return BatchLoader(split, batch_size, shuffle=train, augment=augment_specs(c.augment) if train else None,
+                           repeats=c.augment.repeats if train else 1, mean=self.ds.mean, std=self.ds.std,
+                           device=self.device, channels_last=c.train.channels_last, drop_last=train,
+                           seed=c.train.seed, rank=self.rank if train else 0,
+                           world_size=self.world_size if train else 1)
+
+    def checkpoint(self) -> dict:
+        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "epoch": self.epoch, "step": self.step, "time": self.time, "rng": rng_state(),
+                "config": self.cfg.to_dict(), "best": dict(self.best), "targets": dict(self.targets),
+                "initial_loss": self.initial_loss, "status": self.status,
+                "classes": list(self.ds.classes), "mean": list(self.ds.mean), "std": list(self.ds.std)}
+
+    def _restore(self) -> None:
+        ckpt = load_checkpoint(self.folder.path / "last.pt", map_location=self.device)
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        self.epoch, self.step, self.time = ckpt["epoch"], ckpt["step"], ckpt["time"]
+        self.best, self.targets = ckpt["best"], ckpt["targets"]
+        self.initial_loss, self.status = ckpt["initial_loss"], ckpt["status"]
+        # metrics.csv may hold an epoch newer than last.pt (killed between the two writes): keep what last.pt saw.
+        self.history = [r for r in self.folder.read_metrics() if r["epoch"] <= self.epoch]
+        self.log(f"resumed {self.folder.path} at epoch {self.epoch} (step {self.step})")
+
+    # -- one epoch -----------------------------------------------------------------------------------------------
+    def _loss(self, x, y):
+        with runtime.autocast(self.device, self.cfg.train.amp):
+            out = self.forward(x)
+            loss = Fn.cross_entropy(out.float(), y, label_smoothing=self.cfg.train.label_smoothing)
+        return out, loss
+
+    def _optimizer_step(self, x, y):
+        """One optimizer step over a batch, split into micro-batches when batch.micro is set (same update)."""
+        micro = self.cfg.batch.micro or len(y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for k, (xs, ys) in enumerate(zip(x.split(micro), y.split(micro))):
+            out, loss = self._loss(xs, ys)
+            scaled = loss * (len(ys) / len(y))
+            if self.cfg.optim.l1 and k == 0:  # the penalty belongs to the step, so it is added once
+                scaled = scaled + self.cfg.optim.l1 * l1_penalty(self.optimizer)
+            self.scaler.scale(scaled).backward()
+            loss_sum += loss.detach() * len(ys)
+            correct += (out.argmax(1) == ys).sum()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        return loss_sum, correct
+
+    def train_one_epoch(self, epoch: int) -> Dict[str, float]:
+        self.model.train()
+        loader = self.train_loader
+        loader.batch_size = batch_size_at(epoch, self.cfg.batch)
+        loader.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        n, t0 = 0, time.perf_counter()
+        bar = self._progress(len(loader), epoch)
+        limit = self.cfg.train.diverge_factor * max(self.initial_loss or 0.0, math.log(self.ds.num_classes))
+        for i, (x, y) in enumerate(loader):
+            lr = self.optimizer.param_groups[0]["lr"]
+            ls, c = self._optimizer_step(x, y)
+            loss_sum += ls
+            correct += c
+            n += len(y)
+            if self.step_hook is not None:
+                self.step_hook(self, ls / len(y))
+            if i % CHECK_EVERY == CHECK_EVERY - 1 or i == len(loader) - 1:
+                mean = loss_sum.item() / n
+                if not math.isfinite(mean) or mean > limit:
+                    self.status = "diverged"
+                    self.log(f"epoch {epoch + 1}: loss {mean:.4g} (limit {limit:.3g}): diverged, stopping")
+                    break
+                if bar is not None:
+                    bar.set_postfix(loss=f"{mean:.3f}", acc=f"{correct.item() / n:.3f}")
+                    bar.update(min(CHECK_EVERY, len(loader) - bar.n))
+        if bar is not None:
+            bar.close()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        dt = time.perf_counter() - t0
+        return {"train_loss": loss_sum.item() / max(n, 1), "train_acc": correct.item() / max(n, 1), "lr": lr,
+                "batch_size": loader.batch_size, "epoch_time": dt, "images_per_sec": n / dt if dt > 0 else 0.0}
+
+    def _progress(self, total: int, epoch: int):
+        mode = self.cfg.train.progress
+        if self.rank != 0 or mode == "off" or (mode == "auto" and not sys.stderr.isatty()):
+            return None
+        from tqdm import tqdm
+        return tqdm(total=total, desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}", leave=False, dynamic_ncols=True)
+
+    # -- the run -------------------------------------------------------------------------------------------------
+    def check_initial_loss(self) -> float:
+        """Loss of the untrained model on the first training batch, beside ln(classes) (Karpathy's sanity check)."""
+        loader = self._loader(self.ds.train, min(self.cfg.batch.size, len(self.ds.train)), train=False)
+        x, y = next(iter(loader))
+        self.model.eval()
+        with torch.no_grad():
+            loss = self._loss(x, y)[1].item()
+        self.model.train()
+        expected = math.log(self.ds.num_classes)
+        self.log(f"initial loss {loss:.4f} on the first batch; ln({self.ds.num_classes}) = {expected:.4f} "
+                 f"(ratio {loss / expected:.2f})")
+        return loss
+
+    def fit(self) -> dict:
+        c = self.cfg
+        self.log(f"run {self.folder.path}: {c.model.name} ({self.params:,} parameters) on {c.data.name} "
+                 f"[{len(self.ds.train):,} train / {len(self.ds.val) if self.ds.val else 0:,} val], "
+                 f"device {runtime.describe_device(self.device)}")
+        if self.initial_loss is None:
+            self.initial_loss = self.check_initial_loss()
+        if self.write and c.train.tensorboard:
+            self.tb = _tensorboard(self.folder.path / "tb")
+        while self.epoch < c.train.epochs and self.status == "running":
+            self._run_epoch()
+        if self.status == "running":
+            self.status = "finished"
+        return self.finish()
+
+    def _run_epoch(self) -> None:
+        epoch, t0 = self.epoch, time.perf_counter()
+        row = {"epoch": epoch + 1, **self.train_one_epoch(epoch)}
+        if self.val_loader is not None:
+            v = evaluate(self.forward, self.val_loader, self.device, self.cfg.train.amp)
+            row.update(val_loss=v["loss"], val_acc=v["acc"])
+        self.time += time.perf_counter() - t0
+        row["time"] = self.time
+        self.epoch += 1
+        self.history.append(row)
+        self._record(row)
+        if self.cfg.train.max_time and self.time >= self.cfg.train.max_time and self.status == "running":
+            self.status = "stopped"
+            self.log(f"stopping: train.max_time={self.cfg.train.max_time:g}s reached")
+
+    def _record(self, row: dict) -> None:
+        val_acc = row.get("val_acc")
+        improved = val_acc is not None and math.isfinite(val_acc) and val_acc > self.best["val_acc"]
+        if improved:
+            self.best = {"val_acc": val_acc, "epoch": row["epoch"]}
+        for key in self.targets:
+            if self.targets[key] is None and val_acc is not None and val_acc >= float(key):
+                self.targets[key] = {"epoch": row["epoch"], "time": row["time"]}
+        mem = runtime.memory_used(self.device)
+        self.log(f"epoch {row['epoch']}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
+                 f"acc {row['train_acc']:.4f}" + (f"  val loss {row['val_loss']:.4f} acc {val_acc:.4f}"
+                                                  if val_acc is not None else "")
+                 + f"  lr {row['lr']:.3g}  bs {row['batch_size']}  {row['images_per_sec']:,.0f} img/s  "
+                 f"{row['time']:.1f}s" + (f"  gpu mem {mem:,.0f} MiB" if mem else ""))
+        if not self.write:
+            return
+        self.folder.write_metrics(self.history)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, row["epoch"])
+        if self.cfg.train.checkpoints:
+            ckpt = self.checkpoint()
+            if improved:
+                save_checkpoint(self.folder.path / "best.pt", ckpt)
+            save_checkpoint(self.folder.path / "last.pt", ckpt, keep_previous=True)
+
+    def summary(self) -> dict:
+        rows = self.history
+        ips = [r["images_per_sec"] for r in rows if r.get("images_per_sec")]
+        last = rows[-1] if rows else {}
+        return {"run": str(self.folder.path), "status": self.status, "diverged": self.status == "diverged",
+                "model": self.cfg.model.name, "dataset": self.cfg.data.name, "params": self.params,
+                "epochs_done": self.epoch, "best_val_acc": self.best["val_acc"] if self.best["epoch"] else None,
+                "best_epoch": self.best["epoch"], "final_train_acc": last.get("train_acc"),
+                "final_val_acc": last.get("val_acc"), "final_train_loss": last.get("train_loss"),
+                "wall_time": self.time, "images_per_sec": sorted(ips)[len(ips) // 2] if ips else None,
+                "initial_loss": self.initial_loss, "ln_classes": math.log(self.ds.num_classes),
+                "targets": self.targets, "device": runtime.describe_device(self.device),
+                "gpu_memory_mib": runtime.memory_used(self.device) or None}
+
+    def finish(self) -> dict:
+        summary = self.summary()
+        if self.write:
+            if self.cfg.train.checkpoints:  # record the final status in last.pt too (resume then stops at once)
+                save_checkpoint(self.folder.path / "last.pt", self.checkpoint(), keep_previous=True)
+            if self.history:
+                save_curves({self.cfg.model.name: self.history}, self.folder.path / "curves.png",
+                            title=self.folder.path.name)
+            self.folder.write_summary(summary)
+            if self.tb is not None:
+                self.tb.close()
+        best = summary["best_val_acc"]
+        self.log(f"{self.status}: best val acc {best:.4f} at epoch {summary['best_epoch']}, "
+                 f"{summary['wall_time']:.1f}s" if best is not None else f"{self.status}: {self.epoch} epochs")
+        return summary
+
+
+def _tensorboard(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise CnnlabError("train.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(path))
+
+
+def train(cfg: RunConfig, run_dir=None, **kw) -> dict:
+    """Train `cfg` into a run folder; returns the summary dict (also in summary.json)."""
+    return Trainer(cfg, run_dir, **kw).fit()
+
+
+def resume(run_dir, log=print, **kw) -> dict:
+    """Continue the run in `run_dir` from its last.pt with its own config."""
+    folder = RunFolder(run_dir)
+    cfg = config_from_dict(folder.read_config())
+    return Trainer(cfg, folder.path, resume=True, log=log, **kw).fit()
