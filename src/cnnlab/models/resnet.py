@@ -1,0 +1,120 @@
+"""CIFAR ResNets (resnet20/32/44/56/110), written from He, Zhang, Ren & Sun 2016, "Deep Residual Learning for Image
+Recognition", §4.2 (CIFAR-10 and Analysis).
+
+§4.2: the first layer is a 3×3 convolution with 16 filters; then a stack of 6n layers of 3×3 convolutions on feature
+maps of sizes {32, 16, 8}, 2n layers per size, with {16, 32, 64} filters; subsampling by convolutions with stride 2;
+the network ends with global average pooling, a fully connected layer and softmax: 6n+2 weighted layers. Shortcuts
+join each pair of 3×3 layers (3n shortcuts). Batch norm follows every convolution, before the activation (§3.4).
+Weights are initialised as in He et al. 2015 (Kaiming normal).
+
+Shortcuts where the dimensions grow (§3.3):
+  option A: identity on a stride-2 subsampled input, the extra channels zero-padded (no parameters; the paper's
+            choice for CIFAR, giving 0.27 M parameters for ResNet-20);
+  option B: a 1×1 convolution with stride 2 and batch norm (projection) where the dimensions grow, identity elsewhere.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.models.layers import (Network, Stack, check_activation, check_choice, check_io, init_kaiming,
+                                  make_activation)
+from cnnlab.models.registry import register_model
+
+WIDTHS = (16, 32, 64)  # filters per stage (§4.2)
+
+
+class PadShortcut(nn.Module):
+    """Option A: x[:, :, ::s, ::s] with (c_out - c_in) zero channels appended; no parameters, no buffers."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.extra, self.stride = c_out - c_in, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, ::self.stride, ::self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra))  # pad order: W, H, then C (last pair)
+
+
+class BasicBlock(nn.Module):
+    """conv3×3-BN-act-conv3×3-BN, plus the shortcut, then the activation (He et al. 2016, Fig. 2 / §4.2)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, shortcut: str, activation: str):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.act1 = make_activation(activation)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.act2 = make_activation(activation)
+        if stride == 1 and c_in == c_out:
+            self.shortcut = nn.Identity()
+        elif shortcut == "a":
+            self.shortcut = PadShortcut(c_in, c_out, stride)
+        else:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + self.shortcut(x))
+
+
+def cifar_resnet(name: str, depth: int, num_classes: int, in_channels: int, input_size: int, shortcut: str,
+                 activation: str) -> Network:
+    """The shared builder: depth = 6n + 2."""
+    shape = check_io(name, num_classes, in_channels, input_size)
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")  # a programming error, not user input
+    sc = check_choice(name, "shortcut", shortcut, ("a", "b"))
+    check_activation(name, activation)
+    n = (depth - 2) // 6
+
+    features = Stack()
+    features.add("conv", nn.Conv2d(in_channels, WIDTHS[0], 3, padding=1, bias=False))
+    features.add("bn", nn.BatchNorm2d(WIDTHS[0]))
+    features.add("act", make_activation(activation))
+    c = WIDTHS[0]
+    for i, width in enumerate(WIDTHS):
+        blocks = [BasicBlock(c if j == 0 else width, width, 2 if (i > 0 and j == 0) else 1, sc, activation)
+                  for j in range(n)]
+        features.add("stage", nn.Sequential(*blocks))
+        c = width
+    features.add("pool", nn.AdaptiveAvgPool2d(1))
+    head = Stack().add("flatten", nn.Flatten()).add("fc", nn.Linear(c, num_classes)).build()
+    return init_kaiming(Network(name, shape, num_classes, features.build(), head))
+
+
+_DOC = "CIFAR ResNet-{d} (He et al. 2016 §4.2), 16/32/64 channels, shortcut option A (zero-pad) or B (projection)"
+
+
+@register_model("resnet20", _DOC.format(d=20))
+def resnet20(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A",
+             activation: str = "relu") -> Network:
+    return cifar_resnet("resnet20", 20, num_classes, in_channels, input_size, shortcut, activation)
+
+
+@register_model("resnet32", _DOC.format(d=32))
+def resnet32(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A",
+             activation: str = "relu") -> Network:
+    return cifar_resnet("resnet32", 32, num_classes, in_channels, input_size, shortcut, activation)
+
+
+@register_model("resnet44", _DOC.format(d=44))
+def resnet44(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A",
+             activation: str = "relu") -> Network:
+    return cifar_resnet("resnet44", 44, num_classes, in_channels, input_size, shortcut, activation)
+
+
+@register_model("resnet56", _DOC.format(d=56))
+def resnet56(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A",
+             activation: str = "relu") -> Network:
+    return cifar_resnet("resnet56", 56, num_classes, in_channels, input_size, shortcut, activation)
+
+
+@register_model("resnet110", _DOC.format(d=110))
+def resnet110(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A",
+              activation: str = "relu") -> Network:
+    return cifar_resnet("resnet110", 110, num_classes, in_channels, input_size, shortcut, activation)
