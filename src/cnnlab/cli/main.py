@@ -17,6 +17,7 @@ from cnnlab.errors import CnnlabError
 COMMAND_MODULES = (
     "cnnlab.cli.data_cmd",
     "cnnlab.cli.models_cmd",
+    "cnnlab.cli.train_cmd",
 )
 
 

@@ -113,6 +113,7 @@ class TrainConfig:
     amp: str = F("none", "mixed precision on CUDA", choices=("none", "bf16", "fp16"))
     channels_last: bool = F(False, "channels_last memory format (faster convolutions on CUDA tensor cores)")
     compile: bool = F(False, "torch.compile the model")
+    sync_bn: bool = F(False, "distributed runs: synchronise BatchNorm statistics across processes")
     threads: int = F(0, "CPU intra-op threads; 0: torch's default (one per core)", min=0)
     deterministic: bool = F(False, "use deterministic algorithms (slower on CUDA)")
     label_smoothing: float = F(0.0, "label smoothing of the cross-entropy loss", min=0, max=1)

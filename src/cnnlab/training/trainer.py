@@ -29,6 +29,7 @@ from cnnlab.models import create_model
 from cnnlab.training import runtime
 from cnnlab.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
 from cnnlab.training.config import RunConfig, config_from_dict
+from cnnlab.training.distributed import DistInfo, all_reduce_sum, broadcast_object, init_from_env
 from cnnlab.training.optim import build_optimizer, l1_penalty
 from cnnlab.training.plots import save_curves
 from cnnlab.training.runfolder import RunFolder, default_run_name
@@ -93,11 +94,13 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, run_dir: Optional[Path] = None, *, resume: bool = False,
                  overwrite: bool = False, log: Callable[[str], None] = print,
-                 step_hook: Optional[Callable] = None, write: bool = True, rank: int = 0, world_size: int = 1):
-        self.cfg, self.log, self.step_hook = cfg, log, step_hook
-        self.rank, self.world_size = rank, world_size
-        self.write = write and rank == 0  # only rank 0 writes the run folder (DDP)
-        self.device = runtime.setup(cfg.train)
+                 step_hook: Optional[Callable] = None, write: bool = True, dist: Optional[DistInfo] = None):
+        self.dist = dist or init_from_env()
+        self.rank, self.world_size = self.dist.rank, self.dist.world_size
+        self.cfg, self.step_hook = cfg, step_hook
+        self.log = log if self.rank == 0 else (lambda s: None)
+        self.write = write and self.rank == 0  # only rank 0 writes the run folder (DDP)
+        self.device = self._device()
         self.ds = load_data(cfg)
         if self.ds.val is None:
             self.log("note: no validation split (data.val_size=0); val_* columns stay empty")
@@ -105,12 +108,12 @@ class Trainer:
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.train_loader = self._loader(self.ds.train, cfg.batch.size, train=True)
+        self.train_loader = self._loader(self.ds.train, self._rank_batch(cfg.batch.size), train=True)
         self.val_loader = self._loader(self.ds.val, cfg.batch.eval_size, train=False) if self.ds.val else None
         ipe = max(1, len(self.train_loader))
         self.scheduler = build_schedule(self.optimizer, cfg.schedule, cfg.optim.lr, ipe, cfg.train.epochs)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp == "fp16")
-        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        self.forward = self._wrap(self.model)
         self.params = sum(p.numel() for p in self.model.parameters())
         self.history: List[dict] = []
         self.epoch = 0          # epochs completed
@@ -120,7 +123,7 @@ class Trainer:
         self.targets: Dict[str, Optional[dict]] = {f"{t:g}": None for t in cfg.train.targets}
         self.status = "running"
         self.initial_loss: Optional[float] = None
-        self.folder = RunFolder(run_dir or Path(cfg.out) / (cfg.name or default_run_name(cfg)))
+        self.folder = RunFolder(run_dir or Path(cfg.out) / (cfg.name or broadcast_object(default_run_name(cfg))))
         self.tb = None
         if self.write:
             need = 3 * 4 * self.params * 3 + (1 << 20)  # best+last+prev, fp32 weights + ~2 optimizer slots, +1 MiB
@@ -130,6 +133,29 @@ class Trainer:
             self._restore()
 
     # -- parts ---------------------------------------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        device = runtime.setup(self.cfg.train)
+        if self.dist.enabled and device.type == "cuda":
+            device = torch.device("cuda", self.dist.local_rank)  # one GPU per rank
+            torch.cuda.set_device(device)
+        return device
+
+    def _rank_batch(self, global_batch: int) -> int:
+        if global_batch % self.world_size:
+            raise CnnlabError(f"config key 'batch.size' ({global_batch}) must be divisible by the number of "
+                              f"processes ({self.world_size}) for distributed training")
+        return global_batch // self.world_size
+
+    def _wrap(self, model):
+        """DDP (with optional SyncBatchNorm) and torch.compile around the plain model; `self.model` stays plain."""
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            if self.cfg.train.sync_bn:
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                self.model = model
+            model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return torch.compile(model) if self.cfg.train.compile else model
+
     def _loader(self, split, batch_size, train: bool) -> BatchLoader:
         c = self.cfg
         return BatchLoader(split, batch_size, shuffle=train, augment=augment_specs(c.augment) if train else None,
@@ -190,11 +216,12 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
         self.model.train()
         loader = self.train_loader
-        loader.batch_size = batch_size_at(epoch, self.cfg.batch)
+        loader.batch_size = self._rank_batch(batch_size_at(epoch, self.cfg.batch))
         loader.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         n, t0 = 0, time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
         bar = self._progress(len(loader), epoch)
         limit = self.cfg.train.diverge_factor * max(self.initial_loss or 0.0, math.log(self.ds.num_classes))
         for i, (x, y) in enumerate(loader):
@@ -206,21 +233,33 @@ class Trainer:
             if self.step_hook is not None:
                 self.step_hook(self, ls / len(y))
             if i % CHECK_EVERY == CHECK_EVERY - 1 or i == len(loader) - 1:
-                mean = loss_sum.item() / n
+                # summed over ranks, so every rank takes the same decision (a lone break would hang DDP)
+                tot_loss, tot_correct, tot_n = self._totals(loss_sum, correct, n)
+                mean = tot_loss / tot_n
                 if not math.isfinite(mean) or mean > limit:
                     self.status = "diverged"
                     self.log(f"epoch {epoch + 1}: loss {mean:.4g} (limit {limit:.3g}): diverged, stopping")
                     break
                 if bar is not None:
-                    bar.set_postfix(loss=f"{mean:.3f}", acc=f"{correct.item() / n:.3f}")
+                    bar.set_postfix(loss=f"{mean:.3f}", acc=f"{tot_correct / tot_n:.3f}")
                     bar.update(min(CHECK_EVERY, len(loader) - bar.n))
         if bar is not None:
             bar.close()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - t0
-        return {"train_loss": loss_sum.item() / max(n, 1), "train_acc": correct.item() / max(n, 1), "lr": lr,
-                "batch_size": loader.batch_size, "epoch_time": dt, "images_per_sec": n / dt if dt > 0 else 0.0}
+        tot_loss, tot_correct, tot_n = self._totals(loss_sum, correct, n)
+        return {"train_loss": tot_loss / max(tot_n, 1), "train_acc": tot_correct / max(tot_n, 1), "lr": lr,
+                "batch_size": loader.batch_size * self.world_size, "epoch_time": dt,
+                "images_per_sec": tot_n / dt if dt > 0 else 0.0}
+
+    def _totals(self, loss_sum, correct, n):
+        """(loss sum, correct, count) over all ranks, as Python numbers."""
+        if not self.dist.enabled:
+            return loss_sum.item(), correct.item(), n
+        t = all_reduce_sum(torch.stack([loss_sum.double(), correct.double(),
+                                        torch.tensor(float(n), device=loss_sum.device, dtype=torch.float64)]))
+        return t[0].item(), t[1].item(), int(t[2].item())
 
     def _progress(self, total: int, epoch: int):
         mode = self.cfg.train.progress
