@@ -1,0 +1,137 @@
+"""Training throughput: cnnlab's trainer loop vs the classic course pipeline, side by side in one process.
+
+Reference ("classic"): torchvision transforms on PIL images (RandomCrop(32, padding=4), RandomHorizontalFlip,
+ToTensor, Normalize) through a DataLoader (0 or 2 workers, whichever is faster, measured first), batch 128, the same
+model, SGD with momentum, the same number of images. cnnlab: the same model, optimizer and batch size through
+`BatchLoader` (uint8 data on the device, batched augmentation) and the trainer's optimizer step.
+
+The two sides are interleaved (classic, cnnlab, classic, cnnlab, ...) and the median images/s of each is reported,
+with the median ratio, because this machine is noisy. Also reported: training FLOP/s (3 x forward MACs x 2 per image,
+the usual backward = 2 x forward estimate) as a share of the measured fp32 matrix-multiply rate.
+
+    .venv/bin/python benchmarks/bench_train.py --model simplenn --repeats 3
+    .venv/bin/python benchmarks/bench_train.py --model resnet20 --images 5000 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as Fn
+
+from cnnlab.data import load_dataset
+from cnnlab.data.loader import BatchLoader
+from cnnlab.models import create_model
+from cnnlab.models.summary import summarize
+
+ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def matmul_rate(n: int = 2048, reps: int = 10) -> float:
+    """Measured fp32 matrix-multiply FLOP/s of this machine (best of `reps`)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """The course pipeline's dataset: one PIL image per item, as torchvision.datasets.CIFAR10 serves them."""
+
+    def __init__(self, x_nhwc: np.ndarray, y: np.ndarray, transform):
+        self.x, self.y, self.t = x_nhwc, y, transform
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        return self.t(Image.fromarray(self.x[i])), int(self.y[i])
+
+
+def classic_loader(split, mean, std, batch, workers):
+    import torchvision.transforms as T
+    tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+    ds = PILDataset(split.x.permute(0, 2, 3, 1).numpy(), split.y.numpy(), tf)
+    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
+                                       persistent_workers=workers > 0)
+
+
+def train_epoch(model, opt, batches) -> tuple:
+    """One pass over `batches`; returns (images, seconds)."""
+    model.train()
+    n, t = 0, time.perf_counter()
+    for x, y in batches:
+        opt.zero_grad(set_to_none=True)
+        Fn.cross_entropy(model(x), y).backward()
+        opt.step()
+        n += len(y)
+    return n, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="simplenn")
+    ap.add_argument("--images", type=int, default=None, help="images per epoch (default: the whole train split)")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3, help="epochs per side, interleaved")
+    ap.add_argument("--data-root", default=str(ROOT))
+    args = ap.parse_args()
+
+    ds = load_dataset("cifar10", root=args.data_root, train_subset=args.images)
+    split = ds.train
+    make = lambda: create_model(args.model, num_classes=10, in_channels=3, input_size=32)  # noqa: E731
+    macs = summarize(make(), (3, 32, 32)).totals.macs
+    peak = matmul_rate()
+    print(f"{args.model}: {macs / 1e6:.2f} M MACs/image forward; {len(split):,} images/epoch; batch {args.batch}; "
+          f"fp32 matmul rate {peak / 1e9:.1f} GFLOP/s; {torch.get_num_threads()} threads")
+
+    # the better of the two reference settings, measured on a short run of each
+    probe = {}
+    for w in (0, 2):
+        model = make()
+        probe[w] = train_epoch(model, torch.optim.SGD(model.parameters(), lr=0.01),
+                               _take(classic_loader(split, ds.mean, ds.std, args.batch, w), 40))
+    workers = max(probe, key=lambda w: probe[w][0] / probe[w][1])
+    print("reference probe img/s: " + ", ".join(f"{w} workers {n / t:,.0f}" for w, (n, t) in probe.items())
+          + f" -> using {workers} workers")
+
+    classic = classic_loader(split, ds.mean, ds.std, args.batch, workers)
+    ours = BatchLoader(split, args.batch, shuffle=True, augment=["crop", "flip"], mean=ds.mean, std=ds.std,
+                       drop_last=True)
+    rates = {"classic": [], "cnnlab": []}
+    for r in range(args.repeats):
+        for side in ("classic", "cnnlab"):
+            torch.manual_seed(r)
+            model = make()
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            if side == "cnnlab":
+                ours.set_epoch(r)
+            n, t = train_epoch(model, opt, classic if side == "classic" else ours)
+            rates[side].append(n / t)
+            print(f"  round {r + 1} {side:8s} {n / t:9,.0f} img/s ({t:.1f} s)")
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    ratios = [b / a for a, b in zip(rates["classic"], rates["cnnlab"])]
+    flops = 3 * 2 * macs * med["cnnlab"]
+    print(f"median img/s: classic {med['classic']:,.0f}, cnnlab {med['cnnlab']:,.0f}; "
+          f"median ratio {statistics.median(ratios):.2f}x")
+    print(f"cnnlab training compute {flops / 1e9:.2f} GFLOP/s = {100 * flops / peak:.1f}% of the fp32 matmul rate")
+
+
+def _take(loader, n):
+    for i, b in enumerate(loader):
+        if i == n:
+            return
+        yield b
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up (virtual environment + install) and run the test suite. This is the README's test command; .ci/run calls it.
+# Slow tests (marked `slow`) are skipped by default; run them with: scripts/test.sh -m slow
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${CNNLAB_VENV:-.venv}"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+# Headless Chromium renders the HTML report in one test; install it where missing (skipped if it cannot be had).
+[ -x scripts/install-chromium.sh ] && { scripts/install-chromium.sh || echo "note: chromium not installed; its test will skip"; }
+exec "$VENV/bin/python" -m pytest -n 2 -p no:cacheprovider "$@"
