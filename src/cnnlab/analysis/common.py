@@ -1,0 +1,217 @@
+"""Shared machinery of the analyses: driving the Trainer step by step, saving and restoring its state, output files.
+
+`run_steps` runs a Trainer's own `train_one_epoch` (so batches, augmentation, L1, micro-batching and AMP are those of
+`cnnlab train`) for an exact number of optimizer steps, with the learning rate of every step chosen by the caller,
+through the trainer's `step_hook`. The hook ends the run by raising `_Done`, which unwinds out of the epoch; that is
+safe because every caller restores the trainer afterwards (`preserved`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from cnnlab.errors import CnnlabError  # noqa: E402
+from cnnlab.fileio import atomic_open, atomic_write_text  # noqa: E402
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Trainer state
+
+@dataclass
+class Snapshot:
+    """Everything an analysis may disturb in a Trainer: weights and buffers, optimizer, schedule, counters, RNG."""
+    model: Dict[str, torch.Tensor]
+    optimizer: dict
+    scheduler: dict
+    step: int
+    status: str
+    batch: object          # the trainer's BatchConfig (analyses change batch.size, micro, policy)
+    loader_batch: int
+    rng: dict
+
+
+def snapshot(trainer) -> Snapshot:
+    from cnnlab.training.checkpoint import rng_state, unwrap
+
+    # Copies, not references: state_dict() tensors alias the live parameters and optimizer buffers.
+    return Snapshot(model={k: v.detach().clone() for k, v in unwrap(trainer.model).state_dict().items()},
+                    optimizer=copy.deepcopy(trainer.optimizer.state_dict()),
+                    scheduler=copy.deepcopy(trainer.scheduler.state_dict()),
+                    step=trainer.step, status=trainer.status, batch=copy.deepcopy(trainer.cfg.batch),
+                    loader_batch=trainer.train_loader.batch_size, rng=copy.deepcopy(rng_state()))
+
+
+def restore(trainer, snap: Snapshot) -> None:
+    from cnnlab.training.checkpoint import set_rng_state, unwrap
+
+    unwrap(trainer.model).load_state_dict(snap.model)
+    # load_state_dict copies the saved tensors in, so the snapshot stays valid for another restore.
+    trainer.optimizer.load_state_dict(copy.deepcopy(snap.optimizer))
+    trainer.scheduler.load_state_dict(copy.deepcopy(snap.scheduler))
+    trainer.step, trainer.status = snap.step, snap.status
+    trainer.cfg.batch = copy.deepcopy(snap.batch)
+    trainer.train_loader.batch_size = snap.loader_batch
+    set_rng_state(snap.rng)
+
+
+@contextlib.contextmanager
+def preserved(trainer) -> Iterator[Snapshot]:
+    """Run a block that trains `trainer`, then put the model, optimizer, schedule and RNG back as they were."""
+    snap = snapshot(trainer)
+    try:
+        yield snap
+    finally:
+        restore(trainer, snap)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+
+
+class _Done(Exception):
+    """Raised from the step hook to end `run_steps` in the middle of an epoch."""
+
+
+def run_steps(trainer, steps: int, lr_at: Optional[Callable[[int], float]] = None,
+              on_step: Optional[Callable[[object, int, float], None]] = None,
+              stop: Optional[Callable[[List[float]], bool]] = None) -> List[float]:
+    """Train `trainer` for `steps` optimizer steps; return the loss of every step's batch.
+
+    lr_at(i) sets the learning rate of step i (None: the trainer's own schedule); on_step(trainer, i, loss) runs
+    after step i; stop(losses) -> True ends the run early (e.g. on divergence). The run also ends when the trainer's
+    own divergence check fires. Epochs are numbered from 0, so every call sees the same batch order.
+    """
+    if len(trainer.train_loader) == 0:
+        raise CnnlabError(f"no full training batch: batch.size={trainer.cfg.batch.size} is larger than the "
+                          f"{len(trainer.ds.train):,} training images; lower batch.size or raise data.train_subset")
+    losses: List[float] = []
+
+    def hook(t, loss):
+        losses.append(float(loss.item()))
+        i = len(losses) - 1
+        if on_step is not None:
+            on_step(t, i, losses[-1])
+        if len(losses) >= steps or (stop is not None and stop(losses)):
+            raise _Done
+        if lr_at is not None:
+            set_lr(t.optimizer, lr_at(i + 1))
+
+    if lr_at is not None:
+        set_lr(trainer.optimizer, lr_at(0))
+    old_hook, trainer.step_hook = trainer.step_hook, hook
+    try:
+        epoch = 0
+        while len(losses) < steps and trainer.status != "diverged":
+            before = len(losses)
+            trainer.train_one_epoch(epoch)
+            epoch += 1
+            if len(losses) == before:  # an empty epoch would loop forever
+                break
+    except _Done:
+        pass
+    finally:
+        trainer.step_hook = old_hook
+    return losses
+
+
+def analysis_trainer(cfg, log: Optional[Callable[[str], None]] = None):
+    """A Trainer that writes nothing and shows no progress bar (analyses print their own summary lines)."""
+    from cnnlab.training.config import config_from_dict, merge
+    from cnnlab.training.trainer import Trainer
+
+    cfg = config_from_dict(merge(cfg.to_dict(), {"train": {"progress": "off", "checkpoints": False}}))
+    return Trainer(cfg, write=False, log=log or (lambda s: None))
+
+
+def trainable(model: torch.nn.Module) -> List[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Cost lines and suggestions
+
+def cost_line(what: str, passes: int, kind: str = "forward+backward") -> str:
+    """One line announcing an analysis' cost in image passes, printed before it starts."""
+    return f"{what}: expected cost {passes:,} {kind} image passes"
+
+
+def finite(xs: Sequence[float]) -> bool:
+    return all(math.isfinite(x) for x in xs)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Output files
+
+def write_csv(path, rows: List[dict], columns: Optional[List[str]] = None) -> Path:
+    """Rows of numbers as CSV, written atomically; floats with 6 significant digits."""
+    path = Path(path)
+    if columns is None:
+        columns = list(rows[0]) if rows else []
+        for r in rows[1:]:
+            columns += [k for k in r if k not in columns]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items() if k in columns})
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def read_csv(path) -> List[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, size=(6.0, 4.0), **kw):
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False, **kw)
+    return fig, axes
+
+
+def save_figure(fig, path, title: Optional[str] = None) -> Path:
+    path = Path(path)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Configurations compared by the BN analyses
+
+def bn_variants(cfg) -> List[tuple]:
+    """[(label, cfg without BN), (label, cfg with BN)] for the configured model: a `<name>`/`<name>_bn` pair in the
+    model registry (vgg_a / vgg_a_bn), else the model's `batch_norm` option switched off and on."""
+    from cnnlab.models import MODELS
+    from cnnlab.models.registry import default_args
+    from cnnlab.training.config import config_from_dict, merge
+
+    name = cfg.model.name.lower()
+    base = name[:-3] if name.endswith("_bn") else name
+    if base + "_bn" in MODELS and base in MODELS:
+        patches = [{"model": {"name": base}}, {"model": {"name": base + "_bn"}}]
+        labels = [base, base + "_bn"]
+    elif "batch_norm" in default_args(name):
+        patches = [{"model": {"options": {"batch_norm": v}}} for v in (False, True)]
+        labels = [f"{name} without BN", f"{name} with BN"]
+    else:
+        raise CnnlabError(f"model {cfg.model.name!r} has no batch-norm variant (no {base}_bn model, no batch_norm "
+                          "option); name the runs to compare with --variant LABEL key=value ...")
+    return [(label, config_from_dict(merge(cfg.to_dict(), p))) for label, p in zip(labels, patches)]

@@ -1,0 +1,220 @@
+"""Loss landscapes: the band of training losses across step sizes, and random-direction slices around a model.
+
+- Loss band (Santurkar, Tsipras, Ilyas & Madry 2018, "How Does Batch Normalization Help Optimization?", Fig. 4a as
+  set in the Fudan DATA130051 project): the same initial model trained at several learning rates, the training loss
+  recorded at every step, and the band between the per-step minimum and maximum over the rates. A narrow band means
+  the loss the optimizer sees is insensitive to the step size (BN's smoothing effect).
+- Random-direction landscapes (Li, Xu, Taylor, Studer & Goldstein 2018, "Visualizing the Loss Landscape of Neural
+  Nets", §4): L(w + a*d1) on a line or L(w + a*d1 + b*d2) on a grid, with Gaussian directions normalised filter by
+  filter, d_ij <- d_ij / |d_ij| * |w_ij| (j runs over the output channels of a convolution and the rows of a linear
+  layer), so the plot does not depend on the scale invariance that BN gives each filter. Biases and 1-d parameters
+  (BN weights and shifts) get a zero direction, as in the paper. Evaluated in eval mode (BN running statistics) on a
+  fixed subset of images; the cost is points x images forward passes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, List, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab.analysis.common import preserved, run_steps
+from cnnlab.errors import CnnlabError
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loss band across learning rates
+
+def band_limits(curves: Sequence[Sequence[float]]) -> Tuple[List[float], List[float]]:
+    """Per-step (min, max) over the curves, ignoring non-finite values and curves that stopped early."""
+    length = max((len(c) for c in curves), default=0)
+    lo, hi = [], []
+    for i in range(length):
+        vals = [c[i] for c in curves if i < len(c) and math.isfinite(c[i])]
+        lo.append(min(vals) if vals else float("nan"))
+        hi.append(max(vals) if vals else float("nan"))
+    return lo, hi
+
+
+@dataclass
+class LossBand:
+    label: str
+    lrs: List[float]
+    curves: List[List[float]]   # batch loss at every step, one list per learning rate
+
+    @property
+    def limits(self) -> Tuple[List[float], List[float]]:
+        return band_limits(self.curves)
+
+    def rows(self) -> List[dict]:
+        lo, hi = self.limits
+        rows = []
+        for i, (a, b) in enumerate(zip(lo, hi)):
+            row = {"label": self.label, "step": i + 1, "loss_min": a, "loss_max": b}
+            for lr, c in zip(self.lrs, self.curves):
+                row[f"loss_lr_{lr:g}"] = c[i] if i < len(c) else float("nan")
+            rows.append(row)
+        return rows
+
+    def plot(self, ax, color: str = "C0"):
+        lo, hi = self.limits
+        steps = range(1, len(lo) + 1)
+        ax.fill_between(steps, lo, hi, color=color, alpha=0.4,
+                        label=f"{self.label} (lr {', '.join(f'{v:g}' for v in self.lrs)})")
+        ax.set(xlabel="step", ylabel="training loss", title="loss landscape: band over learning rates")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        return ax
+
+
+def loss_band(trainer, lrs: Sequence[float], steps: int, label: str = "",
+              log: Callable[[str], None] = lambda s: None, ax=None, color: str = "C0") -> LossBand:
+    """Train from the trainer's current state at each rate for `steps` steps; the trainer is restored after."""
+    if not lrs or any(lr <= 0 for lr in lrs):
+        raise CnnlabError(f"loss-band needs positive learning rates, got {list(lrs)}")
+    curves = []
+    for lr in lrs:
+        with preserved(trainer):
+            curve = run_steps(trainer, steps, lr_at=lambda i, lr=lr: lr)
+        log(f"{label} lr {lr:g}: loss {curve[0]:.4f} -> {curve[-1]:.4f} over {len(curve)} steps")
+        curves.append(curve)
+    band = LossBand(label, [float(v) for v in lrs], curves)
+    if ax is not None:
+        band.plot(ax, color)
+    return band
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Random-direction landscapes
+
+def filter_normalised_direction(model: nn.Module, generator: torch.Generator) -> List[torch.Tensor]:
+    """A Gaussian direction per parameter, each filter (slice along dim 0) scaled to the norm of the same filter."""
+    dirs = []
+    for p in model.parameters():
+        if p.dim() <= 1:
+            dirs.append(torch.zeros_like(p))
+            continue
+        # drawn on the CPU so that a seed gives the same direction on every device
+        d = torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p.device, p.dtype)
+        w = p.detach().reshape(len(p), -1)
+        dn = d.reshape(len(p), -1)
+        dn.mul_(w.norm(dim=1, keepdim=True) / (dn.norm(dim=1, keepdim=True) + 1e-10))
+        dirs.append(d)
+    return dirs
+
+
+def evaluate_batches(model: nn.Module, batches) -> Tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model` over a list of (x, y) batches, without gradients."""
+    loss, correct, n = 0.0, 0, 0
+    with torch.no_grad():
+        for x, y in batches:
+            out = model(x).float()
+            loss += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+            n += len(y)
+    return loss / n, correct / n
+
+
+def _losses_at(model: nn.Module, batches, dirs: List[List[torch.Tensor]], coords: List[Tuple[float, ...]]):
+    """(loss, acc) at w + sum_k c_k d_k for each coordinate tuple; the weights are put back afterwards."""
+    params = list(model.parameters())
+    origin = [p.detach().clone() for p in params]
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for c in coords:
+            with torch.no_grad():
+                for j, (p, p0) in enumerate(zip(params, origin)):
+                    p.copy_(p0 + sum(ck * d[j] for ck, d in zip(c, dirs)))
+            out.append(evaluate_batches(model, batches))
+    finally:
+        with torch.no_grad():
+            for p, p0 in zip(params, origin):
+                p.copy_(p0)
+        model.train(was_training)
+    return out
+
+
+def landscape_cost(points: int, dims: int, images: int) -> int:
+    return points ** dims * images
+
+
+@dataclass
+class Landscape1D:
+    alphas: List[float]
+    losses: List[float]
+    accs: List[float]
+    images: int
+
+    def rows(self) -> List[dict]:
+        return [{"alpha": a, "loss": l, "acc": c} for a, l, c in zip(self.alphas, self.losses, self.accs)]
+
+    def plot(self, ax):
+        ax.plot(self.alphas, self.losses, "o-", ms=3, color="C0", label="loss")
+        ax.set(xlabel="alpha (filter-normalised direction)", ylabel="loss",
+               title=f"1-D loss landscape ({self.images} images)")
+        ax.grid(alpha=0.3)
+        acc = ax.twinx()
+        acc.plot(self.alphas, self.accs, "--", color="C1", label="accuracy")
+        acc.set_ylabel("accuracy")
+        return ax
+
+
+@dataclass
+class Landscape2D:
+    alphas: List[float]
+    betas: List[float]
+    losses: List[List[float]]   # losses[i][j] at (alphas[i], betas[j])
+    images: int
+
+    def rows(self) -> List[dict]:
+        return [{"alpha": a, "beta": b, "loss": self.losses[i][j]}
+                for i, a in enumerate(self.alphas) for j, b in enumerate(self.betas)]
+
+    def plot(self, ax):
+        z = np.asarray(self.losses, float).T  # contour wants z[y, x]
+        finite = z[np.isfinite(z)]
+        levels = np.linspace(finite.min(), min(finite.max(), finite.min() * 4 + 1), 20) if finite.size else 20
+        cs = ax.contour(self.alphas, self.betas, z, levels=levels, cmap="viridis")
+        ax.clabel(cs, fontsize=6, fmt="%.2f")
+        ax.plot([0], [0], "r*", ms=10, label="trained weights")
+        ax.set(xlabel="alpha (direction 1)", ylabel="beta (direction 2)",
+               title=f"2-D loss landscape ({self.images} images)")
+        ax.legend(fontsize="small")
+        return ax
+
+
+def _grid(points: int, span: float) -> List[float]:
+    if points < 2 or span <= 0:
+        raise CnnlabError(f"a landscape needs points >= 2 and span > 0, got points={points} span={span}")
+    return [float(v) for v in np.linspace(-span, span, points)]
+
+
+def landscape_1d(model: nn.Module, batches, points: int = 21, span: float = 1.0, seed: int = 0,
+                 ax=None) -> Landscape1D:
+    alphas = _grid(points, span)
+    d = filter_normalised_direction(model, torch.Generator().manual_seed(seed))
+    res = _losses_at(model, batches, [d], [(a,) for a in alphas])
+    out = Landscape1D(alphas, [r[0] for r in res], [r[1] for r in res], sum(len(y) for _, y in batches))
+    if ax is not None:
+        out.plot(ax)
+    return out
+
+
+def landscape_2d(model: nn.Module, batches, points: int = 11, span: float = 1.0, seed: int = 0,
+                 ax=None) -> Landscape2D:
+    grid = _grid(points, span)
+    gen = torch.Generator().manual_seed(seed)
+    d1 = filter_normalised_direction(model, gen)
+    d2 = filter_normalised_direction(model, gen)
+    res = _losses_at(model, batches, [d1, d2], [(a, b) for a in grid for b in grid])
+    losses = [[res[i * points + j][0] for j in range(points)] for i in range(points)]
+    out = Landscape2D(grid, grid, losses, sum(len(y) for _, y in batches))
+    if ax is not None:
+        out.plot(ax)
+    return out

@@ -1,0 +1,363 @@
+"""Range tests: where is the good learning rate, and which batch sizes are worth cycling between.
+
+- Continuous learning-rate range test (Smith 2017, "Cyclical Learning Rates for Training Neural Networks", §3.3;
+  the exponential variant and the smoothed loss with a divergence stop follow fastai's `lr_find`): the learning rate
+  rises from `start` to `end` over a number of steps, exponentially or linearly; the loss is smoothed by an
+  exponential moving average (bias-corrected) and the test stops once the smoothed loss exceeds `diverge` times its
+  best value.
+- Discrete sweep: k candidate rates, each trained for a few epochs from the same initial state, the mean training
+  loss of the last epoch against the rate.
+- Batch-size range test: each batch size trained for the same number of steps from the same initial state at the
+  same learning rate (Smith, Kindermans, Ying & Le 2018, "Don't Decay the Learning Rate, Increase the Batch Size":
+  a larger batch acts like a smaller step noise), large batches split into micro-batches (gradient accumulation) when
+  memory runs out.
+
+Every test restores the model, optimizer, schedule and RNG state afterwards (`common.preserved`), so it can run on a
+model that is about to be trained. Suggestion rules are registered by name in `LR_RULES` and documented there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from cnnlab.analysis.common import preserved, run_steps
+from cnnlab.errors import CnnlabError
+from cnnlab.registry import Registry
+
+LR_RULES = Registry("lr rule")
+
+LR_MODES = ("exp", "linear")
+FALL_FRACTION = 0.1   # "smith": lr_min is where the loss has made this share of its total fall
+BASE_RATIO = 4.0      # Smith 2017 §3.3: base_lr "3 or 4 times less than" max_lr
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Suggestion rules: (lrs ascending, losses) -> (lr_min, lr_max, how). Non-finite losses count as diverged.
+
+@dataclass
+class Suggestion:
+    lr_min: float
+    lr_max: float
+    rule: str
+    how: str
+
+    def line(self) -> str:
+        return f"suggested lr_min={self.lr_min:.3g} lr_max={self.lr_max:.3g} (rule {self.rule!r}: {self.how})"
+
+
+def _usable(lrs: Sequence[float], losses: Sequence[float]) -> Tuple[np.ndarray, np.ndarray, int]:
+    """Arrays cut at the first non-finite loss, and the index of the lowest loss."""
+    lrs, losses = np.asarray(lrs, float), np.asarray(losses, float)
+    bad = np.flatnonzero(~np.isfinite(losses))
+    n = int(bad[0]) if len(bad) else len(losses)
+    if n < 2:
+        raise CnnlabError("the range test has fewer than two finite losses, so no learning rate can be suggested; "
+                          "lower the start learning rate (--start)")
+    return lrs[:n], losses[:n], int(np.argmin(losses[:n]))
+
+
+@LR_RULES.register("smith")
+def _rule_smith(lrs, losses) -> Tuple[float, float, str]:
+    lrs, losses, i_min = _usable(lrs, losses)
+    fall = losses[0] - losses[i_min]
+    if fall <= 0:
+        return lrs[0], lrs[0], "the loss never falls below its first value; try a wider range"
+    i_lo = int(np.argmax(losses[: i_min + 1] <= losses[0] - FALL_FRACTION * fall))
+    return (lrs[i_lo], lrs[i_min], f"lr_min where the loss has made {FALL_FRACTION:.0%} of its fall, "
+                                    "lr_max at the lowest loss")
+
+
+@LR_RULES.register("steepest")
+def _rule_steepest(lrs, losses) -> Tuple[float, float, str]:
+    lrs, losses, i_min = _usable(lrs, losses)
+    if i_min == 0:
+        return lrs[0] / BASE_RATIO, lrs[0], "the loss never falls; lr_max is the first rate"
+    slope = np.gradient(losses[: i_min + 1], np.log(lrs[: i_min + 1]))
+    i = int(np.argmin(slope))
+    return (lrs[i] / BASE_RATIO, lrs[i], f"lr_max at the steepest fall of loss per log(lr), lr_min = "
+                                         f"lr_max/{BASE_RATIO:g}")
+
+
+@LR_RULES.register("min10")
+def _rule_min10(lrs, losses) -> Tuple[float, float, str]:
+    lrs, losses, i_min = _usable(lrs, losses)
+    top = lrs[i_min] / 10
+    return top / BASE_RATIO, top, f"lr_max = (lr at the lowest loss)/10, lr_min = lr_max/{BASE_RATIO:g}"
+
+
+def suggest(lrs: Sequence[float], losses: Sequence[float], rule: str = "smith") -> Suggestion:
+    lo, hi, how = LR_RULES.get(rule)(lrs, losses)
+    return Suggestion(float(lo), float(hi), rule, how)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Continuous range test
+
+def lr_at_step(start: float, end: float, steps: int, mode: str = "exp") -> Callable[[int], float]:
+    """Step i of `steps` -> learning rate; exp: geometric from start to end, linear: arithmetic."""
+    if mode not in LR_MODES:
+        raise CnnlabError(f"unknown lr range mode {mode!r}; choose one of {', '.join(LR_MODES)}")
+    if not 0 < start < end:
+        raise CnnlabError(f"the range test needs 0 < start < end, got start={start:g} end={end:g}")
+    if steps < 2:
+        raise CnnlabError(f"the range test needs at least 2 steps, got {steps}")
+    if mode == "exp":
+        return lambda i: start * (end / start) ** (min(i, steps - 1) / (steps - 1))
+    return lambda i: start + (end - start) * min(i, steps - 1) / (steps - 1)
+
+
+def ema(values: Sequence[float], beta: float) -> List[float]:
+    """Bias-corrected exponential moving average (as Adam's moments): early values are not pulled toward 0."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values):
+        avg = beta * avg + (1 - beta) * v
+        out.append(avg / (1 - beta ** (i + 1)))
+    return out
+
+
+@dataclass
+class LRRange:
+    lrs: List[float]
+    losses: List[float]
+    smoothed: List[float]
+    mode: str
+    stopped_early: bool
+    suggestion: Suggestion
+
+    def rows(self) -> List[dict]:
+        return [{"step": i, "lr": lr, "loss": l, "smoothed_loss": s}
+                for i, (lr, l, s) in enumerate(zip(self.lrs, self.losses, self.smoothed))]
+
+    def plot(self, ax):
+        ax.plot(self.lrs, self.losses, color="0.75", lw=0.8, label="batch loss")
+        ax.plot(self.lrs, self.smoothed, color="C0", label="smoothed loss")
+        _mark(ax, self.suggestion)
+        if self.mode == "exp":
+            ax.set_xscale("log")
+        finite = [s for s in self.smoothed if math.isfinite(s)]
+        if finite:  # the divergence at the end would squash the interesting part of the curve
+            ax.set_ylim(min(finite) * 0.95, min(max(finite), 1.5 * self.smoothed[0]) * 1.05)
+        ax.set(xlabel="learning rate", ylabel="training loss", title="learning-rate range test")
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+        return ax
+
+
+def _mark(ax, s: Suggestion) -> None:
+    ax.axvline(s.lr_min, color="C2", ls="--", label=f"lr_min {s.lr_min:.2g}")
+    ax.axvline(s.lr_max, color="C3", ls="--", label=f"lr_max {s.lr_max:.2g}")
+
+
+def lr_range_test(trainer, start: float = 1e-7, end: float = 10.0, steps: int = 100, mode: str = "exp",
+                  beta: float = 0.98, diverge: float = 4.0, rule: str = "smith", ax=None) -> LRRange:
+    """Smith's range test on `trainer` (model, optimizer, batches as configured); the trainer is restored after."""
+    LR_RULES.get(rule)  # an unknown rule fails before the training, not after
+    schedule = lr_at_step(start, end, steps, mode)
+    state = {"avg": 0.0, "best": math.inf}
+
+    def diverged(losses: List[float]) -> bool:
+        i = len(losses)
+        state["avg"] = beta * state["avg"] + (1 - beta) * losses[-1]
+        s = state["avg"] / (1 - beta ** i)
+        state["best"] = min(state["best"], s)
+        return not math.isfinite(s) or (i > 1 and s > diverge * state["best"])
+
+    with preserved(trainer):
+        losses = run_steps(trainer, steps, lr_at=schedule, stop=diverged)
+    lrs = [schedule(i) for i in range(len(losses))]
+    smoothed = ema(losses, beta)
+    result = LRRange(lrs, losses, smoothed, mode, len(losses) < steps, suggest(lrs, smoothed, rule))
+    if ax is not None:
+        result.plot(ax)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Discrete sweep
+
+def candidates(k: int, low: float, high: float) -> List[float]:
+    """k rates spaced evenly in log between low and high (the course's 10 between 1e-9 and 1e1)."""
+    if k < 2 or not 0 < low < high:
+        raise CnnlabError(f"a learning-rate sweep needs k >= 2 and 0 < low < high, got k={k} low={low:g} high={high:g}")
+    return [float(v) for v in np.geomspace(low, high, k)]
+
+
+@dataclass
+class LRSweep:
+    lrs: List[float]
+    losses: List[float]            # mean training loss of the last epoch; nan where the run diverged
+    curves: List[List[float]]      # every step's batch loss, per rate
+    epochs: int
+    suggestion: Suggestion
+
+    def rows(self) -> List[dict]:
+        return [{"lr": lr, "final_train_loss": l, "diverged": int(not math.isfinite(l)), "steps": len(c)}
+                for lr, l, c in zip(self.lrs, self.losses, self.curves)]
+
+    def plot(self, ax):
+        ok = [(lr, l) for lr, l in zip(self.lrs, self.losses) if math.isfinite(l)]
+        if ok:
+            ax.plot(*zip(*ok), "o-", color="C0", label=f"training loss after {self.epochs} epoch(s)")
+            top = max(l for _, l in ok)
+            bad = [lr for lr, l in zip(self.lrs, self.losses) if not math.isfinite(l)]
+            if bad:
+                ax.plot(bad, [top * 1.05] * len(bad), "x", color="C3", ms=9, label="diverged")
+        _mark(ax, self.suggestion)
+        ax.set_xscale("log")
+        ax.set(xlabel="learning rate", ylabel="training loss", title="learning-rate sweep")
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+        return ax
+
+
+def lr_sweep(trainer, lrs: Sequence[float], epochs: int = 2, rule: str = "smith",
+             log: Callable[[str], None] = lambda s: None, ax=None) -> LRSweep:
+    """Train from the same initial state at each constant rate for `epochs` epochs; the trainer is restored after."""
+    LR_RULES.get(rule)
+    ipe = len(trainer.train_loader)
+    lrs = sorted(float(v) for v in lrs)
+    losses, curves = [], []
+    for lr in lrs:
+        with preserved(trainer):
+            curve = run_steps(trainer, epochs * ipe, lr_at=lambda i, lr=lr: lr)
+            blew_up = trainer.status == "diverged" or len(curve) < epochs * ipe
+        last = curve[-ipe:]
+        loss = float("nan") if blew_up or not all(map(math.isfinite, last)) else float(np.mean(last))
+        log(f"lr {lr:.3g}: final training loss {loss:.4f}" + ("  (diverged)" if math.isnan(loss) else ""))
+        losses.append(loss)
+        curves.append(curve)
+    result = LRSweep(lrs, losses, curves, epochs, suggest(lrs, losses, rule))
+    if ax is not None:
+        result.plot(ax)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Batch-size range test
+
+BATCH_HALF, BATCH_MOST = 0.5, 0.9  # shares of the attainable loss fall that set b_min and b_max
+
+
+def batch_sizes(low: int = 64, high: int = 8192) -> List[int]:
+    """Powers of two from low to high."""
+    if not 0 < low <= high:
+        raise CnnlabError(f"batch sizes need 0 < low <= high, got {low} and {high}")
+    out, b = [], low
+    while b <= high:
+        out.append(b)
+        b *= 2
+    return out
+
+
+@dataclass
+class BatchRange:
+    sizes: List[int]
+    losses: List[float]            # mean batch loss over the last `window` steps; nan where it diverged
+    micro: List[Optional[int]]     # micro-batch used (None: whole batch in one pass)
+    steps: int
+    window: int
+    b_min: int
+    b_max: int
+    how: str
+    curves: List[List[float]] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (f"suggested batch.policy=cyclical batch.min={self.b_min} batch.max={self.b_max} ({self.how})")
+
+    def rows(self) -> List[dict]:
+        return [{"batch_size": b, "final_train_loss": l, "micro_batch": m or b, "steps": self.steps}
+                for b, l, m in zip(self.sizes, self.losses, self.micro)]
+
+    def plot(self, ax):
+        ax.plot(self.sizes, self.losses, "o-", color="C0", label=f"training loss after {self.steps} steps")
+        ax.axvline(self.b_min, color="C2", ls="--", label=f"b_min {self.b_min}")
+        ax.axvline(self.b_max, color="C3", ls="--", label=f"b_max {self.b_max}")
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="batch size", ylabel="training loss", title="batch-size range test")
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+        return ax
+
+
+def suggest_batch(sizes: Sequence[int], losses: Sequence[float]) -> Tuple[int, int, str]:
+    """b_min: smallest size reaching half of the loss fall from the smallest batch to the best one; b_max: smallest
+    size reaching 90% of it, beyond which a bigger batch buys little per step. Both on the finite losses."""
+    ok = [(b, l) for b, l in zip(sizes, losses) if math.isfinite(l)]
+    if not ok:
+        raise CnnlabError("every batch size diverged; lower optim.lr and run find-batch again")
+    first, best = ok[0][1], min(l for _, l in ok)
+    if first - best <= 0:
+        b = ok[0][0]
+        return b, b, "the loss does not fall with the batch size: no cyclical range, keep the smallest batch"
+    gain = [(b, (first - l) / (first - best)) for b, l in ok]
+    b_min = next(b for b, g in gain if g >= BATCH_HALF)
+    b_max = next(b for b, g in gain if g >= BATCH_MOST)
+    if b_min == b_max:  # one grid step can cover both shares; a cycle needs two sizes
+        smaller = [b for b, _ in ok if b < b_max]
+        b_min = smaller[-1] if smaller else b_min
+    return b_min, b_max, (f"b_min reaches {BATCH_HALF:.0%} and b_max {BATCH_MOST:.0%} of the loss fall from batch "
+                          f"{ok[0][0]} to the best")
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and ("out of memory" in str(e) or "can't allocate memory" in str(e)))
+
+
+def _train_batch(trainer, b: int, steps: int, micro: Optional[int]) -> Tuple[List[float], bool]:
+    """`steps` steps at batch size b from the current state (restored after): the losses and a divergence flag."""
+    with preserved(trainer):
+        trainer.cfg.batch.policy = "constant"
+        trainer.cfg.batch.size = b
+        trainer.cfg.batch.micro = micro if micro and micro < b else None
+        trainer.train_loader.batch_size = b
+        curve = run_steps(trainer, steps)
+        return curve, trainer.status == "diverged" or len(curve) < steps
+
+
+def batch_range_test(trainer, sizes: Sequence[int], steps: int = 50, micro: Optional[int] = None,
+                     log: Callable[[str], None] = lambda s: None, ax=None) -> BatchRange:
+    """Train `steps` steps at each batch size (same lr, same initial state); the trainer is restored after.
+
+    micro: largest micro-batch per forward pass (None: whole batch); on running out of memory the micro-batch is
+    halved and the size retried, so large batches are simulated by gradient accumulation.
+    """
+    n = len(trainer.ds.train)
+    usable = sorted(b for b in sizes if b <= n)
+    if len(usable) < len(sizes):
+        log(f"note: batch sizes above the {n:,} training images are left out: "
+            f"{', '.join(str(b) for b in sorted(sizes) if b > n)}")
+    if len(usable) < 2:
+        raise CnnlabError(f"find-batch needs at least two batch sizes <= {n:,} (the training images); "
+                          "raise data.train_subset or lower the sizes")
+    window = max(1, steps // 5)  # the last fifth of the steps: one batch's loss is too noisy to compare
+    losses, used, curves = [], [], []
+    for b in usable:
+        m = micro
+        while True:
+            try:
+                curve, blew_up = _train_batch(trainer, b, steps, m)
+                break
+            except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                if not _out_of_memory(e) or (m or b) <= 1:
+                    raise
+                m = max(1, (m or b) // 2)
+                log(f"batch {b}: out of memory, retrying with micro-batches of {m}")
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+        loss = float("nan") if blew_up else float(np.mean(curve[-window:]))
+        log(f"batch {b}: training loss {loss:.4f} over the last {window} of {steps} steps"
+            + (f" (micro-batches of {m})" if m and m < b else ""))
+        losses.append(loss)
+        used.append(m if m and m < b else None)
+        curves.append(curve)
+    b_min, b_max, how = suggest_batch(usable, losses)
+    result = BatchRange(usable, losses, used, steps, window, b_min, b_max, how, curves)
+    if ax is not None:
+        result.plot(ax)
+    return result

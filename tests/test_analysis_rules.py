@@ -1,0 +1,104 @@
+"""Range-test arithmetic without training: schedules, smoothing, suggestion rules, the loss band's limits."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnnlab.analysis import range_tests as rt
+from cnnlab.analysis.landscape import band_limits
+from cnnlab.errors import CnnlabError
+
+
+def test_exponential_and_linear_schedules_hit_both_bounds():
+    f = rt.lr_at_step(1e-6, 1.0, 7, "exp")
+    lrs = [f(i) for i in range(7)]
+    assert lrs[0] == pytest.approx(1e-6) and lrs[-1] == pytest.approx(1.0)
+    assert np.allclose(np.diff(np.log10(lrs)), 1.0)  # one decade per step
+    g = rt.lr_at_step(0.1, 0.5, 5, "linear")
+    assert [round(g(i), 10) for i in range(5)] == [0.1, 0.2, 0.3, 0.4, 0.5]
+
+
+@pytest.mark.parametrize("start,end,steps,mode", [(0, 1, 10, "exp"), (1, 0.1, 10, "exp"), (1e-3, 1, 1, "exp"),
+                                                  (1e-3, 1, 10, "cosine")])
+def test_bad_schedules_are_user_errors(start, end, steps, mode):
+    with pytest.raises(CnnlabError):
+        rt.lr_at_step(start, end, steps, mode)
+
+
+def test_course_candidates_are_ten_decades_apart():
+    c = rt.candidates(11, 1e-9, 1e1)
+    assert c[0] == pytest.approx(1e-9) and c[-1] == pytest.approx(10.0) and len(c) == 11
+    assert np.allclose(np.diff(np.log10(c)), 1.0)
+
+
+def test_bias_corrected_ema_of_a_constant_is_that_constant():
+    assert rt.ema([3.0] * 20, 0.98) == pytest.approx([3.0] * 20)
+
+
+# A U-shaped curve in log(lr): flat, falling between 1e-4 and 1e-2, lowest at 1e-1, then rising.
+LRS = list(np.geomspace(1e-6, 1.0, 61))
+LOSS = [2.3 - 1.5 / (1 + math.exp(-3 * (math.log10(lr) + 3))) + (8 * (lr - 0.1) ** 2 if lr > 0.1 else 0) for lr in LRS]
+
+
+def test_smith_rule_brackets_the_fall_and_stops_at_the_lowest_loss():
+    s = rt.suggest(LRS, LOSS, "smith")
+    assert s.lr_max == pytest.approx(LRS[int(np.argmin(LOSS))])
+    fall = LOSS[0] - min(LOSS)
+    i = LRS.index(s.lr_min)
+    assert LOSS[0] - LOSS[i] >= 0.1 * fall > LOSS[0] - LOSS[i - 1]
+    assert s.lr_min < s.lr_max
+
+
+def test_steepest_rule_finds_the_steepest_point_and_a_quarter_of_it():
+    s = rt.suggest(LRS, LOSS, "steepest")
+    assert s.lr_max == pytest.approx(1e-3, rel=0.3)  # the sigmoid's midpoint in log(lr)
+    assert s.lr_min == pytest.approx(s.lr_max / 4)
+
+
+def test_rules_ignore_everything_after_the_first_non_finite_loss():
+    losses = LOSS[:40] + [float("nan")] + [0.0] * 20  # the 0.0s after the NaN must not count as the minimum
+    s = rt.suggest(LRS, losses, "min10")
+    assert s.lr_max == pytest.approx(LRS[int(np.argmin(LOSS[:40]))] / 10)
+
+
+def test_unknown_rule_lists_the_known_ones():
+    with pytest.raises(CnnlabError, match="smith"):
+        rt.suggest(LRS, LOSS, "fastest")
+
+
+def test_batch_rule_takes_half_and_most_of_the_fall():
+    sizes = [64, 128, 256, 512, 1024, 2048]
+    losses = [2.0, 1.6, 1.2, 1.05, 1.01, 1.0]  # fall 1.0: 40%, 80%, 95%, 99%, 100%
+    b_min, b_max, how = rt.suggest_batch(sizes, losses)
+    assert (b_min, b_max) == (256, 512)
+    assert "50%" in how and "90%" in how
+    flat = rt.suggest_batch(sizes, [1.0] * 6)
+    assert flat[:2] == (64, 64)
+    with pytest.raises(CnnlabError, match="lower optim.lr"):
+        rt.suggest_batch(sizes, [float("nan")] * 6)
+
+
+def test_batch_sizes_are_powers_of_two_between_the_bounds():
+    assert rt.batch_sizes(64, 8192) == [64, 128, 256, 512, 1024, 2048, 4096, 8192]
+
+
+curve = st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(float("nan")), st.just(float("inf"))),
+                 min_size=0, max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(curve, min_size=1, max_size=5))
+def test_band_max_is_never_below_min(curves):
+    lo, hi = band_limits(curves)
+    assert len(lo) == len(hi) == max(len(c) for c in curves)
+    for i, (a, b) in enumerate(zip(lo, hi)):
+        finite = [c[i] for c in curves if i < len(c) and math.isfinite(c[i])]
+        if finite:
+            assert a <= b and a == min(finite) and b == max(finite)
+        else:
+            assert math.isnan(a) and math.isnan(b)
