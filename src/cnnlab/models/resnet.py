@@ -11,6 +11,11 @@ Shortcuts where the dimensions grow (§3.3):
   option A: identity on a stride-2 subsampled input, the extra channels zero-padded (no parameters; the paper's
             choice for CIFAR, giving 0.27 M parameters for ResNet-20);
   option B: a 1×1 convolution with stride 2 and batch norm (projection) where the dimensions grow, identity elsewhere.
+
+`zero_init_residual=True` starts the γ of each block's last BN at 0 (Goyal et al. 2017, "Accurate, Large Minibatch
+SGD", §5.1), so every block starts as the identity. Off by default, as in the paper: with it off the residual stream's
+variance grows with depth and the initial loss of an untrained ResNet-110 is about 1.3-2 × ln(10) (seeds 0-2 on
+CIFAR batches), which is why He et al. warm ResNet-110 up at lr 0.01.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.models.layers import (Network, Stack, check_activation, check_choice, check_io, init_kaiming,
+from cnnlab.models.layers import (Network, Stack, check_activation, check_bool, check_choice, check_io, init_kaiming,
                                   make_activation)
 from cnnlab.models.registry import register_model
 
@@ -63,13 +68,14 @@ class BasicBlock(nn.Module):
 
 
 def cifar_resnet(name: str, depth: int, num_classes: int, in_channels: int, input_size: int, shortcut: str,
-                 activation: str) -> Network:
+                 activation: str, zero_init_residual: bool = False) -> Network:
     """The shared builder: depth = 6n + 2."""
     shape = check_io(name, num_classes, in_channels, input_size)
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")  # a programming error, not user input
     sc = check_choice(name, "shortcut", shortcut, ("a", "b"))
     check_activation(name, activation)
+    check_bool(name, "zero_init_residual", zero_init_residual)
     n = (depth - 2) // 6
 
     features = Stack()
@@ -84,7 +90,12 @@ def cifar_resnet(name: str, depth: int, num_classes: int, in_channels: int, inpu
         c = width
     features.add("pool", nn.AdaptiveAvgPool2d(1))
     head = Stack().add("flatten", nn.Flatten()).add("fc", nn.Linear(c, num_classes)).build()
-    return init_kaiming(Network(name, shape, num_classes, features.build(), head))
+    model = init_kaiming(Network(name, shape, num_classes, features.build(), head))
+    if zero_init_residual:
+        for m in model.modules():
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+    return model
 
 
 _DOC = "CIFAR ResNet-{d} (He et al. 2016 §4.2), 16/32/64 channels, shortcut option A (zero-pad) or B (projection)"
@@ -92,29 +103,34 @@ _DOC = "CIFAR ResNet-{d} (He et al. 2016 §4.2), 16/32/64 channels, shortcut opt
 
 @register_model("resnet20", _DOC.format(d=20))
 def resnet20(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A",
-             activation: str = "relu") -> Network:
-    return cifar_resnet("resnet20", 20, num_classes, in_channels, input_size, shortcut, activation)
+             activation: str = "relu", zero_init_residual: bool = False) -> Network:
+    return cifar_resnet("resnet20", 20, num_classes, in_channels, input_size, shortcut, activation,
+                        zero_init_residual)
 
 
 @register_model("resnet32", _DOC.format(d=32))
 def resnet32(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A",
-             activation: str = "relu") -> Network:
-    return cifar_resnet("resnet32", 32, num_classes, in_channels, input_size, shortcut, activation)
+             activation: str = "relu", zero_init_residual: bool = False) -> Network:
+    return cifar_resnet("resnet32", 32, num_classes, in_channels, input_size, shortcut, activation,
+                        zero_init_residual)
 
 
 @register_model("resnet44", _DOC.format(d=44))
 def resnet44(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A",
-             activation: str = "relu") -> Network:
-    return cifar_resnet("resnet44", 44, num_classes, in_channels, input_size, shortcut, activation)
+             activation: str = "relu", zero_init_residual: bool = False) -> Network:
+    return cifar_resnet("resnet44", 44, num_classes, in_channels, input_size, shortcut, activation,
+                        zero_init_residual)
 
 
 @register_model("resnet56", _DOC.format(d=56))
 def resnet56(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A",
-             activation: str = "relu") -> Network:
-    return cifar_resnet("resnet56", 56, num_classes, in_channels, input_size, shortcut, activation)
+             activation: str = "relu", zero_init_residual: bool = False) -> Network:
+    return cifar_resnet("resnet56", 56, num_classes, in_channels, input_size, shortcut, activation,
+                        zero_init_residual)
 
 
 @register_model("resnet110", _DOC.format(d=110))
 def resnet110(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A",
-              activation: str = "relu") -> Network:
-    return cifar_resnet("resnet110", 110, num_classes, in_channels, input_size, shortcut, activation)
+              activation: str = "relu", zero_init_residual: bool = False) -> Network:
+    return cifar_resnet("resnet110", 110, num_classes, in_channels, input_size, shortcut, activation,
+                        zero_init_residual)
