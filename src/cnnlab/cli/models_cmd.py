@@ -279,10 +279,12 @@ def _sanity_batch(model, args):
 
 
 def _real_batch(args, c: int, size: int, n_cls: int):
+    """One shuffled, standardised training batch, loaded the way the trainer loads its data."""
     import torch
 
     try:
         from cnnlab.data import load_dataset
+        from cnnlab.data.loader import BatchLoader
     except ImportError as e:
         raise CnnlabError(f"--data-root given but the data layer cannot be imported ({e}); run without it for a "
                           f"synthetic batch") from None
@@ -292,8 +294,7 @@ def _real_batch(args, c: int, size: int, n_cls: int):
         raise CnnlabError(f"dataset {name!r} has {ds.in_channels}x{ds.image_size}x{ds.image_size} images and "
                           f"{ds.num_classes} classes, but the model was built for {c}x{size}x{size} and {n_cls}; "
                           f"pass --input / num_classes= or another --dataset")
-    x, y = ds.train.x[: args.batch_size], ds.train.y[: args.batch_size]
-    mean = torch.tensor(ds.mean).view(1, -1, 1, 1)
-    std = torch.tensor(ds.std).view(1, -1, 1, 1)
-    x = (x.float() / 255.0 - mean) / std  # the same standardisation the trainer applies
-    return x, y.long(), f"{len(y)} {name} training images"
+    loader = BatchLoader(ds.train, min(args.batch_size, len(ds.train)), shuffle=True, mean=ds.mean, std=ds.std,
+                         device=torch.device("cpu"), seed=args.seed)
+    x, y = next(iter(loader))
+    return x, y, f"{name} training images"
