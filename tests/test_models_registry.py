@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.models import MODELS, create_model, list_models, model_info, register_model
+from cnnlab.models import create_model, list_models, model_info, register_model
 from cnnlab.models.layers import ACTIVATIONS, Swish, make_activation
 
 ALL = list_models()

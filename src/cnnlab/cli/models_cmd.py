@@ -5,7 +5,6 @@ Argument parsing and wiring only; the work is done in cnnlab.models (registry, s
 
 from __future__ import annotations
 
-import argparse
 import re
 from typing import Any, Dict, List, Tuple
 

@@ -88,7 +88,7 @@ def _swish_learnable(beta: float = 1.0) -> nn.Module:
 
 
 def make_activation(name: str, **kwargs) -> nn.Module:
-    """A fresh activation module by registry name, e.g. make_activation("swish") or ("leaky_relu", negative_slope=0.2)."""
+    """A fresh activation module by registry name: make_activation("swish"), ("leaky_relu", negative_slope=0.2)."""
     return ACTIVATIONS.build(name, **kwargs)
 
 

@@ -3,8 +3,8 @@
 LeNet-5 (LeCun, Bottou, Bengio & Haffner 1998, "Gradient-Based Learning Applied to Document Recognition", §II.B):
 C1 conv 5×5 → 6, S2 2×2 subsampling, C3 conv 5×5 → 16, S4 2×2 subsampling, C5 120, F6 84, output 10. The paper's
 32×32 input is the 28×28 image padded by 2, so C1 uses padding 2 here. Simplifications, as in most reimplementations:
-C3 connects to all six S2 maps (2,416 parameters; the paper's sparse table gives 1,516), subsampling is plain average (or
-max) pooling without the trainable coefficient, and the output is a linear layer rather than RBF units. Defaults are
+C3 connects to all six S2 maps (2,416 parameters; the paper's sparse table gives 1,516), subsampling is plain average
+(or max) pooling without the trainable coefficient, and the output is a linear layer rather than RBF units. Defaults are
 the paper's tanh and average pooling; 61,706 parameters.
 
 MiniGoogLeNet: the small Inception network of Zhang, Bengio, Hardt, Recht & Vinyals 2017, "Understanding deep
