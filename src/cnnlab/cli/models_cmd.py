@@ -28,13 +28,15 @@ def register(sub) -> None:
 
     _register_calc(sub)
 
-    p = sub.add_parser("sanity", help="initial loss of the untrained model on a batch, against ln(classes)")
+    p = sub.add_parser("sanity", help="initial loss of the untrained model on a batch, against ln(classes)",
+                       description="Cross-entropy of the untrained MODEL on one batch (training mode, no update) "
+                                   "against ln(classes); exit status 1 when it is not within 25% of ln(classes).")
     p.add_argument("model")
     p.add_argument("options", nargs="*", metavar="key=value", help="model options")
     p.add_argument("--dataset", help="dataset name (default: cifar10 for 3-channel models, fashion_mnist for "
                                      "1-channel ones)")
-    p.add_argument("--data-root", help="where the datasets live; without it (or without the data layer) a random "
-                                       "standard-normal batch with random labels is used")
+    p.add_argument("--data-root", help="where the datasets live (a real training batch is then used); without it, "
+                                       "a random standard-normal batch with random labels")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_sanity)
