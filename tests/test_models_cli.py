@@ -99,3 +99,11 @@ def test_calc_commands_show_working(cnnlab):
 def test_sanity_synthetic_batch(cnnlab):
     code, out, _ = cnnlab("sanity", "resnet20", "zero_init_residual=true", "--batch-size", "64")
     assert code == 0 and "ln(10) = 2.3026" in out and "synthetic" in out and "OK" in out
+
+
+def test_sanity_real_batch(cnnlab, shared_data):
+    # The data layer is written concurrently; this runs once `cnnlab.data` exists.
+    pytest.importorskip("cnnlab.data.loader", reason="cnnlab.data not written yet")
+    code, out, err = cnnlab("sanity", "lenet5", "--data-root", shared_data, "--batch-size", "128")
+    assert code == 0, err
+    assert "fashion_mnist training images" in out and "ln(10) = 2.3026" in out
