@@ -1,0 +1,191 @@
+"""Reading a folder or a .tar/.tar.gz archive as a tree of files, safely, without extracting anything to disk.
+
+Archive safety (the "tar slip" family, cf. Python's `tarfile` extraction filters, PEP 706): a member with an absolute
+path or a `..` component, or a link whose target leaves the archive's tree, is refused with an error naming it; links
+inside the tree are resolved in memory. In a folder, a symbolic link that points outside the folder is refused the
+same way. Hidden files (any path component starting with '.', e.g. macOS `._x.jpg` forks) are skipped.
+
+A tree's fingerprint keys the decode cache: the archive's sha256, or for a folder a sha256 of every file's relative
+path, size and mtime (hashing the bytes of a folder would cost as much as decoding it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import tarfile
+import zlib
+from pathlib import Path
+from typing import Dict, List, Optional, Set, Union
+
+from cnnlab.errors import CnnlabError
+
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+MAX_LINK_DEPTH = 16  # longer chains are a loop, or hostile
+
+
+def is_archive(path: Path) -> bool:
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                return h.hexdigest()
+            h.update(block)
+
+
+def _hidden(rel: str) -> bool:
+    return any(part.startswith(".") for part in rel.split("/"))
+
+
+def _safe_name(archive: Path, name: str) -> str:
+    """The member's path inside the tree, or an error if it tries to escape it."""
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise CnnlabError(f"archive {str(archive)!r}: member {name!r} has an absolute path; cnnlab refuses archives "
+                          f"whose members could escape their folder; rebuild the archive with relative paths")
+    norm = posixpath.normpath(name)
+    if norm == ".." or norm.startswith("../") or ".." in name.split("/"):
+        raise CnnlabError(f"archive {str(archive)!r}: member {name!r} contains '..' and could escape its folder; "
+                          f"rebuild the archive with plain relative paths")
+    return "" if norm == "." else norm
+
+
+def _link_target(archive: Path, member: tarfile.TarInfo, rel: str) -> str:
+    link = member.linkname
+    # hard links name a member from the archive root, symbolic links are relative to the link's own folder
+    target = link if member.islnk() else posixpath.join(posixpath.dirname(rel), link)
+    norm = posixpath.normpath(target)
+    if link.startswith("/") or norm == ".." or norm.startswith("../"):
+        raise CnnlabError(f"archive {str(archive)!r}: member {member.name!r} is a link to {link!r}, which points "
+                          f"outside the archive; cnnlab refuses such archives; rebuild it without that link")
+    return norm
+
+
+class FileTree:
+    """Relative POSIX paths -> file bytes, from a folder (read on demand) or an archive (read in one pass)."""
+
+    def __init__(self, origin: Path, files: Dict[str, Union[bytes, Path]], dirs: Set[str], fingerprint: str):
+        self.origin = origin
+        self._files = files
+        self.dirs = dirs  # every folder in the tree, including empty ones (so an empty class folder can be named)
+        self.fingerprint = fingerprint
+
+    def paths(self) -> List[str]:
+        return sorted(self._files)
+
+    def read(self, rel: str) -> bytes:
+        item = self._files[rel]
+        if isinstance(item, bytes):
+            return item
+        try:
+            return item.read_bytes()
+        except OSError as e:
+            raise CnnlabError(f"cannot read {str(item)!r}: {e.strerror or e}; check its permissions") from None
+
+    def where(self, rel: str) -> str:
+        """How to name a file in a message: its real path, or archive:member."""
+        item = self._files[rel]
+        return str(item) if isinstance(item, Path) else f"{self.origin}:{rel}"
+
+
+def tree_fingerprint(path: Path) -> str:
+    """The cache key of a tree without reading its files: an archive's sha256, a folder's listing hash."""
+    if is_archive(path) and path.is_file():
+        return "sha256:" + sha256_file(path)
+    return open_tree(path).fingerprint
+
+
+def open_tree(path: Path) -> FileTree:
+    if is_archive(path) and path.is_file():
+        return _archive_tree(path)
+    if path.is_dir():
+        return _folder_tree(path)
+    raise CnnlabError(f"{str(path)!r} is neither a folder nor a .tar/.tar.gz/.tgz archive; point --data-root at the "
+                      f"image folder or the archive itself")
+
+
+def _archive_tree(path: Path) -> FileTree:
+    files: Dict[str, bytes] = {}
+    links: Dict[str, str] = {}
+    dirs: Set[str] = set()
+    try:
+        # "r|*" streams the archive once, front to back, whatever its compression: no seeking, nothing extracted
+        with tarfile.open(path, "r|*") as tf:
+            for m in tf:
+                rel = _safe_name(path, m.name)
+                if m.issym() or m.islnk():
+                    links[rel] = _link_target(path, m, rel)
+                elif m.isfile():
+                    if not _hidden(rel):
+                        files[rel] = tf.extractfile(m).read()
+                elif m.isdir():
+                    dirs.add(rel)
+                else:
+                    raise CnnlabError(f"archive {str(path)!r}: member {m.name!r} is a device or pipe, not a regular "
+                                      f"file; rebuild the archive from plain files")
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise CnnlabError(f"archive {str(path)!r} is truncated or corrupt ({type(e).__name__}: {e}); copy or "
+                          f"download it again") from None
+    for rel in links:
+        target = _resolve_link(path, rel, links, files)
+        if target is not None and not _hidden(rel):
+            files[rel] = files[target]
+    for rel in files:  # folders implied by member paths (archives need not hold folder entries)
+        parts = rel.split("/")
+        dirs.update("/".join(parts[:k]) for k in range(1, len(parts)))
+    return FileTree(path, files, dirs, "sha256:" + sha256_file(path))
+
+
+def _resolve_link(archive: Path, rel: str, links: Dict[str, str], files: Dict[str, bytes]) -> Optional[str]:
+    """The regular file a link ends at; None for a link to a folder inside the tree (not followed: no images)."""
+    target = rel
+    for _ in range(MAX_LINK_DEPTH):
+        target = links[target]
+        if target in files:
+            return target
+        if any(f.startswith(target + "/") for f in files):
+            return None
+        if target not in links:
+            raise CnnlabError(f"archive {str(archive)!r}: link {rel!r} points to {target!r}, which is not a file in "
+                              f"the archive; rebuild it without that link")
+    raise CnnlabError(f"archive {str(archive)!r}: link {rel!r} is part of a link loop; rebuild it without that link")
+
+
+def _folder_tree(root: Path) -> FileTree:
+    real_root = os.path.realpath(root)
+    files: Dict[str, Path] = {}
+    dirs: Set[str] = set()
+    h = hashlib.sha256()
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        rel_dir = os.path.relpath(dirpath, root)
+        _inside(real_root, dirpath, root, rel_dir)
+        if os.path.realpath(dirpath) in seen:  # a link back to a folder already read: a loop, or a duplicate
+            dirnames[:] = []
+            continue
+        seen.add(os.path.realpath(dirpath))
+        if rel_dir != ".":
+            dirs.add(rel_dir.replace(os.sep, "/"))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            full = os.path.join(dirpath, name)
+            rel = posixpath.normpath(posixpath.join(rel_dir.replace(os.sep, "/"), name))
+            _inside(real_root, full, root, rel)
+            st = os.stat(full)
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            files[rel] = Path(full)
+    return FileTree(root, files, dirs, "tree:" + h.hexdigest())
+
+
+def _inside(real_root: str, path: str, root: Path, rel: str) -> None:
+    real = os.path.realpath(path)
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise CnnlabError(f"{str(root)!r}: {rel!r} is a link to {real!r}, outside the folder; cnnlab refuses links "
+                          f"that leave the dataset folder; copy the file in instead")

@@ -1,0 +1,248 @@
+"""Batched data augmentation: a registry of small transforms applied to a whole [B, C, H, W] batch at once.
+
+Every transform draws its random parameters per image (crop offset, flip coin, hole centre) from a CPU
+`torch.Generator` in `sample`, then `apply`s them with tensor operations on the batch's device: no Python loop over
+images, no PIL, no worker processes (the approach of airbench, KellerJordan/cifar10-airbench). Drawing on the CPU makes
+the augmentation identical on every device, and lets a distributed loader draw for the global batch and keep its rank's
+rows, so N processes see exactly what one process sees.
+
+- `crop` (padding=4, mode="zeros"|"reflect"): random translation by up to `padding` pixels, i.e. a random 32x32 crop
+  of the padded image (torchvision `RandomCrop(32, padding=4)`).
+- `flip` (p=0.5): horizontal flip with probability p.
+- `cutout` (size=8, count=1): square holes set to zero after normalisation, i.e. to the mean pixel (DeVries & Taylor
+  2017, "Improved Regularization of CNNs with Cutout"; the centre may lie anywhere, so holes can be clipped).
+
+Crop and flip are separable index maps (output pixel (i, j) reads input pixel (rows[i], cols[j]), per image), so a run
+of them is composed into ONE gather from a zero-bordered batch; measured on CIFAR batches of 128 this is about twice as
+fast as padding, cropping and flipping in separate steps. Transforms that must see normalised values (`float_only`)
+run after normalisation; all others run on uint8, which is four times less memory traffic.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab.errors import CnnlabError
+from cnnlab.registry import Registry
+
+AUGMENTATIONS = Registry("augmentation")
+Params = Dict[str, torch.Tensor]  # per-image parameters, first dimension = batch
+
+
+class Augmentation:
+    """sample(n, generator) -> per-image parameters (CPU); apply(x, params) -> augmented batch."""
+
+    float_only = False  # True: must run on normalised float values
+
+    def sample(self, n: int, generator: Optional[torch.Generator]) -> Params:
+        raise NotImplementedError
+
+    def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return self.apply(x, self.sample(len(x), generator))
+
+
+class IndexMap(Augmentation):
+    """A separable per-image resampling: out[b, :, i, j] = x[b, :, rows[b, i], cols[b, j]], where -1 reads zero."""
+
+    def maps(self, params: Params, h: int, w: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        rows, cols = self.maps(params, x.shape[2], x.shape[3])
+        return remap(x, rows, cols)
+
+
+def remap(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """One gather for a whole batch: pad a one-pixel zero border (index -1 lands on it) and read through flat indices."""
+    n, c, h, w = x.shape
+    rows, cols = rows.to(x.device), cols.to(x.device)
+    padded = F.pad(x, (1, 1, 1, 1))
+    index = ((rows + 1) * (w + 2))[:, :, None] + (cols + 1)[:, None, :]
+    flat = padded.reshape(n, c, (h + 2) * (w + 2))
+    return flat.gather(2, index.reshape(n, 1, h * w).expand(n, c, h * w)).reshape(n, c, h, w)
+
+
+def compose_maps(first: Tuple[torch.Tensor, torch.Tensor], then: Tuple[torch.Tensor, torch.Tensor]):
+    """The maps of `then` applied after `first`: out[i] = x[first[then[i]]], keeping -1 (zero fill) as -1."""
+    def one(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(b < 0, b, a.gather(1, b.clamp(min=0)))
+    return one(first[0], then[0]), one(first[1], then[1])
+
+
+def identity_maps(n: int, h: int, w: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    return torch.arange(h).expand(n, h), torch.arange(w).expand(n, w)
+
+
+def _check(cond: bool, what: str) -> None:
+    if not cond:
+        raise CnnlabError(what)
+
+
+@AUGMENTATIONS.register("crop")
+class RandomCrop(IndexMap):
+    """Translate each image by (dy, dx), each uniform in [-padding, padding]; uncovered pixels are zero or reflected."""
+
+    def __init__(self, padding: int = 4, mode: str = "zeros"):
+        _check(isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0,
+               f"augmentation 'crop': padding must be a whole number >= 0, got {padding!r}")
+        _check(mode in ("zeros", "reflect"), f"augmentation 'crop': mode must be 'zeros' or 'reflect', got {mode!r}")
+        self.padding, self.mode = padding, mode
+
+    def sample(self, n, generator):
+        p = self.padding
+        shift = torch.randint(-p, p + 1, (2, n), generator=generator)
+        return {"dy": shift[0], "dx": shift[1]}
+
+    def _axis(self, shift: torch.Tensor, size: int) -> torch.Tensor:
+        pos = torch.arange(size)[None, :] + shift[:, None]
+        if self.mode == "reflect":
+            _check(self.padding < size, f"augmentation 'crop': reflect padding {self.padding} must be smaller than "
+                                        f"the image side {size}")
+            return torch.where(pos < 0, -pos, torch.where(pos >= size, 2 * (size - 1) - pos, pos))
+        return torch.where((pos < 0) | (pos >= size), -1, pos)
+
+    def maps(self, params, h, w):
+        return self._axis(params["dy"], h), self._axis(params["dx"], w)
+
+    def __repr__(self):
+        return f"crop(padding={self.padding}, mode={self.mode!r})"
+
+
+@AUGMENTATIONS.register("flip")
+class RandomFlip(IndexMap):
+    """Mirror each image left-right with probability p."""
+
+    def __init__(self, p: float = 0.5):
+        _check(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1,
+               f"augmentation 'flip': p must be a probability in [0, 1], got {p!r}")
+        self.p = float(p)
+
+    def sample(self, n, generator):
+        return {"flip": torch.rand(n, generator=generator) < self.p}
+
+    def maps(self, params, h, w):
+        n = len(params["flip"])
+        rows, cols = identity_maps(n, h, w)
+        return rows, torch.where(params["flip"][:, None], w - 1 - cols, cols)
+
+    def __repr__(self):
+        return f"flip(p={self.p})"
+
+
+@AUGMENTATIONS.register("cutout")
+class Cutout(Augmentation):
+    """`count` square holes of side `size` per image, centred uniformly anywhere in the image, filled with zero."""
+
+    float_only = True  # zero after normalisation is the mean pixel, as in DeVries & Taylor's code
+
+    def __init__(self, size: int = 8, count: int = 1):
+        _check(isinstance(size, int) and not isinstance(size, bool) and size >= 1,
+               f"augmentation 'cutout': size must be a whole number >= 1, got {size!r}")
+        _check(isinstance(count, int) and not isinstance(count, bool) and count >= 1,
+               f"augmentation 'cutout': count must be a whole number >= 1, got {count!r}")
+        self.size, self.count = size, count
+
+    def sample(self, n, generator):
+        # the centre as a fraction of the side, so the same parameters serve any image size
+        return {"centre": torch.rand(n, self.count, 2, generator=generator)}
+
+    def apply(self, x, params):
+        n, _, h, w = x.shape
+        centre = params["centre"].to(x.device)
+        top = (centre[..., 0] * h).long() - self.size // 2  # [n, count]
+        left = (centre[..., 1] * w).long() - self.size // 2
+        r = torch.arange(h, device=x.device)
+        c = torch.arange(w, device=x.device)
+        in_rows = (r >= top[..., None]) & (r < top[..., None] + self.size)  # [n, count, h]
+        in_cols = (c >= left[..., None]) & (c < left[..., None] + self.size)  # [n, count, w]
+        hole = (in_rows[..., :, None] & in_cols[..., None, :]).any(1)  # [n, h, w]
+        return x.masked_fill(hole[:, None], 0)
+
+    def __repr__(self):
+        return f"cutout(size={self.size}, count={self.count})"
+
+
+def to_unit_float(x: torch.Tensor) -> torch.Tensor:
+    """The default normalisation when none is given: uint8 -> float32 in [0, 1]."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
+class Pipeline:
+    """Transforms applied in order; runs of index maps fused into one gather; normalisation before float-only ones."""
+
+    def __init__(self, transforms: Sequence[Augmentation]):
+        self.transforms = list(transforms)
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def __repr__(self):
+        return "Pipeline(" + ", ".join(map(repr, self.transforms)) + ")"
+
+    def sample(self, n: int, generator: Optional[torch.Generator]) -> List[Params]:
+        return [t.sample(n, generator) for t in self.transforms]
+
+    def apply(self, x: torch.Tensor, params: List[Params],
+              finish: Callable[[torch.Tensor], torch.Tensor] = to_unit_float) -> torch.Tensor:
+        """Augment x with drawn `params`; `finish` (normalisation) runs once: before the first float-only transform,
+        else at the end."""
+        finished = False
+        maps = None  # composed index maps waiting to be applied
+        for t, p in zip(self.transforms, params):
+            if isinstance(t, IndexMap):
+                m = t.maps(p, x.shape[2], x.shape[3])
+                maps = m if maps is None else compose_maps(maps, m)
+                continue
+            if maps is not None:
+                x, maps = remap(x, *maps), None
+            if t.float_only and not finished:
+                x, finished = finish(x), True
+            x = t.apply(x, p)
+        if maps is not None:
+            x = remap(x, *maps)
+        return x if finished else finish(x)
+
+    def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 finish: Callable[[torch.Tensor], torch.Tensor] = to_unit_float) -> torch.Tensor:
+        return self.apply(x, self.sample(len(x), generator), finish)
+
+
+def select(params: List[Params], index: torch.Tensor) -> List[Params]:
+    """The rows `index` of every transform's parameters (a rank's share of parameters drawn for the global batch)."""
+    return [{k: v.index_select(0, index) for k, v in p.items()} for p in params]
+
+
+Spec = Union[str, dict, Augmentation]
+
+
+def _one(spec: Spec) -> Augmentation:
+    if isinstance(spec, Augmentation):
+        return spec
+    if isinstance(spec, str):
+        return AUGMENTATIONS.build(spec.strip())
+    if isinstance(spec, dict):
+        if "name" not in spec:
+            raise CnnlabError(f"augmentation spec {spec!r} has no 'name'; known augmentations: "
+                              f"{', '.join(AUGMENTATIONS.names())}")
+        opts = {k: v for k, v in spec.items() if k != "name"}
+        return AUGMENTATIONS.build(spec["name"], **opts)
+    raise CnnlabError(f"augmentation spec must be a name or a mapping with 'name', got {spec!r}")
+
+
+def build_augmentation(specs: Union[None, str, Spec, Sequence[Spec], Pipeline]) -> Pipeline:
+    """A Pipeline from None, "crop,flip", a list of names / {"name": ..., **options} / transforms, or a Pipeline."""
+    if isinstance(specs, Pipeline):
+        return specs
+    if specs is None:
+        return Pipeline([])
+    if isinstance(specs, str):
+        specs = [s for s in specs.split(",") if s.strip()]
+    elif isinstance(specs, (dict, Augmentation)):
+        specs = [specs]
+    return Pipeline([_one(s) for s in specs])
