@@ -144,12 +144,13 @@ class SmoothnessTrace:
         return axes
 
 
-def probe_batch(trainer, size: Optional[int] = None):
-    """The first `size` training images without augmentation, normalised, on the trainer's device."""
+def probe_batch(trainer, size: Optional[int] = None, seed: int = 0):
+    """`size` training images (stratified, fixed by seed) without augmentation, normalised, on the trainer's device."""
+    from cnnlab.analysis.samples import sample
     from cnnlab.data.loader import BatchLoader
 
-    n = min(size or trainer.cfg.batch.size, len(trainer.ds.train))
-    loader = BatchLoader(trainer.ds.train, n, mean=trainer.ds.mean, std=trainer.ds.std, device=trainer.device)
+    split = sample(trainer.ds.train, size or trainer.cfg.batch.size, seed)
+    loader = BatchLoader(split, len(split), mean=trainer.ds.mean, std=trainer.ds.std, device=trainer.device)
     return next(iter(loader))
 
 

@@ -1,0 +1,390 @@
+"""Analysis commands: find-lr, find-batch, loss-band, smoothness, landscape, weights, filters, feature-maps, saliency.
+
+Each command writes `<command>.png` and `<command>.csv` (the same numbers) into --out, prints its result lines, and
+prints the expected cost in image passes before anything long starts. Commands that train take the config of
+`cnnlab train` (defaults < -c FILE < key=value) and --subset N (= data.train_subset); commands that read a run folder
+take --subset N images of the chosen split. The computations live in cnnlab.analysis.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import List, Optional
+
+from cnnlab.errors import CnnlabError
+
+DEFAULT_OUT = "runs/analysis"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# argument groups
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for `cnnlab train`")
+    p.add_argument("-c", "--config", help="YAML config file")
+    p.add_argument("--data-root", help="where the datasets live (sets data.root)")
+    p.add_argument("--subset", type=int, metavar="N", help="train on N images (sets data.train_subset)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+
+
+def _run_args(p: argparse.ArgumentParser, subset_default: Optional[int] = None) -> None:
+    p.add_argument("run_dir", help="a run folder written by `cnnlab train`")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--out", help="output folder (default RUN_DIR/analysis)")
+
+
+def _data_args(p: argparse.ArgumentParser, subset: int, split: str) -> None:
+    p.add_argument("--split", default=split, help=f"which split's images (default {split})")
+    p.add_argument("--subset", type=int, default=subset, metavar="N", help=f"use N images (default {subset})")
+    p.add_argument("--data-root", help="where the datasets live (default: the run's data.root)")
+
+
+def _variant_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", nargs="+", action="append", metavar=("LABEL", "key=value"),
+                   help="a configuration to compare: a label then overrides on top of the base config; repeat it. "
+                        "Default: the model without and with batch norm (vgg_a / vgg_a_bn, or batch_norm=false/true)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("find-lr", help="learning-rate range test (Smith 2017), continuous or discrete",
+                       description="Continuous: the lr rises from --start to --end over --steps steps (or --epochs), "
+                                   "the smoothed loss is recorded and the test stops on divergence. Discrete "
+                                   "(--discrete K): K rates between --start and --end, each trained --sweep-epochs "
+                                   "epochs from the same start. Prints lr_min/lr_max by --rule. The model and "
+                                   "optimizer are restored afterwards.")
+    _config_args(p)
+    p.add_argument("--start", type=float, default=1e-7, help="lowest learning rate (default 1e-7)")
+    p.add_argument("--end", type=float, default=10.0, help="highest learning rate (default 10)")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps of the continuous test (default 100)")
+    p.add_argument("--epochs", type=float, help="length of the continuous test in epochs (overrides --steps)")
+    p.add_argument("--mode", choices=("exp", "linear"), default="exp", help="how the lr rises (default exp)")
+    p.add_argument("--rule", default="smith", help="suggestion rule: smith, steepest, min10 (default smith)")
+    p.add_argument("--discrete", type=int, metavar="K", help="discrete sweep over K rates instead")
+    p.add_argument("--sweep-epochs", type=int, default=2, help="epochs per rate of the discrete sweep (default 2)")
+    p.set_defaults(func=_find_lr)
+
+    p = sub.add_parser("find-batch", help="batch-size range test; proposes batch.min/batch.max for a cyclical policy",
+                       description="Each batch size is trained --steps steps from the same start at the configured "
+                                   "lr; training loss against batch size; large batches use gradient accumulation "
+                                   "(--micro, or automatically on running out of memory).")
+    _config_args(p)
+    p.add_argument("--sizes", type=int, nargs="+", help="batch sizes (default powers of 2 from --min to --max)")
+    p.add_argument("--min", type=int, default=64, help="smallest batch size (default 64)")
+    p.add_argument("--max", type=int, default=8192, help="largest batch size (default 8192)")
+    p.add_argument("--steps", type=int, default=50, help="optimizer steps per batch size (default 50)")
+    p.add_argument("--micro", type=int, help="largest micro-batch per forward pass (gradient accumulation)")
+    p.set_defaults(func=_find_batch)
+
+    p = sub.add_parser("loss-band", help="training-loss band over learning rates, without and with BN "
+                                         "(Santurkar et al. 2018)")
+    _config_args(p)
+    p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-3, 1e-4, 5e-4], help="learning rates")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps per learning rate (default 100)")
+    _variant_arg(p)
+    p.set_defaults(func=_loss_band)
+
+    p = sub.add_parser("smoothness", help="gradient predictiveness and effective beta-smoothness over training, "
+                                          "without and with BN (Santurkar et al. 2018)")
+    _config_args(p)
+    p.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
+    p.add_argument("--every", type=int, default=10, help="probe every this many steps (default 10)")
+    p.add_argument("--probe-size", type=int, help="images in the probe batch (default batch.size)")
+    p.add_argument("--etas", type=float, nargs="+", default=[0.5, 1, 2, 4],
+                   help="probe step sizes as multiples of the lr (default 0.5 1 2 4)")
+    _variant_arg(p)
+    p.set_defaults(func=_smoothness)
+
+    p = sub.add_parser("landscape", help="1-D or 2-D loss landscape around a trained model along filter-normalised "
+                                         "random directions (Li et al. 2018)")
+    _run_args(p)
+    _data_args(p, 500, "train")
+    p.add_argument("--dims", type=int, choices=(1, 2), default=1)
+    p.add_argument("--points", type=int, help="points per axis (default 21 for 1-D, 11 for 2-D)")
+    p.add_argument("--span", type=float, default=1.0, help="coordinates from -span to span (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random directions")
+    p.set_defaults(func=_landscape)
+
+    p = sub.add_parser("weights", help="per-layer weight histograms and sparsity of one run, or several side by side")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--labels", nargs="+", help="a label per run (default the folder names)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--threshold", type=float, default=1e-3, help="sparsity: share of |w| below this (default 1e-3)")
+    p.add_argument("--bins", type=int, default=60)
+    p.add_argument("--out", help="output folder (default RUN_DIR/analysis of the first run)")
+    p.set_defaults(func=_weights)
+
+    p = sub.add_parser("filters", help="first-layer convolution filters as an image grid")
+    _run_args(p)
+    p.set_defaults(func=_filters)
+
+    p = sub.add_parser("feature-maps", help="feature maps of one layer for one image")
+    _run_args(p)
+    p.add_argument("--split", default="val")
+    p.add_argument("--image", type=int, default=0, help="index of the image in the split")
+    p.add_argument("--layer", help="layer name (default: the activation after the first convolution)")
+    p.add_argument("--data-root")
+    p.set_defaults(func=_feature_maps)
+
+    p = sub.add_parser("saliency", help="saliency maps: |d class score / d input| (Simonyan et al. 2014)")
+    _run_args(p)
+    p.add_argument("--split", default="val")
+    p.add_argument("--images", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5], help="indices in the split")
+    p.add_argument("--target", choices=("predicted", "label"), default="predicted",
+                   help="differentiate the predicted class's score or the true class's")
+    p.add_argument("--data-root")
+    p.set_defaults(func=_saliency)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# helpers
+
+def _cfg(args, extra: Optional[List[str]] = None):
+    from cnnlab.training.config import load_config
+
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    if args.subset is not None:
+        overrides.append(f"data.train_subset={args.subset}")
+    return load_config(args.config, overrides + list(extra or []))
+
+
+def _variants(args, cfg):
+    from cnnlab.analysis.common import bn_variants
+    from cnnlab.training.config import config_from_dict, merge, parse_override, set_dotted
+
+    if not args.variant:
+        return bn_variants(cfg)
+    out = []
+    for label, *overrides in args.variant:
+        patch: dict = {}
+        for text in overrides:
+            set_dotted(patch, *parse_override(text))
+        out.append((label, config_from_dict(merge(cfg.to_dict(), patch))))
+    return out
+
+
+def _write(out: Path, name: str, fig, rows: List[dict], extra: Optional[dict] = None) -> None:
+    """<out>/<name>.png and <out>/<name>.csv (+ further CSVs from `extra`: suffix -> rows)."""
+    from cnnlab.analysis.common import save_figure, write_csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = [save_figure(fig, out / f"{name}.png"), write_csv(out / f"{name}.csv", rows)]
+    for suffix, more in (extra or {}).items():
+        written.append(write_csv(out / f"{name}-{suffix}.csv", more))
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _describe(t) -> str:
+    c = t.cfg
+    return (f"{c.model.name} {c.model.options or ''} on {c.data.name} [{len(t.ds.train):,} train images], "
+            f"batch {c.batch.size}, {len(t.train_loader)} steps/epoch, device {t.device}").replace(" {}", "")
+
+
+def _images_per_step(t) -> int:
+    return t.cfg.batch.size * t.cfg.augment.repeats
+
+
+def _run_out(args) -> Path:
+    return Path(args.out) if args.out else Path(args.run_dir) / "analysis"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# commands that train
+
+def _find_lr(args) -> int:
+    from cnnlab.analysis import range_tests as rt
+    from cnnlab.analysis.common import analysis_trainer, cost_line, new_figure
+
+    rt.LR_RULES.get(args.rule)
+    t = analysis_trainer(_cfg(args))
+    print(_describe(t))
+    fig, axes = new_figure()
+    if args.discrete:
+        lrs = rt.candidates(args.discrete, args.start, args.end)
+        steps = args.sweep_epochs * len(t.train_loader)
+        print(cost_line(f"discrete sweep: {len(lrs)} rates x {steps} steps", len(lrs) * steps * _images_per_step(t)))
+        res = rt.lr_sweep(t, lrs, args.sweep_epochs, args.rule, log=print, ax=axes[0][0])
+    else:
+        steps = round(args.epochs * len(t.train_loader)) if args.epochs else args.steps
+        print(cost_line(f"range test: {steps} steps from lr {args.start:g} to {args.end:g} ({args.mode})",
+                        steps * _images_per_step(t)))
+        res = rt.lr_range_test(t, args.start, args.end, steps, args.mode, rule=args.rule, ax=axes[0][0])
+        if res.stopped_early:
+            print(f"stopped at step {len(res.losses)} (lr {res.lrs[-1]:.3g}): the smoothed loss diverged")
+    print(res.suggestion.line())
+    _write(Path(args.out), "find-lr", fig, res.rows())
+    return 0
+
+
+def _find_batch(args) -> int:
+    from cnnlab.analysis import range_tests as rt
+    from cnnlab.analysis.common import analysis_trainer, cost_line, new_figure
+
+    sizes = sorted(set(args.sizes)) if args.sizes else rt.batch_sizes(args.min, args.max)
+    t = analysis_trainer(_cfg(args))
+    print(_describe(t))
+    kept = [b for b in sizes if b <= len(t.ds.train)]
+    print(cost_line(f"batch-size test: {len(kept)} sizes x {args.steps} steps",
+                    sum(kept) * args.steps * t.cfg.augment.repeats))
+    fig, axes = new_figure()
+    res = rt.batch_range_test(t, sizes, args.steps, args.micro, log=print, ax=axes[0][0])
+    print(res.line())
+    _write(Path(args.out), "find-batch", fig, res.rows())
+    return 0
+
+
+def _loss_band(args) -> int:
+    from cnnlab.analysis.common import analysis_trainer, cost_line, new_figure
+    from cnnlab.analysis.landscape import loss_band
+
+    variants = _variants(args, _cfg(args))
+    batch = variants[0][1].batch.size * variants[0][1].augment.repeats
+    print(cost_line(f"loss band: {len(variants)} models x {len(args.lrs)} lrs x {args.steps} steps",
+                    len(variants) * len(args.lrs) * args.steps * batch))
+    fig, axes = new_figure(size=(8, 4.5))
+    rows = []
+    for k, (label, cfg) in enumerate(variants):
+        t = analysis_trainer(cfg)
+        print(f"{label}: {_describe(t)}")
+        band = loss_band(t, args.lrs, args.steps, label, log=print, ax=axes[0][0], color=f"C{k}")
+        lo, hi = band.limits
+        print(f"{label}: mean band width {sum(h - l for l, h in zip(lo, hi)) / len(lo):.4f}")
+        rows += band.rows()
+    _write(Path(args.out), "loss-band", fig, rows)
+    return 0
+
+
+def _smoothness(args) -> int:
+    from cnnlab.analysis.common import analysis_trainer, cost_line, new_figure
+    from cnnlab.analysis.smoothness import smoothness_cost, smoothness_trace
+
+    variants = _variants(args, _cfg(args))
+    fig, axes = new_figure(1, 3, size=(5, 4))
+    rows = []
+    for k, (label, cfg) in enumerate(variants):
+        t = analysis_trainer(cfg)
+        probe = min(args.probe_size or cfg.batch.size, len(t.ds.train))
+        print(f"{label}: {_describe(t)}")
+        print(cost_line(f"{label}: {args.steps} steps, a probe of {probe} images every {args.every}",
+                        smoothness_cost(args.steps, _images_per_step(t), args.every, probe, len(args.etas))))
+        tr = smoothness_trace(t, args.steps, args.every, args.etas, args.probe_size, label)
+        tr.plot(axes[0], color=f"C{k}")
+        betas = [p.beta for p in tr.probes]
+        print(f"{label}: effective beta-smoothness median {sorted(betas)[len(betas) // 2]:.4g}, max {max(betas):.4g}; "
+              f"mean successive gradient change {sum(tr.grad_change) / max(len(tr.grad_change), 1):.4g}")
+        rows += tr.rows()
+    _write(Path(args.out), "smoothness", fig, rows)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# commands that read a run folder
+
+def _loaded(args):
+    from cnnlab.training.inference import load_run
+
+    return load_run(args.run_dir, args.checkpoint, getattr(args, "data_root", None))
+
+
+def _state(run_dir, which: str):
+    from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
+
+    if not Path(run_dir).is_dir():
+        raise CnnlabError(f"run folder {str(run_dir)!r} not found")
+    path = find_checkpoint(run_dir, which)
+    if path is None:
+        raise CnnlabError(f"no checkpoint (best.pt or last.pt) in {str(run_dir)!r}; was it trained with "
+                          "train.checkpoints=true?")
+    return load_checkpoint(path)["model"]
+
+
+def _landscape(args) -> int:
+    from cnnlab.analysis.common import cost_line, new_figure
+    from cnnlab.analysis.landscape import landscape_1d, landscape_2d, landscape_cost
+    from cnnlab.analysis.samples import batches
+
+    run = _loaded(args)
+    points = args.points or (21 if args.dims == 1 else 11)
+    data = batches(run, args.split, args.subset)
+    n = sum(len(y) for _, y in data)
+    print(cost_line(f"{args.dims}-D landscape: {points ** args.dims} points x {n} {args.split} images",
+                    landscape_cost(points, args.dims, n), kind="forward"))
+    fig, axes = new_figure(size=(6, 5) if args.dims == 2 else (6, 4))
+    if args.dims == 1:
+        res = landscape_1d(run.model, data, points, args.span, args.seed, ax=axes[0][0])
+        i0 = res.alphas.index(min(res.alphas, key=abs))
+        print(f"loss at the trained weights {res.losses[i0]:.4f}, at the ends {res.losses[0]:.4f} / "
+              f"{res.losses[-1]:.4f} (alpha = -{args.span:g} / {args.span:g})")
+    else:
+        res = landscape_2d(run.model, data, points, args.span, args.seed, ax=axes[0][0])
+        flat = [v for row in res.losses for v in row]
+        print(f"loss over the grid: min {min(flat):.4f}, max {max(flat):.4f}")
+    _write(_run_out(args), f"landscape-{args.dims}d", fig, res.rows())
+    return 0
+
+
+def _weights(args) -> int:
+    from cnnlab.analysis.weights import plot_histograms, weight_stats
+
+    labels = args.labels or [Path(r).resolve().name for r in args.run_dirs]
+    if len(labels) != len(args.run_dirs) or len(set(labels)) != len(labels):
+        raise CnnlabError(f"--labels needs one distinct label per run ({len(args.run_dirs)}), got {labels}")
+    stats = weight_stats({lab: _state(r, args.checkpoint) for lab, r in zip(labels, args.run_dirs)},
+                         args.threshold, args.bins)
+    for st in stats:
+        print(f"{st.label}: sparsity {st.sparsity:.2%} of {sum(s.params for s in st.layers):,} weights "
+              f"(|w| < {args.threshold:g}); per layer " + ", ".join(f"{s.layer} {s.sparsity:.1%}" for s in st.layers))
+    axes = plot_histograms(stats)
+    fig = axes[0][0].figure
+    out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "analysis"
+    _write(out, "weights", fig, [r for st in stats for r in st.rows()],
+           {"hist": [r for st in stats for r in st.hist_rows()]})
+    return 0
+
+
+def _filters(args) -> int:
+    from cnnlab.analysis.common import new_figure
+    from cnnlab.analysis.weights import first_layer_filters
+
+    fig, axes = new_figure(size=(6, 6))
+    grid = first_layer_filters(_state(args.run_dir, args.checkpoint), ax=axes[0][0])
+    print(f"{grid.layer}: {grid.weights.shape[0]} filters of {grid.weights.shape[1]}x{grid.weights.shape[2]}x"
+          f"{grid.weights.shape[3]}")
+    _write(_run_out(args), "filters", fig, grid.rows())
+    return 0
+
+
+def _feature_maps(args) -> int:
+    import math
+
+    from cnnlab.analysis.common import new_figure
+    from cnnlab.analysis.samples import pick
+    from cnnlab.analysis.weights import feature_maps
+
+    run = _loaded(args)
+    x, _, _ = pick(run, args.split, [args.image])
+    fm = feature_maps(run.model, x, args.layer)
+    cols = min(8, len(fm.maps))
+    fig, axes = new_figure(math.ceil(len(fm.maps) / cols), cols, size=(1.6, 1.6))
+    fm.plot(axes)
+    print(f"layer {fm.layer}: {fm.maps.shape[0]} maps of {fm.maps.shape[1]}x{fm.maps.shape[2]} for {args.split} "
+          f"image {args.image}")
+    _write(_run_out(args), "feature-maps", fig, fm.rows())
+    return 0
+
+
+def _saliency(args) -> int:
+    from cnnlab.analysis.common import new_figure
+    from cnnlab.analysis.samples import pick
+    from cnnlab.analysis.weights import saliency_maps
+
+    run = _loaded(args)
+    x, y, raw = pick(run, args.split, args.images)
+    fig, axes = new_figure(2, len(args.images), size=(2, 2.2))
+    sal = saliency_maps(run.model, x, raw, y, args.images, args.target, list(run.ds.classes), axes=axes)
+    for r in sal.rows():
+        print(f"image {r['index']}: label {r['label']} predicted {r['predicted']}, saliency max {r['saliency_max']:.4g}")
+    _write(_run_out(args), "saliency", fig, sal.rows())
+    return 0
