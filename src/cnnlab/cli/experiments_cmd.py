@@ -1,0 +1,89 @@
+"""`cnnlab sweep` and `cnnlab report`: wiring only; the work is in cnnlab.experiments."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sweep", help="run every run of an experiment spec (skips finished runs, resumes interrupted)",
+                       description="Run every run of an experiment spec, each in its own folder under "
+                                   "OUT/<spec>/<profile>/, recorded in a results store. Re-running the same command "
+                                   "skips finished and diverged runs and resumes interrupted ones. Workers on several "
+                                   "machines share one sweep through --store postgresql://user:pass@host/db.")
+    p.add_argument("spec", help="experiment spec (YAML), e.g. experiments/04-lr-sweep.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every run")
+    p.add_argument("--profile", help="the spec's profile: quick (minutes on a CPU, the default) or full")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--store", help="results store: a journal file path (default OUT/cnnlab-store.journal), "
+                                   "sqlite:///file.db, or a database URL such as postgresql://user:pass@host/db")
+    p.add_argument("--out", default="runs", help="parent folder of sweep folders (default runs)")
+    p.add_argument("--data-root", help="where the datasets live (sets data.root for every run)")
+    p.add_argument("--list", action="store_true", help="list the runs and their state in the store, run nothing")
+    p.add_argument("--analysis", action="store_true", help="after the runs, run the spec's analysis steps")
+    p.add_argument("--report", metavar="HTML", help="after the runs, write the report here (and the .md beside)")
+    p.add_argument("--max-runs", type=int, help="each worker stops after this many runs (a time slice)")
+    p.add_argument("--grace", type=float, default=300.0,
+                   help="seconds without a heartbeat before another machine's running run counts as lost and is "
+                        "resumed elsewhere (default 300; runs of dead processes on this machine are resumed at once)")
+    p.set_defaults(func=_sweep)
+
+    p = sub.add_parser("report", help="HTML + Markdown comparison report of runs, sweep folders or specs",
+                       description="Write a self-contained HTML page (figures embedded) and a Markdown twin: a table "
+                                   "of runs, overlaid curves, and the spec's own figures.")
+    p.add_argument("inputs", nargs="+", metavar="RUN_OR_SPEC", help="run folders, sweep folders, or specs (.yaml)")
+    p.add_argument("--out", default="report.html", help="HTML file (default report.html); the .md goes beside it")
+    p.add_argument("--profile", help="profile of the specs (default: each spec's default, usually quick)")
+    p.add_argument("--store", help="results store of the specs' sweeps (default RUNS_OUT/cnnlab-store.journal)")
+    p.add_argument("--runs-out", default="runs", help="the --out the sweeps ran with (default runs)")
+    p.add_argument("--title", help="page title")
+    p.set_defaults(func=_report)
+
+
+def _options(args: argparse.Namespace):
+    from cnnlab.experiments.sweep import SweepOptions
+
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    return SweepOptions(args.spec, args.profile, overrides, args.out, args.store, args.workers, args.max_runs,
+                        grace=args.grace)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from cnnlab.experiments.sweep import DONE_STATES, make_plan, run_analysis, status_rows, sweep
+
+    opts = _options(args)
+    if args.list:
+        rows = status_rows(opts)
+        width = max(len(r["run"]) for r in rows)
+        for r in rows:
+            best = f"{100 * r['best_val_acc']:.2f}%" if isinstance(r["best_val_acc"], float) else ""
+            print(f"{r['run']:{width}s}  {r['state']:12s} {best:>8s}  {r['folder']}")
+        return 0
+    records = sweep(opts)
+    plan = make_plan(opts)
+    if args.analysis and plan.spec.analysis:
+        run_analysis(plan, args.data_root)
+    if args.report:
+        from cnnlab.experiments.report import make_report
+
+        paths = make_report([args.spec], args.report, args.profile, args.store, args.out,
+                            command=f"cnnlab report {shlex.quote(args.spec)}" + _profile_arg(args))
+        print(f"wrote {paths['html']} and {paths['markdown']}")
+    pending = [k for k in plan.keys if k not in records or records[k].state not in DONE_STATES]
+    return 1 if pending else 0
+
+
+def _profile_arg(args) -> str:
+    return f" --profile {args.profile}" if args.profile else ""
+
+
+def _report(args: argparse.Namespace) -> int:
+    from cnnlab.experiments.report import make_report
+
+    paths = make_report(args.inputs, args.out, args.profile, args.store, args.runs_out, args.title,
+                        command=f"cnnlab report {shlex.join(args.inputs)}{_profile_arg(args)} --out {args.out}")
+    print(f"wrote {paths['html']} and {paths['markdown']}")
+    return 0

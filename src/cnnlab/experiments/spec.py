@@ -1,0 +1,476 @@
+"""Experiment specs: one YAML file names a base run config and what varies; `expand` turns it into run configs.
+
+A spec answers one comparison (the course's "with and without BN", "six learning rates", "M = 2...32"):
+
+    name: lr-sweep                      # default: the file's stem
+    question: Which learning rate trains SimpleNN best?
+    base:                               # a run config (nested or dotted keys), over `config:` FILE if given
+      model: {name: simplenn, options: {batch_norm: true}}
+    grid:                               # every combination of the listed values
+      optim.lr: [1.0, 0.1, 0.05, 0.01, 0.005, 0.001]
+    zip:                                # lists of equal length, taken together (an lr with its epoch budget)
+      optim.name: [adagrad, adam]
+      optim.lr: [0.01, 0.001]
+    variants:                           # named sets of overrides
+      relu: {model.options.activation: relu}
+      swish: {model.options.activation: swish}
+    groups:                             # instead of grid/zip/variants: several blocks, each with its own set/axes
+      standard: {set: {augment.repeats: 1}}
+      cutout: {set: {augment.cutout: 16}, grid: {augment.repeats: [2, 4, 8]}}
+    profiles:                           # at least quick (minutes on a CPU) and full (the course's budgets)
+      quick: {set: {data.train_subset: 2000, train.epochs: 3}, axes: {optim.lr: [0.1, 0.01]}}
+      full: {set: {train.epochs: 30}}
+    report: {figures: [{kind: sweep, x: optim.lr}]}
+    predict: holdout                    # write predictions.csv of this split after each finished run
+    evaluate: [test]                    # best checkpoint's loss and accuracy on these splits, into the summary
+    analysis:                           # cnnlab commands run after the sweep by `cnnlab sweep --analysis`
+      - {name: lr-range, args: [find-lr, "{run:bn}", --out, "{out}"]}
+
+Precedence inside one run: config file < base < group.set < variant < profile.set < zip < grid < command line.
+A profile's `set` shrinks every run (its data, its epochs) but leaves what the axes vary alone; its `axes` replace
+an axis's values (fewer learning rates, smaller batch sizes), its `groups`/`variants` keep only the listed ones.
+An analysis step may name the `profiles` it belongs to (a cheap version for quick, the real one for full).
+
+Each run gets a readable name built from what varied (`bn_lr=0.1`), and a key `name@hash` where the hash covers
+its whole config except where it runs (data.root, device, threads): a changed spec makes new keys, so old results
+are never mistaken for the new runs. Errors name the spec file and the key or run at fault.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+from cnnlab.errors import CnnlabError
+from cnnlab.training.config import RunConfig, config_from_dict, describe_keys, merge, parse_override, read_yaml, \
+    set_dotted
+
+SPEC_KEYS = ("name", "question", "description", "config", "base", "grid", "zip", "variants", "groups", "profiles",
+             "report", "predict", "evaluate", "analysis", "default_profile")
+GROUP_KEYS = ("set", "grid", "zip", "variants")
+PROFILE_KEYS = ("description", "set", "axes", "groups", "variants")
+ANALYSIS_KEYS = ("name", "args", "description", "profiles")
+# Where a run executes, not what it computes: left out of the run's identity hash so that the same sweep can be
+# shared by machines whose data lives in different folders or that train on different devices.
+MACHINE_KEYS = ("name", "out", "data.root", "train.device", "train.threads", "train.progress", "train.tensorboard")
+_SAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+
+
+@dataclass
+class Run:
+    """One run of a sweep: its name, where it came from, what varied and its full config."""
+    name: str
+    group: Optional[str]
+    variant: Optional[str]
+    varied: Dict[str, Any]          # label -> value (group, variant, then axis keys) for report tables
+    config: RunConfig
+    key: str = ""                   # name@hash: identity in the results store
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+@dataclass
+class Group:
+    name: Optional[str]
+    set: Dict[str, Any] = field(default_factory=dict)
+    grid: Dict[str, list] = field(default_factory=dict)
+    zip: Dict[str, list] = field(default_factory=dict)
+    variants: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Profile:
+    name: str
+    description: str = ""
+    set: Dict[str, Any] = field(default_factory=dict)
+    axes: Dict[str, list] = field(default_factory=dict)
+    groups: Optional[List[str]] = None
+    variants: Optional[List[str]] = None
+
+
+@dataclass
+class Spec:
+    path: Optional[Path]
+    name: str
+    question: str
+    description: str
+    base: Dict[str, Any]            # the run config tree (config file merged with base), dotted keys expanded
+    groups: List[Group]
+    profiles: Dict[str, Profile]
+    default_profile: Optional[str]
+    figures: List[Dict[str, Any]]
+    predict: Optional[str]
+    analysis: List[Dict[str, Any]]
+    evaluate: List[str] = field(default_factory=list)
+
+    def where(self) -> str:
+        return f"spec {str(self.path)!r}" if self.path else f"spec {self.name!r}"
+
+    def profile(self, name: Optional[str]) -> Optional[Profile]:
+        """The named profile; None means the spec's default (quick if there is one)."""
+        if name is None:
+            name = self.default_profile
+        if name is None:
+            return None
+        if name not in self.profiles:
+            known = ", ".join(self.profiles) or "none (the spec has no profiles: leave --profile out)"
+            raise CnnlabError(f"{self.where()} has no profile {name!r}; its profiles: {known}")
+        return self.profiles[name]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reading and checking a spec.
+
+_CONFIG_KEYS = None
+
+
+def config_keys() -> List[str]:
+    global _CONFIG_KEYS
+    if _CONFIG_KEYS is None:
+        _CONFIG_KEYS = [k for k, _, _ in describe_keys()]
+    return _CONFIG_KEYS
+
+
+def check_key(key: Any, where: str) -> str:
+    """A dotted config key must exist (model.options.* are the model's own options, checked when runs are built)."""
+    if not isinstance(key, str) or not key:
+        raise CnnlabError(f"{where}: config keys must be dotted names like optim.lr, got {key!r}")
+    if key in config_keys() or key.startswith("model.options."):
+        return key
+    close = difflib.get_close_matches(key, config_keys(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise CnnlabError(f"{where}: unknown config key {key!r}{hint}; see `cnnlab train --help-config` for every key")
+
+
+def flatten(tree: Any, where: str, prefix: str = "") -> Dict[str, Any]:
+    """Nested or dotted mapping -> {dotted key: value}, every key checked. `model.options` values stay whole."""
+    if not isinstance(tree, dict):
+        raise CnnlabError(f"{where} must be a mapping of config keys to values, got {tree!r}")
+    out: Dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and key not in config_keys():
+            out.update(flatten(v, where, key + "."))
+        else:
+            out[check_key(key, where)] = v
+    return out
+
+
+def unflatten(flat: Dict[str, Any]) -> Dict[str, Any]:
+    tree: Dict[str, Any] = {}
+    for k, v in flat.items():
+        set_dotted(tree, k, copy.deepcopy(v))
+    return tree
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CnnlabError(f"{where} must be a mapping, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_fields(data: dict, allowed: Tuple[str, ...], where: str) -> None:
+    for k in data:
+        if k not in allowed:
+            close = difflib.get_close_matches(str(k), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise CnnlabError(f"{where}: unknown key {k!r}{hint}; allowed: {', '.join(allowed)}")
+
+
+def _axis(values: Any, where: str) -> list:
+    if not isinstance(values, list):
+        raise CnnlabError(f"{where} must be a list of values, e.g. [0.1, 0.01], got {values!r}")
+    if not values:
+        raise CnnlabError(f"{where} is empty; list at least one value or remove the axis")
+    return values
+
+
+def _axes(data: Any, where: str) -> Dict[str, list]:
+    return {check_key(k, where): _axis(v, f"{where} axis {k!r}") for k, v in _mapping(data, where).items()}
+
+
+def _zip_axes(data: Any, where: str) -> Dict[str, list]:
+    axes = _axes(data, where)
+    lengths = {k: len(v) for k, v in axes.items()}
+    if len(set(lengths.values())) > 1:
+        raise CnnlabError(f"{where}: zipped axes must have equal lengths, got "
+                          + ", ".join(f"{k}: {n}" for k, n in lengths.items()))
+    return axes
+
+
+def _variants(data: Any, where: str) -> Dict[str, Dict[str, Any]]:
+    data = _mapping(data, where)
+    out = {}
+    for name, overrides in data.items():
+        if not isinstance(name, str) or not _SAFE.sub("", name) == name or not name:
+            raise CnnlabError(f"{where}: variant name {name!r} must be a word of letters, digits, . _ + = -")
+        out[name] = flatten(_mapping(overrides, f"{where} {name!r}"), f"{where} {name!r}")
+    return out
+
+
+def _group(name: Optional[str], data: dict, where: str) -> Group:
+    _check_fields(data, GROUP_KEYS, where)
+    g = Group(name, set=flatten(_mapping(data.get("set"), f"{where} set"), f"{where} set"),
+              grid=_axes(data.get("grid"), f"{where} grid"), zip=_zip_axes(data.get("zip"), f"{where} zip"),
+              variants=_variants(data.get("variants"), f"{where} variants"))
+    if "variants" in data and not g.variants:
+        raise CnnlabError(f"{where} variants is empty; name at least one variant or remove the key")
+    both = set(g.grid) & set(g.zip)
+    if both:
+        raise CnnlabError(f"{where}: key {sorted(both)[0]!r} is both a grid and a zip axis; keep it in one")
+    return g
+
+
+def _profile(name: str, data: Any, where: str) -> Profile:
+    data = _mapping(data, where)
+    _check_fields(data, PROFILE_KEYS, where)
+    p = Profile(name, description=str(data.get("description", "")),
+                set=flatten(_mapping(data.get("set"), f"{where} set"), f"{where} set"),
+                axes=_axes(data.get("axes"), f"{where} axes"))
+    for k in ("groups", "variants"):
+        if k in data:
+            v = data[k]
+            if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+                raise CnnlabError(f"{where} {k} must be a non-empty list of names, got {v!r}")
+            setattr(p, k, v)
+    return p
+
+
+def _analysis(data: Any, where: str) -> List[Dict[str, Any]]:
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise CnnlabError(f"{where} must be a list of {{name, args}} steps")
+    steps = []
+    for i, step in enumerate(data):
+        w = f"{where}[{i}]"
+        step = _mapping(step, w)
+        _check_fields(step, ANALYSIS_KEYS, w)
+        name, args = step.get("name"), step.get("args")
+        if not isinstance(name, str) or _SAFE.sub("", name) != name or not name:
+            raise CnnlabError(f"{w} name must be a word (it names the output folder), got {name!r}")
+        if not isinstance(args, list) or not args or not all(isinstance(a, (str, int, float)) for a in args):
+            raise CnnlabError(f"{w} args must be a non-empty list of command-line words, got {args!r}")
+        profiles = step.get("profiles")
+        if profiles is not None and (not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles)):
+            raise CnnlabError(f"{w} profiles must be a list of profile names, got {profiles!r}")
+        steps.append({"name": name, "args": [str(a) for a in args], "description": str(step.get("description", "")),
+                      "profiles": profiles})
+    return steps
+
+
+def _figures(data: Any, where: str) -> List[Dict[str, Any]]:
+    from cnnlab.experiments.figures import check_figure
+
+    data = _mapping(data, where)
+    _check_fields(data, ("figures",), where)
+    figs = data.get("figures") or []
+    if not isinstance(figs, list):
+        raise CnnlabError(f"{where} figures must be a list of {{kind: ..., ...}} mappings")
+    return [check_figure(_mapping(f, f"{where} figures[{i}]"), f"{where} figures[{i}]") for i, f in enumerate(figs)]
+
+
+def parse_spec(data: Any, path: Optional[Path] = None, name: Optional[str] = None) -> Spec:
+    """Check a spec mapping (as read from YAML) and return a Spec; every mistake is a CnnlabError naming the key."""
+    where = f"spec {str(path)!r}" if path else "spec"
+    if not isinstance(data, dict):
+        raise CnnlabError(f"{where} must be a YAML mapping with base/grid/zip/variants/profiles, got "
+                          f"{type(data).__name__}")
+    _check_fields(data, SPEC_KEYS, where)
+    base: Dict[str, Any] = {}
+    if data.get("config") is not None:
+        cfg_path = Path(str(data["config"]))
+        if path is not None and not cfg_path.is_absolute():
+            cfg_path = path.parent / cfg_path
+        base = unflatten(flatten(read_yaml(cfg_path), f"{where} config {str(cfg_path)!r}"))
+    base = merge(base, unflatten(flatten(_mapping(data.get("base"), f"{where} base"), f"{where} base")))
+    axes_here = [k for k in GROUP_KEYS[1:] if k in data]
+    if "groups" in data:
+        if axes_here:
+            raise CnnlabError(f"{where}: use either top-level {'/'.join(axes_here)} or groups, not both "
+                              "(put the axes inside a group)")
+        groups_data = _mapping(data["groups"], f"{where} groups")
+        if not groups_data:
+            raise CnnlabError(f"{where} groups is empty; name at least one group or remove the key")
+        groups = [_group(str(n), _mapping(g, f"{where} group {n!r}"), f"{where} group {n!r}")
+                  for n, g in groups_data.items()]
+    else:
+        groups = [_group(None, {k: data[k] for k in axes_here}, where)]
+    profiles = {str(n): _profile(str(n), p, f"{where} profile {n!r}")
+                for n, p in _mapping(data.get("profiles"), f"{where} profiles").items()}
+    default = data.get("default_profile", "quick" if "quick" in profiles else next(iter(profiles), None))
+    if default is not None and default not in profiles:
+        raise CnnlabError(f"{where} default_profile {default!r} is not one of its profiles: {', '.join(profiles)}")
+    predict = data.get("predict")
+    if predict is not None and predict not in ("holdout", "test", "val"):
+        raise CnnlabError(f"{where} predict must be holdout, test or val, got {predict!r}")
+    evaluate = data.get("evaluate") or []
+    evaluate = [evaluate] if isinstance(evaluate, str) else evaluate
+    if not isinstance(evaluate, list) or any(e not in ("test", "val", "train") for e in evaluate):
+        raise CnnlabError(f"{where} evaluate must list splits among test, val, train, got {data.get('evaluate')!r}")
+    spec_name = str(data.get("name") or name or (path.stem if path else "experiment"))
+    if _SAFE.sub("", spec_name) != spec_name:
+        raise CnnlabError(f"{where} name {spec_name!r} must be letters, digits, . _ + = - (it names a folder)")
+    spec = Spec(path, spec_name, str(data.get("question", "")).strip(), str(data.get("description", "")).strip(),
+                base, groups, profiles, default, _figures(data.get("report"), f"{where} report"), predict,
+                _analysis(data.get("analysis"), f"{where} analysis"), evaluate)
+    for p in profiles.values():
+        _check_profile_refs(spec, p)
+    for step in spec.analysis:
+        unknown = [p for p in step["profiles"] or [] if p not in profiles]
+        if unknown:
+            raise CnnlabError(f"{where} analysis step {step['name']!r}: no profile {unknown[0]!r}; its profiles: "
+                              f"{', '.join(profiles) or 'none'}")
+    return spec
+
+
+def _check_profile_refs(spec: Spec, p: Profile) -> None:
+    where = f"{spec.where()} profile {p.name!r}"
+    group_names = [g.name for g in spec.groups if g.name]
+    variant_names = [v for g in spec.groups for v in g.variants]
+    for k in p.axes:
+        if not any(k in g.grid or k in g.zip for g in spec.groups):
+            raise CnnlabError(f"{where} axes: {k!r} is not an axis of the spec (grid or zip); its axes: "
+                              + (", ".join(sorted({a for g in spec.groups for a in [*g.grid, *g.zip]})) or "none"))
+    for n in p.groups or []:
+        if n not in group_names:
+            raise CnnlabError(f"{where} groups: no group {n!r}; the spec's groups: {', '.join(group_names) or 'none'}")
+    for n in p.variants or []:
+        if n not in variant_names:
+            raise CnnlabError(f"{where} variants: no variant {n!r}; the spec's variants: "
+                              f"{', '.join(variant_names) or 'none'}")
+
+
+def load_spec(path) -> Spec:
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"experiment spec {str(path)!r} not found (the recipes are in experiments/*.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CnnlabError(f"spec {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return parse_spec(data, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Expansion into runs.
+
+def format_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "+".join(format_value(x) for x in v)
+    if isinstance(v, dict):
+        return "+".join(f"{k}={format_value(x)}" for k, x in v.items())
+    return str(v)
+
+
+def short_names(keys: List[str]) -> Dict[str, str]:
+    """optim.lr -> lr, unless two keys end alike (then the whole dotted key)."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def _points(g: Group, axes_override: Dict[str, list]) -> List[List[Tuple[str, Any]]]:
+    """Every (zip row x grid point) of a group as a list of (key, value)."""
+    zip_axes = {k: axes_override.get(k, v) for k, v in g.zip.items()}
+    lengths = {len(v) for v in zip_axes.values()}
+    if len(lengths) > 1:
+        raise CnnlabError(f"zipped axes {', '.join(zip_axes)} have unequal lengths after the profile's axes")
+    rows = [list(zip(zip_axes, vals)) for vals in zip(*zip_axes.values())] if zip_axes else [[]]
+    grid_axes = {k: axes_override.get(k, v) for k, v in g.grid.items()}
+    grid = [list(zip(grid_axes, vals)) for vals in itertools.product(*grid_axes.values())]
+    return [r + p for r in rows for p in grid]
+
+
+def identity_hash(cfg: RunConfig) -> str:
+    flat = flatten_config(cfg.to_dict())
+    for k in MACHINE_KEYS:
+        flat.pop(k, None)
+    text = yaml.safe_dump(flat, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def flatten_config(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """A config dict -> {dotted key: value}; model.options stays one value."""
+    out = {}
+    for k, v in tree.items():
+        key = prefix + k
+        if isinstance(v, dict) and key != "model.options":
+            out.update(flatten_config(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def expand(spec: Spec, profile: Optional[str] = None, overrides: Optional[List[str]] = None,
+           out: str = "runs") -> List[Run]:
+    """All runs of `spec` under `profile`, each with a validated config whose folder is out/<spec>/<profile>/<run>.
+
+    `overrides` (key=value, from the command line) apply to every run, above everything else.
+    """
+    prof = spec.profile(profile)
+    cli = {}
+    for text in overrides or []:
+        k, v = parse_override(text)
+        cli[check_key(k, "command-line override")] = v
+    groups = [g for g in spec.groups if prof is None or prof.groups is None or g.name in prof.groups]
+    axis_keys = list(dict.fromkeys(k for g in groups for k in [*g.zip, *g.grid]))
+    short = short_names(axis_keys)
+    sweep_dir = sweep_folder(out, spec, prof)
+    runs = []
+    for g in groups:
+        variants = {n: v for n, v in g.variants.items() if prof is None or prof.variants is None or n in prof.variants}
+        for (vname, vset), point in itertools.product(variants.items() or [(None, {})],
+                                                      _points(g, prof.axes if prof else {})):
+            runs.append(_make_run(spec, prof, g, vname, vset, point, short, cli, sweep_dir))
+    _check_unique(spec, runs)
+    return runs
+
+
+def sweep_folder(out, spec: Spec, prof: Optional[Profile]) -> Path:
+    return Path(out) / spec.name / (prof.name if prof else "default")
+
+
+def _make_run(spec, prof, g, vname, vset, point, short, cli, sweep_dir) -> Run:
+    parts = [p for p in (g.name if len(spec.groups) > 1 else None, vname) if p]
+    parts += [f"{short[k]}={format_value(v)}" for k, v in point]
+    name = _SAFE.sub("-", "_".join(parts)) or "run"
+    tree = spec.base
+    # Layer by layer, so that a whole `model.options` mapping and a dotted `model.options.x` merge key by key.
+    for layer in (g.set, vset, prof.set if prof else {}, dict(point), cli, {"name": name, "out": str(sweep_dir)}):
+        tree = merge(tree, unflatten(layer))
+    try:
+        cfg = config_from_dict(tree)
+    except CnnlabError as e:
+        raise CnnlabError(f"{spec.where()}, run {name!r}: {e}") from None
+    varied: Dict[str, Any] = {}
+    if g.name and len(spec.groups) > 1:
+        varied["group"] = g.name
+    if vname:
+        varied["variant"] = vname
+    varied.update({k: v for k, v in point})
+    return Run(name, g.name, vname, varied, cfg, f"{name}@{identity_hash(cfg)}")
+
+
+def _check_unique(spec: Spec, runs: List[Run]) -> None:
+    seen: Dict[str, Run] = {}
+    for r in runs:
+        if r.name in seen:
+            raise CnnlabError(f"{spec.where()}: two runs are both named {r.name!r} (repeated axis values, or values "
+                              "that print alike); make the axis values distinct")
+        seen[r.name] = r

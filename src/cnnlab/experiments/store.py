@@ -1,0 +1,330 @@
+"""The results store: which runs of a sweep are waiting, running, done, diverged or failed, on Optuna's storage.
+
+One Optuna study per (spec, profile); one trial per run attempt, tagged with the run's key (`name@hash`, see spec.py).
+Optuna supplies the engines and their locking (Optuna docs, "Storages"; "Journal storage"):
+- default: a journal file (`JournalFileBackend`), append-only under a file lock, no server; safe for several worker
+  processes on one machine (and on a shared file system that honours the lock);
+- `sqlite:///file.db` (a path ending .db/.sqlite works too): Optuna's RDB storage on SQLite. SQLite ignores
+  `SELECT ... FOR UPDATE`, so every transaction is opened with BEGIN IMMEDIATE here, which takes the write lock
+  first and makes the claim below atomic (SQLAlchemy docs, "Serializable isolation / Savepoints / Transactional DDL"
+  for pysqlite);
+- `postgresql://user:pass@host/db` or `mysql+pymysql://...`: workers on several machines share one sweep; Optuna
+  locks the trial row with SELECT ... FOR UPDATE.
+
+Claiming is race-free in two layers:
+1. a worker pops a WAITING trial with `set_trial_state_values(RUNNING)`, which the storage performs as a
+   compare-and-set (returns False if another worker got it first);
+2. enqueueing is not atomic across workers (two may enqueue the same missing run at once), so the lowest-numbered
+   trial of a run that has not failed owns the run; a worker that pops any other trial of it retires that trial as a
+   duplicate. Trial numbers only grow and a failed trial never comes back, so exactly one trial owns a run at a time.
+A running trial carries a heartbeat (a user attribute refreshed every `heartbeat` seconds). A trial whose worker is
+gone (same machine and its process is dead, or no heartbeat for `grace` seconds) is failed as `lost`, and the run is
+enqueued again; its run folder is then resumed from last.pt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+from cnnlab.errors import CnnlabError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+DEFAULT_STORE = "cnnlab-store.journal"  # under the sweep's --out folder
+DONE = (TrialState.COMPLETE,)
+LIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
+
+
+def machine_id() -> str:
+    """Host name plus boot id: a pid is only meaningful on the machine (and boot) that issued it."""
+    boot = ""
+    with contextlib.suppress(OSError):
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    return f"{socket.gethostname()}:{boot}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _jsonable(obj: Any) -> Any:
+    """Summaries and metric rows as plain JSON (paths and numpy scalars to str/float; NaN kept)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def open_storage(url: str):
+    """A store URL or path -> an Optuna storage (journal file by default, RDB for database URLs)."""
+    url = str(url)
+    if "://" not in url and url.endswith((".db", ".sqlite", ".sqlite3")):
+        url = f"sqlite:///{Path(url).resolve()}"
+    if "://" in url:
+        return _rdb(url)
+    path = Path(url)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(path))
+    except OSError as e:
+        raise CnnlabError(f"cannot open the results store {url!r} ({e.strerror}); choose a writable --store path")
+    return optuna.storages.JournalStorage(backend)
+
+
+def _rdb(url: str):
+    kwargs: Dict[str, Any] = {}
+    lock = contextlib.nullcontext()
+    if url.startswith("sqlite"):
+        db = url.split(":///", 1)[-1]
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+            lock = _file_lock(Path(db + ".init-lock"))
+        kwargs = {"connect_args": {"timeout": 120}}
+    # Workers starting together race to create the schema (Optuna creates tables and an alembic version row on first
+    # use): on SQLite a file lock serialises the opening; a database server gets a few retries instead.
+    with lock:
+        for attempt in range(5):
+            try:
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+                break
+            except ImportError as e:
+                raise CnnlabError(f"the results store {url!r} needs a database driver: {e} (e.g. pip install "
+                                  "psycopg2-binary for postgresql://)") from None
+            except Exception as e:  # sqlalchemy's errors: bad URL, server unreachable, wrong password
+                text = str(e)
+                if attempt < 4 and any(w in text for w in ("already exists", "UNIQUE", "duplicate key")):
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                raise CnnlabError(f"cannot open the results store {url!r}: {text.splitlines()[0]}") from None
+    if storage.engine.name == "sqlite":
+        _serialise_sqlite(storage.engine)
+    return storage
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _serialise_sqlite(engine) -> None:
+    """Make every SQLite transaction BEGIN IMMEDIATE, so Optuna's read-check-write claim cannot interleave."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the hooks were attached are dropped
+
+
+@dataclass
+class Record:
+    """What the store knows of one run (its newest trial that matters)."""
+    key: str
+    state: str                      # waiting | running | finished | diverged | stopped | lost | interrupted | error
+    number: int
+    summary: Optional[dict] = None
+    metrics: List[dict] = field(default_factory=list)
+    worker: Optional[str] = None
+    error: Optional[str] = None
+    attempts: int = 0
+
+
+@dataclass
+class Claim:
+    study_id: int
+    trial_id: int
+    number: int
+    key: str
+    resumed: bool = False           # an earlier attempt of this run exists (its folder may hold last.pt)
+    _stop: Optional[threading.Event] = None
+    _thread: Optional[threading.Thread] = None
+
+
+class ResultStore:
+    """Sweep bookkeeping on an Optuna storage. `heartbeat` and `grace` are in seconds."""
+
+    def __init__(self, url, heartbeat: float = 30.0, grace: float = 300.0):
+        self.url = str(url)
+        self.storage = open_storage(self.url)
+        self.heartbeat, self.grace = heartbeat, grace
+        self.machine = machine_id()
+
+    # -- studies ---------------------------------------------------------------------------------------------------
+    def study_id(self, sweep: str, create: bool = True) -> Optional[int]:
+        """The study of a sweep (`spec/profile`), created on first use; None if absent and create is False."""
+        try:
+            return self.storage.get_study_id_from_name(sweep)
+        except KeyError:
+            if not create:
+                return None
+        try:
+            return self.storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], sweep)
+        except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
+            return self.storage.get_study_id_from_name(sweep)
+
+    def trials(self, study_id: int, states: Optional[Iterable[TrialState]] = None):
+        return self.storage.get_all_trials(study_id, deepcopy=False, states=tuple(states) if states else None)
+
+    # -- queueing ----------------------------------------------------------------------------------------------------
+    def enqueue_missing(self, study_id: int, keys: List[str], since: float) -> List[str]:
+        """Enqueue every run that has no waiting, running or completed trial. A run that failed with an error after
+        `since` (this invocation) is not retried until the command is run again."""
+        by_key: Dict[str, list] = {}
+        for t in self.trials(study_id):
+            by_key.setdefault(t.user_attrs.get("run"), []).append(t)
+        added = []
+        for key in keys:
+            ts = by_key.get(key, [])
+            if any(t.state in LIVE for t in ts):
+                continue
+            if any(t.user_attrs.get("status") == "error" and t.user_attrs.get("ended", 0) >= since for t in ts):
+                continue
+            template = optuna.trial.create_trial(state=TrialState.WAITING, user_attrs={"run": key,
+                                                                                       "attempt": len(ts) + 1})
+            self.storage.create_new_trial(study_id, template_trial=template)
+            added.append(key)
+        return added
+
+    def fail_lost(self, study_id: int) -> List[str]:
+        """Fail running trials whose worker is gone, so that their runs are enqueued (and resumed) again."""
+        lost = []
+        now = time.time()
+        for t in self.trials(study_id, [TrialState.RUNNING]):
+            a = t.user_attrs
+            dead_here = a.get("machine") == self.machine and a.get("pid") and not _pid_alive(int(a["pid"]))
+            silent = now - float(a.get("heartbeat", a.get("claimed", now))) > self.grace
+            if not (dead_here or silent):
+                continue
+            tid = self.storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            with contextlib.suppress(UpdateFinishedTrialError):
+                self.storage.set_trial_user_attr(tid, "status", "lost")
+                self.storage.set_trial_user_attr(tid, "ended", now)
+                self.storage.set_trial_state_values(tid, TrialState.FAIL)
+                lost.append(a.get("run"))
+        return lost
+
+    # -- claiming ----------------------------------------------------------------------------------------------------
+    def claim(self, study_id: int, keys: Iterable[str], worker: str = "") -> Optional[Claim]:
+        """Atomically take one waiting run among `keys` (see the module docstring); None when none is left."""
+        wanted = set(keys)
+        for t in self.trials(study_id, [TrialState.WAITING]):
+            key = t.user_attrs.get("run")
+            if key not in wanted:
+                continue  # a run of another version of the spec: left for whoever runs that version
+            tid = self.storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            try:
+                if not self.storage.set_trial_state_values(tid, TrialState.RUNNING):
+                    continue  # another worker popped it first
+            except UpdateFinishedTrialError:
+                continue
+            same = [u for u in self.trials(study_id) if u.user_attrs.get("run") == key and u.state in LIVE]
+            owner = min(u.number for u in same)
+            if owner != t.number:
+                self._close(tid, TrialState.FAIL, {"status": "duplicate", "owner": owner})
+                continue
+            earlier = [u for u in self.trials(study_id) if u.user_attrs.get("run") == key and u.number < t.number]
+            claim = Claim(study_id, tid, t.number, key, resumed=bool(earlier))
+            self._start_heartbeat(claim, worker)
+            return claim
+        return None
+
+    def _start_heartbeat(self, claim: Claim, worker: str) -> None:
+        now = time.time()
+        for k, v in {"machine": self.machine, "pid": os.getpid(), "worker": worker or f"{socket.gethostname()}:"
+                     f"{os.getpid()}", "claimed": now, "heartbeat": now}.items():
+            self.storage.set_trial_user_attr(claim.trial_id, k, v)
+        claim._stop = threading.Event()
+
+        def beat():
+            while not claim._stop.wait(self.heartbeat):
+                with contextlib.suppress(Exception):  # a missed beat is harmless; the grace period covers it
+                    self.storage.set_trial_user_attr(claim.trial_id, "heartbeat", time.time())
+
+        claim._thread = threading.Thread(target=beat, name=f"heartbeat-{claim.number}", daemon=True)
+        claim._thread.start()
+
+    def _stop_heartbeat(self, claim: Claim) -> None:
+        if claim._stop is not None:
+            claim._stop.set()
+            claim._thread.join()
+
+    def _close(self, trial_id: int, state: TrialState, attrs: Dict[str, Any],
+               value: Optional[float] = None) -> bool:
+        """Set attributes then the final state; False if the trial was already closed (e.g. failed as lost)."""
+        try:
+            for k, v in {**attrs, "ended": time.time()}.items():
+                self.storage.set_trial_user_attr(trial_id, k, _jsonable(v))
+            self.storage.set_trial_state_values(trial_id, state, None if value is None else [value])
+        except UpdateFinishedTrialError:
+            return False
+        return True
+
+    # -- finishing ---------------------------------------------------------------------------------------------------
+    def finish(self, claim: Claim, summary: dict, metrics: List[dict]) -> bool:
+        """Record a run that ended by itself: finished, stopped (time budget) or diverged. All count as done."""
+        self._stop_heartbeat(claim)
+        best = summary.get("best_val_acc")
+        value = float(best) if isinstance(best, (int, float)) and math.isfinite(best) else 0.0
+        return self._close(claim.trial_id, TrialState.COMPLETE,
+                           {"status": summary.get("status", "finished"), "summary": summary, "metrics": metrics},
+                           value)
+
+    def fail(self, claim: Claim, status: str, error: str = "") -> bool:
+        """Record an attempt that did not end by itself: `interrupted` (resumed at once) or `error`."""
+        self._stop_heartbeat(claim)
+        return self._close(claim.trial_id, TrialState.FAIL, {"status": status, "error": error[-2000:]})
+
+    # -- reading -----------------------------------------------------------------------------------------------------
+    def records(self, study_id: Optional[int]) -> Dict[str, Record]:
+        """run key -> Record of its owning trial (done or live), else of its latest failed attempt."""
+        if study_id is None:
+            return {}
+        by_key: Dict[str, list] = {}
+        for t in self.trials(study_id):
+            key = t.user_attrs.get("run")
+            if key is not None and t.user_attrs.get("status") != "duplicate":
+                by_key.setdefault(key, []).append(t)
+        rank = {TrialState.COMPLETE: 3, TrialState.RUNNING: 2, TrialState.WAITING: 1}
+        # A completed trial tells the run's result; else the live one; else the latest failed attempt.
+        return {key: _record(max(ts, key=lambda t: (rank.get(t.state, 0), t.number)), len(ts))
+                for key, ts in by_key.items()}
+
+
+def _record(t, attempts: int) -> Record:
+    a = t.user_attrs
+    if t.state == TrialState.WAITING:
+        state = "waiting"
+    elif t.state == TrialState.RUNNING:
+        state = "running"
+    else:
+        state = a.get("status", "finished" if t.state == TrialState.COMPLETE else "error")
+    return Record(a["run"], state, t.number, a.get("summary"), a.get("metrics") or [], a.get("worker"),
+                  a.get("error"), attempts)

@@ -1,0 +1,358 @@
+"""Running a sweep: every run of a spec in its own folder, recorded in the results store, resumable.
+
+`sweep(...)` expands the spec (spec.py), enqueues the runs that the store does not hold yet, and runs worker loops:
+claim a run (store.py), train it (or resume its folder from last.pt), record the outcome, repeat. Re-running the same
+command skips finished and diverged runs, resumes interrupted ones and retries runs that failed with an error in an
+earlier invocation. `--workers N` starts N processes on this machine; more machines join by running the same command
+against one database URL (`--store postgresql://...`), with run folders on each machine (the store keeps every run's
+summary and metrics, so `cnnlab report` works from any of them).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shlex
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from cnnlab.errors import CnnlabError
+from cnnlab.experiments.spec import Run, Spec, expand, identity_hash, load_spec, sweep_folder
+from cnnlab.experiments.store import DEFAULT_STORE, Claim, Record, ResultStore
+
+DONE_STATES = ("finished", "diverged", "stopped")
+
+
+@dataclass
+class SweepOptions:
+    """Everything a worker process needs to rebuild the sweep (it must pickle for multiprocessing)."""
+    spec_path: str
+    profile: Optional[str] = None
+    overrides: List[str] = field(default_factory=list)   # key=value for every run
+    out: str = "runs"                                     # sweep folders go to out/<spec>/<profile>/
+    store: Optional[str] = None                           # None: out/cnnlab-store.journal
+    workers: int = 1
+    max_runs: Optional[int] = None                        # stop a worker after this many runs (tests, time slices)
+    heartbeat: float = 30.0                               # seconds between heartbeats of a running run
+    grace: float = 300.0                                  # seconds without heartbeat before a run counts as lost
+
+    def store_url(self) -> str:
+        return self.store or str(Path(self.out) / DEFAULT_STORE)
+
+
+@dataclass
+class Plan:
+    spec: Spec
+    profile: Optional[str]
+    runs: List[Run]
+    sweep_dir: Path
+    study: str                                            # the study's name in the store: <spec>/<profile>
+
+    @property
+    def keys(self) -> List[str]:
+        return [r.key for r in self.runs]
+
+
+def make_plan(opts: SweepOptions) -> Plan:
+    spec = load_spec(opts.spec_path)
+    prof = spec.profile(opts.profile)
+    runs = expand(spec, opts.profile, opts.overrides, opts.out)
+    return Plan(spec, prof.name if prof else None, runs, sweep_folder(opts.out, spec, prof),
+                f"{spec.name}/{prof.name if prof else 'default'}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One run.
+
+def _logger(run: Run, worker: str, log: Callable[[str], None]) -> Callable[[str], None]:
+    """Prefix every line with the worker and run, and keep a copy in the run folder's log.txt."""
+    path = Path(run.config.out) / run.config.name / "log.txt"
+
+    def write(line: str) -> None:
+        log(f"[{worker} {run.name}] {line}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        except OSError:
+            pass  # the log copy is a convenience; the run itself reports a folder it cannot write
+
+    return write
+
+
+def folder_state(run: Run) -> str:
+    """What the run folder holds: new (nothing usable), resume (last.pt of this very config), stale (another
+    config: it is started over), done (finished per summary.json with this config)."""
+    from cnnlab.training.checkpoint import find_checkpoint
+    from cnnlab.training.config import config_from_dict
+    from cnnlab.training.runfolder import RunFolder
+
+    folder = RunFolder(Path(run.config.out) / run.config.name)
+    if not (folder.path / "config.yaml").exists():
+        return "new"
+    try:
+        saved = identity_hash(config_from_dict(folder.read_config()))
+    except CnnlabError:
+        return "stale"
+    if saved != run.key.rsplit("@", 1)[1]:
+        return "stale"
+    if find_checkpoint(folder.path, "last") is not None:
+        return "resume"
+    return "new"
+
+
+def train_run(run: Run, log: Callable[[str], None], threads: int = 0) -> dict:
+    """Train (or resume) one run into its folder; returns the trainer's summary.
+
+    Resuming goes through Trainer(resume=True) with the planned config rather than `trainer.resume(dir)`, which
+    reloads the folder's config.yaml: the two agree on everything that matters (the identity hash was checked), but
+    the planned config carries this machine's data.root and device.
+    """
+    from cnnlab.training.trainer import Trainer
+
+    cfg = run.config
+    if threads and not cfg.train.threads:
+        cfg.train.threads = threads
+    state = folder_state(run)
+    if state == "stale":
+        log("the run folder holds a run of a different config (the spec changed): starting it over")
+    path = Path(cfg.out) / cfg.name
+    trainer = Trainer(cfg, path, resume=state == "resume", overwrite=state != "resume", log=log)
+    return trainer.fit()
+
+
+def _predict(run: Run, split: str, log) -> None:
+    from cnnlab.training.inference import load_run, predictions, write_predictions
+
+    path = Path(run.config.out) / run.config.name
+    loaded = load_run(path, "best", run.config.data.root)
+    ids, labels = predictions(loaded, split)
+    write_predictions(path / "predictions.csv", ids, labels, force=True)
+    log(f"wrote {len(ids):,} {split} predictions to {path / 'predictions.csv'}")
+
+
+def _evaluate(run: Run, splits: List[str], log) -> dict:
+    """Loss and accuracy of the best checkpoint on each split, as <split>_loss / <split>_acc summary fields."""
+    if not splits:
+        return {}
+    from cnnlab.training.inference import evaluate_run, load_run
+
+    loaded = load_run(Path(run.config.out) / run.config.name, "best", run.config.data.root)
+    out = {}
+    for split in splits:
+        res = evaluate_run(loaded, split)
+        out[f"{split}_loss"], out[f"{split}_acc"] = res["loss"], res["acc"]
+        log(f"best checkpoint on {split}: loss {res['loss']:.4f} acc {res['acc']:.4f}")
+    return out
+
+
+def execute(store: ResultStore, claim: Claim, run: Run, plan: Plan, log, threads: int = 0) -> str:
+    """Run one claimed run to its end and record it; returns its final state."""
+    try:
+        summary = train_run(run, log, threads)
+        from cnnlab.training.runfolder import read_metrics_csv
+        metrics = read_metrics_csv(Path(run.config.out) / run.config.name / "metrics.csv")
+        if summary["status"] in ("finished", "stopped"):
+            summary = {**summary, **_evaluate(run, plan.spec.evaluate, log)}
+            if plan.spec.predict:
+                _predict(run, plan.spec.predict, log)
+    except KeyboardInterrupt:
+        store.fail(claim, "interrupted", "interrupted by the user")
+        raise
+    except Exception as e:  # noqa: BLE001 -- one broken run must not stop the sweep; it is recorded and retried
+        text = str(e) if isinstance(e, CnnlabError) else traceback.format_exc()
+        log(f"error: {text.strip().splitlines()[-1]}")
+        store.fail(claim, "error", text)
+        return "error"
+    summary = {**summary, "varied": run.varied, "name": run.name}
+    if not store.finish(claim, summary, metrics):
+        log("note: the store had already given this run up as lost (no heartbeat); its result is in the folder")
+    return summary["status"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Workers.
+
+def worker_loop(opts: SweepOptions, since: float, worker: str = "w0", threads: int = 0,
+                log: Callable[[str], None] = print) -> Dict[str, int]:
+    """Claim and run runs until none is waiting; returns counts of outcomes."""
+    plan = make_plan(opts)
+    by_key = {r.key: r for r in plan.runs}
+    store = ResultStore(opts.store_url(), heartbeat=opts.heartbeat, grace=opts.grace)
+    study = store.study_id(plan.study)
+    counts: Dict[str, int] = {}
+    done = 0
+    while opts.max_runs is None or done < opts.max_runs:
+        # Lost or interrupted runs (a dead worker's) are failed and enqueued again before every claim.
+        if store.fail_lost(study) or done == 0:
+            store.enqueue_missing(study, plan.keys, since)
+        claim = store.claim(study, plan.keys, worker)
+        if claim is None:
+            break
+        run = by_key[claim.key]
+        rlog = _logger(run, worker, log)
+        if claim.resumed:
+            rlog("earlier attempt found: resuming its folder where possible")
+        state = execute(store, claim, run, plan, rlog, threads)
+        counts[state] = counts.get(state, 0) + 1
+        done += 1
+    return counts
+
+
+def _child(opts: SweepOptions, since: float, worker: str, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    try:
+        worker_loop(opts, since, worker, threads, log=lambda s: print(s, flush=True))
+    except CnnlabError as e:
+        print(f"[{worker}] cnnlab: error: {e}", flush=True)
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        raise SystemExit(130)
+
+
+def sweep(opts: SweepOptions, log: Callable[[str], None] = print) -> Dict[str, Record]:
+    """Run the whole sweep (in this process, or in `opts.workers` processes); returns the store's records."""
+    if opts.workers < 1:
+        raise CnnlabError(f"--workers must be >= 1, got {opts.workers}")
+    plan = make_plan(opts)  # fails here, once, on a bad spec rather than in every worker
+    store = ResultStore(opts.store_url(), heartbeat=opts.heartbeat, grace=opts.grace)
+    study = store.study_id(plan.study)
+    since = time.time()
+    store.fail_lost(study)
+    added = store.enqueue_missing(study, plan.keys, since)
+    records = store.records(study)
+    already = sum(records.get(k) is not None and records[k].state in DONE_STATES for k in plan.keys)
+    log(f"sweep {plan.study}: {len(plan.runs)} runs ({already} done, {len(added)} newly queued), folders under "
+        f"{plan.sweep_dir}, store {opts.store_url()}")
+    threads = max(1, (os.cpu_count() or 1) // opts.workers)
+    if opts.workers == 1:
+        worker_loop(opts, since, "w0", 0, log)
+    else:
+        _spawn(opts, since, threads, log)
+    records = store.records(study)
+    _print_outcome(plan, records, log)
+    return records
+
+
+def _spawn(opts: SweepOptions, since: float, threads: int, log) -> None:
+    # spawn, not fork: a forked child would inherit torch's thread pools and the store's open connections.
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_child, args=(opts, since, f"w{i}", threads), name=f"cnnlab-sweep-w{i}")
+             for i in range(opts.workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:  # each child got the SIGINT too and records its run as interrupted; wait for that
+            p.join(timeout=30)
+        raise
+    bad = [p.name for p in procs if p.exitcode not in (0, None)]
+    if bad:
+        log(f"note: worker(s) {', '.join(bad)} exited abnormally; re-run the command to resume their runs")
+
+
+def _print_outcome(plan: Plan, records: Dict[str, Record], log) -> None:
+    states: Dict[str, int] = {}
+    for k in plan.keys:
+        s = records[k].state if k in records else "pending"
+        states[s] = states.get(s, 0) + 1
+    log(f"sweep {plan.study}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    for r in plan.runs:
+        rec = records.get(r.key)
+        if rec and rec.state == "error":
+            log(f"  {r.name}: error: {(rec.error or '').strip().splitlines()[-1] if rec.error else '?'}")
+    if any(s not in DONE_STATES for s in states):
+        log("re-run the same command to resume or retry the runs that are not done")
+
+
+def status_rows(opts: SweepOptions) -> List[dict]:
+    """One row per planned run with its state in the store (for `cnnlab sweep --list`). Reads only."""
+    plan = make_plan(opts)
+    url = opts.store_url()
+    exists = "://" in url or Path(url).exists()
+    records: Dict[str, Record] = {}
+    if exists:
+        store = ResultStore(url)
+        records = store.records(store.study_id(plan.study, create=False))
+    rows = []
+    for r in plan.runs:
+        rec = records.get(r.key)
+        best = (rec.summary or {}).get("best_val_acc") if rec else None
+        rows.append({"run": r.name, "state": rec.state if rec else "pending", "best_val_acc": best,
+                     "folder": str(Path(r.config.out) / r.config.name)})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Analysis steps named by the spec.
+
+def analysis_steps(plan: Plan) -> List[dict]:
+    """The spec's analysis steps that belong to the plan's profile (steps naming no profiles belong to all)."""
+    return [s for s in plan.spec.analysis if s["profiles"] is None or plan.profile in s["profiles"]]
+
+
+def analysis_commands(plan: Plan, data_root: Optional[str] = None) -> List[List[str]]:
+    """The spec's analysis steps as `cnnlab` argument lists, placeholders filled:
+    {run:NAME} -> that run's folder, {config:NAME} -> a YAML file of that run's config, {out} -> the step's
+    output folder (<sweep>/analysis/<step>), {sweep} -> the sweep folder, {data_root} -> the data folder."""
+    by_name = {r.name: r for r in plan.runs}
+    cmds = []
+    for step in analysis_steps(plan):
+        out = plan.sweep_dir / "analysis" / step["name"]
+        cmds.append([_fill(a, step["name"], by_name, out, plan, data_root) for a in step["args"]])
+    return cmds
+
+
+def _fill(arg: str, step: str, by_name: Dict[str, Run], out: Path, plan: Plan, data_root: Optional[str]) -> str:
+    import re
+
+    from cnnlab.fileio import atomic_write_text
+
+    def sub(m):
+        kind, name = m.group(1), m.group(2)
+        if kind in ("run", "config"):
+            if name not in by_name:
+                raise CnnlabError(f"{plan.spec.where()} analysis step {step!r}: no run {name!r} in profile "
+                                  f"{plan.profile!r}; runs: {', '.join(by_name)}")
+            run = by_name[name]
+            if kind == "run":
+                return str(Path(run.config.out) / run.config.name)
+            path = out / f"{name}.yaml"
+            atomic_write_text(path, run.config.to_yaml())
+            return str(path)
+        if kind == "out":
+            return str(out)
+        if kind == "sweep":
+            return str(plan.sweep_dir)
+        if kind == "data_root":
+            root = data_root or os.environ.get("CNNLAB_DATA")
+            if not root:
+                raise CnnlabError(f"analysis step {step!r} needs the data folder: pass --data-root")
+            return root
+        raise CnnlabError(f"{plan.spec.where()} analysis step {step!r}: unknown placeholder {m.group(0)!r}; "
+                          "use {run:NAME}, {config:NAME}, {out}, {sweep} or {data_root}")
+
+    return re.sub(r"\{(\w+)(?::([\w.+=-]+))?\}", sub, arg)
+
+
+def run_analysis(plan: Plan, data_root: Optional[str] = None, log=print) -> Dict[str, int]:
+    """Run each analysis step as `python -m cnnlab ...` (a separate process: the experiments layer does not import
+    the CLI, and a step that crashes cannot take the sweep with it); a failing step is reported, the next one runs."""
+    import subprocess
+    import sys
+
+    results = {}
+    for step, argv in zip(analysis_steps(plan), analysis_commands(plan, data_root)):
+        log(f"analysis {step['name']}: cnnlab {shlex.join(argv)}")
+        rc = subprocess.call([sys.executable, "-m", "cnnlab", *argv])
+        results[step["name"]] = rc
+        if rc:
+            log(f"analysis {step['name']}: exit status {rc}")
+    return results

@@ -1,0 +1,165 @@
+"""Reports: content of the HTML page and its Markdown twin from a real tiny sweep, the page as headless Chromium
+renders it, and the `cnnlab sweep` / `cnnlab report` commands."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+import cnnlab.cli.main as cli_main
+from cnnlab.experiments.figures import Entry, draw
+from cnnlab.experiments.report import make_report
+
+TINY = {"data": {"name": "cifar10", "train_subset": 300, "val_subset": 100},
+        "model": {"name": "simplenn"}, "batch": {"size": 64}, "train": {"epochs": 2, "progress": "off",
+                                                                        "targets": [0.1]}}
+HEADER_RGB = (0x2B, 0x57, 0x97)  # table.runs th background in report.CSS
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, session_cache, shared_data):
+    """A 3-run lr sweep (one diverges) and its report, made once through the command line."""
+    tmp = tmp_path_factory.mktemp("report")
+    spec = tmp / "lr.yaml"
+    spec.write_text(yaml.safe_dump({"question": "Which lr?", "base": TINY, "grid": {"optim.lr": [1.0e5, 0.05, 0.01]},
+                                    "report": {"figures": [{"kind": "sweep", "x": "optim.lr"},
+                                                           {"kind": "target"}]}}))
+    old = {k: os.environ.get(k) for k in ("CNNLAB_CACHE", "CNNLAB_DATA")}
+    os.environ.update(CNNLAB_CACHE=str(session_cache), CNNLAB_DATA=str(shared_data))
+    try:
+        rc = run_cli(["sweep", str(spec), "--out", str(tmp / "runs"), "--report", str(tmp / "rep" / "lr.html")])
+        yield tmp, spec, rc
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def run_cli(argv):
+    """cnnlab's own entry point, with the experiments commands registered even before the lead wires them in."""
+    mods = cli_main.COMMAND_MODULES
+    if "cnnlab.cli.experiments_cmd" not in mods:
+        cli_main.COMMAND_MODULES = (*mods, "cnnlab.cli.experiments_cmd")
+    try:
+        return cli_main.main(argv)
+    finally:
+        cli_main.COMMAND_MODULES = mods
+
+
+def test_sweep_command_finishes_and_writes_the_report(swept):
+    tmp, _, rc = swept
+    assert rc == 0
+    assert (tmp / "rep" / "lr.html").exists() and (tmp / "rep" / "lr.md").exists()
+
+
+def test_html_report_holds_the_table_and_embedded_figures(swept):
+    tmp, _, _ = swept
+    page = (tmp / "rep" / "lr.html").read_text()
+    table = re.search(r"<table class='runs' id='runs-0'>(.*?)</table>", page, re.S).group(1)
+    header = re.findall(r"<th>(.*?)</th>", table)
+    assert header[:6] == ["run", "lr", "status", "best val acc", "best epoch", "final train acc"]
+    assert {"wall time (s)", "images/s", "params", "diverged", "epoch / s to 10%"} <= set(header)
+    rows = re.findall(r"<tr class='(.*?)'>(.*?)</tr>", table, re.S)
+    cells = {re.findall(r"<td>(.*?)</td>", r)[0]: (cls, re.findall(r"<td>(.*?)</td>", r)) for cls, r in rows}
+    assert set(cells) == {"lr=100000", "lr=0.05", "lr=0.01"}
+    assert cells["lr=100000"][0] == "diverged" and "yes" in cells["lr=100000"][1]
+    assert cells["lr=0.05"][1][2] == "finished" and cells["lr=0.05"][1][header.index("params")] == "82,030"
+    assert re.fullmatch(r"\d+\.\d\d%", cells["lr=0.05"][1][3])
+    imgs = re.findall(r"<img [^>]*src='([^']*)'", page)
+    assert len(imgs) == 3  # curves, best val acc against lr, time to target
+    assert all(src.startswith("data:image/png;base64,") for src in imgs), "the page must be self-contained"
+    assert "Which lr?" in page
+
+
+def test_markdown_twin_has_the_same_table_and_png_files(swept):
+    tmp, _, _ = swept
+    md = (tmp / "rep" / "lr.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 3 and table[0].startswith("| run | lr | status | best val acc")
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(links) == 3 and all((tmp / "rep" / link).stat().st_size > 1000 for link in links)
+
+
+def test_report_from_run_folders_finds_what_varied(swept):
+    tmp, _, _ = swept
+    folders = sorted(str(p) for p in (tmp / "runs" / "lr" / "default").iterdir() if p.is_dir())
+    out = tmp / "rep2" / "folders.html"
+    assert run_cli(["report", *folders, "--out", str(out)]) == 0
+    md = out.with_suffix(".md").read_text()
+    assert "| run | lr | status |" in md  # optim.lr is the one key that differs between the folders
+    assert md.count("![") == 2  # curves and the automatic lr figure (one numeric key with 3 values)
+
+
+def test_sweep_list_shows_states(swept, capsys):
+    tmp, spec, _ = swept
+    assert run_cli(["sweep", str(spec), "--out", str(tmp / "runs"), "--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    states = {line.split()[0]: line.split()[1] for line in out}
+    assert states == {"lr=100000": "diverged", "lr=0.05": "finished", "lr=0.01": "finished"}
+
+
+@pytest.mark.parametrize("text, words", [
+    ("grid: {optim.lr: []}", ["axis 'optim.lr' is empty"]),
+    ("grid: {optim.lrate: [0.1]}", ["unknown config key 'optim.lrate'", "did you mean 'optim.lr'"]),
+    ("grid: {train.epochs: [two]}", ["config key 'train.epochs': expected int"]),
+])
+def test_bad_spec_on_the_command_line_is_one_clear_line(tmp_path, capsys, text, words):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(text + "\n")
+    assert run_cli(["sweep", str(spec), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(spec) in err
+    for w in words:
+        assert w in err
+
+
+def test_report_of_a_missing_input_is_a_clear_error(tmp_path, capsys):
+    assert run_cli(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "r.html")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_sweep_figure_uses_a_symlog_axis_when_l2_includes_zero():
+    entries = [Entry(f"wd={w}", {"optim.weight_decay": w}, "finished", {"best_val_acc": a, "final_train_acc": a},
+                     [], {}) for w, a in ((1e-2, 0.3), (1e-3, 0.5), (1e-4, 0.55), (0.0, 0.52))]
+    drawn = draw("sweep", entries, x="optim.weight_decay")
+    assert drawn.fig.axes[0].get_xscale() == "symlog"
+    assert sorted(r["optim.weight_decay"] for r in drawn.rows if "best_val_acc" in r) == [0.0, 1e-4, 1e-3, 1e-2]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("headless Chromium not found: run scripts/install-chromium.sh (Debian: apt-get install chromium)")
+
+
+def test_report_renders_in_headless_chromium(swept, tmp_path):
+    exe = chromium()
+    tmp, _, _ = swept
+    page = (tmp / "rep" / "lr.html").resolve()
+    shot = tmp_path / "shot.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    subprocess.run([exe, *flags, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert img.shape[:2] == (1600, 1200)
+    assert (np.abs(img - 255).sum(axis=2) > 30).mean() > 0.05, "the screenshot is (nearly) blank"
+    header = (np.abs(img - np.array(HEADER_RGB)).sum(axis=2) < 12)
+    rows = np.nonzero(header.sum(axis=1) > 300)[0]  # the table's header band: a wide strip of its colour
+    assert rows.size >= 10, "the runs table's header is not visible"
+    assert rows.min() < 400, "the table should be near the top of the page"
+    dom = subprocess.run([exe, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    assert dom.count("<tr class=") == 3
