@@ -26,6 +26,12 @@ def _decode(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Loads without cache_dir use CNNLAB_CACHE: point it into tmp_path so tests never write to the user's cache."""
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "default-cache"))
+
+
 @pytest.fixture
 def members(shared_data):
     return jpeg_members(shared_data, per_class=6, holdout=4)
