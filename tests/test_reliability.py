@@ -26,6 +26,10 @@ def _cli(args, env, **kw):
                             stderr=subprocess.PIPE, **kw)
 
 
+def _mtime(path: Path):
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
 def _rows(run: Path):
     return [[r[k] for k in KEYS] for r in csv.DictReader(open(run / "metrics.csv"))]
 
@@ -41,9 +45,10 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(shared_data,
     kills, p = 0, _cli(["train", *common, "name=cut"], env)
     run = tmp_path / "cut"
     while True:
-        # wait until the run has a checkpoint, then kill it at a random moment of the following epochs
+        # wait until this process has written a new checkpoint, then kill it at a random moment after that
+        before = _mtime(run / "last.pt")
         deadline = time.time() + 300
-        while not (run / "last.pt").exists() and p.poll() is None and time.time() < deadline:
+        while _mtime(run / "last.pt") == before and p.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 1.5))
         if p.poll() is not None:

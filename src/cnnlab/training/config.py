@@ -152,7 +152,7 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
-def _coerce(value: Any, tp, key: str) -> Any:
+def _coerce(value: Any, tp, key: str, choices: Optional[tuple] = None) -> Any:
     """Check (and where lossless, convert) `value` against the annotation `tp`."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -160,7 +160,7 @@ def _coerce(value: Any, tp, key: str) -> Any:
         if value is None:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        return _coerce(value, inner[0], key, choices)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -180,6 +180,8 @@ def _coerce(value: Any, tp, key: str) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool) and choices and "on" in choices:  # YAML 1.1 reads on/off as booleans
+            return "on" if value else "off"
     elif origin in (list, List):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]  # a single number where a list is expected: the common one-element case
@@ -211,7 +213,7 @@ def _build(cls, data: Dict[str, Any], prefix: str = ""):
         if dataclasses.is_dataclass(tp):
             kwargs[f.name] = _build(tp, data[f.name], prefix + f.name + ".")
         else:
-            kwargs[f.name] = _coerce(data[f.name], tp, prefix + f.name)
+            kwargs[f.name] = _coerce(data[f.name], tp, prefix + f.name, f.metadata.get("choices"))
     return cls(**kwargs)
 
 

@@ -26,6 +26,7 @@ from cnnlab.data import Dataset, load_dataset
 from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
+from cnnlab.models.sanity import initial_loss_check
 from cnnlab.training import runtime
 from cnnlab.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
 from cnnlab.training.config import RunConfig, config_from_dict
@@ -270,17 +271,16 @@ class Trainer:
 
     # -- the run -------------------------------------------------------------------------------------------------
     def check_initial_loss(self) -> float:
-        """Loss of the untrained model on the first training batch, beside ln(classes) (Karpathy's sanity check)."""
+        """Loss of the untrained model on the first training batch, beside ln(classes) (Karpathy's sanity check).
+
+        Measured in training mode (BN on batch statistics, as the first step sees it); BN state is put back."""
         loader = self._loader(self.ds.train, min(self.cfg.batch.size, len(self.ds.train)), train=False)
         x, y = next(iter(loader))
-        self.model.eval()
-        with torch.no_grad():
-            loss = self._loss(x, y)[1].item()
-        self.model.train()
-        expected = math.log(self.ds.num_classes)
-        self.log(f"initial loss {loss:.4f} on the first batch; ln({self.ds.num_classes}) = {expected:.4f} "
-                 f"(ratio {loss / expected:.2f})")
-        return loss
+        with runtime.autocast(self.device, self.cfg.train.amp):
+            r = initial_loss_check(self.model, x, y)
+        self.log(f"initial loss {r['loss']:.4f} on the first batch; ln({r['num_classes']}) = {r['expected']:.4f} "
+                 f"(ratio {r['ratio']:.2f}{'' if r['ok'] else ', far from chance: check the model init and labels'})")
+        return r["loss"]
 
     def fit(self) -> dict:
         c = self.cfg
