@@ -124,6 +124,22 @@ def test_unlabelled_split_channels_last_and_dtypes(split):
         assert h.dtype == dtype
 
 
+def test_batch_preparation_threads_do_not_leak_or_change_results(split):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        kw = dict(shuffle=True, augment=AUG, mean=MEAN, std=STD, seed=1)
+        one = BatchLoader(split, 16, threads=1, **kw)
+        seen = []
+        for x, _ in one:
+            seen.append(torch.get_num_threads())  # what the model sees between batches
+        assert seen == [2] * len(one)
+        a, b = collect(one), collect(BatchLoader(split, 16, threads=None, **kw))
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bad_arguments(split):
     with pytest.raises(CnnlabError, match="batch_size must be a whole number >= 1, got 0"):
         BatchLoader(split, 0)
@@ -135,6 +151,8 @@ def test_bad_arguments(split):
         BatchLoader(split, 4, mean=MEAN, std=(0.2, 0.0, 0.2))
     with pytest.raises(CnnlabError, match="unknown augmentation"):
         BatchLoader(split, 4, augment=["rotate"])
+    with pytest.raises(CnnlabError, match="threads must be a whole number >= 1, got 0"):
+        BatchLoader(split, 4, threads=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
