@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "cnnlab.cli.data_cmd",
     "cnnlab.cli.models_cmd",
     "cnnlab.cli.train_cmd",
+    "cnnlab.cli.experiments_cmd",
+    "cnnlab.cli.analysis_cmd",
 )
 
 
@@ -39,7 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops filling a nargs='*' positional at the first flag; key=value overrides after a flag land here
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
