@@ -47,20 +47,24 @@ class Augmentation:
         return self.apply(x, self.sample(len(x), generator))
 
 
+Maps = Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]  # (rows [n, h], cols [n, w]); None = identity
+
+
 class IndexMap(Augmentation):
     """A separable per-image resampling: out[b, :, i, j] = x[b, :, rows[b, i], cols[b, j]], where -1 reads zero."""
 
-    def maps(self, params: Params, h: int, w: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def maps(self, params: Params, h: int, w: int) -> Maps:
         raise NotImplementedError
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        rows, cols = self.maps(params, x.shape[2], x.shape[3])
-        return remap(x, rows, cols)
+        return remap(x, *self.maps(params, x.shape[2], x.shape[3]))
 
 
-def remap(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+def remap(x: torch.Tensor, rows: Optional[torch.Tensor], cols: Optional[torch.Tensor]) -> torch.Tensor:
     """One gather for a whole batch: pad a one-pixel zero border (index -1 lands on it) and read through flat indices."""
     n, c, h, w = x.shape
+    rows = torch.arange(h).expand(n, h) if rows is None else rows
+    cols = torch.arange(w).expand(n, w) if cols is None else cols
     rows, cols = rows.to(x.device), cols.to(x.device)
     padded = F.pad(x, (1, 1, 1, 1))
     index = ((rows + 1) * (w + 2))[:, :, None] + (cols + 1)[:, None, :]
@@ -68,15 +72,20 @@ def remap(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tens
     return flat.gather(2, index.reshape(n, 1, h * w).expand(n, c, h * w)).reshape(n, c, h, w)
 
 
-def compose_maps(first: Tuple[torch.Tensor, torch.Tensor], then: Tuple[torch.Tensor, torch.Tensor]):
+def compose_maps(first: Maps, then: Maps) -> Maps:
     """The maps of `then` applied after `first`: out[i] = x[first[then[i]]], keeping -1 (zero fill) as -1."""
-    def one(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def one(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        if a is None or b is None:  # identity on one side: nothing to compose
+            return b if a is None else a
         return torch.where(b < 0, b, a.gather(1, b.clamp(min=0)))
     return one(first[0], then[0]), one(first[1], then[1])
 
 
-def identity_maps(n: int, h: int, w: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    return torch.arange(h).expand(n, h), torch.arange(w).expand(n, w)
+def _table(cache: Dict[int, torch.Tensor], size: int, build: Callable[[int], torch.Tensor]) -> torch.Tensor:
+    """A per-image-size lookup table, built once: each batch's maps are then one index_select, not ten small ops."""
+    if size not in cache:
+        cache[size] = build(size)
+    return cache[size]
 
 
 def _check(cond: bool, what: str) -> None:
@@ -93,14 +102,16 @@ class RandomCrop(IndexMap):
                f"augmentation 'crop': padding must be a whole number >= 0, got {padding!r}")
         _check(mode in ("zeros", "reflect"), f"augmentation 'crop': mode must be 'zeros' or 'reflect', got {mode!r}")
         self.padding, self.mode = padding, mode
+        self._tables: Dict[int, torch.Tensor] = {}
 
     def sample(self, n, generator):
         p = self.padding
         shift = torch.randint(-p, p + 1, (2, n), generator=generator)
         return {"dy": shift[0], "dx": shift[1]}
 
-    def _axis(self, shift: torch.Tensor, size: int) -> torch.Tensor:
-        pos = torch.arange(size)[None, :] + shift[:, None]
+    def _shifts(self, size: int) -> torch.Tensor:
+        """Row k: the source positions of a shift by k - padding along an axis of `size` pixels."""
+        pos = torch.arange(size)[None, :] + torch.arange(-self.padding, self.padding + 1)[:, None]
         if self.mode == "reflect":
             _check(self.padding < size, f"augmentation 'crop': reflect padding {self.padding} must be smaller than "
                                         f"the image side {size}")
@@ -108,7 +119,9 @@ class RandomCrop(IndexMap):
         return torch.where((pos < 0) | (pos >= size), -1, pos)
 
     def maps(self, params, h, w):
-        return self._axis(params["dy"], h), self._axis(params["dx"], w)
+        def axis(shift, size):
+            return _table(self._tables, size, self._shifts).index_select(0, shift + self.padding)
+        return axis(params["dy"], h), axis(params["dx"], w)
 
     def __repr__(self):
         return f"crop(padding={self.padding}, mode={self.mode!r})"
@@ -122,14 +135,14 @@ class RandomFlip(IndexMap):
         _check(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1,
                f"augmentation 'flip': p must be a probability in [0, 1], got {p!r}")
         self.p = float(p)
+        self._tables: Dict[int, torch.Tensor] = {}
 
     def sample(self, n, generator):
         return {"flip": torch.rand(n, generator=generator) < self.p}
 
     def maps(self, params, h, w):
-        n = len(params["flip"])
-        rows, cols = identity_maps(n, h, w)
-        return rows, torch.where(params["flip"][:, None], w - 1 - cols, cols)
+        both = _table(self._tables, w, lambda size: torch.stack([torch.arange(size), torch.arange(size).flip(0)]))
+        return None, both.index_select(0, params["flip"].long())
 
     def __repr__(self):
         return f"flip(p={self.p})"

@@ -133,7 +133,7 @@ class BatchLoader:
         """This rank's share of one global batch (indices into the split): gathered, repeated, augmented."""
         m = self.repeats
         mine = torch.arange(self.rank, len(batch), self.world_size)
-        idx = batch.index_select(0, mine).to(self.device)
+        idx = (batch if self.world_size == 1 else batch.index_select(0, mine)).to(self.device)
         x = self.x.index_select(0, idx)
         y = self.y.index_select(0, idx) if self.y is not None else None
         if m > 1:
