@@ -34,6 +34,11 @@ class Split:
     def __len__(self) -> int:
         return len(self.x)
 
+    def __repr__(self) -> str:  # the default would print every id
+        kind = "labelled" if self.y is not None else "unlabelled"
+        shape = "x".join(str(s) for s in self.x.shape[1:])
+        return f"Split({len(self):,} {kind} images {shape}{', with ids' if self.ids is not None else ''})"
+
     def subset(self, index: Union[int, slice, Sequence[int], torch.Tensor]) -> "Split":
         """A new Split (copied tensors, so nothing mutable is shared): an int n keeps the first n images; a slice, a
         list of indices or a LongTensor of indices keeps those, in that order."""
