@@ -2,8 +2,8 @@
 
 Reference ("classic"): torchvision transforms on PIL images (RandomCrop(32, padding=4), RandomHorizontalFlip,
 ToTensor, Normalize) through a DataLoader (0 or 2 workers, whichever is faster, measured first), batch 128, the same
-model, SGD with momentum, the same number of images. cnnlab: the same model, optimizer and batch size through
-`BatchLoader` (uint8 data on the device, batched augmentation) and the trainer's optimizer step.
+model, SGD with momentum, the same number of images. cnnlab: the same model, optimizer, batch size and augmentation
+through the real `Trainer.train_one_epoch` (uint8 data in memory, batched augmentation, its optimizer step).
 
 The two sides are interleaved (classic, cnnlab, classic, cnnlab, ...) and the median images/s of each is reported,
 with the median ratio, because this machine is noisy. Also reported: training FLOP/s (3 x forward MACs x 2 per image,
@@ -20,14 +20,15 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as Fn
 
-from cnnlab.data import load_dataset
-from cnnlab.data.loader import BatchLoader
 from cnnlab.models import create_model
 from cnnlab.models.summary import summarize
+from cnnlab.training.config import load_config
+from cnnlab.training.trainer import Trainer
+
+from bench_loader import PILDataset  # the same reference dataset as the loader benchmark (run from benchmarks/)
 
 ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -41,20 +42,6 @@ def matmul_rate(n: int = 2048, reps: int = 10) -> float:
         a @ b
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best
-
-
-class PILDataset(torch.utils.data.Dataset):
-    """The course pipeline's dataset: one PIL image per item, as torchvision.datasets.CIFAR10 serves them."""
-
-    def __init__(self, x_nhwc: np.ndarray, y: np.ndarray, transform):
-        self.x, self.y, self.t = x_nhwc, y, transform
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        from PIL import Image
-        return self.t(Image.fromarray(self.x[i])), int(self.y[i])
 
 
 def classic_loader(split, mean, std, batch, workers):
@@ -86,8 +73,13 @@ def main() -> None:
     ap.add_argument("--data-root", default=str(ROOT))
     args = ap.parse_args()
 
-    ds = load_dataset("cifar10", root=args.data_root, train_subset=args.images)
-    split = ds.train
+    # cnnlab's side is the real trainer (its loader, optimizer step, divergence checks), not a copy of its loop
+    cfg = load_config(None, [f"data.root={args.data_root}", f"model.name={args.model}", f"batch.size={args.batch}",
+                             "augment.crop=4", "augment.flip=0.5", "optim.lr=0.01", "optim.momentum=0.9",
+                             "train.progress=off", f"train.epochs={args.repeats}"]
+                      + ([f"data.train_subset={args.images}"] if args.images else []))
+    trainer = Trainer(cfg, write=False, log=lambda s: None)
+    ds, split = trainer.ds, trainer.ds.train
     make = lambda: create_model(args.model, num_classes=10, in_channels=3, input_size=32)  # noqa: E731
     macs = summarize(make(), (3, 32, 32)).totals.macs
     peak = matmul_rate()
@@ -105,19 +97,14 @@ def main() -> None:
           + f" -> using {workers} workers")
 
     classic = classic_loader(split, ds.mean, ds.std, args.batch, workers)
-    ours = BatchLoader(split, args.batch, shuffle=True, augment=["crop", "flip"], mean=ds.mean, std=ds.std,
-                       drop_last=True)
     rates = {"classic": [], "cnnlab": []}
     for r in range(args.repeats):
-        for side in ("classic", "cnnlab"):
-            torch.manual_seed(r)
-            model = make()
-            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-            if side == "cnnlab":
-                ours.set_epoch(r)
-            n, t = train_epoch(model, opt, classic if side == "classic" else ours)
-            rates[side].append(n / t)
-            print(f"  round {r + 1} {side:8s} {n / t:9,.0f} img/s ({t:.1f} s)")
+        torch.manual_seed(r)
+        model = make()
+        n, t = train_epoch(model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), classic)
+        rates["classic"].append(n / t)
+        rates["cnnlab"].append(trainer.train_one_epoch(r)["images_per_sec"])
+        print(f"  round {r + 1}: classic {rates['classic'][-1]:9,.0f} img/s, cnnlab {rates['cnnlab'][-1]:9,.0f} img/s")
     med = {k: statistics.median(v) for k, v in rates.items()}
     ratios = [b / a for a, b in zip(rates["classic"], rates["cnnlab"])]
     flops = 3 * 2 * macs * med["cnnlab"]
