@@ -128,3 +128,32 @@ def test_bad_command_lines(argv, capsys):
     except SystemExit as e:  # argparse's own usage errors
         code = e.code
     _one_line_error(capsys, argv, code)
+
+
+junk_number = st.one_of(st.integers(max_value=0).map(str), word.filter(lambda s: not _is_number(s)),
+                        st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: f != int(f)).map(repr))
+junk_shape = st.one_of(word, st.lists(st.integers(-5, 0), min_size=1, max_size=4).map(lambda v: "x".join(map(str, v))))
+TEMPLATES = [
+    lambda d: ["calc", "conv", "--input", d(junk_shape), "--filters", "8", "--size", "3"],
+    lambda d: ["calc", "conv", "--input", "32x32x3", "--filters", d(junk_number), "--size", "3"],
+    lambda d: ["calc", "fc", "--input", d(junk_shape), "--units", "10"],
+    lambda d: ["calc", "fc", "--input", "7x7x512", "--units", d(junk_number)],
+    lambda d: ["calc", "rf", "--layers", d(junk_number), "--size", "3"],
+    lambda d: ["summary", "zz" + d(word)],
+    lambda d: ["summary", "simplenn", "--input", d(junk_shape)],
+    lambda d: ["data", "info", "zz" + d(word)],
+    lambda d: ["sweep", f"/nonexistent/{d(word)}.yaml"],
+    lambda d: ["find-lr", f"model.name=zz{d(word)}"],
+    lambda d: ["evaluate", f"/nonexistent/{d(word)}"],
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), template=st.sampled_from(TEMPLATES))
+def test_bad_arguments_to_every_command(data, template, capsys):
+    argv = template(data.draw)
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    _one_line_error(capsys, argv, code)

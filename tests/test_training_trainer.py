@@ -99,3 +99,12 @@ def test_unwritable_output_is_refused_before_training(cfg_for, tmp_path):
     blocker.write_text("x")
     with pytest.raises(CnnlabError, match="cannot write to run folder|is not a folder"):
         Trainer(load_config(None, [*TINY, f"data.root={cfg_for().data.root}", f"out={blocker}", "name=x"]))
+
+
+def test_full_disk_is_refused_before_training(tmp_path):
+    """The free-space check names the need and the fix; nothing has been trained when it fires."""
+    import shutil
+    from cnnlab.training.runfolder import RunFolder
+    free = shutil.disk_usage(tmp_path).free
+    with pytest.raises(CnnlabError, match="not enough free space .* MiB free"):
+        RunFolder(tmp_path / "run").prepare(resume=False, need_bytes=free * 2)
