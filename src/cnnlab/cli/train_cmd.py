@@ -39,25 +39,28 @@ def register(sub) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from cnnlab.training.config import describe_keys, load_config
+    from cnnlab.training.distributed import cleanup
     from cnnlab.training.trainer import Trainer, resume
 
     if args.help_config:
         for key, default, text in describe_keys():
             print(f"{key:26s} {str(default):14s} {text}")
         return 0
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
     if args.resume:
         if args.overrides or args.config:
             print("cnnlab: note: --resume uses the run's own config.yaml; overrides are ignored")
-        summary = resume(args.resume)
     else:
-        overrides = list(args.overrides)
-        if args.data_root:
-            overrides.append(f"data.root={args.data_root}")
         cfg = load_config(args.config, overrides)
         if args.print_config:
             print(cfg.to_yaml(), end="")
             return 0
-        summary = Trainer(cfg, overwrite=args.overwrite).fit()
+    try:  # under torchrun the Trainer joins the process group; leave it cleanly either way
+        summary = resume(args.resume) if args.resume else Trainer(cfg, overwrite=args.overwrite).fit()
+    finally:
+        cleanup()
     return 0 if summary["status"] in ("finished", "stopped") else 1
 
 
