@@ -13,9 +13,11 @@ batch, every copy augmented independently, so a batch holds batch_size x M image
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
@@ -48,7 +50,7 @@ class BatchLoader:
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool = False, augment=None, repeats: int = 1,
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None, device="cpu",
                  dtype: torch.dtype = torch.float32, channels_last: bool = False, drop_last: bool = False,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, threads: Optional[int] = 1):
+                 seed: int = 0, rank: int = 0, world_size: int = 1, threads: Optional[int] = 2):
         self.batch_size = _whole(batch_size, "batch_size", 1)
         self.repeats = _whole(repeats, "repeats", 1)
         self.world_size = _whole(world_size, "world_size", 1)
@@ -58,10 +60,10 @@ class BatchLoader:
         self.shuffle, self.drop_last, self.seed = bool(shuffle), bool(drop_last), int(seed)
         self.device, self.dtype, self.channels_last = torch.device(device), dtype, bool(channels_last)
         self.pipeline = build_augmentation(augment)
-        # Intra-op threads while preparing a CPU batch (None: the process's setting). A batch is ~0.5 ms of
-        # memory-bound work: a second thread saves little on an idle machine, while every OpenMP barrier waits a
-        # scheduler slice when the cores are busy (measured on 2 shared cores: 75-115k images/s with 1 thread,
-        # 2-6k with 2). The process's own setting is restored before each batch is yielded to the model.
+        # CPU batches are prepared by `threads` Python threads with one intra-op thread each (None: in the calling
+        # thread with the process's setting). A batch is ~0.5 ms of memory-bound work, and OpenMP's per-op barriers
+        # wait a whole scheduler slice when the cores are busy (measured on 2 shared cores: 75-115k images/s with
+        # one intra-op thread, 2-6k with two); whole batches prepared side by side need no barrier at all.
         self.threads = None if threads is None else _whole(threads, "threads", 1)
         self.epoch = 0
         # moved to the device once; every batch is then an index_select on the device
@@ -111,42 +113,66 @@ class BatchLoader:
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
         order = self.order()
         gen = epoch_generator(self.seed, self.epoch, AUGMENT)
-        for b in range(len(self)):
-            with self._prep_threads():
-                batch = self._batch(order[b * self.global_batch:(b + 1) * self.global_batch], gen)
-            yield batch  # outside the context: the consumer (the model) runs with its own thread setting
+        # indices and augmentation parameters are drawn here, in batch order, so the batches do not depend on
+        # which thread prepares them
+        plans = (self._plan(order[b * self.global_batch:(b + 1) * self.global_batch], gen) for b in range(len(self)))
+        if self.device.type != "cpu" or self.threads is None:
+            yield from (self._make(p) for p in plans)
+        elif self.threads == 1:
+            for p in plans:
+                with _intra_op_threads(1):
+                    batch = self._make(p)
+                yield batch  # outside the context: the consumer (the model) runs with its own thread setting
+        else:
+            yield from self._prefetched(plans)
 
-    @contextlib.contextmanager
-    def _prep_threads(self):
-        """Prepare CPU batches with `threads` intra-op threads, restoring the process's setting afterwards."""
-        prev = torch.get_num_threads()
-        if self.device.type != "cpu" or self.threads is None or self.threads == prev:
-            yield
-            return
-        torch.set_num_threads(self.threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(prev)
+    def _prefetched(self, plans):
+        """Batches prepared by `threads` Python threads (one intra-op thread each), yielded in order."""
+        with ThreadPoolExecutor(self.threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            pending = collections.deque()
+            for p in plans:
+                pending.append(pool.submit(self._make, p))
+                if len(pending) >= self.threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
-    def _batch(self, batch: torch.Tensor, gen: torch.Generator):
-        """This rank's share of one global batch (indices into the split): gathered, repeated, augmented."""
-        m = self.repeats
+    def _plan(self, batch: torch.Tensor, gen: torch.Generator):
+        """(this rank's indices into the split, augmentation parameters) for one global batch."""
         mine = torch.arange(self.rank, len(batch), self.world_size)
-        idx = (batch if self.world_size == 1 else batch.index_select(0, mine)).to(self.device)
+        idx = batch if self.world_size == 1 else batch.index_select(0, mine)
+        if not len(self.pipeline):
+            return idx, None
+        # parameters for the whole global batch, this rank's rows kept (identical to a single process)
+        params = self.pipeline.sample(len(batch) * self.repeats, gen)
+        if self.world_size > 1:
+            params = select(params, (mine[:, None] * self.repeats + torch.arange(self.repeats)).reshape(-1))
+        return idx, params
+
+    def _make(self, plan):
+        """One batch: gathered on the device, repeated, augmented, normalised."""
+        idx, params = plan
+        idx = idx.to(self.device)
         x = self.x.index_select(0, idx)
         y = self.y.index_select(0, idx) if self.y is not None else None
-        if m > 1:
-            x = x.repeat_interleave(m, 0)
-            y = y.repeat_interleave(m, 0) if y is not None else None
-        if len(self.pipeline):
-            # parameters for the whole global batch, this rank's rows kept (identical to a single process)
-            params = self.pipeline.sample(len(batch) * m, gen)
-            if self.world_size > 1:
-                params = select(params, (mine[:, None] * m + torch.arange(m)).reshape(-1))
-            x = self.pipeline.apply(x, params, finish=self.normalise)
-        else:
-            x = self.normalise(x)
+        if self.repeats > 1:
+            x = x.repeat_interleave(self.repeats, 0)
+            y = y.repeat_interleave(self.repeats, 0) if y is not None else None
+        x = self.normalise(x) if params is None else self.pipeline.apply(x, params, finish=self.normalise)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int):
+    """Run the block with n intra-op threads, restoring the calling thread's setting afterwards."""
+    prev = torch.get_num_threads()
+    if n == prev:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
