@@ -2,6 +2,8 @@
 
 Following airbench (KellerJordan/cifar10-airbench), the images are moved to the device once and every batch is
 gathered, augmented (cnnlab.data.augment) and normalised with tensor operations: no DataLoader, no worker processes.
+On the CPU, whole batches are prepared ahead by `threads` Python threads (torch releases the GIL inside its kernels),
+each with one intra-op thread, so no OpenMP barrier ever waits on a busy core.
 
 Determinism: the batch order and the augmentation parameters are pure functions of (seed, epoch), so a run resumed
 at epoch e reproduces the uninterrupted run without saving loader state. Distributed (DDP): rank r of W takes
