@@ -126,6 +126,9 @@ def test_filters_feature_maps_and_saliency(cli, runs):
     r = rows(runs / "plain" / "analysis" / "saliency.csv")
     assert [int(x["index"]) for x in r] == [0, 1, 2] and all(float(x["saliency_max"]) > 0 for x in r)
     assert all(x["class"] == x["label"] for x in r)
+    code, out, _ = cli("saliency", runs / "plain")  # default: the first image of each of the first six classes
+    assert code == 0, out
+    assert [int(x["label"]) for x in rows(runs / "plain" / "analysis" / "saliency.csv")] == [0, 1, 2, 3, 4, 5]
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -40,6 +40,14 @@ def test_bias_corrected_ema_of_a_constant_is_that_constant():
     assert rt.ema([3.0] * 20, 0.98) == pytest.approx([3.0] * 20)
 
 
+def test_centred_mean_does_not_lag_a_symmetric_dip():
+    # a V with its bottom at index 10: the causal EMA puts its minimum later, the centred mean at the same place
+    v = [abs(i - 10) + 1.0 for i in range(21)]
+    assert int(np.argmin(rt.centred_mean(v, 3))) == 10
+    assert int(np.argmin(rt.ema(v, 0.8))) > 10
+    assert rt.centred_mean([1.0, 2.0, 3.0], 1) == pytest.approx([1.5, 2.0, 2.5])
+
+
 # A U-shaped curve in log(lr): flat, falling between 1e-4 and 1e-2, lowest at 1e-1, then rising.
 LRS = list(np.geomspace(1e-6, 1.0, 61))
 LOSS = [2.3 - 1.5 / (1 + math.exp(-3 * (math.log10(lr) + 3))) + (8 * (lr - 0.1) ** 2 if lr > 0.1 else 0) for lr in LRS]

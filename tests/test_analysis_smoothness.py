@@ -77,3 +77,5 @@ def test_smoothness_trace_on_real_data_restores_the_trainer(shared_data, session
     assert t.step == before.step
     rows = tr.rows()
     assert [r["step"] for r in rows] == [1, 3, 6] and all(r["beta_eff"] > 0 for r in rows)
+    # |g_s - g_(s-1)| is undefined at step 1; at step 6 it is the last recorded change
+    assert math.isnan(rows[0]["successive_grad_change"]) and rows[2]["successive_grad_change"] == tr.grad_change[-1]

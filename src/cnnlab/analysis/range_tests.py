@@ -2,9 +2,10 @@
 
 - Continuous learning-rate range test (Smith 2017, "Cyclical Learning Rates for Training Neural Networks", §3.3;
   the exponential variant and the smoothed loss with a divergence stop follow fastai's `lr_find`): the learning rate
-  rises from `start` to `end` over a number of steps, exponentially or linearly; the loss is smoothed by an
-  exponential moving average (bias-corrected) and the test stops once the smoothed loss exceeds `diverge` times its
-  best value.
+  rises from `start` to `end` over a number of steps, exponentially or linearly; the test stops once an exponential
+  moving average of the loss (bias-corrected) exceeds `diverge` times its best value. That average is causal and so
+  lags by about 1/(1-beta) steps, which would shift every suggestion to a higher rate; the suggestions are therefore
+  read from a centred moving average of the same loss (window: a tenth of the steps), which does not lag.
 - Discrete sweep: k candidate rates, each trained for a few epochs from the same initial state, the mean training
   loss of the last epoch against the rate.
 - Batch-size range test: each batch size trained for the same number of steps from the same initial state at the
@@ -111,6 +112,12 @@ def lr_at_step(start: float, end: float, steps: int, mode: str = "exp") -> Calla
     return lambda i: start + (end - start) * min(i, steps - 1) / (steps - 1)
 
 
+def centred_mean(values: Sequence[float], half: int) -> List[float]:
+    """Mean over values[i-half : i+half+1], the window cut at both ends (a non-finite value spoils its window)."""
+    v = np.asarray(values, float)
+    return [float(v[max(0, i - half): i + half + 1].mean()) for i in range(len(v))]
+
+
 def ema(values: Sequence[float], beta: float) -> List[float]:
     """Bias-corrected exponential moving average (as Adam's moments): early values are not pulled toward 0."""
     out, avg = [], 0.0
@@ -124,18 +131,19 @@ def ema(values: Sequence[float], beta: float) -> List[float]:
 class LRRange:
     lrs: List[float]
     losses: List[float]
-    smoothed: List[float]
+    smoothed: List[float]    # centred moving average: what the suggestion reads
+    ema: List[float]         # causal average: what the divergence stop reads
     mode: str
     stopped_early: bool
     suggestion: Suggestion
 
     def rows(self) -> List[dict]:
-        return [{"step": i, "lr": lr, "loss": l, "smoothed_loss": s}
-                for i, (lr, l, s) in enumerate(zip(self.lrs, self.losses, self.smoothed))]
+        return [{"step": i, "lr": lr, "loss": l, "smoothed_loss": s, "ema_loss": e}
+                for i, (lr, l, s, e) in enumerate(zip(self.lrs, self.losses, self.smoothed, self.ema))]
 
     def plot(self, ax):
         ax.plot(self.lrs, self.losses, color="0.75", lw=0.8, label="batch loss")
-        ax.plot(self.lrs, self.smoothed, color="C0", label="smoothed loss")
+        ax.plot(self.lrs, self.smoothed, color="C0", label="smoothed loss (centred mean)")
         _mark(ax, self.suggestion)
         if self.mode == "exp":
             ax.set_xscale("log")
@@ -157,6 +165,8 @@ def lr_range_test(trainer, start: float = 1e-7, end: float = 10.0, steps: int = 
                   beta: float = 0.98, diverge: float = 4.0, rule: str = "smith", ax=None) -> LRRange:
     """Smith's range test on `trainer` (model, optimizer, batches as configured); the trainer is restored after."""
     LR_RULES.get(rule)  # an unknown rule fails before the training, not after
+    if not 0 <= beta < 1:
+        raise CnnlabError(f"the loss smoothing factor must be in [0, 1), got {beta}")
     schedule = lr_at_step(start, end, steps, mode)
     state = {"avg": 0.0, "best": math.inf}
 
@@ -170,8 +180,9 @@ def lr_range_test(trainer, start: float = 1e-7, end: float = 10.0, steps: int = 
     with preserved(trainer):
         losses = run_steps(trainer, steps, lr_at=schedule, stop=diverged)
     lrs = [schedule(i) for i in range(len(losses))]
-    smoothed = ema(losses, beta)
-    result = LRRange(lrs, losses, smoothed, mode, len(losses) < steps, suggest(lrs, smoothed, rule))
+    smoothed = centred_mean(losses, max(1, len(losses) // 20))
+    result = LRRange(lrs, losses, smoothed, ema(losses, beta), mode, len(losses) < steps,
+                     suggest(lrs, smoothed, rule))
     if ax is not None:
         result.plot(ax)
     return result

@@ -58,3 +58,15 @@ def pick(run, split: str, indices: Sequence[int]) -> Tuple[torch.Tensor, Optiona
     x, _ = next(iter(BatchLoader(sub, len(sub), mean=run.ds.mean, std=run.ds.std, device=run.device)))
     labels = None if sub.y is None else [int(v) for v in sub.y]
     return x, labels, sub.x.cpu().numpy() if torch.is_tensor(sub.x) else np.asarray(sub.x)
+
+
+def one_per_class(run, split: str, count: int = 6) -> List[int]:
+    """Indices of the first image of each of the first `count` classes (splits are stored class by class, so the
+    first few images would all show one class); the first `count` indices of an unlabelled split."""
+    s = _split(run, split)
+    if s.y is None:
+        return list(range(min(count, len(s))))
+    firsts = {}
+    for i, c in enumerate(s.y.tolist()):
+        firsts.setdefault(c, i)
+    return [firsts[c] for c in sorted(firsts)][:count]

@@ -53,7 +53,8 @@ def _grads(loss_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor]):
 
 
 def _dist(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
-    return math.sqrt(sum(float((x.double() - y.double()).pow(2).sum()) for x, y in zip(a, b)))
+    # summed in the parameters' own dtype (float64 is not available on every device, e.g. MPS)
+    return math.sqrt(sum(float((x - y).pow(2).sum()) for x, y in zip(a, b)))
 
 
 def probe_direction(params: Sequence[torch.Tensor], loss_fn: Callable[[], torch.Tensor],
@@ -108,7 +109,8 @@ class SmoothnessTrace:
     label: str
     lr: float
     losses: List[float]                     # batch loss at every step
-    grad_change: List[float]                # |g_t - g_(t-1)|, from step 1
+    grad_change: List[float]                # |g_s - g_(s-1)| for steps s = 2, 3, ... (1-based)
+    # probe_steps[k]: the number of optimizer steps taken before probes[k] (1, every, 2*every, ...)
     probe_steps: List[int] = field(default_factory=list)
     probes: List[DirectionProbe] = field(default_factory=list)
 
@@ -119,7 +121,7 @@ class SmoothnessTrace:
                          "loss_min_along_grad": min(p.losses), "loss_max_along_grad": max(p.losses),
                          "grad_dist_min": min(p.grad_dists), "grad_dist_max": max(p.grad_dists),
                          "beta_eff": p.beta,
-                         "successive_grad_change": self.grad_change[s - 1] if 0 < s <= len(self.grad_change)
+                         "successive_grad_change": self.grad_change[s - 2] if 2 <= s <= len(self.grad_change) + 1
                          else float("nan")})
         return rows
 
@@ -132,7 +134,7 @@ class SmoothnessTrace:
         ax_g.fill_between(s, [min(p.grad_dists) for p in self.probes], [max(p.grad_dists) for p in self.probes],
                           color=color, alpha=0.35, label=f"{self.label} along gradient")
         if self.grad_change:
-            ax_g.plot(range(1, len(self.grad_change) + 1), self.grad_change, color=color, lw=0.6, alpha=0.8,
+            ax_g.plot(range(2, len(self.grad_change) + 2), self.grad_change, color=color, lw=0.6, alpha=0.8,
                       label=f"{self.label} successive steps")
         ax_b.plot(s, [p.beta for p in self.probes], "o-", color=color, ms=3, label=self.label)
         ax_l.set(xlabel="step", ylabel="loss", title="loss along the gradient")

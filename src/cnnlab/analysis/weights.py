@@ -251,18 +251,20 @@ class Saliency:
                  "saliency_mean": float(m.mean())}
                 for i, l, p, c, m in zip(self.indices, self.labels, self.predicted, self.classes, self.maps)]
 
-    def _name(self, k: int) -> str:
-        return self.class_names[k] if self.class_names and 0 <= k < len(self.class_names) else str(k)
+    def name(self, k: int) -> str:
+        if self.class_names and 0 <= k < len(self.class_names):
+            return self.class_names[k]
+        return "?" if k < 0 else str(k)  # -1: an unlabelled image
 
     def plot(self, axes):
         """axes: 2 x N (image above its saliency map)."""
         for j in range(len(self.indices)):
             img = self.images[j]
             axes[0][j].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray")
-            axes[0][j].set_title(f"#{self.indices[j]} {self._name(self.labels[j])}\npred {self._name(self.predicted[j])}",
+            axes[0][j].set_title(f"#{self.indices[j]} {self.name(self.labels[j])}\npred {self.name(self.predicted[j])}",
                                  fontsize=7)
             axes[1][j].imshow(self.maps[j], cmap="hot")
-            axes[1][j].set_title(f"d score[{self._name(self.classes[j])}]/dx", fontsize=7)
+            axes[1][j].set_title(f"d score[{self.name(self.classes[j])}]/dx", fontsize=7)
             axes[0][j].axis("off")
             axes[1][j].axis("off")
         return axes

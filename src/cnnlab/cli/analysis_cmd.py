@@ -59,6 +59,8 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=100, help="optimizer steps of the continuous test (default 100)")
     p.add_argument("--epochs", type=float, help="length of the continuous test in epochs (overrides --steps)")
     p.add_argument("--mode", choices=("exp", "linear"), default="exp", help="how the lr rises (default exp)")
+    p.add_argument("--beta", type=float, default=0.98,
+                   help="smoothing factor of the loss average that stops the test on divergence (default 0.98)")
     p.add_argument("--rule", default="smith", help="suggestion rule: smith, steepest, min10 (default smith)")
     p.add_argument("--discrete", type=int, metavar="K", help="discrete sweep over K rates instead")
     p.add_argument("--sweep-epochs", type=int, default=2, help="epochs per rate of the discrete sweep (default 2)")
@@ -129,7 +131,8 @@ def register(sub) -> None:
     p = sub.add_parser("saliency", help="saliency maps: |d class score / d input| (Simonyan et al. 2014)")
     _run_args(p)
     p.add_argument("--split", default="val")
-    p.add_argument("--images", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5], help="indices in the split")
+    p.add_argument("--images", type=int, nargs="+",
+                   help="indices in the split (default: the first image of each of the first 6 classes)")
     p.add_argument("--target", choices=("predicted", "label"), default="predicted",
                    help="differentiate the predicted class's score or the true class's")
     p.add_argument("--data-root")
@@ -178,8 +181,9 @@ def _write(out: Path, name: str, fig, rows: List[dict], extra: Optional[dict] = 
 
 def _describe(t) -> str:
     c = t.cfg
-    return (f"{c.model.name} {c.model.options or ''} on {c.data.name} [{len(t.ds.train):,} train images], "
-            f"batch {c.batch.size}, {len(t.train_loader)} steps/epoch, device {t.device}").replace(" {}", "")
+    options = f" {c.model.options}" if c.model.options else ""
+    return (f"{c.model.name}{options} on {c.data.name} [{len(t.ds.train):,} train images], batch {c.batch.size}, "
+            f"{len(t.train_loader)} steps/epoch, device {t.device}")
 
 
 def _images_per_step(t) -> int:
@@ -210,7 +214,8 @@ def _find_lr(args) -> int:
         steps = round(args.epochs * len(t.train_loader)) if args.epochs else args.steps
         print(cost_line(f"range test: {steps} steps from lr {args.start:g} to {args.end:g} ({args.mode})",
                         steps * _images_per_step(t)))
-        res = rt.lr_range_test(t, args.start, args.end, steps, args.mode, rule=args.rule, ax=axes[0][0])
+        res = rt.lr_range_test(t, args.start, args.end, steps, args.mode, args.beta, rule=args.rule,
+                               ax=axes[0][0])
         if res.stopped_early:
             print(f"stopped at step {len(res.losses)} (lr {res.lrs[-1]:.3g}): the smoothed loss diverged")
     print(res.suggestion.line())
@@ -377,14 +382,16 @@ def _feature_maps(args) -> int:
 
 def _saliency(args) -> int:
     from cnnlab.analysis.common import new_figure
-    from cnnlab.analysis.samples import pick
+    from cnnlab.analysis.samples import one_per_class, pick
     from cnnlab.analysis.weights import saliency_maps
 
     run = _loaded(args)
-    x, y, raw = pick(run, args.split, args.images)
-    fig, axes = new_figure(2, len(args.images), size=(2, 2.2))
-    sal = saliency_maps(run.model, x, raw, y, args.images, args.target, list(run.ds.classes), axes=axes)
+    indices = args.images if args.images is not None else one_per_class(run, args.split)
+    x, y, raw = pick(run, args.split, indices)
+    fig, axes = new_figure(2, len(indices), size=(2, 2.2))
+    sal = saliency_maps(run.model, x, raw, y, indices, args.target, list(run.ds.classes), axes=axes)
     for r in sal.rows():
-        print(f"image {r['index']}: label {r['label']} predicted {r['predicted']}, saliency max {r['saliency_max']:.4g}")
+        print(f"{args.split} image {r['index']}: label {sal.name(r['label'])}, predicted {sal.name(r['predicted'])}; "
+              f"saliency max {r['saliency_max']:.4g}, mean {r['saliency_mean']:.4g}")
     _write(_run_out(args), "saliency", fig, sal.rows())
     return 0
