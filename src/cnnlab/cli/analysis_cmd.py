@@ -28,7 +28,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
 
 
-def _run_args(p: argparse.ArgumentParser, subset_default: Optional[int] = None) -> None:
+def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run folder written by `cnnlab train`")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--out", help="output folder (default RUN_DIR/analysis)")
@@ -47,6 +47,12 @@ def _variant_arg(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
+    _register_range_tests(sub)
+    _register_landscapes(sub)
+    _register_run_views(sub)
+
+
+def _register_range_tests(sub) -> None:
     p = sub.add_parser("find-lr", help="learning-rate range test (Smith 2017), continuous or discrete",
                        description="Continuous: the lr rises from --start to --end over --steps steps (or --epochs), "
                                    "the smoothed loss is recorded and the test stops on divergence. Discrete "
@@ -78,6 +84,8 @@ def register(sub) -> None:
     p.add_argument("--micro", type=int, help="largest micro-batch per forward pass (gradient accumulation)")
     p.set_defaults(func=_find_batch)
 
+
+def _register_landscapes(sub) -> None:
     p = sub.add_parser("loss-band", help="training-loss band over learning rates, without and with BN "
                                          "(Santurkar et al. 2018)")
     _config_args(p)
@@ -107,6 +115,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random directions")
     p.set_defaults(func=_landscape)
 
+
+def _register_run_views(sub) -> None:
     p = sub.add_parser("weights", help="per-layer weight histograms and sparsity of one run, or several side by side")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--labels", nargs="+", help="a label per run (default the folder names)")
@@ -142,7 +152,7 @@ def register(sub) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 # helpers
 
-def _cfg(args, extra: Optional[List[str]] = None):
+def _cfg(args):
     from cnnlab.training.config import load_config
 
     overrides = list(args.overrides)
@@ -150,7 +160,7 @@ def _cfg(args, extra: Optional[List[str]] = None):
         overrides.append(f"data.root={args.data_root}")
     if args.subset is not None:
         overrides.append(f"data.train_subset={args.subset}")
-    return load_config(args.config, overrides + list(extra or []))
+    return load_config(args.config, overrides)
 
 
 def _variants(args, cfg):
