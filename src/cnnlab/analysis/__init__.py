@@ -10,6 +10,8 @@
 - `weights`: weight histograms and sparsity, first-layer filters, feature maps, saliency (Simonyan et al. 2014,
   "Deep Inside Convolutional Networks").
 
+Support: `common` (driving and restoring a Trainer, CSV/PNG output), `samples` (fixed, class-balanced image subsets).
+
 Every analysis returns its numbers (a dataclass with `rows()` for CSV) and draws on an optional matplotlib axis;
 the CLI (`cnnlab.cli.analysis_cmd`) writes a PNG and a CSV of the same numbers. Training loops are the Trainer's own
 (`common.run_steps` drives `Trainer.train_one_epoch` through its `step_hook`), so an analysis trains exactly as
