@@ -163,3 +163,23 @@ def test_report_renders_in_headless_chromium(swept, tmp_path):
     dom = subprocess.run([exe, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120,
                          check=True).stdout
     assert dom.count("<tr class=") == 3
+
+
+def test_report_from_the_store_alone_as_on_another_machine(swept, tmp_path):
+    """Workers on several machines keep their run folders locally; the store holds every run's summary and curves."""
+    tmp, spec, _ = swept
+    out = tmp_path / "elsewhere.html"
+    assert run_cli(["report", str(spec), "--store", str(tmp / "runs" / "cnnlab-store.journal"),
+                    "--runs-out", str(tmp_path / "no-folders-here"), "--out", str(out)]) == 0
+    md = out.with_suffix(".md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| lr=")]
+    assert len(rows) == 3 and all(re.search(r"\d+\.\d\d%", r) for r in rows)
+    assert md.count("![") == 3
+
+
+def test_sweep_figure_keeps_zipped_axes_on_one_line():
+    """Batch sizes zipped with their epochs (fixed iterations) are one series, not one series per point."""
+    entries = [Entry(f"bs={b}", {"batch.size": b, "train.epochs": b // 64}, "finished",
+                     {"best_val_acc": 0.5 + b / 1e5}, [], {}) for b in (64, 128, 256, 512)]
+    drawn = draw("sweep", entries, x="batch.size", y="best_val_acc")
+    assert len(drawn.fig.axes[0].lines) == 1 and len(drawn.fig.axes[0].lines[0].get_xdata()) == 4

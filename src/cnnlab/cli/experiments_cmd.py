@@ -11,7 +11,8 @@ def register(sub) -> None:
                        description="Run every run of an experiment spec, each in its own folder under "
                                    "OUT/<spec>/<profile>/, recorded in a results store. Re-running the same command "
                                    "skips finished and diverged runs and resumes interrupted ones. Workers on several "
-                                   "machines share one sweep through --store postgresql://user:pass@host/db.")
+                                   "machines share one sweep through --store postgresql://user:pass@host/db. Exit "
+                                   "status 0 when every run is finished or diverged, 1 when some failed or are left.")
     p.add_argument("spec", help="experiment spec (YAML), e.g. experiments/04-lr-sweep.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every run")
     p.add_argument("--profile", help="the spec's profile: quick (minutes on a CPU, the default) or full")
@@ -64,8 +65,10 @@ def _sweep(args: argparse.Namespace) -> int:
         return 0
     records = sweep(opts)
     plan = make_plan(opts)
-    if args.analysis and plan.spec.analysis:
+    if args.analysis:
         run_analysis(plan, args.data_root)
+    elif plan.spec.analysis:
+        print("note: the spec has analysis steps; run them with --analysis (they reuse the finished runs)")
     if args.report:
         from cnnlab.experiments.report import make_report
 

@@ -147,8 +147,9 @@ def sweep(entries: List[Entry], x: str, y: Union[str, List[str]] = ("best_val_ac
         elif positive:
             ax.set_xscale("log")
     groups: Dict[str, List[Entry]] = {}
+    along = (x, *_covarying(pts, x))  # zipped with x (epochs zipped with batch size): part of the x axis, not a series
     for e in pts:
-        key = _fmt(e.value(series)) if series else _label(e, skip=(x,))
+        key = _fmt(e.value(series)) if series else _label(e, skip=along)
         groups.setdefault(key if key != e.name else "", []).append(e)
     rows = []
     for i, (gname, es) in enumerate(groups.items()):
@@ -167,10 +168,21 @@ def sweep(entries: List[Entry], x: str, y: Union[str, List[str]] = ("best_val_ac
     ax.set(xlabel=x, ylabel=LABELS.get(ys[0], ys[0]) if len(ys) == 1 else "accuracy",
            title=f"{', '.join(LABELS.get(m, m) for m in ys)} against {_short(x)}")
     ax.grid(alpha=0.3, which="both")
-    if ax.lines:
+    if any(not str(line.get_label()).startswith("_") for line in ax.lines):
         ax.legend(fontsize="small")
     fig.tight_layout()
     return Drawn(f"{LABELS.get(ys[0], ys[0])} against {x}", fig, rows)
+
+
+def _covarying(entries: List[Entry], x: str) -> List[str]:
+    """Varied keys whose value is fixed by the value of x and that take more than one value (zipped axes)."""
+    keys = {k for e in entries for k in e.varied} - {x}
+    out = []
+    for k in keys:
+        pairs = {(_fmt(e.value(x)), _fmt(e.value(k))) for e in entries}
+        if len({p[1] for p in pairs}) > 1 and len(pairs) == len({p[0] for p in pairs}):
+            out.append(k)
+    return out
 
 
 @FIGURES.register("bars")
@@ -183,8 +195,8 @@ def bars(entries: List[Entry], y: Union[str, List[str]] = "wall_time", by: Optio
         return None
     cats = list(dict.fromkeys(_fmt(e.value(by)) if by else _label(e, skip=(hue,) if hue else ()) for e in done))
     hues = list(dict.fromkeys(_fmt(e.value(hue)) for e in done)) if hue else [""]
-    fig, axes = plt.subplots(1, len(ys), figsize=(max(6.0, 0.9 * len(cats) * len(hues)) * min(len(ys), 2) / 1.3, 4.6),
-                             squeeze=False)
+    panel = max(4.0, 0.5 * len(cats) * len(hues) + 1.5)  # inches per panel: room for every bar's label
+    fig, axes = plt.subplots(1, len(ys), figsize=(min(16.0, panel * len(ys)), 4.6), squeeze=False)
     width = 0.8 / len(hues)
     rows = []
     for ax, metric in zip(axes[0], ys):
@@ -200,7 +212,8 @@ def bars(entries: List[Entry], y: Union[str, List[str]] = "wall_time", by: Optio
                    label=f"{_short(hue)}={h}" if hue else None, color=f"C{j % 10}")
         ax.set_xticks(range(len(cats)), cats, rotation=30 if len(cats) > 4 else 0, ha="right" if len(cats) > 4 else
                       "center", fontsize="small")
-        ax.set(ylabel=LABELS.get(metric, metric), title=LABELS.get(metric, metric) + (f" by {_short(by)}" if by else ""))
+        name = LABELS.get(metric, metric)
+        ax.set(ylabel=name, title=name + (f" by {_short(by)}" if by else ""))
         ax.grid(alpha=0.3, axis="y")
         if hue:
             ax.legend(fontsize="small")

@@ -319,4 +319,16 @@ def make_report(inputs: Sequence[str], out: str = "report.html", profile: Option
     built = report.build()
     write_html(html_path, report, built)
     md = write_markdown(html_path.with_suffix(".md"), report, built)
+    _readable([html_path, md, *md.with_name(f"{md.stem}_files").glob("*.png")])
     return {"html": html_path, "markdown": md}
+
+
+def _readable(paths) -> None:
+    """Atomic writes go through mkstemp, whose files are private (0600); a report is meant to be shared and opened
+    by a browser, so give it the permissions an ordinary new file gets (0666 less the umask)."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in paths:
+        os.chmod(p, 0o666 & ~umask)

@@ -282,37 +282,33 @@ def _figures(data: Any, where: str) -> List[Dict[str, Any]]:
     return [check_figure(_mapping(f, f"{where} figures[{i}]"), f"{where} figures[{i}]") for i, f in enumerate(figs)]
 
 
-def parse_spec(data: Any, path: Optional[Path] = None, name: Optional[str] = None) -> Spec:
-    """Check a spec mapping (as read from YAML) and return a Spec; every mistake is a CnnlabError naming the key."""
-    where = f"spec {str(path)!r}" if path else "spec"
-    if not isinstance(data, dict):
-        raise CnnlabError(f"{where} must be a YAML mapping with base/grid/zip/variants/profiles, got "
-                          f"{type(data).__name__}")
-    _check_fields(data, SPEC_KEYS, where)
+def _base(data: dict, path: Optional[Path], where: str) -> Dict[str, Any]:
+    """The run config every run starts from: the `config:` file (relative to the spec), then `base:` over it."""
     base: Dict[str, Any] = {}
     if data.get("config") is not None:
         cfg_path = Path(str(data["config"]))
         if path is not None and not cfg_path.is_absolute():
             cfg_path = path.parent / cfg_path
         base = unflatten(flatten(read_yaml(cfg_path), f"{where} config {str(cfg_path)!r}"))
-    base = merge(base, unflatten(flatten(_mapping(data.get("base"), f"{where} base"), f"{where} base")))
+    return merge(base, unflatten(flatten(_mapping(data.get("base"), f"{where} base"), f"{where} base")))
+
+
+def _groups(data: dict, where: str) -> List[Group]:
+    """`groups:`, or the top-level grid/zip/variants as one unnamed group."""
     axes_here = [k for k in GROUP_KEYS[1:] if k in data]
-    if "groups" in data:
-        if axes_here:
-            raise CnnlabError(f"{where}: use either top-level {'/'.join(axes_here)} or groups, not both "
-                              "(put the axes inside a group)")
-        groups_data = _mapping(data["groups"], f"{where} groups")
-        if not groups_data:
-            raise CnnlabError(f"{where} groups is empty; name at least one group or remove the key")
-        groups = [_group(str(n), _mapping(g, f"{where} group {n!r}"), f"{where} group {n!r}")
-                  for n, g in groups_data.items()]
-    else:
-        groups = [_group(None, {k: data[k] for k in axes_here}, where)]
-    profiles = {str(n): _profile(str(n), p, f"{where} profile {n!r}")
-                for n, p in _mapping(data.get("profiles"), f"{where} profiles").items()}
-    default = data.get("default_profile", "quick" if "quick" in profiles else next(iter(profiles), None))
-    if default is not None and default not in profiles:
-        raise CnnlabError(f"{where} default_profile {default!r} is not one of its profiles: {', '.join(profiles)}")
+    if "groups" not in data:
+        return [_group(None, {k: data[k] for k in axes_here}, where)]
+    if axes_here:
+        raise CnnlabError(f"{where}: use either top-level {'/'.join(axes_here)} or groups, not both "
+                          "(put the axes inside a group)")
+    groups_data = _mapping(data["groups"], f"{where} groups")
+    if not groups_data:
+        raise CnnlabError(f"{where} groups is empty; name at least one group or remove the key")
+    return [_group(str(n), _mapping(g, f"{where} group {n!r}"), f"{where} group {n!r}") for n, g in groups_data.items()]
+
+
+def _splits(data: dict, where: str) -> Tuple[Optional[str], List[str]]:
+    """`predict:` (one split) and `evaluate:` (a list of splits)."""
     predict = data.get("predict")
     if predict is not None and predict not in ("holdout", "test", "val"):
         raise CnnlabError(f"{where} predict must be holdout, test or val, got {predict!r}")
@@ -320,11 +316,28 @@ def parse_spec(data: Any, path: Optional[Path] = None, name: Optional[str] = Non
     evaluate = [evaluate] if isinstance(evaluate, str) else evaluate
     if not isinstance(evaluate, list) or any(e not in ("test", "val", "train") for e in evaluate):
         raise CnnlabError(f"{where} evaluate must list splits among test, val, train, got {data.get('evaluate')!r}")
+    return predict, evaluate
+
+
+def parse_spec(data: Any, path: Optional[Path] = None, name: Optional[str] = None) -> Spec:
+    """Check a spec mapping (as read from YAML) and return a Spec; every mistake is a CnnlabError naming the key."""
+    where = f"spec {str(path)!r}" if path else "spec"
+    if not isinstance(data, dict):
+        raise CnnlabError(f"{where} must be a YAML mapping with base/grid/zip/variants/profiles, got "
+                          f"{type(data).__name__}")
+    _check_fields(data, SPEC_KEYS, where)
+    profiles = {str(n): _profile(str(n), p, f"{where} profile {n!r}")
+                for n, p in _mapping(data.get("profiles"), f"{where} profiles").items()}
+    default = data.get("default_profile", "quick" if "quick" in profiles else next(iter(profiles), None))
+    if default is not None and default not in profiles:
+        raise CnnlabError(f"{where} default_profile {default!r} is not one of its profiles: {', '.join(profiles)}")
     spec_name = str(data.get("name") or name or (path.stem if path else "experiment"))
     if _SAFE.sub("", spec_name) != spec_name:
         raise CnnlabError(f"{where} name {spec_name!r} must be letters, digits, . _ + = - (it names a folder)")
+    predict, evaluate = _splits(data, where)
     spec = Spec(path, spec_name, str(data.get("question", "")).strip(), str(data.get("description", "")).strip(),
-                base, groups, profiles, default, _figures(data.get("report"), f"{where} report"), predict,
+                _base(data, path, where), _groups(data, where), profiles, default,
+                _figures(data.get("report"), f"{where} report"), predict,
                 _analysis(data.get("analysis"), f"{where} analysis"), evaluate)
     for p in profiles.values():
         _check_profile_refs(spec, p)

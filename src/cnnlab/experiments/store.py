@@ -104,8 +104,10 @@ def _rdb(url: str):
                 storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
                 break
             except ImportError as e:
-                raise CnnlabError(f"the results store {url!r} needs a database driver: {e} (e.g. pip install "
-                                  "psycopg2-binary for postgresql://)") from None
+                missing = getattr(e.__cause__, "name", None) or str(e)
+                raise CnnlabError(f"the results store {url!r} needs a database driver: module {missing!r} is not "
+                                  "installed; e.g. pip install 'psycopg[binary]' for postgresql://, or pip install "
+                                  "psycopg2-binary and write postgresql+psycopg2://") from None
             except Exception as e:  # sqlalchemy's errors: bad URL, server unreachable, wrong password
                 text = str(e)
                 if attempt < 4 and any(w in text for w in ("already exists", "UNIQUE", "duplicate key")):
