@@ -12,7 +12,8 @@ def register(sub) -> None:
                                    "OUT/<spec>/<profile>/, recorded in a results store. Re-running the same command "
                                    "skips finished and diverged runs and resumes interrupted ones. Workers on several "
                                    "machines share one sweep through --store postgresql://user:pass@host/db. Exit "
-                                   "status 0 when every run is finished or diverged, 1 when some failed or are left.")
+                                   "status 0 when every run is finished, diverged or running in another worker, 1 "
+                                   "when some failed or are left.")
     p.add_argument("spec", help="experiment spec (YAML), e.g. experiments/04-lr-sweep.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every run")
     p.add_argument("--profile", help="the spec's profile: quick (minutes on a CPU, the default) or full")
@@ -75,7 +76,8 @@ def _sweep(args: argparse.Namespace) -> int:
         paths = make_report([args.spec], args.report, args.profile, args.store, args.out,
                             command=f"cnnlab report {shlex.quote(args.spec)}" + _profile_arg(args))
         print(f"wrote {paths['html']} and {paths['markdown']}")
-    pending = [k for k in plan.keys if k not in records or records[k].state not in DONE_STATES]
+    # Runs still running in other workers are not this command's failure; failed, lost or unclaimed ones are.
+    pending = [k for k in plan.keys if k not in records or records[k].state not in (*DONE_STATES, "running")]
     return 1 if pending else 0
 
 

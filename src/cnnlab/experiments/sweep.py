@@ -268,7 +268,10 @@ def _print_outcome(plan: Plan, records: Dict[str, Record], log) -> None:
         rec = records.get(r.key)
         if rec and rec.state == "error":
             log(f"  {r.name}: error: {(rec.error or '').strip().splitlines()[-1] if rec.error else '?'}")
-    if any(s not in DONE_STATES for s in states):
+    if states.get("running"):
+        log(f"{states['running']} run(s) are still running in other workers (other machines, or a worker this "
+            f"sweep does not know); `cnnlab sweep --list` shows their progress")
+    if any(s not in (*DONE_STATES, "running") for s in states):
         log("re-run the same command to resume or retry the runs that are not done")
 
 
