@@ -17,6 +17,7 @@ rounds of cnnlab / the better classic setting of that round. The target (issue 2
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -73,19 +74,22 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=20000, help="training images per epoch (stratified subset)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=2.0, help="minimum timed seconds per side per round")
+    ap.add_argument("--threads", default="default", help="BatchLoader threads: default, none, or a number")
     args = ap.parse_args()
 
     ds = load_dataset("cifar10", root=args.data_root, train_subset=args.images)
     split = ds.train
     sides = {f"classic-{w}": classic_loader(split, ds.mean, ds.std, w) for w in (0, 2)}
-    ours = BatchLoader(split, BATCH, shuffle=True, augment=["crop", "flip"], mean=ds.mean, std=ds.std)
+    threads = {} if args.threads == "default" else {"threads": None if args.threads == "none" else int(args.threads)}
+    ours = BatchLoader(split, BATCH, shuffle=True, augment=["crop", "flip"], mean=ds.mean, std=ds.std, **threads)
     sides["cnnlab"] = ours
     for loader in sides.values():  # warm-up: start the workers, touch the memory, before any timing
         for i, _ in enumerate(loader):
             if i == 5:
                 break
-    print(f"{len(split):,} CIFAR-10 images/epoch, batch {BATCH}, crop(4)+flip+normalise; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads")
+    print(f"{len(split):,} CIFAR-10 images/epoch, batch {BATCH}, crop(4)+flip+normalise; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} intra-op threads; BatchLoader threads={ours.threads}; load average "
+          + " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
     rates = {k: [] for k in sides}
     ratios = []

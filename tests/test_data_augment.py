@@ -167,3 +167,13 @@ def test_registry_and_spec_errors():
         Cutout(size=0)
     with pytest.raises(CnnlabError, match="reflect padding 8 must be smaller than the image side 8"):
         RandomCrop(8, "reflect")(batch(1, 1, 8))
+
+
+@pytest.mark.parametrize("specs", [["crop", "flip"], ["flip", "cutout", "crop"], ["cutout", "crop"], []])
+def test_images_stored_with_a_border_give_the_same_batch(real, specs):
+    """The loader stores images with the zero border the first gather reads through; the result must not change."""
+    pipe = build_augmentation(specs)
+    params = pipe.sample(len(real), torch.Generator().manual_seed(3))
+    plain = pipe.apply(real, params)
+    bordered = pipe.apply(F.pad(real, (1, 1, 1, 1)), params, bordered=True)
+    assert bordered.shape == real.shape and torch.equal(plain, bordered)

@@ -125,13 +125,13 @@ def test_unlabelled_split_channels_last_and_dtypes(split):
 
 
 def test_preparation_threads_change_nothing_but_speed(split):
-    """Batches are identical whoever prepares them, and the consumer keeps its own intra-op thread setting."""
+    """Batches are identical for any intra-op thread count, and the consumer keeps the process's setting."""
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         kw = dict(shuffle=True, augment=AUG, repeats=2, mean=MEAN, std=STD, seed=1)
         ref = collect(BatchLoader(split, 8, threads=None, **kw))
-        for threads in (1, 2, 3):
+        for threads in (1, 2, 3, "auto"):
             loader = BatchLoader(split, 8, threads=threads, **kw)
             xs, ys, seen = [], [], []
             for x, y in loader:
@@ -140,8 +140,42 @@ def test_preparation_threads_change_nothing_but_speed(split):
                 seen.append(torch.get_num_threads())  # what the model sees between batches
             assert seen == [2] * len(loader)
             assert torch.equal(torch.cat(xs), ref[0]) and torch.equal(torch.cat(ys), ref[1])
-        first = next(iter(BatchLoader(split, 8, threads=3, **kw)))  # leaving early stops the threads cleanly
-        assert torch.equal(first[0], ref[0][:16])
+        first = next(iter(BatchLoader(split, 8, threads=1, **kw)))  # leaving early restores the setting too
+        assert torch.equal(first[0], ref[0][:16]) and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_auto_threads_keep_the_faster_setting_and_back_off():
+    """The "auto" chooser on fed timings: multi-threaded wins on idle cores; a slow multi-threaded try ends the probe,
+    and after one thread wins the next probes come 1, 2, 4 ... epochs later."""
+    from cnnlab.data.loader import _ThreadChooser
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        c = _ThreadChooser("auto")
+        c.start_epoch()
+        for _ in range(8):  # idle cores: 2 threads take 0.6 of the single-thread time
+            n = c.next()
+            c.record(n, 1.0 if n == 1 else 0.6)
+        assert not c.probing and c.next() == 2
+        c.start_epoch()  # the multi-threaded choice is re-checked every epoch
+        assert c.probing and [c.next()] == [1]
+        c.record(1, 1.0)
+        c.record(c.next(), 5.0)  # busy cores: one try suffices
+        assert not c.probing and c.next() == 1
+        probed = []
+        for epoch in range(8):
+            c.start_epoch()
+            probed.append(c.probing)
+            if c.probing:
+                c.record(c.next(), 1.0)
+                c.record(c.next(), 5.0)
+        assert probed == [False, True, False, False, True, False, False, False]  # skips 1, then 2, then 4
+        for setting, expected in ((None, None), (1, 1), (3, 3)):  # fixed settings are used as given
+            fixed = _ThreadChooser(setting)
+            fixed.start_epoch()
+            assert fixed.next() == expected and not fixed.probing
     finally:
         torch.set_num_threads(before)
 
@@ -159,6 +193,8 @@ def test_bad_arguments(split):
         BatchLoader(split, 4, augment=["rotate"])
     with pytest.raises(CnnlabError, match="threads must be a whole number >= 1, got 0"):
         BatchLoader(split, 4, threads=0)
+    with pytest.raises(CnnlabError, match="threads must be 'auto', None or a whole number >= 1, got 'fast'"):
+        BatchLoader(split, 4, threads="fast")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -60,13 +60,15 @@ class IndexMap(Augmentation):
         return remap(x, *self.maps(params, x.shape[2], x.shape[3]))
 
 
-def remap(x: torch.Tensor, rows: Optional[torch.Tensor], cols: Optional[torch.Tensor]) -> torch.Tensor:
-    """One gather for a whole batch: pad a one-pixel zero border (index -1 lands on it) and read through flat indices."""
-    n, c, h, w = x.shape
+def remap(x: torch.Tensor, rows: Optional[torch.Tensor], cols: Optional[torch.Tensor],
+          bordered: bool = False) -> torch.Tensor:
+    """One gather for a whole batch: read through flat indices from the images with a one-pixel zero border (where
+    index -1 lands). `bordered`: x already carries that border (the loader stores it once, saving a copy per batch)."""
+    padded = x if bordered else F.pad(x, (1, 1, 1, 1))
+    n, c, h, w = padded.shape[0], padded.shape[1], padded.shape[2] - 2, padded.shape[3] - 2
     rows = torch.arange(h).expand(n, h) if rows is None else rows
     cols = torch.arange(w).expand(n, w) if cols is None else cols
     rows, cols = rows.to(x.device), cols.to(x.device)
-    padded = F.pad(x, (1, 1, 1, 1))
     index = ((rows + 1) * (w + 2))[:, :, None] + (cols + 1)[:, None, :]
     flat = padded.reshape(n, c, (h + 2) * (w + 2))
     return flat.gather(2, index.reshape(n, 1, h * w).expand(n, c, h * w)).reshape(n, c, h, w)
@@ -201,24 +203,32 @@ class Pipeline:
     def sample(self, n: int, generator: Optional[torch.Generator]) -> List[Params]:
         return [t.sample(n, generator) for t in self.transforms]
 
+    @property
+    def starts_with_map(self) -> bool:
+        """True when the first transform is an index map, which can read from images stored with a zero border."""
+        return bool(self.transforms) and isinstance(self.transforms[0], IndexMap)
+
     def apply(self, x: torch.Tensor, params: List[Params],
-              finish: Callable[[torch.Tensor], torch.Tensor] = to_unit_float) -> torch.Tensor:
+              finish: Callable[[torch.Tensor], torch.Tensor] = to_unit_float, bordered: bool = False) -> torch.Tensor:
         """Augment x with drawn `params`; `finish` (normalisation) runs once: before the first float-only transform,
-        else at the end."""
+        else at the end. `bordered`: x carries a one-pixel zero border, read by the first run of index maps."""
+        if bordered and not self.starts_with_map:
+            x, bordered = x[:, :, 1:-1, 1:-1], False
+        h, w = (x.shape[2] - 2, x.shape[3] - 2) if bordered else (x.shape[2], x.shape[3])
         finished = False
         maps = None  # composed index maps waiting to be applied
         for t, p in zip(self.transforms, params):
             if isinstance(t, IndexMap):
-                m = t.maps(p, x.shape[2], x.shape[3])
+                m = t.maps(p, h, w)
                 maps = m if maps is None else compose_maps(maps, m)
                 continue
             if maps is not None:
-                x, maps = remap(x, *maps), None
+                x, maps, bordered = remap(x, *maps, bordered=bordered), None, False
             if t.float_only and not finished:
                 x, finished = finish(x), True
             x = t.apply(x, p)
         if maps is not None:
-            x = remap(x, *maps)
+            x = remap(x, *maps, bordered=bordered)
         return x if finished else finish(x)
 
     def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None,

@@ -2,8 +2,7 @@
 
 Following airbench (KellerJordan/cifar10-airbench), the images are moved to the device once and every batch is
 gathered, augmented (cnnlab.data.augment) and normalised with tensor operations: no DataLoader, no worker processes.
-On the CPU, whole batches are prepared ahead by `threads` Python threads (torch releases the GIL inside its kernels),
-each with one intra-op thread, so no OpenMP barrier ever waits on a busy core.
+Batches are prepared with the process's intra-op threads unless `threads` says otherwise (see __init__).
 
 Determinism: the batch order and the augmentation parameters are pure functions of (seed, epoch), so a run resumed
 at epoch e reproduces the uninterrupted run without saving loader state. Distributed (DDP): rank r of W takes
@@ -15,14 +14,14 @@ batch, every copy augmented independently, so a batch holds batch_size x M image
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import hashlib
 import math
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, Optional, Sequence, Tuple
+import time
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 
 from cnnlab.data.augment import build_augmentation, select
 from cnnlab.data.core import Split
@@ -52,7 +51,7 @@ class BatchLoader:
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool = False, augment=None, repeats: int = 1,
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None, device="cpu",
                  dtype: torch.dtype = torch.float32, channels_last: bool = False, drop_last: bool = False,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, threads: Optional[int] = 2):
+                 seed: int = 0, rank: int = 0, world_size: int = 1, threads: Union[int, str, None] = "auto"):
         self.batch_size = _whole(batch_size, "batch_size", 1)
         self.repeats = _whole(repeats, "repeats", 1)
         self.world_size = _whole(world_size, "world_size", 1)
@@ -62,14 +61,22 @@ class BatchLoader:
         self.shuffle, self.drop_last, self.seed = bool(shuffle), bool(drop_last), int(seed)
         self.device, self.dtype, self.channels_last = torch.device(device), dtype, bool(channels_last)
         self.pipeline = build_augmentation(augment)
-        # CPU batches are prepared by `threads` Python threads with one intra-op thread each (None: in the calling
-        # thread with the process's setting). A batch is ~0.5 ms of memory-bound work, and OpenMP's per-op barriers
-        # wait a whole scheduler slice when the cores are busy (measured on 2 shared cores: 75-115k images/s with
-        # one intra-op thread, 2-6k with two); whole batches prepared side by side need no barrier at all.
-        self.threads = None if threads is None else _whole(threads, "threads", 1)
+        # Intra-op threads for preparing CPU batches: "auto" (default) times the first batches of every epoch with
+        # one thread and with the process's setting and keeps the faster; None: the process's setting; n: n threads.
+        # Why: measured on 2 cores (CIFAR crop+flip, batch 128), the process's 2 threads give ~300k images/s on idle
+        # cores but collapse to 2-13k as soon as another job holds a core (every OpenMP barrier waits for a
+        # descheduled thread), where one thread keeps ~200k. The batches are identical either way; only speed differs.
+        if isinstance(threads, str) and threads != "auto":
+            raise CnnlabError(f"BatchLoader: threads must be 'auto', None or a whole number >= 1, got {threads!r}")
+        self.threads = threads if threads in (None, "auto") else _whole(threads, "threads", 1)
+        self._chooser = _ThreadChooser(self.threads if self.device.type == "cpu" else None)
         self.epoch = 0
-        # moved to the device once; every batch is then an index_select on the device
-        self.x = split.x.to(self.device)
+        # moved to the device once; every batch is then an index_select on the device. When the augmentation starts
+        # with crop/flip, the images are stored with the one-pixel zero border that its gather reads through, so no
+        # batch needs a padded copy (measured: ~10% of a CPU batch).
+        self.bordered = self.pipeline.starts_with_map
+        x = split.x.to(self.device)
+        self.x = F.pad(x, (1, 1, 1, 1)) if self.bordered else x
         self.y = split.y.to(self.device) if split.y is not None else None
         self.scale, self.shift = self._normaliser(split.x.shape[1], mean, std)
 
@@ -115,29 +122,16 @@ class BatchLoader:
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
         order = self.order()
         gen = epoch_generator(self.seed, self.epoch, AUGMENT)
-        # indices and augmentation parameters are drawn here, in batch order, so the batches do not depend on
-        # which thread prepares them
-        plans = (self._plan(order[b * self.global_batch:(b + 1) * self.global_batch], gen) for b in range(len(self)))
-        if self.device.type != "cpu" or self.threads is None:
-            yield from (self._make(p) for p in plans)
-        elif self.threads == 1:
-            for p in plans:
-                with _intra_op_threads(1):
-                    batch = self._make(p)
-                yield batch  # outside the context: the consumer (the model) runs with its own thread setting
-        else:
-            yield from self._prefetched(plans)
-
-    def _prefetched(self, plans):
-        """Batches prepared by `threads` Python threads (one intra-op thread each), yielded in order."""
-        with ThreadPoolExecutor(self.threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            pending = collections.deque()
-            for p in plans:
-                pending.append(pool.submit(self._make, p))
-                if len(pending) >= self.threads:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+        chooser = self._chooser
+        chooser.start_epoch()
+        for b in range(len(self)):
+            plan = self._plan(order[b * self.global_batch:(b + 1) * self.global_batch], gen)
+            threads = chooser.next()
+            start = time.perf_counter()
+            with _intra_op_threads(threads) if threads else contextlib.nullcontext():
+                batch = self._make(plan)
+            chooser.record(threads, time.perf_counter() - start)
+            yield batch  # outside the context: the consumer (the model) runs with the process's setting
 
     def _plan(self, batch: torch.Tensor, gen: torch.Generator):
         """(this rank's indices into the split, augmentation parameters) for one global batch."""
@@ -160,10 +154,64 @@ class BatchLoader:
         if self.repeats > 1:
             x = x.repeat_interleave(self.repeats, 0)
             y = y.repeat_interleave(self.repeats, 0) if y is not None else None
-        x = self.normalise(x) if params is None else self.pipeline.apply(x, params, finish=self.normalise)
+        if params is None:
+            x = self.normalise(x)
+        else:
+            x = self.pipeline.apply(x, params, finish=self.normalise, bordered=self.bordered)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
+
+
+class _ThreadChooser:
+    """Which intra-op thread count prepares the next CPU batch: a fixed setting, or for "auto" the faster of one
+    thread and the process's setting, measured on interleaved batches at the start of an epoch.
+
+    The total time of the tries decides, not the fastest try: on busy cores multi-threaded batches are slow only when a
+    barrier meets a descheduled thread. A multi-threaded try more than twice as slow as the single-threaded one ends
+    the probe at once, and after one thread wins the next probes come 1, 2, 4 ... 16 epochs later, so a busy machine
+    pays for few slow batches. None means: leave the process's setting alone.
+    """
+
+    PROBE = 4  # tries per candidate
+    MAX_SKIP = 16  # epochs
+
+    def __init__(self, setting: Union[int, str, None]):
+        self.setting = setting
+        self.choice: Optional[int] = None
+        self.skip, self.backoff, self.probing = 0, 1, False
+
+    def start_epoch(self) -> None:
+        process = torch.get_num_threads()
+        if self.setting != "auto" or process == 1:
+            self.choice = self.setting if self.setting != "auto" else 1
+            return
+        if self.skip > 0 and self.choice is not None:
+            self.skip -= 1
+            return
+        self.candidates = [1, process]
+        self.times: Dict[int, List[float]] = {n: [] for n in self.candidates}
+        self.tries, self.probing = 0, True
+
+    def next(self) -> Optional[int]:
+        return self.candidates[self.tries % 2] if self.probing else self.choice
+
+    def record(self, threads: Optional[int], seconds: float) -> None:
+        if not self.probing:
+            return
+        self.times[threads].append(seconds)
+        self.tries += 1
+        if threads != 1 and seconds > 2 * min(self.times[1]):
+            self._decide(1)
+        elif self.tries >= 2 * self.PROBE:
+            self._decide(min(self.candidates, key=lambda n: sum(self.times[n])))
+
+    def _decide(self, threads: int) -> None:
+        self.choice, self.probing = threads, False
+        if threads == 1:
+            self.skip, self.backoff = self.backoff, min(2 * self.backoff, self.MAX_SKIP)
+        else:
+            self.skip, self.backoff = 0, 1
 
 
 @contextlib.contextmanager
