@@ -2,7 +2,7 @@
 
 Following airbench (KellerJordan/cifar10-airbench), the images are moved to the device once and every batch is
 gathered, augmented (cnnlab.data.augment) and normalised with tensor operations: no DataLoader, no worker processes.
-Batches are prepared with the process's intra-op threads unless `threads` says otherwise (see __init__).
+On the CPU, `threads="auto"` picks per epoch the faster of one intra-op thread and the process's setting (see __init__).
 
 Determinism: the batch order and the augmentation parameters are pure functions of (seed, epoch), so a run resumed
 at epoch e reproduces the uninterrupted run without saving loader state. Distributed (DDP): rank r of W takes
