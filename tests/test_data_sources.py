@@ -54,7 +54,7 @@ def test_registry_names_and_unknown_name():
         load_dataset("cifar100")
 
 
-# -- CIFAR-10 python batches --------------------------------------------------------------------------------------------
+# -- CIFAR-10 python batches -----------------------------------------------------------------------------------------
 def _real_images(members, n):
     """n real 32x32 RGB CIFAR images (decoded from the shared JPEGs), cycled."""
     imgs = [_decode(b) for k, b in sorted(members.items()) if k.startswith("train/")]
@@ -132,7 +132,7 @@ def test_cifar_truncated_batch_and_missing_batch(tmp_path, members):
         load_dataset("cifar10", root=tmp_path)
 
 
-# -- Fashion-MNIST IDX ---------------------------------------------------------------------------------------------------
+# -- Fashion-MNIST IDX ------------------------------------------------------------------------------------------------
 @pytest.fixture
 def fmnist_slice(shared_data, tmp_path):
     """The first 200 train / 50 test images of the real files, rewritten in the official IDX .gz layout."""
@@ -321,7 +321,8 @@ def _info(name, kind=tarfile.REGTYPE, link="", size=0):
 @pytest.mark.parametrize("member, match", [
     (_info("/etc/evil.jpg", size=1), r"member '/etc/evil\.jpg' has an absolute path"),
     (_info("train/../../evil.jpg", size=1), r"member 'train/\.\./\.\./evil\.jpg' contains '\.\.'"),
-    (_info("train/bird/link.jpg", tarfile.SYMTYPE, "../../../etc/passwd"), r"link to '\.\./\.\./\.\./etc/passwd'.*outside"),
+    (_info("train/bird/link.jpg", tarfile.SYMTYPE, "../../../etc/passwd"),
+     r"link to '\.\./\.\./\.\./etc/passwd'.*outside"),
     (_info("train/bird/abs.jpg", tarfile.SYMTYPE, "/etc/passwd"), r"link to '/etc/passwd'.*outside"),
     (_info("train/bird/hard.jpg", tarfile.LNKTYPE, "../outside.jpg"), r"link to '\.\./outside\.jpg'.*outside"),
     (_info("train/bird/dev", tarfile.CHRTYPE), r"member 'train/bird/dev' is a device or pipe"),

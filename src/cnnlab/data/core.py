@@ -21,7 +21,7 @@ SPLIT_NAMES = ("train", "val", "test", "holdout")
 class Split:
     x: torch.Tensor  # uint8 [N, C, H, W] on the CPU
     y: Optional[torch.Tensor]  # int64 [N]; None for an unlabelled split
-    ids: Optional[List[str]]  # image ids (file stems, "class/stem" in a labelled folder), None where the source has none
+    ids: Optional[List[str]]  # image ids (file stems; "class/stem" in a labelled folder); None if the source has none
 
     def __post_init__(self):
         if self.x.dtype != torch.uint8 or self.x.dim() != 4:

@@ -1,4 +1,4 @@
-"""Fashion-MNIST from its four official IDX files (Xiao, Rasul & Vollgraf 2017, github.com/zalandoresearch/fashion-mnist).
+"""Fashion-MNIST from its four official IDX files (Xiao, Rasul & Vollgraf 2017, zalandoresearch/fashion-mnist).
 
 IDX (LeCun's MNIST format): a big-endian int32 magic number (0x00000803 images, 0x00000801 labels), one big-endian
 int32 per dimension, then uint8 data in row-major order. Files may be gzip-compressed (`.gz`, as published) or not.
