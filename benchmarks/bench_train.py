@@ -9,8 +9,8 @@ The two sides are interleaved (classic, cnnlab, classic, cnnlab, ...) and the me
 with the median ratio, because this machine is noisy. Also reported: training FLOP/s (3 x forward MACs x 2 per image,
 the usual backward = 2 x forward estimate) as a share of the measured fp32 matrix-multiply rate.
 
-    .venv/bin/python benchmarks/bench_train.py --model simplenn --repeats 3
-    .venv/bin/python benchmarks/bench_train.py --model resnet20 --images 5000 --repeats 3
+    cd benchmarks && ../.venv/bin/python bench_train.py --model simplenn --repeats 3
+    cd benchmarks && ../.venv/bin/python bench_train.py --model resnet20 --images 5000 --repeats 3 [--amp bf16]
 """
 
 from __future__ import annotations
@@ -71,12 +71,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3, help="epochs per side, interleaved")
     ap.add_argument("--data-root", default=str(ROOT))
+    ap.add_argument("--amp", default="none", choices=("none", "bf16"), help="cnnlab side: train.amp")
+    ap.add_argument("--contiguous", action="store_true", help="cnnlab side: train.channels_last=false")
     args = ap.parse_args()
 
     # cnnlab's side is the real trainer (its loader, optimizer step, divergence checks), not a copy of its loop
     cfg = load_config(None, [f"data.root={args.data_root}", f"model.name={args.model}", f"batch.size={args.batch}",
                              "augment.crop=4", "augment.flip=0.5", "optim.lr=0.01", "optim.momentum=0.9",
-                             "train.progress=off", f"train.epochs={args.repeats}"]
+                             "train.progress=off", f"train.epochs={args.repeats}", f"train.amp={args.amp}",
+                             f"train.channels_last={not args.contiguous}"]
                       + ([f"data.train_subset={args.images}"] if args.images else []))
     trainer = Trainer(cfg, write=False, log=lambda s: None)
     ds, split = trainer.ds, trainer.ds.train
@@ -84,7 +87,8 @@ def main() -> None:
     macs = summarize(make(), (3, 32, 32)).totals.macs
     peak = matmul_rate()
     print(f"{args.model}: {macs / 1e6:.2f} M MACs/image forward; {len(split):,} images/epoch; batch {args.batch}; "
-          f"fp32 matmul rate {peak / 1e9:.1f} GFLOP/s; {torch.get_num_threads()} threads")
+          f"fp32 matmul rate {peak / 1e9:.1f} GFLOP/s; {torch.get_num_threads()} threads; cnnlab side: amp "
+          f"{args.amp}, {'contiguous' if args.contiguous else 'channels_last'}")
 
     # the better of the two reference settings, measured on a short run of each
     probe = {}
