@@ -29,14 +29,19 @@ def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def hash_file(path: Path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file, read in chunks (archives are tens of MB)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while True:
             block = f.read(chunk)
             if not block:
                 return h.hexdigest()
             h.update(block)
+
+
+def sha256_file(path: Path) -> str:
+    return hash_file(path, "sha256")
 
 
 def _hidden(rel: str) -> bool:

@@ -13,19 +13,14 @@ import urllib.request
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
+from cnnlab.data.archive import hash_file
 from cnnlab.fileio import atomic_open
 
 TIMEOUT_S = 30
 
 
-def md5_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                return h.hexdigest()
-            h.update(block)
+def md5_file(path: Path) -> str:
+    return hash_file(path, "md5")
 
 
 def check_md5(path: Path, expected: str) -> None:

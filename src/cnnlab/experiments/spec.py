@@ -50,8 +50,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from cnnlab.errors import CnnlabError
-from cnnlab.training.config import RunConfig, config_from_dict, describe_keys, merge, parse_override, read_yaml, \
-    set_dotted
+from cnnlab.training.config import (RunConfig, config_from_dict, describe_keys, merge, parse_override,
+                                   read_config_file, read_yaml, set_dotted)
 
 SPEC_KEYS = ("name", "question", "description", "config", "base", "grid", "zip", "variants", "groups", "profiles",
              "report", "predict", "evaluate", "analysis", "default_profile")
@@ -289,7 +289,7 @@ def _base(data: dict, path: Optional[Path], where: str) -> Dict[str, Any]:
         cfg_path = Path(str(data["config"]))
         if path is not None and not cfg_path.is_absolute():
             cfg_path = path.parent / cfg_path
-        base = unflatten(flatten(read_yaml(cfg_path), f"{where} config {str(cfg_path)!r}"))
+        base = unflatten(flatten(read_config_file(cfg_path), f"{where} config {str(cfg_path)!r}"))
     return merge(base, unflatten(flatten(_mapping(data.get("base"), f"{where} base"), f"{where} base")))
 
 
@@ -368,12 +368,7 @@ def _check_profile_refs(spec: Spec, p: Profile) -> None:
 
 def load_spec(path) -> Spec:
     path = Path(path)
-    if not path.is_file():
-        raise CnnlabError(f"experiment spec {str(path)!r} not found (the recipes are in experiments/*.yaml)")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise CnnlabError(f"spec {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    data = read_yaml(path, "experiment spec", " (the recipes are in experiments/*.yaml)")
     return parse_spec(data, path)
 
 

@@ -312,14 +312,19 @@ def merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def read_yaml(path) -> Dict[str, Any]:
+def read_yaml(path, what: str = "config file", hint: str = "") -> Any:
+    """Parse a YAML file; a missing or malformed file is a CnnlabError naming `what` and the path."""
     path = Path(path)
     if not path.is_file():
-        raise CnnlabError(f"config file {str(path)!r} not found")
+        raise CnnlabError(f"{what} {str(path)!r} not found{hint}")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise CnnlabError(f"config file {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise CnnlabError(f"{what} {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+
+
+def read_config_file(path) -> Dict[str, Any]:
+    data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -333,7 +338,7 @@ def load_config(path=None, overrides: Optional[List[str]] = None, base: Optional
     if base:
         tree = merge(tree, base)
     if path is not None:
-        tree = merge(tree, read_yaml(path))
+        tree = merge(tree, read_config_file(path))
     patch: Dict[str, Any] = {}
     for text in overrides or []:
         key, value = parse_override(text)
