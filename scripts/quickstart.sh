@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${CNNLAB_VENV:-.venv}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e .
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e . \
+  2> >(grep -v "^WARNING: Location" >&2)  # pip.conf's find-links warnings on this machine drown real messages
 export CNNLAB_DATA="${CNNLAB_DATA:-../shared/data}"
 "$VENV/bin/cnnlab" train -c configs/fast65.yaml name=quickstart --overwrite "$@"
 "$VENV/bin/cnnlab" report runs/quickstart --out runs/quickstart/report.html
