@@ -77,7 +77,9 @@ def source_from_folders(paths: Sequence[Path]) -> Source:
     keys = varied_keys([e.config for e in entries])
     for e in entries:
         e.varied = {k: e.config.get(k) for k in keys}
-    title = "Runs: " + ", ".join(sorted({str(p.parent) for p in paths}))
+    names = [p.name for p in paths]  # the runs themselves, not the folder that holds them
+    more = " ..." if len(names) > 6 else ""
+    title = f"Run {names[0]}" if len(names) == 1 else "Runs: " + ", ".join(names[:6]) + more
     return Source(title, entries=entries, figures=_auto_figures(entries, keys))
 
 
