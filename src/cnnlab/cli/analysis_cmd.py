@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
+from cnnlab.cli.data_cmd import add_data_root
 from cnnlab.errors import CnnlabError
 
 DEFAULT_OUT = "runs/analysis"
@@ -135,7 +136,7 @@ def _register_run_views(sub) -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--image", type=int, default=0, help="index of the image in the split")
     p.add_argument("--layer", help="layer name (default: the activation after the first convolution)")
-    p.add_argument("--data-root")
+    add_data_root(p)
     p.set_defaults(func=_feature_maps)
 
     p = sub.add_parser("saliency", help="saliency maps: |d class score / d input| (Simonyan et al. 2014)")
@@ -145,7 +146,7 @@ def _register_run_views(sub) -> None:
                    help="indices in the split (default: the first image of each of the first 6 classes)")
     p.add_argument("--target", choices=("predicted", "label"), default="predicted",
                    help="differentiate the predicted class's score or the true class's")
-    p.add_argument("--data-root")
+    add_data_root(p)
     p.set_defaults(func=_saliency)
 
 

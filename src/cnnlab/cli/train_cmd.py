@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from cnnlab.cli.data_cmd import add_data_root
+
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a model (defaults < -c YAML < key=value overrides)",
@@ -13,7 +15,7 @@ def register(sub) -> None:
                                    " See --help-config for every key.")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("-c", "--config", help="YAML config file")
-    p.add_argument("--data-root", help="where the datasets live (sets data.root)")
+    add_data_root(p)  # sets data.root
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and meaning")
@@ -24,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("run_dir")
     p.add_argument("--split", default="val", help="val (default), test, train")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
-    p.add_argument("--data-root")
+    add_data_root(p)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="write predictions.csv (id,label) for a split, e.g. the holdout set")
@@ -33,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="CSV path (default RUN_DIR/predictions.csv)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
-    p.add_argument("--data-root")
+    add_data_root(p)
     p.set_defaults(func=_predict)
 
 
