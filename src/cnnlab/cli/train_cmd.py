@@ -53,14 +53,15 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"data.root={args.data_root}")
     if args.resume:
         if args.overrides or args.config:
-            print("cnnlab: note: --resume uses the run's own config.yaml; overrides are ignored")
+            print("cnnlab: note: --resume uses the run's own config.yaml (and --data-root); overrides are ignored")
     else:
         cfg = load_config(args.config, overrides)
         if args.print_config:
             print(cfg.to_yaml(), end="")
             return 0
     try:  # under torchrun the Trainer joins the process group; leave it cleanly either way
-        summary = resume(args.resume) if args.resume else Trainer(cfg, overwrite=args.overwrite).fit()
+        summary = (resume(args.resume, data_root=args.data_root) if args.resume
+                   else Trainer(cfg, overwrite=args.overwrite).fit())
     finally:
         cleanup()
     return 0 if summary["status"] in ("finished", "stopped") else 1

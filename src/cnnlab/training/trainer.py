@@ -383,8 +383,10 @@ def train(cfg: RunConfig, run_dir=None, **kw) -> dict:
     return Trainer(cfg, run_dir, **kw).fit()
 
 
-def resume(run_dir, log=print, **kw) -> dict:
-    """Continue the run in `run_dir` from its last.pt with its own config."""
+def resume(run_dir, log=print, data_root: Optional[str] = None, **kw) -> dict:
+    """Continue the run in `run_dir` from its last.pt with its own config (the data may have moved: `data_root`)."""
     folder = RunFolder(run_dir)
     cfg = config_from_dict(folder.read_config())
+    if data_root is not None:
+        cfg.data.root = data_root
     return Trainer(cfg, folder.path, resume=True, log=log, **kw).fit()
