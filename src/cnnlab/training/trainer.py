@@ -274,7 +274,9 @@ class Trainer:
         """Loss of the untrained model on the first training batch, beside ln(classes) (Karpathy's sanity check).
 
         Measured in training mode (BN on batch statistics, as the first step sees it); BN state is put back."""
-        loader = self._loader(self.ds.train, min(self.cfg.batch.size, len(self.ds.train)), train=False)
+        n = min(self.cfg.batch.size, len(self.ds.train))
+        # a loader over the first batch only: one over the whole split would copy it to the device a second time
+        loader = self._loader(self.ds.train.subset(n), n, train=False)
         x, y = next(iter(loader))
         with runtime.autocast(self.device, self.cfg.train.amp):
             r = initial_loss_check(self.model, x, y)
