@@ -27,3 +27,34 @@ def session_cache(tmp_path_factory) -> Path:
     """One decode cache for the whole test session, so the 60,000 JPEGs are decoded at most once per run."""
     env = os.environ.get("CNNLAB_TEST_CACHE")
     return Path(env) if env else tmp_path_factory.mktemp("cnnlab-cache")
+
+
+# -- the count of hostile inputs that the fuzz tests generated (README, reliability table) -------------------------
+# Each test that feeds cnnlab a bad input calls `count_bad_input()`; the total is printed at the end of the run,
+# summed over pytest-xdist workers (each worker reports its count through `workeroutput`).
+BAD_INPUTS = {"count": 0}
+
+
+def count_bad_input(n: int = 1) -> None:
+    BAD_INPUTS["count"] += n
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["bad_inputs"] = BAD_INPUTS["count"]
+
+
+def pytest_testnodedown(node, error):
+    BAD_INPUTS["count"] += node.workeroutput.get("bad_inputs", 0)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if BAD_INPUTS["count"]:
+        terminalreporter.write_line(f"hostile inputs: {BAD_INPUTS['count']} generated, each answered by one "
+                                    "'cnnlab: error:' line or handled as documented, no traceback")
+
+
+@pytest.fixture(scope="session")
+def bad_input():
+    """Call it once per hostile input a test feeds to cnnlab."""
+    return count_bad_input

@@ -56,7 +56,7 @@ def _bad_values(key):
             options.append(st.floats(min_value=-1e6, max_value=low - 1e-3 if meta.get("min") is not None else low,
                                      allow_nan=False).map(repr))
         if meta.get("max") is not None:
-            options.append(st.floats(min_value=meta["max"] + 1e-3, max_value=1e6).map(repr))
+            options.append(st.floats(min_value=meta["max"] + 1e-3, max_value=max(1e6, 10 * meta["max"])).map(repr))
         if base is int:
             options.append(st.floats(min_value=0.1, max_value=0.9).map(repr))
         return st.one_of(*options)

@@ -77,7 +77,7 @@ def test_a_run_whose_process_died_is_failed_as_lost_and_enqueued_again(tmp_path)
 
 
 def test_a_silent_run_on_another_machine_is_lost_after_the_grace_period(tmp_path):
-    store = ResultStore(tmp_path / "s.journal", grace=60)
+    store = ResultStore(tmp_path / "s.journal", heartbeat=10, grace=60)
     sid = store.study_id("s/quick")
     store.enqueue_missing(sid, KEYS[:2], time.time())
     a, b = store.claim(sid, KEYS[:2]), store.claim(sid, KEYS[:2])

@@ -28,7 +28,8 @@ def register(sub) -> None:
     p.add_argument("--max-runs", type=int, help="each worker stops after this many runs (a time slice)")
     p.add_argument("--grace", type=float, default=300.0,
                    help="seconds without a heartbeat before another machine's running run counts as lost and is "
-                        "resumed elsewhere (default 300; runs of dead processes on this machine are resumed at once)")
+                        "resumed elsewhere (default 300, at least 3 heartbeats = 90); a run whose process on this "
+                        "machine is alive is never taken over, one whose process died is resumed at once")
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser("report", help="HTML + Markdown comparison report of runs, sweep folders or specs",

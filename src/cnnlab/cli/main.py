@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(message: str) -> None:
+    """One line on stderr, whatever it holds: bytes of a non-UTF-8 path (surrogates) are shown escaped, and a
+    newline inside a message (e.g. from a file name) cannot make it two lines."""
+    text = " ".join(message.splitlines()).encode("utf-8", "backslashreplace").decode("utf-8")
+    print(f"cnnlab: error: {text}", file=sys.stderr)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -54,7 +61,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CnnlabError as e:
-        print(f"cnnlab: error: {e}", file=sys.stderr)
+        _error(str(e))
+        return 2
+    except OSError as e:  # the environment, not cnnlab: a full disk, a vanished folder, a permission
+        where = f"{e.filename}: " if e.filename else ""
+        _error(f"{where}{e.strerror or e} ({type(e).__name__}); free space or fix the path, then run the command "
+               "again")
+        return 2
+    except MemoryError:
+        _error("out of memory; use a smaller model, batch.size or augment.repeats, or batch.micro")
         return 2
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)

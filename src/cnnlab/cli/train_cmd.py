@@ -6,6 +6,8 @@ import argparse
 import json
 
 from cnnlab.cli.data_cmd import add_data_root
+from cnnlab.errors import CnnlabError
+from cnnlab.fileio import check_writable
 
 
 def register(sub) -> None:
@@ -84,8 +86,8 @@ def _predict(args) -> int:
 
     out = Path(args.out) if args.out else Path(args.run_dir) / "predictions.csv"
     if out.exists() and not args.force:  # refuse before the expensive part
-        from cnnlab.errors import CnnlabError
         raise CnnlabError(f"{str(out)!r} exists; pass --force to overwrite it, or choose another --out")
+    check_writable(out, "predictions file")
     run = load_run(args.run_dir, args.checkpoint, args.data_root)
     ids, labels = predictions(run, args.split)
     write_predictions(out, ids, labels, force=args.force)

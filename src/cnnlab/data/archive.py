@@ -5,6 +5,13 @@ path or a `..` component, or a link whose target leaves the archive's tree, is r
 inside the tree are resolved in memory. In a folder, a symbolic link that points outside the folder is refused the
 same way. Hidden files (any path component starting with '.', e.g. macOS `._x.jpg` forks) are skipped.
 
+Decompression bombs: only members that hold data by name (images .jpg/.jpeg/.png, the CIFAR-10 python batch files)
+are ever read, and each is checked against its header size before a byte of it is read: a file over
+`CNNLAB_MAX_FILE_MB` (default 64 MiB) is refused by name, and so is the archive once the sizes of all its members
+(read or skipped) pass 256 MiB + 1 MiB per data file seen so far (`CNNLAB_MAX_ARCHIVE_MB` sets a fixed bound
+instead). A 6.5 KB archive claiming a 20 GB member is refused at that member's header, in milliseconds. Two members
+with the same path are refused too (with tar's "last one wins", a second copy could silently replace the first).
+
 A tree's fingerprint keys the decode cache: the archive's sha256, or for a folder a sha256 of every file's relative
 path, size and mtime (hashing the bytes of a folder would cost as much as decoding it).
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import re
 import tarfile
 import zlib
 from pathlib import Path
@@ -22,7 +30,55 @@ from typing import Dict, List, Optional, Set, Union
 from cnnlab.errors import CnnlabError
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+DATA_FILE_NAMES = re.compile(r"data_batch_\d+|test_batch|batches\.meta")  # the CIFAR-10 python batches (cifar.py)
 MAX_LINK_DEPTH = 16  # longer chains are a loop, or hostile
+MiB = 1 << 20
+
+
+def is_data_file(rel: str) -> bool:
+    """Whether a tree's file holds data by its name: the only files whose bytes are ever read."""
+    return rel.lower().endswith(IMAGE_SUFFIXES) or DATA_FILE_NAMES.fullmatch(rel.rsplit("/", 1)[-1]) is not None
+
+
+def _env_mb(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise CnnlabError(f"environment variable {name}={text!r} must be a positive number of MiB")
+    return value
+
+
+class SizeLimits:
+    """The bounds on what a tree may make cnnlab read (see the module docstring), from the environment."""
+
+    def __init__(self):
+        self.max_file = int(_env_mb("CNNLAB_MAX_FILE_MB", 64) * MiB)
+        fixed = os.environ.get("CNNLAB_MAX_ARCHIVE_MB")
+        self.max_total = int(_env_mb("CNNLAB_MAX_ARCHIVE_MB", 0) * MiB) if fixed is not None else None
+        self.total = 0
+        self.data_files = 0
+
+    def check_file(self, where: str, size: int) -> None:
+        if size > self.max_file:
+            raise CnnlabError(f"{where} is {size / MiB:,.1f} MiB, over the {self.max_file / MiB:g} MiB limit for one "
+                              "file (CNNLAB_MAX_FILE_MB); refusing it as a possible decompression bomb; remove it, or "
+                              "raise the limit if it is genuine")
+        self.data_files += 1
+
+    def add(self, where: str, size: int) -> None:
+        self.total += size
+        bound = self.max_total if self.max_total is not None else 256 * MiB + MiB * self.data_files
+        if self.total > bound:
+            raise CnnlabError(f"{where}: the archive's members add up to {self.total / MiB:,.1f} MiB after "
+                              f"{self.data_files:,} data files, over the {bound / MiB:,.0f} MiB allowed (256 MiB + 1 "
+                              "MiB per data file; CNNLAB_MAX_ARCHIVE_MB sets another bound); refusing it as a possible "
+                              "decompression bomb")
 
 
 def is_archive(path: Path) -> bool:
@@ -72,13 +128,16 @@ def _link_target(archive: Path, member: tarfile.TarInfo, rel: str) -> str:
 
 
 class FileTree:
-    """Relative POSIX paths -> file bytes, from a folder (read on demand) or an archive (read in one pass)."""
+    """Relative POSIX paths -> file bytes, from a folder (read on demand) or an archive (read in one pass).
 
-    def __init__(self, origin: Path, files: Dict[str, Union[bytes, Path]], dirs: Set[str], fingerprint: str):
+    An archive's files that hold no data by name (`is_data_file`) are listed with their size, never read."""
+
+    def __init__(self, origin: Path, files: Dict[str, Union[bytes, Path, int]], dirs: Set[str], fingerprint: str):
         self.origin = origin
         self._files = files
         self.dirs = dirs  # every folder in the tree, including empty ones (so an empty class folder can be named)
         self.fingerprint = fingerprint
+        self._limits = SizeLimits()
 
     def paths(self) -> List[str]:
         return sorted(self._files)
@@ -87,7 +146,10 @@ class FileTree:
         item = self._files[rel]
         if isinstance(item, bytes):
             return item
+        if isinstance(item, int):
+            raise CnnlabError(f"{self.where(rel)} was not read: cnnlab reads only images and CIFAR-10 batch files")
         try:
+            self._limits.check_file(str(item), item.stat().st_size)  # before reading: a folder can hold a bomb too
             return item.read_bytes()
         except OSError as e:
             raise CnnlabError(f"cannot read {str(item)!r}: {e.strerror or e}; check its permissions") from None
@@ -115,19 +177,28 @@ def open_tree(path: Path) -> FileTree:
 
 
 def _archive_tree(path: Path) -> FileTree:
-    files: Dict[str, bytes] = {}
+    files: Dict[str, Union[bytes, int]] = {}
     links: Dict[str, str] = {}
     dirs: Set[str] = set()
+    limits = SizeLimits()
     try:
         # "r|*" streams the archive once, front to back, whatever its compression: no seeking, nothing extracted
         with tarfile.open(path, "r|*") as tf:
             for m in tf:
                 rel = _safe_name(path, m.name)
+                if (m.isfile() or m.issym() or m.islnk()) and (rel in files or rel in links) and not _hidden(rel):
+                    raise CnnlabError(f"archive {str(path)!r} holds {m.name!r} twice; which copy is meant is "
+                                      "ambiguous, so cnnlab refuses it; rebuild the archive with one of them")
                 if m.issym() or m.islnk():
                     links[rel] = _link_target(path, m, rel)
                 elif m.isfile():
+                    where = f"archive {str(path)!r}: member {m.name!r}"
+                    wanted = not _hidden(rel) and is_data_file(rel)
+                    if wanted:
+                        limits.check_file(where, m.size)
+                    limits.add(where, m.size)  # by the header's size: a skipped member still costs decompression
                     if not _hidden(rel):
-                        files[rel] = tf.extractfile(m).read()
+                        files[rel] = tf.extractfile(m).read() if wanted else m.size
                 elif m.isdir():
                     dirs.add(rel)
                 else:
@@ -146,7 +217,7 @@ def _archive_tree(path: Path) -> FileTree:
     return FileTree(path, files, dirs, "sha256:" + sha256_file(path))
 
 
-def _resolve_link(archive: Path, rel: str, links: Dict[str, str], files: Dict[str, bytes]) -> Optional[str]:
+def _resolve_link(archive: Path, rel: str, links: Dict[str, str], files: Dict[str, Union[bytes, int]]) -> Optional[str]:
     """The regular file a link ends at; None for a link to a folder inside the tree (not followed: no images)."""
     target = rel
     for _ in range(MAX_LINK_DEPTH):

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnlab.data.archive import FileTree, open_tree, tree_fingerprint
+from cnnlab.data.archive import IMAGE_SUFFIXES, FileTree, open_tree, tree_fingerprint
 from cnnlab.data.core import RawData, Split
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_open
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MAX_PIXELS = 4096 * 4096  # an image's pixels, checked before decoding: a small PNG can inflate to gigabytes
 MODES = {"RGB": 3, "L": 1}
 CACHE_FORMAT = 1  # bump when the cache layout or the decoding changes, so old entries are not reused
 
@@ -117,6 +117,9 @@ class _Decoder:
     def __call__(self, rel: str) -> np.ndarray:
         try:
             with Image.open(io.BytesIO(self.tree.read(rel))) as im:
+                if im.size[0] * im.size[1] > MAX_PIXELS:
+                    raise CnnlabError(f"{self.tree.where(rel)} is {im.size[0]}x{im.size[1]} pixels, over cnnlab's "
+                                      f"limit of {MAX_PIXELS:,} (a possible decompression bomb); resize the dataset")
                 im.load()
                 mode, size = im.mode, im.size
                 if self.mode is None:

@@ -26,7 +26,7 @@ import yaml
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.figures import Drawn, Entry, draw, reach
 from cnnlab.experiments.spec import MACHINE_KEYS, flatten_config, short_names
-from cnnlab.fileio import atomic_write_bytes, atomic_write_text
+from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable
 
 
 @dataclass
@@ -47,7 +47,7 @@ def entry_from_folder(path: Path, varied: Optional[dict] = None, name: Optional[
     from cnnlab.training.runfolder import RunFolder
 
     folder = RunFolder(path)
-    config = flatten_config(folder.read_config())
+    config = flatten_config(folder.load_config().to_dict())  # validated, defaults resolved
     # Model options one by one, so that "batch_norm" (not the whole options mapping) shows as what varied.
     config.update({f"model.options.{k}": v for k, v in (config.get("model.options") or {}).items()})
     summary = folder.read_summary()
@@ -287,24 +287,35 @@ def write_html(path: Path, report: Report, built: List[tuple]) -> None:
     atomic_write_text(path, "\n".join(parts))
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]|#"})
+
+
+def md_text(text) -> str:
+    """Text for Markdown: HTML escaped (a spec question or run name holding <script> stays text; Markdown renderers
+    pass raw HTML through) and Markdown's own markup characters backslash-escaped."""
+    return html.escape(str(text), quote=False).translate(_MD_SPECIAL)
+
+
 def write_markdown(path: Path, report: Report, built: List[tuple]) -> Path:
     """report.md with its PNGs in <stem>_files/ beside it (relative links, so the folder can move as one)."""
     files = path.with_name(f"{path.stem}_files")
-    lines = [f"# {report.title}", "", f"_written {time.strftime('%Y-%m-%d %H:%M')} by `{report.command}`_", ""]
+    command = report.command.replace("`", "'")  # a code span shows its content as text, unless a backtick ends it
+    lines = [f"# {md_text(report.title)}", "", f"_written {time.strftime('%Y-%m-%d %H:%M')} by `{command}`_", ""]
     k = 0
     for s, header, rows, pngs in built:
-        lines += [f"## {s.title}", ""]
+        lines += [f"## {md_text(s.title)}", ""]
         if s.question:
-            lines += [f"*{s.question}*", ""]
-        lines += [f"{n}  " for n in s.notes] + [""]
-        esc = [[c.replace("|", "\\|") for c in r] for r in [header, *rows]]
+            lines += [f"*{md_text(s.question)}*", ""]
+        lines += [f"{md_text(n)}  " for n in s.notes] + [""]
+        esc = [[md_text(c) for c in r] for r in [header, *rows]]
         lines += ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(r) + " |" for r in esc[1:]] + [""]
         for caption, png, note in pngs:
             k += 1
             name = f"fig{k:02d}.png"
             atomic_write_bytes(files / name, png)
-            lines += [f"![{caption}]({files.name}/{name})", "", f"*{caption}*" + (f" ({note})" if note else ""), ""]
+            text = md_text(caption) + (f" ({md_text(note)})" if note else "")
+            lines += [f"![{md_text(caption)}]({files.name}/{name})", "", f"*{text}*", ""]
     atomic_write_text(path, "\n".join(lines))
     return path
 
@@ -313,10 +324,11 @@ def make_report(inputs: Sequence[str], out: str = "report.html", profile: Option
                 store: Optional[str] = None, runs_out: str = "runs", title: Optional[str] = None,
                 command: str = "") -> Dict[str, Path]:
     """Write the HTML report at `out` and its Markdown twin (.md) beside it; returns both paths."""
-    sources = collect(inputs, profile, store, runs_out)
     html_path = Path(out)
     if html_path.suffix.lower() not in (".html", ".htm"):
         raise CnnlabError(f"--out {out!r} must end in .html (the Markdown version is written beside it as .md)")
+    check_writable(html_path, "report")
+    sources = collect(inputs, profile, store, runs_out)
     report = Report(title or (sources[0].title if len(sources) == 1 else "cnnlab report"), sources, command)
     built = report.build()
     write_html(html_path, report, built)

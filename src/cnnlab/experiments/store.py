@@ -18,8 +18,10 @@ Claiming is race-free in two layers:
    trial of a run that has not failed owns the run; a worker that pops any other trial of it retires that trial as a
    duplicate. Trial numbers only grow and a failed trial never comes back, so exactly one trial owns a run at a time.
 A running trial carries a heartbeat (a user attribute refreshed every `heartbeat` seconds). A trial whose worker is
-gone (same machine and its process is dead, or no heartbeat for `grace` seconds) is failed as `lost`, and the run is
-enqueued again; its run folder is then resumed from last.pt.
+gone is failed as `lost`, and the run is enqueued again; its run folder is then resumed from last.pt. On the
+worker's own machine "gone" means its process is dead (a live process keeps its run whatever the grace); on another
+machine, no heartbeat for `grace` seconds, which must be at least GRACE_BEATS heartbeats (a shorter one would take a
+live run for lost and train it twice).
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import check_writable
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+GRACE_BEATS = 3  # the shortest grace, in heartbeats: two beats may be missed (a busy storage) before a run is lost
 DEFAULT_STORE = "cnnlab-store.journal"  # under the sweep's --out folder
 DONE = (TrialState.COMPLETE,)
 LIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
@@ -78,9 +82,8 @@ def open_storage(url: str):
         url = f"sqlite:///{Path(url).resolve()}"
     if "://" in url:
         return _rdb(url)
-    path = Path(url)
+    path = check_writable(url, "results store")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(str(path))
     except OSError as e:
         raise CnnlabError(f"cannot open the results store {url!r} ({e.strerror}); choose a writable --store path")
@@ -93,7 +96,7 @@ def _rdb(url: str):
     if url.startswith("sqlite"):
         db = url.split(":///", 1)[-1]
         if db and db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
+            check_writable(db, "results store")  # SQLite opens lazily: an unwritable file fails mid-sweep otherwise
             lock = _file_lock(Path(db + ".init-lock"))
         kwargs = {"connect_args": {"timeout": 120}}
     # Workers starting together race to create the schema (Optuna creates tables and an alembic version row on first
@@ -174,6 +177,12 @@ class ResultStore:
     """Sweep bookkeeping on an Optuna storage. `heartbeat` and `grace` are in seconds."""
 
     def __init__(self, url, heartbeat: float = 30.0, grace: float = 300.0):
+        if not (math.isfinite(heartbeat) and heartbeat > 0):
+            raise CnnlabError(f"heartbeat must be a positive number of seconds, got {heartbeat}")
+        if not (math.isfinite(grace) and grace >= GRACE_BEATS * heartbeat):
+            raise CnnlabError(f"--grace {grace:g} is too short: a live run on another machine would be taken for "
+                              f"lost between two heartbeats ({heartbeat:g} s apart) and trained twice; use at least "
+                              f"{GRACE_BEATS * heartbeat:g} s ({GRACE_BEATS} heartbeats)")
         self.url = str(url)
         self.storage = open_storage(self.url)
         self.heartbeat, self.grace = heartbeat, grace
@@ -221,9 +230,12 @@ class ResultStore:
         now = time.time()
         for t in self.trials(study_id, [TrialState.RUNNING]):
             a = t.user_attrs
-            dead_here = a.get("machine") == self.machine and a.get("pid") and not _pid_alive(int(a["pid"]))
-            silent = now - float(a.get("heartbeat", a.get("claimed", now))) > self.grace
-            if not (dead_here or silent):
+            if a.get("machine") == self.machine:
+                # this machine's runs are judged by their process alone: a live owner keeps its run, however long
+                # its heartbeat has been silent (a stalled disk or a suspended laptop is not a lost run)
+                if not a.get("pid") or _pid_alive(int(a["pid"])):
+                    continue
+            elif now - float(a.get("heartbeat", a.get("claimed", now))) <= self.grace:
                 continue
             tid = self.storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             with contextlib.suppress(UpdateFinishedTrialError):

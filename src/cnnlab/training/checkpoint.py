@@ -55,12 +55,20 @@ def save_checkpoint(path, checkpoint: Dict[str, Any], keep_previous: bool = Fals
     path = Path(path)
     buf = io.BytesIO()
     torch.save(checkpoint, buf)
-    if keep_previous and path.exists():
-        os.replace(path, path.with_suffix(".prev.pt"))
-    atomic_write_bytes(path, buf.getvalue())
+    def rotate():  # only once the new checkpoint is on disk: a full disk leaves the old one as it was
+        if keep_previous and path.exists():
+            os.replace(path, path.with_suffix(".prev.pt"))
+    atomic_write_bytes(path, buf.getvalue(), before_replace=rotate)
 
 
-def _load(path: Path, map_location) -> Dict[str, Any]:
+# What each use of a checkpoint reads, with the type it must have: a damaged or foreign file is refused by name
+# before any of it is applied (and, for last.pt, the previous checkpoint is tried instead).
+MODEL_KEYS = {"model": dict, "config": dict}
+RESUME_KEYS = {**MODEL_KEYS, "optimizer": dict, "scheduler": dict, "scaler": dict, "rng": dict, "epoch": int,
+               "step": int, "time": (int, float), "best": dict, "targets": dict}
+
+
+def _load(path: Path, map_location, require: Dict[str, Any]) -> Dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -70,22 +78,45 @@ def _load(path: Path, map_location) -> Dict[str, Any]:
                           f"{str(e).splitlines()[0][:200] if str(e) else 'corrupt'})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CnnlabError(f"checkpoint {str(path)!r} is not a cnnlab checkpoint (no 'model' entry)")
+    for key, tp in require.items():
+        if key not in ckpt:
+            raise CnnlabError(f"checkpoint {str(path)!r} is damaged: it has no {key!r} entry")
+        if not isinstance(ckpt[key], tp) or (tp is int and isinstance(ckpt[key], bool)):
+            raise CnnlabError(f"checkpoint {str(path)!r} is damaged: {key!r} is {type(ckpt[key]).__name__} "
+                              f"{str(ckpt[key])[:40]!r}, not {getattr(tp, '__name__', 'a number')}")
+    bad = [k for k, v in ckpt["model"].items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CnnlabError(f"checkpoint {str(path)!r} is damaged: model entry {bad[0]!r} is not a tensor")
     return ckpt
 
 
-def load_checkpoint(path, map_location="cpu", fallback: bool = True) -> Dict[str, Any]:
-    """Load `path`; if it is missing or damaged and `<stem>.prev.pt` exists, warn and load that instead."""
+def load_checkpoint(path, map_location="cpu", fallback: bool = True,
+                    require: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Load `path`, checking it holds the `require`d entries (default: the model); if it is missing or
+    damaged and `<stem>.prev.pt` exists, warn and load that instead."""
     path = Path(path)
     prev = path.with_suffix(".prev.pt")
+    require = {"model": dict} if require is None else require
     try:
         if not path.exists():
             raise CnnlabError(f"checkpoint {str(path)!r} not found")
-        return _load(path, map_location)
+        return _load(path, map_location, require)
     except CnnlabError as e:
         if not (fallback and prev.exists()):
             raise
         print(f"cnnlab: warning: {e}; using the previous checkpoint {str(prev)!r}", file=sys.stderr)
-        return _load(prev, map_location)
+        return _load(prev, map_location, require)
+
+
+def apply_model_state(model: nn.Module, state: Dict[str, Any], path) -> None:
+    """load_state_dict, with a mismatch (wrong shapes, missing or extra entries) as a CnnlabError naming the file."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = next((ln.strip() for ln in first[1:] if ln.strip()), first[0] if first else "")
+        raise CnnlabError(f"checkpoint {str(path)!r} does not fit the model its config builds ({detail[:200]}); "
+                          "the file is damaged or from another model") from None
 
 
 def find_checkpoint(run_dir, which: str = "best") -> Optional[Path]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +21,19 @@ import yaml
 from cnnlab.errors import CnnlabError
 
 
+MAX_THREADS = 4 * (os.cpu_count() or 1)  # more threads than this only oversubscribe (100000 segfaults libgomp)
+SEED_MAX = 2**32 - 1                     # numpy's seed range; torch's is wider
+SUPPORTED_DEVICES = ("cpu", "cuda", "mps")
+BIG = 10**7                              # ceiling of counts (epochs, images, steps) that no real run comes near
+
+
 def F(default: Any, help: str, *, min: Optional[float] = None, gt: Optional[float] = None,
-      max: Optional[float] = None, choices: Optional[tuple] = None):
-    """A dataclass field carrying its help text and bounds (checked by `validate`)."""
-    meta = {"help": help, "min": min, "gt": gt, "max": max, "choices": choices}
+      max: Optional[float] = None, lt: Optional[float] = None, choices: Optional[tuple] = None):
+    """A dataclass field carrying its help text and bounds (checked by `validate`).
+
+    Every number (and every number in a list) must also be finite: NaN passes every comparison, so it is refused
+    by name rather than by bounds. Bounds of a list field apply to each of its items."""
+    meta = {"help": help, "min": min, "gt": gt, "max": max, "lt": lt, "choices": choices}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -33,21 +44,22 @@ class DataConfig:
     name: str = F("cifar10", "dataset name (cifar10, fashion-mnist, imagefolder)")
     root: Optional[str] = F(None, "where the data lives; None: env CNNLAB_DATA, then the per-user cache dir")
     val_size: Optional[int] = F(None, "images carved from train for validation (stratified); None: dataset default "
-                                      "(5,000), 0: no validation split", min=0)
-    train_subset: Optional[int] = F(None, "train on only this many images (stratified), for quick runs", gt=0)
-    val_subset: Optional[int] = F(None, "validate on only this many images (stratified)", gt=0)
-    seed: int = F(0, "seed of the validation split and of the subsets (not of training)")
+                                      "(5,000), 0: no validation split", min=0, max=BIG)
+    train_subset: Optional[int] = F(None, "train on only this many images (stratified), for quick runs", gt=0, max=BIG)
+    val_subset: Optional[int] = F(None, "validate on only this many images (stratified)", gt=0, max=BIG)
+    seed: int = F(0, "seed of the validation split and of the subsets (not of training)", min=0, max=SEED_MAX)
 
 
 @dataclass
 class AugmentConfig:
-    crop: int = F(0, "random-crop padding in pixels (4 is the classic CIFAR setting); 0: no crop", min=0)
+    crop: int = F(0, "random-crop padding in pixels (4 is the classic CIFAR setting); 0: no crop", min=0,
+                 max=256)
     crop_mode: str = F("zeros", "how the padding is filled", choices=("zeros", "reflect"))
     flip: float = F(0.0, "probability of a horizontal flip per image", min=0, max=1)
-    cutout: int = F(0, "Cutout hole side in pixels (DeVries & Taylor 2017); 0: off", min=0)
-    cutout_count: int = F(1, "Cutout holes per image", min=1)
+    cutout: int = F(0, "Cutout hole side in pixels (DeVries & Taylor 2017); 0: off", min=0, max=4096)
+    cutout_count: int = F(1, "Cutout holes per image", min=1, max=1000)
     repeats: int = F(1, "batch augmentation M (Hoffer et al. 2019): each image appears M times per batch, each copy "
-                        "augmented independently; the step sees batch.size x M images", min=1)
+                        "augmented independently; the step sees batch.size x M images", min=1, max=1024)
 
 
 @dataclass
@@ -59,17 +71,18 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     name: str = F("sgd", "optimizer (sgd, adagrad, rmsprop, rmsprop_nesterov, adadelta, adam, adamw)")
-    lr: float = F(0.01, "learning rate per optimizer step, not scaled by batch size; the schedule's peak", gt=0)
+    lr: float = F(0.01, "learning rate per optimizer step, not scaled by batch size; the schedule's peak", gt=0,
+                  max=1e6)
     momentum: float = F(0.9, "momentum (sgd, rmsprop, rmsprop_nesterov)", min=0, max=1)
     nesterov: bool = F(False, "Nesterov momentum (sgd)")
     weight_decay: float = F(0.0, "L2 strength as coupled weight decay: adds weight_decay*w to the gradient "
-                                 "(= loss + weight_decay/2*|w|^2); decoupled for adamw", min=0)
-    l1: float = F(0.0, "L1 strength: l1*sum|w| is added to the training loss", min=0)
+                                 "(= loss + weight_decay/2*|w|^2); decoupled for adamw", min=0, max=10)
+    l1: float = F(0.0, "L1 strength: l1*sum|w| is added to the training loss", min=0, max=10)
     decay_bias_norm: bool = F(False, "apply L2/L1 to biases and normalisation parameters too (default: weights only)")
-    betas: List[float] = F([0.9, 0.999], "Adam/AdamW beta1, beta2")
+    betas: List[float] = F([0.9, 0.999], "Adam/AdamW beta1, beta2, each in [0, 1)", min=0, lt=1)
     alpha: float = F(0.99, "RMSprop squared-gradient smoothing constant", min=0, max=1)
     rho: float = F(0.9, "Adadelta running-average coefficient", min=0, max=1)
-    eps: float = F(1e-8, "denominator epsilon of adaptive optimizers", gt=0)
+    eps: float = F(1e-8, "denominator epsilon of adaptive optimizers", gt=0, max=1)
 
 
 @dataclass
@@ -78,51 +91,56 @@ class ScheduleConfig:
                               "exp_range, onecycle)")
     unit: str = F("epoch", "unit of decay_epochs, milestones and step_size", choices=("epoch", "iter"))
     warmup: float = F(0, "linear warm-up length (in `unit`s) from warmup_factor*lr to lr, in front of the schedule",
-                      min=0)
+                      min=0, max=BIG)
     warmup_factor: float = F(0.1, "warm-up starts at this fraction of lr", gt=0, max=1)
-    decay: float = F(0.1, "step/multistep: multiply the lr by this at each decay point", gt=0)
-    decay_epochs: float = F(30, "step: decay every this many `unit`s", gt=0)
-    milestones: List[float] = F([], "multistep: decay points in `unit`s (ResNet paper: [32000, 48000] iterations)")
-    min_lr: float = F(0.0, "cosine: final lr; cyclical: the cycle's lower bound (base_lr)", min=0)
-    step_size: float = F(2.0, "cyclical: half-cycle length in `unit`s (Smith 2017: 2-10 epochs)", gt=0)
+    decay: float = F(0.1, "step/multistep: multiply the lr by this at each decay point", gt=0, max=1e3)
+    decay_epochs: float = F(30, "step: decay every this many `unit`s", gt=0, max=BIG)
+    milestones: List[float] = F([], "multistep: decay points in `unit`s (ResNet paper: [32000, 48000] iterations)",
+                                 min=0, max=BIG)
+    min_lr: float = F(0.0, "cosine: final lr; cyclical: the cycle's lower bound (base_lr)", min=0, max=1e6)
+    step_size: float = F(2.0, "cyclical: half-cycle length in `unit`s (Smith 2017: 2-10 epochs)", gt=0, max=BIG)
     gamma: float = F(0.99994, "exp_range: the cycle amplitude is multiplied by gamma**iteration", gt=0, max=1)
     pct_start: float = F(0.3, "onecycle: share of the run spent rising to lr", gt=0, max=1)
-    div_factor: float = F(25.0, "onecycle: initial lr = lr/div_factor", gt=0)
-    final_div_factor: float = F(1e4, "onecycle: final lr = initial lr/final_div_factor", gt=0)
+    div_factor: float = F(25.0, "onecycle: initial lr = lr/div_factor", gt=0, max=1e9)
+    final_div_factor: float = F(1e4, "onecycle: final lr = initial lr/final_div_factor", gt=0, max=1e12)
 
 
 @dataclass
 class BatchConfig:
-    size: int = F(128, "images per optimizer step (before augment.repeats)", gt=0)
+    size: int = F(128, "images per optimizer step (before augment.repeats)", gt=0, max=2**20)
     policy: str = F("constant", "batch-size policy per epoch", choices=("constant", "cyclical"))
-    min: int = F(64, "cyclical: smallest batch size", gt=0)
-    max: int = F(1024, "cyclical: largest batch size", gt=0)
-    step_epochs: int = F(2, "cyclical: epochs per half-cycle (triangular) or per cycle (increasing/decreasing)", gt=0)
+    min: int = F(64, "cyclical: smallest batch size", gt=0, max=2**20)
+    max: int = F(1024, "cyclical: largest batch size", gt=0, max=2**20)
+    step_epochs: int = F(2, "cyclical: epochs per half-cycle (triangular) or per cycle (increasing/decreasing)", gt=0,
+                      max=BIG)
     mode: str = F("triangular", "cyclical: triangular (min->max->min), increasing (sawtooth up), decreasing",
                   choices=("triangular", "increasing", "decreasing"))
     micro: Optional[int] = F(None, "gradient accumulation: split each batch into chunks of at most this many images "
-                                   "(same update, less memory); None: no split", gt=0)
-    eval_size: int = F(1000, "images per evaluation batch", gt=0)
+                                   "(same update, less memory); None: no split", gt=0, max=2**20)
+    eval_size: int = F(1000, "images per evaluation batch", gt=0, max=2**20)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = F(30, "training epochs", gt=0)
-    seed: int = F(0, "seed of initialisation, batch order, augmentation and dropout")
-    device: str = F("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    epochs: int = F(30, "training epochs", gt=0, max=BIG)
+    seed: int = F(0, "seed of initialisation, batch order, augmentation and dropout", min=0, max=SEED_MAX)
+    device: str = F("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps (no other kind)")
     amp: str = F("none", "mixed precision: bf16 (CUDA, or CPUs with AMX/AVX512-BF16: ~2x here), fp16 (CUDA)",
                  choices=("none", "bf16", "fp16"))
     channels_last: bool = F(True, "channels_last memory format (faster convolutions: +25% for ResNet-20 on this "
                                   "CPU, tensor cores on CUDA)")
     compile: bool = F(False, "torch.compile the model")
     sync_bn: bool = F(False, "distributed runs: synchronise BatchNorm statistics across processes")
-    threads: int = F(0, "CPU intra-op threads; 0: torch's default (one per core)", min=0)
+    threads: int = F(0, f"CPU intra-op threads, at most 4 x the cores ({MAX_THREADS} here); 0: torch's default "
+                          "(one per core)", min=0, max=MAX_THREADS)
     deterministic: bool = F(False, "use deterministic algorithms (slower on CUDA)")
-    label_smoothing: float = F(0.0, "label smoothing of the cross-entropy loss", min=0, max=1)
-    targets: List[float] = F([], "validation accuracies (0-1) whose first epoch and wall time are recorded")
+    label_smoothing: float = F(0.0, "label smoothing of the cross-entropy loss", min=0, lt=1)
+    targets: List[float] = F([], "validation accuracies (0-1) whose first epoch and wall time are recorded",
+                             gt=0, max=1)
     diverge_factor: float = F(4.0, "a loss above this many times max(initial loss, ln classes), or NaN/inf, "
-                                   "stops the run as diverged", gt=1)
-    max_time: Optional[float] = F(None, "stop after this many seconds of training (checked per epoch)", gt=0)
+                                   "stops the run as diverged", gt=1, max=1e6)
+    max_time: Optional[float] = F(None, "stop after this many seconds of training (checked per epoch)", gt=0,
+                                   max=1e8)
     checkpoints: bool = F(True, "write best.pt and last.pt every epoch")
     tensorboard: bool = F(False, "also log to TensorBoard (runs/<name>/tb)")
     progress: str = F("auto", "progress bar: auto (on a terminal), on, off", choices=("auto", "on", "off"))
@@ -181,6 +199,10 @@ def _coerce(value: Any, tp, key: str, choices: Optional[tuple] = None) -> Any:
                 pass
     elif tp is str:
         if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # bytes of another encoding, smuggled in through argv (surrogateescape)
+                raise CnnlabError(f"config key {key!r}: {value!r} is not valid UTF-8; use UTF-8 text") from None
             return value
         if isinstance(value, bool) and choices and "on" in choices:  # YAML 1.1 reads on/off as booleans
             return "on" if value else "off"
@@ -231,13 +253,30 @@ def _check_bounds(obj, prefix: str = "") -> None:
             continue
         if m.get("choices") and value not in m["choices"]:
             raise CnnlabError(f"config key {key!r}: {value!r} is not allowed; choose one of {', '.join(m['choices'])}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if m.get("gt") is not None and not value > m["gt"]:
-                raise CnnlabError(f"config key {key!r}: must be > {m['gt']}, got {value}")
-            if m.get("min") is not None and value < m["min"]:
-                raise CnnlabError(f"config key {key!r}: must be >= {m['min']}, got {value}")
-            if m.get("max") is not None and value > m["max"]:
-                raise CnnlabError(f"config key {key!r}: must be <= {m['max']}, got {value}")
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                _check_number(f"{key}[{i}]", item, m)
+        else:
+            _check_number(key, value, m)
+
+
+def _check_number(key: str, value: Any, m: Dict[str, Any]) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CnnlabError(f"config key {key!r}: must be a finite number, got {value}")
+    if m.get("gt") is not None and not value > m["gt"]:
+        raise CnnlabError(f"config key {key!r}: must be > {m['gt']}, got {value}")
+    if m.get("min") is not None and value < m["min"]:
+        raise CnnlabError(f"config key {key!r}: must be >= {m['min']}, got {value}")
+    if m.get("max") is not None and value > m["max"]:
+        raise CnnlabError(f"config key {key!r}: must be <= {_show(m['max'])}, got {_show(value)}")
+    if m.get("lt") is not None and not value < m["lt"]:
+        raise CnnlabError(f"config key {key!r}: must be < {m['lt']}, got {value}")
+
+
+def _show(v) -> str:
+    return f"{v:,}" if isinstance(v, int) and abs(v) < 10**15 else f"{v:g}"
 
 
 def _check_names(cfg: RunConfig) -> None:
@@ -266,8 +305,35 @@ def _check_names(cfg: RunConfig) -> None:
         raise CnnlabError(f"config keys 'batch.min' ({cfg.batch.min}) must be <= 'batch.max' ({cfg.batch.max})")
     if len(cfg.optim.betas) != 2:
         raise CnnlabError(f"config key 'optim.betas': expected two numbers, got {cfg.optim.betas}")
-    if any(not 0 < t <= 1 for t in cfg.train.targets):
-        raise CnnlabError(f"config key 'train.targets': accuracies must be in (0, 1], got {cfg.train.targets}")
+    _check_run_name(cfg.name)
+    _check_device_kind(cfg.train.device)
+
+
+def _check_device_kind(name: str) -> None:
+    """Only the kind is checked here; whether such a device is present is the runtime's question."""
+    import torch  # here, not at the top: configs are read (e.g. --help-config) without loading torch
+
+    if name == "auto":
+        return
+    try:
+        kind = torch.device(name).type
+    except (RuntimeError, ValueError, TypeError):
+        kind = None
+    if kind not in SUPPORTED_DEVICES:
+        raise CnnlabError(f"config key 'train.device': {name!r} is not a device cnnlab trains on; use auto, cpu, "
+                          "cuda, cuda:N or mps")
+
+
+def _check_run_name(name: Optional[str]) -> None:
+    """A run name is one path component: the run folder is out/<name>, and nothing may land outside out/."""
+    if name is None:
+        return
+    bad = ("is empty" if name == "" else "contains '/'" if "/" in name or "\\" in name else
+           "names a folder, not a run" if name in (".", "..") else "contains a NUL byte" if "\0" in name else
+           "is longer than 255 bytes" if len(name.encode("utf-8", "surrogateescape")) > 255 else None)
+    if bad:
+        raise CnnlabError(f"config key 'name': {name!r} {bad}; a run name must be one folder name (no '/', not '.' "
+                          f"or '..', at most 255 bytes); put the parent folder in out=...")
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -285,7 +351,7 @@ def parse_override(text: str) -> tuple:
     if not key:
         raise CnnlabError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml_text(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value
@@ -312,15 +378,49 @@ def merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # an unhashable key: construct_mapping below raises its own error for it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1}); keep one of them",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML text -> data, safely (no tags that build objects) and strictly (no duplicate keys)."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path, what: str = "config file", hint: str = "") -> Any:
-    """Parse a YAML file; a missing or malformed file is a CnnlabError naming `what` and the path."""
+    """Parse a YAML file; a missing, unreadable, non-UTF-8 or malformed file is a CnnlabError naming `what` and the
+    path (and, for YAML errors, the line)."""
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"{what} {str(path)!r} not found{hint}")
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CnnlabError(f"{what} {str(path)!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise CnnlabError(f"cannot read {what} {str(path)!r}: {e.strerror or e}") from None
+    try:
+        return load_yaml_text(text)
     except yaml.YAMLError as e:
-        raise CnnlabError(f"{what} {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise CnnlabError(f"{what} {str(path)!r} is not valid YAML{where}: {problem}") from None
 
 
 def read_config_file(path) -> Dict[str, Any]:

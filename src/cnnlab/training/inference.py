@@ -19,7 +19,7 @@ from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_text
 from cnnlab.training import runtime
-from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
+from cnnlab.training.checkpoint import MODEL_KEYS, apply_model_state, find_checkpoint, load_checkpoint
 from cnnlab.training.config import RunConfig, config_from_dict
 from cnnlab.training.trainer import build_model, evaluate, load_data, predict_logits
 
@@ -45,14 +45,17 @@ def load_run(run_dir, which: str = "best", data_root: Optional[str] = None, devi
     if path is None:
         raise CnnlabError(f"no checkpoint (best.pt or last.pt) in {str(run_dir)!r}; was it trained with "
                           "train.checkpoints=true?")
-    ckpt = load_checkpoint(path)
-    cfg = config_from_dict(ckpt["config"])
+    ckpt = load_checkpoint(path, require=MODEL_KEYS)
+    try:
+        cfg = config_from_dict(ckpt["config"])
+    except CnnlabError as e:
+        raise CnnlabError(f"checkpoint {str(path)!r} holds a config cnnlab cannot use: {e}") from None
     if data_root is not None:
         cfg.data.root = data_root
     dev = runtime.select_device(device)
     ds = load_data(cfg)
     model = build_model(cfg, ds)
-    model.load_state_dict(ckpt["model"])
+    apply_model_state(model, ckpt["model"], path)
     return LoadedRun(cfg, model.to(dev).eval(), ds, dev, path)
 
 

@@ -20,11 +20,20 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import yaml
-
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_text
+from cnnlab.training.config import RunConfig, config_from_dict, read_yaml
 
+# Everything cnnlab writes into a run folder (trainer, evaluate, predict, sweeps, the quickstart's report): what
+# --overwrite removes, so an old run's predictions never sit beside a new run.
+RUN_OUTPUTS = {"config.yaml", "metrics.csv", "summary.json", "best.pt", "last.pt", "last.prev.pt", "best.prev.pt",
+               "curves.png", "predictions.csv", "log.txt", "tb", "report.html", "report.md", "report_files",
+               "evaluation.json", "confusion.csv", "confusion.png"}
+_NUM = (int, float, type(None))
+SUMMARY_TYPES = {"status": str, "best_val_acc": _NUM, "best_epoch": (int, type(None)), "final_train_acc": _NUM,
+                 "final_val_acc": _NUM, "final_train_loss": _NUM, "wall_time": _NUM, "images_per_sec": _NUM,
+                 "params": (int, type(None)), "epochs_done": int, "targets": (dict, type(None)), "diverged": bool}
+CHECKPOINT_FILES = ("best.pt", "last.pt", "last.prev.pt")
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "batch_size", "epoch_time",
                   "images_per_sec", "time"]
 
@@ -43,8 +52,7 @@ class RunFolder:
             if not overwrite:
                 raise CnnlabError(f"run folder {str(p)!r} already holds a run; resume it with --resume {p}, "
                                   "or choose another name (name=...), or pass --overwrite")
-            for name in ("metrics.csv", "summary.json", "best.pt", "last.pt", "last.prev.pt", "curves.png"):
-                (p / name).unlink(missing_ok=True)
+            self.clear()
         try:
             p.mkdir(parents=True, exist_ok=True)
             probe = p / ".write-test"
@@ -54,9 +62,28 @@ class RunFolder:
             raise CnnlabError(f"cannot write to run folder {str(p)!r} ({e.strerror}); choose a writable out=... "
                               "folder") from None
         free = shutil.disk_usage(p).free
+        if resume:  # the checkpoints already there are replaced, not added to: count their space as free,
+            # keeping room for one checkpoint written beside the old one before it replaces it
+            replaced = sum((p / n).stat().st_size for n in CHECKPOINT_FILES if (p / n).is_file())
+            need_bytes = max(need_bytes - replaced, need_bytes // 3)
         if need_bytes and free < need_bytes:
             raise CnnlabError(f"not enough free space in {str(p)!r}: checkpoints need about {need_bytes / 2**20:.1f} "
                               f"MiB, {free / 2**20:.1f} MiB free; free some space or choose another out=... folder")
+
+    def clear(self) -> List[str]:
+        """Remove what a run (and the commands run on it) writes into its folder, and nothing else: files the user
+        put there stay, and a link is removed as a link, never followed out of the folder."""
+        removed = []
+        for name in sorted(RUN_OUTPUTS) + [q.name for q in self.path.glob(".*.tmp")]:
+            q = self.path / name
+            if q.is_symlink() or q.is_file():
+                q.unlink()
+            elif q.is_dir():
+                shutil.rmtree(q)
+            else:
+                continue
+            removed.append(name)
+        return removed
 
     # -- files ---------------------------------------------------------------------------------------------------
     def write_config(self, cfg) -> None:
@@ -66,7 +93,18 @@ class RunFolder:
         f = self.path / "config.yaml"
         if not f.exists():
             raise CnnlabError(f"{str(self.path)!r} is not a run folder (no config.yaml)")
-        return yaml.safe_load(f.read_text()) or {}
+        data = read_yaml(f, "run config")
+        if not isinstance(data, dict) or not data:
+            raise CnnlabError(f"run config {str(f)!r} is {'empty' if not data else 'not a mapping of keys'}; the "
+                              f"run folder is damaged: restore config.yaml (a checkpoint holds a copy) or start anew")
+        return data
+
+    def load_config(self) -> RunConfig:
+        """config.yaml as a validated RunConfig (keys added since the run filled with defaults)."""
+        try:
+            return config_from_dict(self.read_config())
+        except CnnlabError as e:
+            raise CnnlabError(f"run config {str(self.path / 'config.yaml')!r} is damaged: {e}") from None
 
     def write_metrics(self, rows: List[Dict[str, Any]]) -> None:
         buf = io.StringIO()
@@ -84,7 +122,20 @@ class RunFolder:
 
     def read_summary(self) -> Optional[Dict[str, Any]]:
         f = self.path / "summary.json"
-        return json.loads(f.read_text()) if f.exists() else None
+        if not f.exists():
+            return None
+        try:
+            data = json.loads(f.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise CnnlabError(f"run summary {str(f)!r} is not valid JSON ({type(e).__name__}); the run folder is "
+                              "damaged: delete summary.json and resume the run, or retrain it") from None
+        if not isinstance(data, dict):
+            raise CnnlabError(f"run summary {str(f)!r} is not a JSON object; delete it and resume the run")
+        for key, types in SUMMARY_TYPES.items():
+            if key in data and not isinstance(data[key], types) or isinstance(data.get(key), bool) and key != "diverged":
+                raise CnnlabError(f"run summary {str(f)!r} is damaged: {key!r} is {data[key]!r}; delete summary.json "
+                                  "and resume the run to write it again")
+        return data
 
 
 def _fmt(v):
@@ -94,13 +145,29 @@ def _fmt(v):
 
 
 def read_metrics_csv(path) -> List[Dict[str, Any]]:
+    """The rows of a metrics.csv; a file that is not one (no epoch column, epochs that are not 1, 2, 3 ...) is a
+    CnnlabError naming it, since resuming or reporting from it would go wrong silently."""
     path = Path(path)
     if not path.exists():
         return []
     rows = []
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            rows.append({k: _num(v) for k, v in r.items()})
+    damaged = (f"metrics file {str(path)!r} is damaged ({{}}); delete it to resume from last.pt without the "
+               "earlier rows, or retrain the run")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None:  # cnnlab always writes the header, so an empty file was damaged
+                raise CnnlabError(damaged.format("empty"))
+            if "epoch" not in reader.fieldnames:
+                raise CnnlabError(damaged.format("no 'epoch' column"))
+            for line, r in enumerate(reader, start=2):
+                row = {k: _num(v) for k, v in r.items() if isinstance(k, str)}
+                if not isinstance(row.get("epoch"), int) or row["epoch"] != len(rows) + 1:
+                    raise CnnlabError(damaged.format(f"line {line}: epoch {r.get('epoch')!r}, expected "
+                                                     f"{len(rows) + 1}"))
+                rows.append(row)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise CnnlabError(damaged.format(type(e).__name__)) from None
     return rows
 
 

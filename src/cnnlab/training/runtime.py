@@ -7,11 +7,14 @@ user can confirm the model really runs there.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+from typing import Optional
 
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.training.config import SUPPORTED_DEVICES
 
 
 def select_device(name: str) -> torch.device:
@@ -23,8 +26,11 @@ def select_device(name: str) -> torch.device:
         return torch.device("cpu")
     try:
         dev = torch.device(name)
-    except RuntimeError:
-        raise CnnlabError(f"config key 'train.device': unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    except (RuntimeError, ValueError, TypeError):
+        dev = None
+    if dev is None or dev.type not in SUPPORTED_DEVICES:  # torch also knows meta, xla, ipu ...: cnnlab trains on none
+        raise CnnlabError(f"config key 'train.device': {name!r} is not a device cnnlab trains on; use auto, cpu, "
+                          "cuda, cuda:N or mps")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CnnlabError("config key 'train.device': CUDA was asked for but no CUDA device is available; "
                           "use train.device=auto or cpu")
@@ -48,6 +54,33 @@ def describe_device(device: torch.device) -> str:
 def memory_used(device: torch.device) -> float:
     """Peak memory allocated by tensors on a CUDA device, in MiB (0 elsewhere)."""
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+
+
+def available_memory(device: torch.device) -> Optional[int]:
+    """Bytes a run can still allocate on `device`: free GPU memory, or the kernel's MemAvailable; None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        with contextlib.suppress(OSError, ValueError, StopIteration):
+            with open("/proc/meminfo") as f:
+                line = next(ln for ln in f if ln.startswith("MemAvailable:"))
+            return int(line.split()[1]) * 1024
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def check_memory(device: torch.device, need: int, what: str) -> None:
+    """Refuse, before allocating, a run whose estimated memory `need` (bytes) exceeds what the device has left."""
+    have = available_memory(device)
+    if have is not None and need > have:
+        raise CnnlabError(f"{what} needs about {_gib(need)} of memory on {device.type}, but only {_gib(have)} is "
+                          "available; make the model or the batch (batch.size x augment.repeats) smaller, or use "
+                          "batch.micro")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**28 else f"{n / 2**20:,.0f} MiB"
 
 
 def setup(cfg_train) -> torch.device:

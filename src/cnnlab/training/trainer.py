@@ -13,7 +13,9 @@ schedules, `metrics.csv` one row per epoch, atomic checkpoints). Design points:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +30,8 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.models.sanity import initial_loss_check
 from cnnlab.training import runtime
-from cnnlab.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
+from cnnlab.training.checkpoint import (MODEL_KEYS, RESUME_KEYS, apply_model_state, load_checkpoint, rng_state, save_checkpoint,
+                                        set_rng_state, unwrap)
 from cnnlab.training.config import RunConfig, config_from_dict
 from cnnlab.training.distributed import DistInfo, all_reduce_sum, broadcast_object, init_from_env
 from cnnlab.training.optim import build_optimizer, l1_penalty
@@ -90,6 +93,17 @@ def predict_logits(model, loader: BatchLoader, device, amp: str = "none") -> tor
     return torch.cat(outs) if outs else torch.empty(0)
 
 
+def _check_optimizer_shapes(optimizer) -> None:
+    """Optimizer state tensors (momentum, Adam moments) must have their parameter's shape; load_state_dict does not
+    check, and a mismatch would only fail at the next step."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for name, v in optimizer.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
+                    raise ValueError(f"optimizer state {name!r} has shape {tuple(v.shape)}, its parameter "
+                                     f"{tuple(p.shape)}")
+
+
 class Trainer:
     """Holds one run's parts; `fit()` trains, validates, logs and checkpoints epoch by epoch."""
 
@@ -105,6 +119,7 @@ class Trainer:
         self.ds = load_data(cfg)
         if self.ds.val is None:
             self.log("note: no validation split (data.val_size=0); val_* columns stay empty")
+        self._check_memory()
         self.model = build_model(cfg, self.ds).to(self.device)
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -124,6 +139,7 @@ class Trainer:
         self.targets: Dict[str, Optional[dict]] = {f"{t:g}": None for t in cfg.train.targets}
         self.status = "running"
         self.initial_loss: Optional[float] = None
+        self.saved_epoch: Optional[int] = None  # epoch of the last checkpoint written (or resumed from)
         self.folder = RunFolder(run_dir or Path(cfg.out) / (cfg.name or broadcast_object(default_run_name(cfg))))
         self.tb = None
         if self.write:
@@ -134,6 +150,24 @@ class Trainer:
             self._restore()
 
     # -- parts ---------------------------------------------------------------------------------------------------
+    def _check_memory(self) -> None:
+        """Estimate weights, gradients, two optimizer slots (16 bytes a parameter, counted on the meta device, where
+        nothing is allocated) and the largest float32 training batch, and refuse a run that cannot fit. Activations
+        are not counted: the estimate is a floor, meant to stop the impossible (a 10^11-unit layer) in a second."""
+        c, ds = self.cfg, self.ds
+        try:
+            with torch.device("meta"):
+                params = sum(p.numel() for p in build_model(c, ds).parameters())
+        except CnnlabError:
+            raise
+        except Exception:  # a model that cannot be built on meta is built for real and fails there, if at all
+            return
+        batch = max(c.batch.size, c.batch.max if c.batch.policy == "cyclical" else 0) * c.augment.repeats
+        pixels = ds.in_channels * ds.image_size ** 2
+        need = 16 * params + 4 * batch * pixels * 2  # the batch, plus its normalised copy
+        runtime.check_memory(self.device, need, f"{c.model.name} ({params:,} parameters) with batches of "
+                                                f"{batch:,} images")
+
     def _device(self) -> torch.device:
         device = runtime.setup(self.cfg.train)
         if self.dist.enabled and device.type == "cuda":
@@ -174,18 +208,40 @@ class Trainer:
                 "classes": list(self.ds.classes), "mean": list(self.ds.mean), "std": list(self.ds.std)}
 
     def _restore(self) -> None:
-        ckpt = load_checkpoint(self.folder.path / "last.pt", map_location=self.device)
-        unwrap(self.model).load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-        self.epoch, self.step, self.time = ckpt["epoch"], ckpt["step"], ckpt["time"]
-        self.best, self.targets = ckpt["best"], ckpt["targets"]
-        self.initial_loss, self.status = ckpt["initial_loss"], ckpt["status"]
+        """Continue from last.pt; if it is damaged or does not fit this run, from last.prev.pt (with a warning)."""
+        last = self.folder.path / "last.pt"
+        prev = last.with_suffix(".prev.pt")
+        try:
+            self._apply_checkpoint(load_checkpoint(last, self.device, fallback=False, require=RESUME_KEYS), last)
+        except CnnlabError as e:
+            if not prev.exists():
+                raise
+            print(f"cnnlab: warning: {e}; using the previous checkpoint {str(prev)!r}", file=sys.stderr)
+            self._apply_checkpoint(load_checkpoint(prev, self.device, fallback=False, require=RESUME_KEYS), prev)
         # metrics.csv may hold an epoch newer than last.pt (killed between the two writes): keep what last.pt saw.
         self.history = [r for r in self.folder.read_metrics() if r["epoch"] <= self.epoch]
         self.log(f"resumed {self.folder.path} at epoch {self.epoch} (step {self.step})")
+
+    def _apply_checkpoint(self, ckpt: dict, path: Path) -> None:
+        """Every piece of a checkpoint into this trainer, or a CnnlabError naming `path` (all pieces are set again
+        by whichever checkpoint is applied next, so a half-applied one leaves nothing behind)."""
+        apply_model_state(unwrap(self.model), ckpt["model"], path)
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            _check_optimizer_shapes(self.optimizer)
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+            set_rng_state(ckpt["rng"])
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as e:
+            raise CnnlabError(f"checkpoint {str(path)!r} does not fit this run ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:160] if str(e) else 'bad entry'})") from None
+        self.epoch, self.step, self.time = ckpt["epoch"], ckpt["step"], float(ckpt["time"])
+        if not 0 <= self.epoch <= self.cfg.train.epochs or self.step < 0:
+            raise CnnlabError(f"checkpoint {str(path)!r} is damaged: epoch {self.epoch}, step {self.step} (the run "
+                              f"has {self.cfg.train.epochs} epochs)")
+        self.best, self.targets = ckpt["best"], ckpt["targets"]
+        self.initial_loss, self.status = ckpt.get("initial_loss"), ckpt.get("status", "running")
+        self.saved_epoch = self.epoch
 
     # -- one epoch -----------------------------------------------------------------------------------------------
     def _loss(self, x, y):
@@ -330,16 +386,32 @@ class Trainer:
                  f"{row['time']:.1f}s" + (f"  gpu mem {mem:,.0f} MiB" if mem else ""))
         if not self.write:
             return
-        self.folder.write_metrics(self.history)
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "epoch" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, row["epoch"])
-        if self.cfg.train.checkpoints:
-            ckpt = self.checkpoint()
-            if improved:
-                save_checkpoint(self.folder.path / "best.pt", ckpt)
-            save_checkpoint(self.folder.path / "last.pt", ckpt, keep_previous=True)
+        with self._writing():
+            self.folder.write_metrics(self.history)
+            if self.tb is not None:
+                for k, v in row.items():
+                    if k != "epoch" and isinstance(v, (int, float)):
+                        self.tb.add_scalar(k, v, row["epoch"])
+            if self.cfg.train.checkpoints:
+                ckpt = self.checkpoint()
+                if improved:
+                    save_checkpoint(self.folder.path / "best.pt", ckpt)
+                save_checkpoint(self.folder.path / "last.pt", ckpt, keep_previous=True)
+                self.saved_epoch = self.epoch
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """A failed write to the run folder (full disk, quota, a folder gone read-only) stops the run with one line
+        that says what was kept: checkpoints are written beside the old ones and renamed over them, so the last
+        good last.pt is still there, and `--resume` continues from it."""
+        try:
+            yield
+        except OSError as e:
+            what = os.path.basename(e.filename) if e.filename else "a file"
+            kept = (f"last.pt from epoch {self.saved_epoch} is intact; free space, then continue with: cnnlab train "
+                    f"--resume {self.folder.path}" if self.saved_epoch is not None else "no checkpoint was written yet")
+            raise CnnlabError(f"cannot write {what} in {str(self.folder.path)!r} ({e.strerror or e}) after epoch "
+                              f"{self.epoch}; {kept}") from None
 
     def summary(self) -> dict:
         rows = self.history
@@ -355,17 +427,22 @@ class Trainer:
                 "targets": self.targets, "device": runtime.describe_device(self.device),
                 "gpu_memory_mib": runtime.memory_used(self.device) or None}
 
+    def _write_final(self, summary: dict) -> None:
+        if self.cfg.train.checkpoints:  # record the final status in last.pt too (resume then stops at once)
+            save_checkpoint(self.folder.path / "last.pt", self.checkpoint(), keep_previous=True)
+            self.saved_epoch = self.epoch
+        if self.history:
+            save_curves({self.cfg.model.name: self.history}, self.folder.path / "curves.png",
+                        title=self.folder.path.name)
+        self.folder.write_summary(summary)
+        if self.tb is not None:
+            self.tb.close()
+
     def finish(self) -> dict:
         summary = self.summary()
         if self.write:
-            if self.cfg.train.checkpoints:  # record the final status in last.pt too (resume then stops at once)
-                save_checkpoint(self.folder.path / "last.pt", self.checkpoint(), keep_previous=True)
-            if self.history:
-                save_curves({self.cfg.model.name: self.history}, self.folder.path / "curves.png",
-                            title=self.folder.path.name)
-            self.folder.write_summary(summary)
-            if self.tb is not None:
-                self.tb.close()
+            with self._writing():
+                self._write_final(summary)
         best = summary["best_val_acc"]
         self.log(f"{self.status}: best val acc {best:.4f} at epoch {summary['best_epoch']}, "
                  f"{summary['wall_time']:.1f}s" if best is not None else f"{self.status}: {self.epoch} epochs")
@@ -385,10 +462,33 @@ def train(cfg: RunConfig, run_dir=None, **kw) -> dict:
     return Trainer(cfg, run_dir, **kw).fit()
 
 
+def _check_against_checkpoint(folder: RunFolder, cfg: RunConfig) -> None:
+    """config.yaml must say what the checkpoint was trained with: a truncated or edited config.yaml can still be
+    valid YAML (a missing section reads as defaults) and would silently continue another run."""
+    for name in ("last.pt", "last.prev.pt"):
+        try:
+            ckpt = load_checkpoint(folder.path / name, fallback=False, require=MODEL_KEYS)
+            saved = config_from_dict(ckpt["config"]).to_dict()
+        except CnnlabError:
+            continue  # a damaged checkpoint is reported (or passed over) by the restore itself
+        ours = cfg.to_dict()
+        for section in (saved, ours):
+            section["data"].pop("root", None)  # the data may have moved; that is what --data-root is for
+        diff = next((k for k in ours if ours[k] != saved[k]), None)
+        if diff is not None:
+            key = next((f"{diff}.{k}" for k in ours[diff] if ours[diff][k] != saved[diff].get(k)), diff) \
+                if isinstance(ours[diff], dict) else diff
+            raise CnnlabError(f"{str(folder.path / 'config.yaml')!r} does not match the config saved in {name} "
+                              f"(key {key!r}); the run folder is damaged or was edited: restore config.yaml, or "
+                              "start a new run")
+        return
+
+
 def resume(run_dir, log=print, data_root: Optional[str] = None, **kw) -> dict:
     """Continue the run in `run_dir` from its last.pt with its own config (the data may have moved: `data_root`)."""
     folder = RunFolder(run_dir)
-    cfg = config_from_dict(folder.read_config())
+    cfg = folder.load_config()
+    _check_against_checkpoint(folder, cfg)
     if data_root is not None:
         cfg.data.root = data_root
     return Trainer(cfg, folder.path, resume=True, log=log, **kw).fit()
