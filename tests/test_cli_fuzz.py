@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnlab.cli.main import main
+from conftest import count_bad_input
 from cnnlab.training import config as C
 
 FREE_TEXT = {"name", "out", "data.root", "train.device"}  # any string is a valid config value for these
@@ -83,6 +84,7 @@ def bad_override(draw):
 
 
 def _one_line_error(capsys, argv, code):
+    count_bad_input()
     out = capsys.readouterr()
     assert code != 0, f"{argv} was accepted"
     lines = [ln for ln in out.err.splitlines() if ln.strip()]

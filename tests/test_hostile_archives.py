@@ -74,15 +74,26 @@ def bombs(tmp_path_factory):
     return out
 
 
+# A small Python process starts cnnlab and reports its child's peak RSS: measured from the test process itself,
+# ru_maxrss would include the pytest worker's memory, which a forked child counts until it execs.
+_MEASURE = """
+import os, subprocess, sys
+p = subprocess.Popen([sys.executable, "-m", "cnnlab", *sys.argv[1:]], stdout=subprocess.DEVNULL,
+                     stderr=subprocess.PIPE)
+err = p.stderr.read()
+_, status, usage = os.wait4(p.pid, 0)
+sys.stderr.buffer.write(err)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024)
+"""
+
+
 def _run_measured(argv, env=None):
-    """(exit status, stderr, peak RSS in bytes, seconds) of a cnnlab child process."""
+    """(exit status, stderr, peak RSS in bytes, seconds) of a cnnlab process."""
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "cnnlab", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         env={**os.environ, **(env or {})})
-    err = p.stderr.read().decode()
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, err, usage.ru_maxrss * 1024, time.perf_counter() - t0
+    r = subprocess.run([sys.executable, "-c", _MEASURE, *argv], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})})
+    code, rss = (int(v) for v in r.stdout.split())
+    return code, r.stderr, rss, time.perf_counter() - t0
 
 
 @pytest.mark.parametrize("member", ["zeros.bin", "big.png"])
