@@ -220,7 +220,7 @@ def _damages(path: Path):
     if path.name == "config.yaml":
         return {**common, "python tag": b"model: !!python/object/apply:os.system ['echo pwned']\n",
                 "a list": b"- 1\n", "wrong keys": b"colour: blue\n",
-                "other run": data.replace(b"\n  epochs: 2", b"\n  epochs: 9")}
+                "other run": data.replace(b"\n  lr: 0.01\n", b"\n  lr: 0.02\n")}
     if path.name == "metrics.csv":
         return {**common, "wrong keys": b"a,b\n1,2\n", "epoch abc": data.replace(b"\n1,", b"\nabc,", 1)}
     return {**common, "a list": b"[1, 2]", "wrong keys": b'{"status": 5, "targets": 7}'}  # summary.json
@@ -275,7 +275,8 @@ def test_a_config_yaml_that_disagrees_with_the_checkpoint_is_refused(run_folder,
     work = tmp_path / "run"
     shutil.copytree(run_folder, work)
     text = (work / "config.yaml").read_text()
-    (work / "config.yaml").write_text(text.replace("\n  epochs: 2", "\n  epochs: 9"))
+    assert "\n  lr: 0.01\n" in text
+    (work / "config.yaml").write_text(text.replace("\n  lr: 0.01\n", "\n  lr: 0.02\n"))
     line = one_error_line(capsys, "resume", main(["train", "--resume", str(work), "--data-root", str(shared_data)]))
-    assert "does not match" in line and "train.epochs" in line
-    assert yaml.safe_load((work / "config.yaml").read_text())["train"]["epochs"] == 9  # nothing rewritten
+    assert "does not match" in line and "optim.lr" in line
+    assert yaml.safe_load((work / "config.yaml").read_text())["optim"]["lr"] == 0.02  # nothing rewritten

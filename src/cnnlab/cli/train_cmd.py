@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import threading
 
 from cnnlab.cli.data_cmd import add_data_root
 from cnnlab.errors import CnnlabError
@@ -18,7 +20,9 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("-c", "--config", help="YAML config file")
     add_data_root(p)  # sets data.root
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt; key=value may "
+                                                       "change train.epochs (extend a finished run), train.max_time, "
+                                                       "train.patience, train.progress, train.threads")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and meaning")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -54,19 +58,29 @@ def _train(args: argparse.Namespace) -> int:
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
     if args.resume:
-        if args.overrides or args.config:
-            print("cnnlab: note: --resume uses the run's own config.yaml (and --data-root); overrides are ignored")
+        if args.config:
+            raise CnnlabError("--resume uses the run's own config.yaml; -c cannot be combined with it (key=value "
+                              "overrides may extend the run: train.epochs=N)")
     else:
         cfg = load_config(args.config, overrides)
         if args.print_config:
             print(cfg.to_yaml(), end="")
             return 0
+    # a killed job (SIGTERM) stops like Ctrl-C: summary written, resume command printed (main thread only)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _sigterm) if main_thread else None
     try:  # under torchrun the Trainer joins the process group; leave it cleanly either way
-        summary = (resume(args.resume, data_root=args.data_root) if args.resume
+        summary = (resume(args.resume, data_root=args.data_root, overrides=args.overrides) if args.resume
                    else Trainer(cfg, overwrite=args.overwrite).fit())
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
         cleanup()
     return 0 if summary["status"] in ("finished", "stopped") else 1
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _evaluate(args) -> int:

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from cnnlab.errors import CnnlabError
+from cnnlab.training.tracking import check_mlflow_uri
 
 
 MAX_THREADS = 4 * (os.cpu_count() or 1)  # more threads than this only oversubscribe (100000 segfaults libgomp)
@@ -142,7 +143,14 @@ class TrainConfig:
     max_time: Optional[float] = F(None, "stop after this many seconds of training (checked per epoch)", gt=0,
                                    max=1e8)
     checkpoints: bool = F(True, "write best.pt and last.pt every epoch")
-    tensorboard: bool = F(False, "also log to TensorBoard (runs/<name>/tb)")
+    tensorboard: bool = F(False, "also log to TensorBoard (runs/<name>/tb): grouped tags, hparams at the end")
+    mlflow: Optional[str] = F(None, "also log to MLflow: local (SQLite in `out`), or a tracking URI such as "
+                                    "sqlite:///mlflow.db or http://host:5000; needs pip install 'cnnlab[mlflow]'")
+    log_every: int = F(0, "TensorBoard/MLflow: also log the batch loss and lr every this many optimizer steps; "
+                          "0: per epoch only", min=0, max=BIG)
+    patience: int = F(0, "early stopping: stop when `monitor` has not improved for this many epochs; 0: off",
+                      min=0, max=BIG)
+    monitor: str = F("val_acc", "early stopping's validation metric", choices=("val_acc", "val_loss"))
     progress: str = F("auto", "progress bar: auto (on a terminal), on, off", choices=("auto", "on", "off"))
 
 
@@ -307,6 +315,7 @@ def _check_names(cfg: RunConfig) -> None:
         raise CnnlabError(f"config key 'optim.betas': expected two numbers, got {cfg.optim.betas}")
     _check_run_name(cfg.name)
     _check_device_kind(cfg.train.device)
+    check_mlflow_uri(cfg.train.mlflow)
 
 
 def _check_device_kind(name: str) -> None:

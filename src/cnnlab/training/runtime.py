@@ -56,6 +56,40 @@ def memory_used(device: torch.device) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
 
 
+def environment(device: torch.device) -> dict:
+    """What a run ran on and with: versions, the cnnlab checkout's git commit (if any), the CPU and GPU."""
+    import platform
+    import subprocess
+    import sys
+
+    import cnnlab
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "cnnlab": cnnlab.__version__,
+           "platform": platform.platform(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+           "device": describe_device(device)}
+    src = os.path.dirname(os.path.abspath(cnnlab.__file__))
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        run = lambda *a: subprocess.run(["git", "-C", src, *a], capture_output=True, text=True, timeout=5)
+        head = run("rev-parse", "HEAD")
+        if head.returncode == 0:
+            env["git_commit"] = head.stdout.strip()
+            env["git_dirty"] = bool(run("status", "--porcelain", "--untracked-files=no").stdout.strip())
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    import platform
+    return platform.processor() or platform.machine()
+
+
 def available_memory(device: torch.device) -> Optional[int]:
     """Bytes a run can still allocate on `device`: free GPU memory, or the kernel's MemAvailable; None if unknown."""
     if device.type == "cuda":

@@ -32,12 +32,13 @@ from cnnlab.models.sanity import initial_loss_check
 from cnnlab.training import runtime
 from cnnlab.training.checkpoint import (MODEL_KEYS, RESUME_KEYS, apply_model_state, load_checkpoint, rng_state, save_checkpoint,
                                         set_rng_state, unwrap)
-from cnnlab.training.config import RunConfig, config_from_dict
+from cnnlab.training.config import RunConfig, config_from_dict, parse_override, set_dotted
 from cnnlab.training.distributed import DistInfo, all_reduce_sum, broadcast_object, init_from_env
 from cnnlab.training.optim import build_optimizer, l1_penalty
 from cnnlab.training.plots import save_curves
 from cnnlab.training.runfolder import RunFolder, default_run_name
 from cnnlab.training.schedules import batch_size_at, build_schedule
+from cnnlab.training.tracking import Trackers
 
 CHECK_EVERY = 10  # optimizer steps between reads of the loss (divergence check, progress bar)
 
@@ -109,10 +110,11 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, run_dir: Optional[Path] = None, *, resume: bool = False,
                  overwrite: bool = False, log: Callable[[str], None] = print,
-                 step_hook: Optional[Callable] = None, write: bool = True, dist: Optional[DistInfo] = None):
+                 step_hook: Optional[Callable] = None, epoch_hook: Optional[Callable] = None, write: bool = True,
+                 dist: Optional[DistInfo] = None):
         self.dist = dist or init_from_env()
         self.rank, self.world_size = self.dist.rank, self.dist.world_size
-        self.cfg, self.step_hook = cfg, step_hook
+        self.cfg, self.step_hook, self.epoch_hook = cfg, step_hook, epoch_hook
         self.log = log if self.rank == 0 else (lambda s: None)
         self.write = write and self.rank == 0  # only rank 0 writes the run folder (DDP)
         self.device = self._device()
@@ -139,9 +141,10 @@ class Trainer:
         self.targets: Dict[str, Optional[dict]] = {f"{t:g}": None for t in cfg.train.targets}
         self.status = "running"
         self.initial_loss: Optional[float] = None
+        self.stop_reason: Optional[str] = None
         self.saved_epoch: Optional[int] = None  # epoch of the last checkpoint written (or resumed from)
         self.folder = RunFolder(run_dir or Path(cfg.out) / (cfg.name or broadcast_object(default_run_name(cfg))))
-        self.tb = None
+        self.trackers = None
         if self.write:
             need = 3 * 4 * self.params * 3 + (1 << 20)  # best+last+prev, fp32 weights + ~2 optimizer slots, +1 MiB
             self.folder.prepare(resume=resume, overwrite=overwrite, need_bytes=need)
@@ -204,7 +207,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "epoch": self.epoch, "step": self.step, "time": self.time, "rng": rng_state(),
                 "config": self.cfg.to_dict(), "best": dict(self.best), "targets": dict(self.targets),
-                "initial_loss": self.initial_loss, "status": self.status,
+                "initial_loss": self.initial_loss, "status": self.status, "stop_reason": self.stop_reason,
                 "classes": list(self.ds.classes), "mean": list(self.ds.mean), "std": list(self.ds.std)}
 
     def _restore(self) -> None:
@@ -241,7 +244,10 @@ class Trainer:
                               f"has {self.cfg.train.epochs} epochs)")
         self.best, self.targets = ckpt["best"], ckpt["targets"]
         self.initial_loss, self.status = ckpt.get("initial_loss"), ckpt.get("status", "running")
+        self.stop_reason = ckpt.get("stop_reason")
         self.saved_epoch = self.epoch
+        if self.status in ("finished", "stopped") and self.epoch < self.cfg.train.epochs and self.stop_reason is None:
+            self.status = "running"  # a finished run extended with train.epochs=N
 
     # -- one epoch -----------------------------------------------------------------------------------------------
     def _loss(self, x, y):
@@ -289,6 +295,8 @@ class Trainer:
             n += len(y)
             if self.step_hook is not None:
                 self.step_hook(self, ls / len(y))
+            if self.trackers is not None and self.cfg.train.log_every and self.step % self.cfg.train.log_every == 0:
+                self.trackers.step(self.step, ls.item() / len(y), lr)
             if i % CHECK_EVERY == CHECK_EVERY - 1 or i == len(loader) - 1:
                 # summed over ranks, so every rank takes the same decision (a lone break would hang DDP)
                 tot_loss, tot_correct, tot_n = self._totals(loss_sum, correct, n)
@@ -347,13 +355,29 @@ class Trainer:
                  f"device {runtime.describe_device(self.device)}")
         if self.initial_loss is None:
             self.initial_loss = self.check_initial_loss()
-        if self.write and c.train.tensorboard:
-            self.tb = _tensorboard(self.folder.path / "tb")
-        while self.epoch < c.train.epochs and self.status == "running":
-            self._run_epoch()
+        if self.write:
+            self.trackers = Trackers(c, self.folder.path)
+        try:
+            while self.epoch < c.train.epochs and self.status == "running":
+                self._run_epoch()
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI: record it, then let it go on up
+            self._interrupted()
+            raise
         if self.status == "running":
             self.status = "finished"
         return self.finish()
+
+    def _interrupted(self) -> None:
+        """Record the interruption in summary.json (last.pt stays the last whole epoch's) and say how to go on."""
+        self.status, self.stop_reason = "interrupted", f"interrupted during epoch {self.epoch + 1}"
+        summary = self.summary()
+        if self.write:
+            with self._writing():
+                self.folder.write_summary(summary)
+                if self.trackers is not None:
+                    self.trackers.end(summary)
+        self.log(f"interrupted during epoch {self.epoch + 1}; {self.epoch} epochs are saved in "
+                 f"{self.folder.path / 'last.pt'}; continue with: cnnlab train --resume {self.folder.path}")
 
     def _run_epoch(self) -> None:
         epoch, t0 = self.epoch, time.perf_counter()
@@ -365,10 +389,33 @@ class Trainer:
         row["time"] = self.time
         self.epoch += 1
         self.history.append(row)
+        reason = self._stop_reason(row) if self.status == "running" else None
+        if reason:  # set before the checkpoint is written, so a resumed run stops at once too
+            self.status, self.stop_reason = "stopped", reason
         self._record(row)
-        if self.cfg.train.max_time and self.time >= self.cfg.train.max_time and self.status == "running":
-            self.status = "stopped"
-            self.log(f"stopping: train.max_time={self.cfg.train.max_time:g}s reached")
+        if reason:
+            self.log(f"stopping: {reason}")
+
+    def _stop_reason(self, row: dict) -> Optional[str]:
+        """Why the run should stop after this epoch, if it should: the caller's epoch_hook (a tuner's pruner),
+        train.max_time, or early stopping on train.monitor (computed from the history, so a resumed run decides
+        as an uninterrupted one would)."""
+        t = self.cfg.train
+        if self.epoch_hook is not None:
+            reason = self.epoch_hook(self, row)
+            if reason:
+                return reason
+        if t.max_time and self.time >= t.max_time:
+            return f"train.max_time={t.max_time:g}s reached"
+        if t.patience and self.val_loader is not None:
+            sign = 1 if t.monitor == "val_acc" else -1
+            values = [sign * r[t.monitor] for r in self.history if isinstance(r.get(t.monitor), (int, float))]
+            if values:
+                best = max(range(len(values)), key=lambda i: (values[i], -i))  # the first epoch at the best value
+                if len(values) - 1 - best >= t.patience:
+                    return (f"early stopping: {t.monitor} has not improved for {t.patience} epochs (best "
+                            f"{sign * values[best]:.4f} at epoch {best + 1})")
+        return None
 
     def _record(self, row: dict) -> None:
         val_acc = row.get("val_acc")
@@ -378,6 +425,8 @@ class Trainer:
         for key in self.targets:
             if self.targets[key] is None and val_acc is not None and val_acc >= float(key):
                 self.targets[key] = {"epoch": row["epoch"], "time": row["time"]}
+                self.log(f"reached {float(key):.1%} validation accuracy at epoch {row['epoch']} "
+                         f"({row['time']:.1f} s)")
         mem = runtime.memory_used(self.device)
         self.log(f"epoch {row['epoch']}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
                  f"acc {row['train_acc']:.4f}" + (f"  val loss {row['val_loss']:.4f} acc {val_acc:.4f}"
@@ -388,16 +437,16 @@ class Trainer:
             return
         with self._writing():
             self.folder.write_metrics(self.history)
-            if self.tb is not None:
-                for k, v in row.items():
-                    if k != "epoch" and isinstance(v, (int, float)):
-                        self.tb.add_scalar(k, v, row["epoch"])
+            if self.trackers is not None:
+                self.trackers.epoch(row)
             if self.cfg.train.checkpoints:
                 ckpt = self.checkpoint()
                 if improved:
                     save_checkpoint(self.folder.path / "best.pt", ckpt)
                 save_checkpoint(self.folder.path / "last.pt", ckpt, keep_previous=True)
                 self.saved_epoch = self.epoch
+        if self.status in ("finished", "stopped") and self.epoch < self.cfg.train.epochs and self.stop_reason is None:
+            self.status = "running"  # a finished run extended with train.epochs=N
 
     @contextlib.contextmanager
     def _writing(self):
@@ -422,21 +471,25 @@ class Trainer:
                 "epochs_done": self.epoch, "best_val_acc": self.best["val_acc"] if self.best["epoch"] else None,
                 "best_epoch": self.best["epoch"], "final_train_acc": last.get("train_acc"),
                 "final_val_acc": last.get("val_acc"), "final_train_loss": last.get("train_loss"),
+                "final_val_loss": last.get("val_loss"), "stop_reason": self.stop_reason,
                 "wall_time": self.time, "images_per_sec": sorted(ips)[len(ips) // 2] if ips else None,
                 "initial_loss": self.initial_loss, "ln_classes": math.log(self.ds.num_classes),
                 "targets": self.targets, "device": runtime.describe_device(self.device),
-                "gpu_memory_mib": runtime.memory_used(self.device) or None}
+                "gpu_memory_mib": runtime.memory_used(self.device) or None,
+                "environment": runtime.environment(self.device)}
 
     def _write_final(self, summary: dict) -> None:
         if self.cfg.train.checkpoints:  # record the final status in last.pt too (resume then stops at once)
             save_checkpoint(self.folder.path / "last.pt", self.checkpoint(), keep_previous=True)
             self.saved_epoch = self.epoch
+        if self.status in ("finished", "stopped") and self.epoch < self.cfg.train.epochs and self.stop_reason is None:
+            self.status = "running"  # a finished run extended with train.epochs=N
         if self.history:
             save_curves({self.cfg.model.name: self.history}, self.folder.path / "curves.png",
                         title=self.folder.path.name)
         self.folder.write_summary(summary)
-        if self.tb is not None:
-            self.tb.close()
+        if self.trackers is not None:
+            self.trackers.end(summary)
 
     def finish(self) -> dict:
         summary = self.summary()
@@ -446,20 +499,9 @@ class Trainer:
         best = summary["best_val_acc"]
         self.log(f"{self.status}: best val acc {best:.4f} at epoch {summary['best_epoch']}, "
                  f"{summary['wall_time']:.1f}s" if best is not None else f"{self.status}: {self.epoch} epochs")
+        if self.write:
+            self.log(f"run folder: {self.folder.path}")
         return summary
-
-
-def _tensorboard(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise CnnlabError("train.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
-    return SummaryWriter(str(path))
-
-
-def train(cfg: RunConfig, run_dir=None, **kw) -> dict:
-    """Train `cfg` into a run folder; returns the summary dict (also in summary.json)."""
-    return Trainer(cfg, run_dir, **kw).fit()
 
 
 def _check_against_checkpoint(folder: RunFolder, cfg: RunConfig) -> None:
@@ -474,6 +516,8 @@ def _check_against_checkpoint(folder: RunFolder, cfg: RunConfig) -> None:
         ours = cfg.to_dict()
         for section in (saved, ours):
             section["data"].pop("root", None)  # the data may have moved; that is what --data-root is for
+            for key in RESUME_KEYS_CHANGEABLE:  # an extended run's last.pt says the new length from its next epoch
+                section["train"].pop(key.split(".")[1], None)
         diff = next((k for k in ours if ours[k] != saved[k]), None)
         if diff is not None:
             key = next((f"{diff}.{k}" for k in ours[diff] if ours[diff][k] != saved[diff].get(k)), diff) \
@@ -484,11 +528,40 @@ def _check_against_checkpoint(folder: RunFolder, cfg: RunConfig) -> None:
         return
 
 
-def resume(run_dir, log=print, data_root: Optional[str] = None, **kw) -> dict:
-    """Continue the run in `run_dir` from its last.pt with its own config (the data may have moved: `data_root`)."""
+# Keys a resumed run may change: how long it goes on and how it reports, never what it trains.
+RESUME_KEYS_CHANGEABLE = ("train.epochs", "train.max_time", "train.patience", "train.progress", "train.threads",
+                          "train.log_every")
+LENGTH_PLANNED = ("cosine", "onecycle")  # schedules laid out over the run's length: extending would break them
+
+
+def resume(run_dir, log=print, data_root: Optional[str] = None, overrides: Optional[List[str]] = None,
+           **kw) -> dict:
+    """Continue the run in `run_dir` from its last.pt with its own config (the data may have moved: `data_root`).
+
+    `overrides` may change only RESUME_KEYS_CHANGEABLE; `train.epochs=N` extends a finished run, whose schedule then
+    continues where it was (constant, step, multistep and the cyclical ones do not depend on the run's length;
+    cosine and one-cycle are planned over it and are refused)."""
     folder = RunFolder(run_dir)
     cfg = folder.load_config()
     _check_against_checkpoint(folder, cfg)
+    tree = cfg.to_dict()
+    for text in overrides or []:
+        key, value = parse_override(text)
+        if key not in RESUME_KEYS_CHANGEABLE:
+            raise CnnlabError(f"--resume: {key!r} cannot change in a resumed run (it would no longer be the same run); "
+                              f"only {', '.join(RESUME_KEYS_CHANGEABLE)} can; start a new run for other changes")
+        set_dotted(tree, key, value)
+    new = config_from_dict(tree)
+    done = (folder.read_summary() or {}).get("epochs_done") or 0
+    if new.train.epochs != cfg.train.epochs:
+        if new.schedule.name in LENGTH_PLANNED:
+            raise CnnlabError(f"--resume with train.epochs={new.train.epochs}: schedule {new.schedule.name!r} is planned "
+                              f"over the run's {cfg.train.epochs} epochs and cannot be extended; start a new run")
+        if new.train.epochs < done:
+            raise CnnlabError(f"--resume with train.epochs={new.train.epochs}: the run has already trained {done} "
+                              "epochs")
+        log(f"extending {folder.path} from {cfg.train.epochs} to {new.train.epochs} epochs; the "
+            f"{new.schedule.name} schedule continues where it was")
     if data_root is not None:
-        cfg.data.root = data_root
-    return Trainer(cfg, folder.path, resume=True, log=log, **kw).fit()
+        new.data.root = data_root
+    return Trainer(new, folder.path, resume=True, log=log, **kw).fit()
