@@ -44,6 +44,17 @@ def register(sub) -> None:
     add_data_root(p)
     p.set_defaults(func=_predict)
 
+    p = sub.add_parser("export", help="write a run's model as ONNX or TorchScript, normalisation folded in",
+                       description="Export the model of a run's best (or last) checkpoint. The exported graph takes "
+                                   "float32 NCHW images in [0, 1] and returns logits; the run's mean/std are inside "
+                                   "it. A JSON file beside it lists the classes and the input contract.")
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--out", help="file to write (default RUN_DIR/model.onnx or RUN_DIR/model.torchscript.pt)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    add_data_root(p)
+    p.set_defaults(func=_export)
+
 
 def _train(args: argparse.Namespace) -> int:
     from cnnlab.training.config import describe_keys, load_config
@@ -106,4 +117,16 @@ def _predict(args) -> int:
     ids, labels = predictions(run, args.split)
     write_predictions(out, ids, labels, force=args.force)
     print(f"wrote {len(ids):,} predictions for split {args.split!r} to {out}")
+    return 0
+
+
+def _export(args) -> int:
+    from cnnlab.training.export import export_run
+    from cnnlab.training.inference import load_run
+
+    if args.out:
+        check_writable(args.out, "export file")  # before the model and data are loaded
+    paths = export_run(load_run(args.run_dir, args.checkpoint, args.data_root, device="cpu"), args.format,
+                       args.out)
+    print(f"wrote {paths['model']} ({args.format}) and {paths['metadata']}")
     return 0

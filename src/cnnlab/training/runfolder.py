@@ -28,7 +28,8 @@ from cnnlab.training.config import RunConfig, config_from_dict, read_yaml
 # --overwrite removes, so an old run's predictions never sit beside a new run.
 RUN_OUTPUTS = {"config.yaml", "metrics.csv", "summary.json", "best.pt", "last.pt", "last.prev.pt", "best.prev.pt",
                "curves.png", "predictions.csv", "log.txt", "tb", "report.html", "report.md", "report_files",
-               "evaluation.json", "confusion.csv", "confusion.png"}
+               "evaluation.json", "confusion.csv", "confusion.png", "model.onnx", "model.onnx.json",
+               "model.torchscript.pt", "model.torchscript.pt.json"}
 _NUM = (int, float, type(None))
 SUMMARY_TYPES = {"status": str, "best_val_acc": _NUM, "best_epoch": (int, type(None)), "final_train_acc": _NUM,
                  "final_val_acc": _NUM, "final_train_loss": _NUM, "wall_time": _NUM, "images_per_sec": _NUM,

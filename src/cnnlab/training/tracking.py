@@ -19,6 +19,7 @@ best.pt) as artifacts.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -89,6 +90,7 @@ class MlflowTracker:
         except ImportError:
             raise CnnlabError("train.mlflow needs MLflow: pip install 'cnnlab[mlflow]' (or mlflow-skinny)") from None
         self.mlflow = mlflow
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (creating tables ...) drown ours
         if uri == "local":
             uri = f"sqlite:///{(Path(out) / 'mlflow.db').resolve()}"
         self.uri, self.folder = uri, folder
