@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from cnnlab.errors import CnnlabError
+
 
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="run every run of an experiment spec (skips finished runs, resumes interrupted)",
@@ -31,6 +33,25 @@ def register(sub) -> None:
                         "resumed elsewhere (default 300, at least 3 heartbeats = 90); a run whose process on this "
                         "machine is alive is never taken over, one whose process died is resumed at once")
     p.set_defaults(func=_sweep)
+
+    p = sub.add_parser("tune", help="search a spec's tune: space with Optuna (TPE, pruning), resumable, several workers",
+                       description="Search the space in the spec's tune: section with Optuna: each trial is a run "
+                                   "under OUT/<spec>/tune-<profile>/, pruned early when its validation metric lags. "
+                                   "Re-running the same command continues the study (a killed trial is retried). "
+                                   "Writes report.md, trials.csv, history.png and best-N.yaml run configs there.")
+    p.add_argument("spec", help="experiment spec (YAML) with a tune: section")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every trial")
+    p.add_argument("--profile", help="the spec's profile (budgets), as for sweep (default: quick)")
+    p.add_argument("--trials", type=int, help="complete or pruned trials to reach, over all workers (default: "
+                                              "the spec's tune.trials, else 20)")
+    p.add_argument("--timeout", type=float, help="each worker starts no new trial after this many seconds")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--store", help="study storage: a journal file (default OUT/cnnlab-store.journal), "
+                                   "sqlite:///file.db, or postgresql://user:pass@host/db for several machines")
+    p.add_argument("--out", default="runs", help="parent folder of trial folders (default runs)")
+    p.add_argument("--data-root", help="where the datasets live (sets data.root for every trial)")
+    p.add_argument("--report-only", action="store_true", help="write the report of the study as it is; run nothing")
+    p.set_defaults(func=_tune)
 
     p = sub.add_parser("report", help="HTML + Markdown comparison report of runs, sweep folders or specs",
                        description="Write a self-contained HTML page (figures embedded) and a Markdown twin: a table "
@@ -92,4 +113,24 @@ def _report(args: argparse.Namespace) -> int:
     paths = make_report(args.inputs, args.out, args.profile, args.store, args.runs_out, args.title,
                         command=f"cnnlab report {shlex.join(args.inputs)}{_profile_arg(args)} --out {args.out}")
     print(f"wrote {paths['html']} and {paths['markdown']}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from cnnlab.experiments.tune import TuneOptions, make_plan, open_study, tune
+    from cnnlab.experiments.tune_report import write_tune_report
+
+    overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
+    opts = TuneOptions(args.spec, args.profile, overrides, args.out, args.store, args.trials, args.timeout,
+                       args.workers)
+    if args.timeout is not None and not args.timeout > 0:
+        raise CnnlabError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    plan = make_plan(opts)
+    study = open_study(plan, opts)[0] if args.report_only else tune(opts)
+    path = write_tune_report(study, plan)
+    best = study.best_trial if any(t.value is not None for t in study.trials) else None
+    if best is not None:
+        print(f"best: trial {best.number}, {plan.tune.metric} {best.value:.4f}, "
+              + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()))
+    print(f"wrote {path} (and trials.csv, history.png, best-N.yaml beside it)")
     return 0

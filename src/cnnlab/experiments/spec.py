@@ -23,6 +23,7 @@ A spec answers one comparison (the course's "with and without BN", "six learning
     report: {figures: [{kind: sweep, x: optim.lr}]}
     predict: holdout                    # write predictions.csv of this split after each finished run
     evaluate: [test]                    # best checkpoint's loss and accuracy on these splits, into the summary
+    tune: {space: {optim.lr: {type: float, low: 1e-4, high: 1, log: true}}}   # for `cnnlab tune` (tune.py)
     analysis:                           # cnnlab commands run after the sweep by `cnnlab sweep --analysis`
       - {name: lr-range, args: [find-lr, "{run:bn}", --out, "{out}"]}
 
@@ -54,7 +55,7 @@ from cnnlab.training.config import (RunConfig, config_from_dict, describe_keys, 
                                    read_config_file, read_yaml, set_dotted)
 
 SPEC_KEYS = ("name", "question", "description", "config", "base", "grid", "zip", "variants", "groups", "profiles",
-             "report", "predict", "evaluate", "analysis", "default_profile")
+             "report", "predict", "evaluate", "analysis", "default_profile", "tune")
 GROUP_KEYS = ("set", "grid", "zip", "variants")
 PROFILE_KEYS = ("description", "set", "axes", "groups", "variants")
 ANALYSIS_KEYS = ("name", "args", "description", "profiles")
@@ -112,6 +113,7 @@ class Spec:
     predict: Optional[str]
     analysis: List[Dict[str, Any]]
     evaluate: List[str] = field(default_factory=list)
+    tune: Optional[Dict[str, Any]] = None  # the search space of `cnnlab tune` (checked by experiments/tune.py)
 
     def where(self) -> str:
         return f"spec {str(self.path)!r}" if self.path else f"spec {self.name!r}"
@@ -338,7 +340,7 @@ def parse_spec(data: Any, path: Optional[Path] = None, name: Optional[str] = Non
     spec = Spec(path, spec_name, str(data.get("question", "")).strip(), str(data.get("description", "")).strip(),
                 _base(data, path, where), _groups(data, where), profiles, default,
                 _figures(data.get("report"), f"{where} report"), predict,
-                _analysis(data.get("analysis"), f"{where} analysis"), evaluate)
+                _analysis(data.get("analysis"), f"{where} analysis"), evaluate, data.get("tune"))
     for p in profiles.values():
         _check_profile_refs(spec, p)
     for step in spec.analysis:

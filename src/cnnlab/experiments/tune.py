@@ -1,0 +1,366 @@
+"""Hyperparameter tuning: `cnnlab tune SPEC` searches the space a spec's `tune:` section declares, with Optuna.
+
+    tune:
+      metric: val_acc                 # or val_loss; a trial's value is its best epoch's
+      sampler: tpe                    # tpe (default), random, grid (categorical spaces), cmaes (pip install cmaes)
+      pruner: median                  # median (default), hyperband, successive_halving, none
+      trials: 20                      # default of --trials
+      seed: 0                         # the sampler's seed
+      space:
+        optim.lr: {type: float, low: 1.0e-4, high: 1.0, log: true}
+        optim.name: {type: categorical, choices: [sgd, adam]}
+        optim.momentum: {type: float, low: 0.5, high: 0.99, when: {optim.name: sgd}}   # conditional
+        batch.size: {type: int, low: 32, high: 256, log: true}
+
+Every trial is a run: the spec's base config, the profile's `set` (quick/full budgets, as for sweeps), command-line
+overrides, then the sampled values, trained into OUT/<spec>/tune-<profile>/trial-NNN/. The trainer reports the
+validation metric every epoch (`trial.report`), and Optuna's pruner stops unpromising trials early through the
+trainer's epoch hook, so a pruned run still leaves a complete folder saying when and why it stopped.
+
+Optuna does the searching, pruning, parameter importances and trial bookkeeping; cnnlab adds what it lacks here:
+the space as data in the spec (checked against the config schema, so a typo is an error before any trial runs),
+conditional parameters by a `when:` rule, a trial count shared by several worker processes (Optuna's
+MaxTrialsCallback counting complete and pruned trials), and recovery after a kill on a journal file (Optuna's
+heartbeat covers only RDB storages): a RUNNING trial whose process on this machine is dead is failed and its
+parameters are enqueued again, so `cnnlab tune` run again continues the study. With a PostgreSQL store Optuna's own
+heartbeat and RetryFailedTrialCallback do that across machines.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import optuna
+from optuna.trial import TrialState
+
+from cnnlab.errors import CnnlabError
+from cnnlab.experiments.spec import Spec, check_key, load_spec, unflatten
+from cnnlab.experiments.store import DEFAULT_STORE, _pid_alive, machine_id, open_storage
+from cnnlab.training.config import config_from_dict, merge, parse_override
+
+TUNE_KEYS = ("metric", "sampler", "pruner", "trials", "seed", "space")
+PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "when")
+SAMPLERS = ("tpe", "random", "grid", "cmaes")
+PRUNERS = ("median", "hyperband", "successive_halving", "none")
+METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
+ENDED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass
+class Param:
+    key: str
+    type: str
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = None
+    choices: List[Any] = field(default_factory=list)
+    when: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TuneSpec:
+    metric: str = "val_acc"
+    sampler: str = "tpe"
+    pruner: str = "median"
+    trials: int = 20
+    seed: int = 0
+    space: List[Param] = field(default_factory=list)
+
+    @property
+    def direction(self) -> str:
+        return METRICS[self.metric]
+
+
+# -- the spec's tune section ----------------------------------------------------------------------------------------
+def _choice(value, allowed, what: str, where: str):
+    if value not in allowed:
+        raise CnnlabError(f"{where}: {what} {value!r} is not one of {', '.join(map(str, allowed))}")
+    return value
+
+
+def _param(key: str, data: Any, where: str) -> Param:
+    w = f"{where} space {key!r}"
+    check_key(key, w)
+    if not isinstance(data, dict):
+        raise CnnlabError(f"{w} must be a mapping like {{type: float, low: 0.001, high: 0.1, log: true}}")
+    unknown = [k for k in data if k not in PARAM_KEYS]
+    if unknown:
+        raise CnnlabError(f"{w}: unknown field {unknown[0]!r}; fields: {', '.join(PARAM_KEYS)}")
+    p = Param(key, _choice(data.get("type"), ("float", "int", "categorical"), "type", w), data.get("low"),
+              data.get("high"), bool(data.get("log", False)), data.get("step"), list(data.get("choices") or []),
+              dict(data.get("when") or {}))
+    if p.type == "categorical":
+        if not p.choices:
+            raise CnnlabError(f"{w}: a categorical parameter needs choices: [...]")
+    else:
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                 for v in (p.low, p.high))
+        if not ok or not p.low < p.high or (p.log and p.low <= 0):
+            raise CnnlabError(f"{w}: needs finite numbers low < high (low > 0 with log: true), got low={p.low!r}, "
+                              f"high={p.high!r}")
+    for k in p.when:
+        check_key(k, f"{w} when")
+    return p
+
+
+def parse_tune(data: Any, where: str) -> TuneSpec:
+    if not isinstance(data, dict):
+        raise CnnlabError(f"{where} has no tune: section (a mapping with space: {{key: {{type: ...}}}}); see "
+                          "`cnnlab tune --help`")
+    unknown = [k for k in data if k not in TUNE_KEYS]
+    if unknown:
+        raise CnnlabError(f"{where} tune: unknown key {unknown[0]!r}; keys: {', '.join(TUNE_KEYS)}")
+    w = f"{where} tune"
+    space = data.get("space")
+    if not isinstance(space, dict) or not space:
+        raise CnnlabError(f"{w}: space must map config keys to parameters, e.g. optim.lr: {{type: float, ...}}")
+    t = TuneSpec(_choice(data.get("metric", "val_acc"), tuple(METRICS), "metric", w),
+                 _choice(data.get("sampler", "tpe"), SAMPLERS, "sampler", w),
+                 _choice(data.get("pruner", "median"), PRUNERS, "pruner", w), int(data.get("trials", 20)),
+                 int(data.get("seed", 0)), [_param(str(k), v, w) for k, v in space.items()])
+    t.space = _dependencies_first(t.space, w)
+    if t.sampler == "grid" and any(p.type != "categorical" for p in t.space):
+        raise CnnlabError(f"{w}: the grid sampler needs every parameter categorical (it tries each combination)")
+    return t
+
+
+def _dependencies_first(space: List[Param], where: str) -> List[Param]:
+    """The space in an order where each `when` names parameters already sampled (whatever order the YAML has)."""
+    by_key = {p.key: p for p in space}
+    for p in space:
+        missing = [k for k in p.when if k not in by_key]
+        if missing:
+            raise CnnlabError(f"{where} space {p.key!r}: when: names {missing[0]!r}, which is not in the space")
+    ordered: List[Param] = []
+    while len(ordered) < len(space):
+        ready = [p for p in space if p not in ordered and all(by_key[k] in ordered for k in p.when)]
+        if not ready:
+            raise CnnlabError(f"{where} space: the when: conditions form a loop")
+        ordered += ready
+    return ordered
+
+
+# -- Optuna's parts -------------------------------------------------------------------------------------------------
+def make_sampler(t: TuneSpec, worker: int = 0):
+    """Optuna's sampler, seeded per worker (the same seed in two workers would propose the same trials)."""
+    seed = t.seed + 1000 * worker
+    if t.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if t.sampler == "grid":
+        return optuna.samplers.GridSampler({p.key: p.choices for p in t.space}, seed=seed)
+    if t.sampler == "cmaes":
+        try:
+            import cmaes  # noqa: F401  (Optuna's CMA-ES sampler imports it lazily and fails mid-study otherwise)
+        except ImportError:
+            raise CnnlabError("sampler cmaes needs the cmaes package: pip install 'cnnlab[tune]'") from None
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(t: TuneSpec, epochs: int):
+    if t.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if t.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(2, epochs))
+    if t.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+    return optuna.pruners.NopPruner()
+
+
+def suggest(trial, space: List[Param]) -> Dict[str, Any]:
+    """The trial's values, define-by-run: a parameter whose `when` does not hold is not sampled at all."""
+    values: Dict[str, Any] = {}
+    for p in space:
+        if any(values.get(k) != v for k, v in p.when.items()):
+            continue
+        if p.type == "categorical":
+            values[p.key] = trial.suggest_categorical(p.key, p.choices)
+        elif p.type == "int":
+            values[p.key] = trial.suggest_int(p.key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+        else:
+            values[p.key] = trial.suggest_float(p.key, p.low, p.high, step=p.step, log=p.log)
+    return values
+
+
+# -- the study ------------------------------------------------------------------------------------------------------
+@dataclass
+class TuneOptions:
+    spec_path: str
+    profile: Optional[str] = None
+    overrides: List[str] = field(default_factory=list)
+    out: str = "runs"
+    store: Optional[str] = None
+    trials: Optional[int] = None
+    timeout: Optional[float] = None
+    workers: int = 1
+
+    def store_url(self) -> str:
+        return self.store or str(Path(self.out) / DEFAULT_STORE)
+
+
+@dataclass
+class Plan:
+    spec: Spec
+    tune: TuneSpec
+    base: Dict[str, Any]
+    folder: Path
+    study: str
+    trials: int
+
+
+def make_plan(opts: TuneOptions) -> Plan:
+    spec = load_spec(opts.spec_path)
+    t = parse_tune(spec.tune, spec.where())
+    prof = spec.profile(opts.profile)
+    cli = {}
+    for text in opts.overrides:
+        k, v = parse_override(text)
+        cli[check_key(k, "command-line override")] = v
+    base = spec.base
+    for layer in (prof.set if prof else {}, cli):
+        base = merge(base, unflatten(layer))
+    folder = Path(opts.out) / spec.name / f"tune-{prof.name if prof else 'default'}"
+    trials = opts.trials if opts.trials is not None else t.trials
+    if not 1 <= trials <= 100000:
+        raise CnnlabError(f"--trials must be between 1 and 100000, got {trials}")
+    plan = Plan(spec, t, base, folder, f"tune:{spec.name}/{prof.name if prof else 'default'}", trials)
+    trial_config(plan, 0, {p.key: p.choices[0] if p.choices else p.low for p in t.space})  # fails now, not later
+    return plan
+
+
+def trial_config(plan: Plan, number: int, values: Dict[str, Any]):
+    tree = merge(plan.base, unflatten({**values, "name": f"trial-{number:03d}", "out": str(plan.folder)}))
+    try:
+        return config_from_dict(tree)
+    except CnnlabError as e:
+        raise CnnlabError(f"{plan.spec.where()}, trial {number} ({values}): {e}") from None
+
+
+def open_study(plan: Plan, opts: TuneOptions, worker: int = 0):
+    """(study, storage): the plan's study on the store, created on first use."""
+    storage = open_storage(opts.store_url())
+    epochs = config_from_dict(plan.base).train.epochs
+    study = optuna.create_study(storage=storage, study_name=plan.study, direction=plan.tune.direction,
+                                sampler=make_sampler(plan.tune, worker), pruner=make_pruner(plan.tune, epochs),
+                                load_if_exists=True)
+    return study, storage
+
+
+def recover_lost(study: optuna.Study, storage) -> List[int]:
+    """Fail RUNNING trials whose process on this machine is dead (a killed `cnnlab tune`) and enqueue their
+    parameters again, so the study continues with them."""
+    lost = []
+    here = machine_id()
+    sid = storage.get_study_id_from_name(study.study_name)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        a = t.user_attrs
+        if a.get("machine") == here and a.get("pid") and not _pid_alive(int(a["pid"])):
+            tid = storage.get_trial_id_from_study_id_trial_number(sid, t.number)
+            storage.set_trial_user_attr(tid, "status", "lost")
+            storage.set_trial_state_values(tid, TrialState.FAIL)
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            lost.append(t.number)
+    return lost
+
+
+def ended(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=ENDED))
+
+
+# -- one trial ------------------------------------------------------------------------------------------------------
+def objective(plan: Plan, log: Callable[[str], None]):
+    from cnnlab.training.trainer import Trainer
+
+    metric, sign = plan.tune.metric, 1 if plan.tune.direction == "maximize" else -1
+
+    def run(trial: optuna.Trial) -> float:
+        values = suggest(trial, plan.tune.space)
+        cfg = trial_config(plan, trial.number, values)
+        for k, v in {"machine": machine_id(), "pid": os.getpid(), "run": str(Path(cfg.out) / cfg.name)}.items():
+            trial.set_user_attr(k, v)
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+        def report(trainer, row) -> Optional[str]:
+            if not isinstance(row.get(metric), (int, float)) or not math.isfinite(row[metric]):
+                return None
+            trial.report(row[metric], row["epoch"])
+            if trial.should_prune():
+                trial.set_user_attr("pruned_at", row["epoch"])
+                return f"pruned by the {plan.tune.pruner} pruner at epoch {row['epoch']}"
+            return None
+        summary = Trainer(cfg, overwrite=True, epoch_hook=report, log=lambda s: None).fit()
+        values_seen = [r[metric] for r in _history(summary) if isinstance(r.get(metric), (int, float))]
+        trial.set_user_attr("status", summary["status"])
+        trial.set_user_attr("epochs", summary["epochs_done"])
+        if summary["status"] == "diverged" or not values_seen:
+            log(f"trial {trial.number}: {shown} -> {summary['status']}")
+            raise optuna.TrialPruned()  # no value to compare: out of the search, but not an error of the study
+        best = max(values_seen, key=lambda v: sign * v)
+        if "pruned_at" in trial.user_attrs:
+            log(f"trial {trial.number}: {shown} -> pruned at epoch {trial.user_attrs['pruned_at']} "
+                f"({metric} {best:.4f})")
+            raise optuna.TrialPruned()
+        log(f"trial {trial.number}: {shown} -> {metric} {best:.4f} ({summary['wall_time']:.1f} s)")
+        return best
+    return run
+
+
+def _history(summary: dict) -> List[dict]:
+    from cnnlab.training.runfolder import read_metrics_csv
+    return read_metrics_csv(Path(summary["run"]) / "metrics.csv")
+
+
+# -- workers --------------------------------------------------------------------------------------------------------
+def worker(opts: TuneOptions, log: Callable[[str], None] = print, index: int = 0) -> None:
+    """Run trials until the study has `trials` complete or pruned ones (across every worker) or time is up."""
+    plan = make_plan(opts)
+    study, _ = open_study(plan, opts, index)
+    if ended(study) >= plan.trials:
+        return
+    stop = optuna.study.MaxTrialsCallback(plan.trials, states=ENDED)
+    study.optimize(objective(plan, log), timeout=opts.timeout, callbacks=[stop], catch=(CnnlabError,),
+                   gc_after_trial=True)
+
+
+def _child(opts: TuneOptions, index: int, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    try:
+        worker(opts, log=lambda s: print(f"[w{index}] {s}", flush=True), index=index)
+    except CnnlabError as e:
+        print(f"[w{index}] cnnlab: error: {e}", flush=True)
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        raise SystemExit(130)
+
+
+def tune(opts: TuneOptions, log: Callable[[str], None] = print) -> optuna.Study:
+    """The whole study, in this process or in `opts.workers` processes; returns it (reloaded) when done."""
+    if not 1 <= opts.workers <= 64:
+        raise CnnlabError(f"--workers must be between 1 and 64, got {opts.workers}")
+    plan = make_plan(opts)
+    study, storage = open_study(plan, opts)
+    lost = recover_lost(study, storage)
+    log(f"tune {plan.study}: {ended(study)} of {plan.trials} trials done"
+        + (f", {len(lost)} lost trial(s) of a killed run queued again" if lost else "")
+        + f"; {plan.tune.sampler} sampler, {plan.tune.pruner} pruner on {plan.tune.metric}; trial folders under "
+          f"{plan.folder}; store {opts.store_url()}")
+    if opts.workers == 1:
+        worker(opts, log)
+    else:  # spawn, not fork: a forked child would inherit torch's thread pools and the store's open files
+        threads = max(1, (os.cpu_count() or 1) // opts.workers)
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_child, args=(opts, i, threads)) for i in range(opts.workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    study, _ = open_study(plan, opts)
+    return study
