@@ -106,4 +106,4 @@ def test_sanity_real_batch(cnnlab, shared_data):
     pytest.importorskip("cnnlab.data.loader", reason="cnnlab.data not written yet")
     code, out, err = cnnlab("sanity", "lenet5", "--data-root", shared_data, "--batch-size", "128")
     assert code == 0, err
-    assert "fashion_mnist training images" in out and "ln(10) = 2.3026" in out
+    assert "fashion-mnist training images" in out and "ln(10) = 2.3026" in out

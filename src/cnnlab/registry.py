@@ -33,13 +33,10 @@ class Registry:
     def get(self, name: str) -> Callable[..., Any]:
         if not isinstance(name, str):
             raise CnnlabError(f"{self.kind} name must be a string, got {name!r}; known: {', '.join(self.names())}")
-        key = name.lower().replace("-", "_")
-        if key in self._items:
-            return self._items[key]
-        key2 = name.lower()
-        if key2 in self._items:
-            return self._items[key2]
-        close = difflib.get_close_matches(key, self.names(), n=1)
+        by_norm = {_norm(k): k for k in self._items}  # fashion-mnist, fashion_mnist and Fashion-MNIST are one name
+        if _norm(name) in by_norm:
+            return self._items[by_norm[_norm(name)]]
+        close = difflib.get_close_matches(name.lower(), self.names(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise CnnlabError(f"unknown {self.kind} {name!r}{hint}; known {self.kind}s: {', '.join(self.names())}")
 
@@ -53,13 +50,17 @@ class Registry:
         return sorted(self._items)
 
     def __contains__(self, name: str) -> bool:
-        return isinstance(name, str) and (name.lower().replace("-", "_") in self._items or name.lower() in self._items)
+        return isinstance(name, str) and _norm(name) in {_norm(k) for k in self._items}
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("-", "_")
 
 
 def check_kwargs(fn: Callable, kwargs: Dict[str, Any], what: str) -> None:
@@ -71,4 +72,7 @@ def check_kwargs(fn: Callable, kwargs: Dict[str, Any], what: str) -> None:
     valid = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     bad = [k for k in kwargs if k not in valid]
     if bad:
-        raise CnnlabError(f"{what} does not take option(s) {', '.join(map(repr, bad))}; valid options: {', '.join(valid)}")
+        close = difflib.get_close_matches(str(bad[0]), valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise CnnlabError(f"{what} does not take option(s) {', '.join(map(repr, bad))}{hint}; valid options: "
+                          f"{', '.join(valid)}")

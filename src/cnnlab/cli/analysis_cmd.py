@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
-from cnnlab.cli.data_cmd import add_data_root
+from cnnlab.cli.data_cmd import add_data_root, data_overrides
 from cnnlab.errors import CnnlabError
 
 DEFAULT_OUT = "runs/analysis"
@@ -24,7 +24,7 @@ DEFAULT_OUT = "runs/analysis"
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for `cnnlab train`")
     p.add_argument("-c", "--config", help="YAML config file")
-    p.add_argument("--data-root", help="where the datasets live (sets data.root)")
+    add_data_root(p)  # sets data.root (and data.download)
     p.add_argument("--subset", type=int, metavar="N", help="train on N images (sets data.train_subset)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
 
@@ -38,7 +38,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 def _data_args(p: argparse.ArgumentParser, subset: int, split: str) -> None:
     p.add_argument("--split", default=split, help=f"which split's images (default {split})")
     p.add_argument("--subset", type=int, default=subset, metavar="N", help=f"use N images (default {subset})")
-    p.add_argument("--data-root", help="where the datasets live (default: the run's data.root)")
+    add_data_root(p)  # default: the run's data.root
 
 
 def _variant_arg(p: argparse.ArgumentParser) -> None:
@@ -156,9 +156,7 @@ def _register_run_views(sub) -> None:
 def _cfg(args):
     from cnnlab.training.config import load_config
 
-    overrides = list(args.overrides)
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
+    overrides = list(args.overrides) + data_overrides(args)
     if args.subset is not None:
         overrides.append(f"data.train_subset={args.subset}")
     return load_config(args.config, overrides)
@@ -301,7 +299,8 @@ def _smoothness(args) -> int:
 def _loaded(args):
     from cnnlab.training.inference import load_run
 
-    return load_run(args.run_dir, args.checkpoint, getattr(args, "data_root", None))
+    return load_run(args.run_dir, args.checkpoint, getattr(args, "data_root", None),
+                    download=getattr(args, "download", False))
 
 
 def _state(run_dir, which: str):

@@ -17,8 +17,17 @@ DATA_ROOT_HELP = ("where the datasets live: a folder holding them (or, for image
 
 
 def add_data_root(parser: argparse.ArgumentParser) -> None:
-    """The shared --data-root option (precedence: --data-root > CNNLAB_DATA > the per-user data directory)."""
+    """The shared --data-root option (precedence: --data-root > CNNLAB_DATA > the per-user data directory), and
+    --download, on every command that loads a dataset."""
     parser.add_argument("--data-root", metavar="PATH", default=None, help=DATA_ROOT_HELP)
+    parser.add_argument("--download", action="store_true", help="fetch the official dataset files (MD5-checked) "
+                                                                "into the data root if they are not there")
+
+
+def data_overrides(args: argparse.Namespace) -> List[str]:
+    """--data-root and --download as the config overrides they stand for."""
+    return ([f"data.root={args.data_root}"] if getattr(args, "data_root", None) else []) + \
+        (["data.download=true"] if getattr(args, "download", False) else [])
 
 
 def register(sub) -> None:
@@ -39,8 +48,6 @@ def register(sub) -> None:
                    help="augmentations to show, e.g. crop,flip,cutout or cutout:size=16 crop:padding=4:mode=reflect")
     p.add_argument("--classes", default=None, help="comma-separated class names or ids to show (default: all)")
     p.add_argument("--per-class", type=int, default=8, help="example images per class (default 8)")
-    p.add_argument("--download", action="store_true", help="download from the official URL if not found (MD5 "
-                                                           "checked)")
     p.set_defaults(func=_info)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from cnnlab.cli.data_cmd import add_data_root, data_overrides
+
 from cnnlab.errors import CnnlabError
 
 
@@ -23,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--store", help="results store: a journal file path (default OUT/cnnlab-store.journal), "
                                    "sqlite:///file.db, or a database URL such as postgresql://user:pass@host/db")
     p.add_argument("--out", default="runs", help="parent folder of sweep folders (default runs)")
-    p.add_argument("--data-root", help="where the datasets live (sets data.root for every run)")
+    add_data_root(p)
     p.add_argument("--list", action="store_true", help="list the runs and their state in the store, run nothing")
     p.add_argument("--analysis", action="store_true", help="after the runs, run the spec's analysis steps")
     p.add_argument("--report", metavar="HTML", help="after the runs, write the report here (and the .md beside)")
@@ -49,7 +51,7 @@ def register(sub) -> None:
     p.add_argument("--store", help="study storage: a journal file (default OUT/cnnlab-store.journal), "
                                    "sqlite:///file.db, or postgresql://user:pass@host/db for several machines")
     p.add_argument("--out", default="runs", help="parent folder of trial folders (default runs)")
-    p.add_argument("--data-root", help="where the datasets live (sets data.root for every trial)")
+    add_data_root(p)
     p.add_argument("--report-only", action="store_true", help="write the report of the study as it is; run nothing")
     p.set_defaults(func=_tune)
 
@@ -68,9 +70,7 @@ def register(sub) -> None:
 def _options(args: argparse.Namespace):
     from cnnlab.experiments.sweep import SweepOptions
 
-    overrides = list(args.overrides)
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
+    overrides = list(args.overrides) + data_overrides(args)
     return SweepOptions(args.spec, args.profile, overrides, args.out, args.store, args.workers, args.max_runs,
                         grace=args.grace)
 
@@ -120,7 +120,7 @@ def _tune(args: argparse.Namespace) -> int:
     from cnnlab.experiments.tune import TuneOptions, make_plan, open_study, tune
     from cnnlab.experiments.tune_report import write_tune_report
 
-    overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
+    overrides = list(args.overrides) + data_overrides(args)
     opts = TuneOptions(args.spec, args.profile, overrides, args.out, args.store, args.trials, args.timeout,
                        args.workers)
     if args.timeout is not None and not args.timeout > 0:

@@ -33,7 +33,7 @@ def register(sub) -> None:
                                    "against ln(classes); exit status 1 when it is not within 25% of ln(classes).")
     p.add_argument("model")
     p.add_argument("options", nargs="*", metavar="key=value", help="model options")
-    p.add_argument("--dataset", help="dataset name (default: cifar10 for 3-channel models, fashion_mnist for "
+    p.add_argument("--dataset", help="dataset name (default: cifar10 for 3-channel models, fashion-mnist for "
                                      "1-channel ones)")
     p.add_argument("--data-root", help="where the datasets live (a real training batch is then used); without it, "
                                        "a random standard-normal batch with random labels")
@@ -289,7 +289,7 @@ def _real_batch(args, c: int, size: int, n_cls: int):
     except ImportError as e:
         raise CnnlabError(f"--data-root given but the data layer cannot be imported ({e}); run without it for a "
                           f"synthetic batch") from None
-    name = args.dataset or ("fashion_mnist" if c == 1 else "cifar10")
+    name = args.dataset or ("fashion-mnist" if c == 1 else "cifar10")
     ds = load_dataset(name, root=args.data_root, val_size=0, seed=args.seed, train_subset=args.batch_size)
     if (ds.in_channels, ds.image_size, ds.num_classes) != (c, size, n_cls):
         raise CnnlabError(f"dataset {name!r} has {ds.in_channels}x{ds.image_size}x{ds.image_size} images and "

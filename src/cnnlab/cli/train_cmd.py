@@ -7,7 +7,7 @@ import json
 import signal
 import threading
 
-from cnnlab.cli.data_cmd import add_data_root
+from cnnlab.cli.data_cmd import add_data_root, data_overrides
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import check_writable
 
@@ -65,9 +65,7 @@ def _train(args: argparse.Namespace) -> int:
         for key, default, text in describe_keys():
             print(f"{key:26s} {str(default):14s} {text}")
         return 0
-    overrides = list(args.overrides)
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
+    overrides = list(args.overrides) + data_overrides(args)
     if args.resume:
         if args.config:
             raise CnnlabError("--resume uses the run's own config.yaml; -c cannot be combined with it (key=value "
@@ -97,7 +95,7 @@ def _sigterm(signum, frame):
 def _evaluate(args) -> int:
     from cnnlab.training.inference import evaluate_run, load_run
 
-    run = load_run(args.run_dir, args.checkpoint, args.data_root)
+    run = load_run(args.run_dir, args.checkpoint, args.data_root, download=args.download)
     res = evaluate_run(run, args.split)
     print(json.dumps({"run": str(args.run_dir), "checkpoint": run.checkpoint.name, "split": args.split,
                       "images": len(run.ds.split(args.split)), **res}))
@@ -113,7 +111,7 @@ def _predict(args) -> int:
     if out.exists() and not args.force:  # refuse before the expensive part
         raise CnnlabError(f"{str(out)!r} exists; pass --force to overwrite it, or choose another --out")
     check_writable(out, "predictions file")
-    run = load_run(args.run_dir, args.checkpoint, args.data_root)
+    run = load_run(args.run_dir, args.checkpoint, args.data_root, download=args.download)
     ids, labels = predictions(run, args.split)
     write_predictions(out, ids, labels, force=args.force)
     print(f"wrote {len(ids):,} predictions for split {args.split!r} to {out}")
@@ -126,7 +124,8 @@ def _export(args) -> int:
 
     if args.out:
         check_writable(args.out, "export file")  # before the model and data are loaded
-    paths = export_run(load_run(args.run_dir, args.checkpoint, args.data_root, device="cpu"), args.format,
+    paths = export_run(load_run(args.run_dir, args.checkpoint, args.data_root, device="cpu",
+                                download=args.download), args.format,
                        args.out)
     print(f"wrote {paths['model']} ({args.format}) and {paths['metadata']}")
     return 0

@@ -57,10 +57,11 @@ def cifar10(root: Path, how: str, download: bool, cache_dir: Path) -> RawData:
         return cifar.read_python_batches(open_tree(path))
     raise not_found("cifar10", root, how, [root / cifar.TRAIN_FILES[0], root / "train", *candidates],
                     "the CIFAR-10 python batches or an image folder/archive",
-                    "download=True (`--download`) to fetch the official archive")
+                    "--download (config data.download=true, or download=True in Python) to fetch the "
+                    "official archive")
 
 
-@_entry("fashion_mnist", "fashion-mnist", lambda raw: 5000)
+@_entry("fashion-mnist", "fashion-mnist", lambda raw: 5000)
 def fashion_mnist(root: Path, how: str, download: bool, cache_dir: Path) -> RawData:
     """The four official IDX files, in the root itself, fashion-mnist/ or torchvision's FashionMNIST/raw/."""
     folders = [root, root / "fashion-mnist", root / "fashion_mnist", root / "FashionMNIST" / "raw"]
@@ -74,7 +75,8 @@ def fashion_mnist(root: Path, how: str, download: bool, cache_dir: Path) -> RawD
             fetch(idx.BASE_URL + name, target / name, md5)
         return idx.read_fashion_mnist(target)
     raise not_found("fashion-mnist", root, how, [f / first for f in folders], "the four IDX files",
-                    "download=True (`--download`) to fetch the official files")
+                    "--download (config data.download=true, or download=True in Python) to fetch the "
+                    "official files")
 
 
 @_entry("imagefolder", "imagefolder", lambda raw: max(1, len(raw.train) // 10))

@@ -49,6 +49,7 @@ class DataConfig:
     train_subset: Optional[int] = F(None, "train on only this many images (stratified), for quick runs", gt=0, max=BIG)
     val_subset: Optional[int] = F(None, "validate on only this many images (stratified)", gt=0, max=BIG)
     seed: int = F(0, "seed of the validation split and of the subsets (not of training)", min=0, max=SEED_MAX)
+    download: bool = F(False, "fetch the official files (MD5-checked) when the dataset is not found (--download)")
 
 
 @dataclass

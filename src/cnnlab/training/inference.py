@@ -37,7 +37,8 @@ class LoadedRun:
                            std=self.ds.std, device=self.device)
 
 
-def load_run(run_dir, which: str = "best", data_root: Optional[str] = None, device: str = "auto") -> LoadedRun:
+def load_run(run_dir, which: str = "best", data_root: Optional[str] = None, device: str = "auto",
+             download: bool = False) -> LoadedRun:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CnnlabError(f"run folder {str(run_dir)!r} not found")
@@ -52,6 +53,7 @@ def load_run(run_dir, which: str = "best", data_root: Optional[str] = None, devi
         raise CnnlabError(f"checkpoint {str(path)!r} holds a config cnnlab cannot use: {e}") from None
     if data_root is not None:
         cfg.data.root = data_root
+    cfg.data.download = download
     dev = runtime.select_device(device)
     ds = load_data(cfg)
     model = build_model(cfg, ds)

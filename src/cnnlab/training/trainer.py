@@ -58,7 +58,7 @@ def augment_specs(aug) -> List[dict]:
 def load_data(cfg: RunConfig) -> Dataset:
     d = cfg.data
     return load_dataset(d.name, root=d.root, val_size=d.val_size, seed=d.seed, train_subset=d.train_subset,
-                        val_subset=d.val_subset)
+                        val_subset=d.val_subset, download=d.download)
 
 
 def build_model(cfg: RunConfig, ds: Dataset):
