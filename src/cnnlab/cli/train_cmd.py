@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 import signal
 import threading
 
 from cnnlab.cli.data_cmd import add_data_root, data_overrides
 from cnnlab.errors import CnnlabError
-from cnnlab.fileio import check_writable
+from cnnlab.fileio import atomic_write_text, check_writable
+
+
+SPLIT_HELP = ("val (the validation split the run was trained against), test (labelled: the official one of "
+              "fashion-mnist and the CIFAR-10 python batches, or an image folder's test/), train, holdout "
+              "(unlabelled: the CIFAR-10 JPEG copy's 10,000 images, an image folder's holdout/); a split the run's "
+              "dataset lacks is an error that lists the ones it has")
+TTA_HELP = ("test-time augmentation: none (default), flip (image + mirror), flip-translate (each also shifted by one "
+            "pixel up/down/left/right: 10 views); softmax averaged over the views")
 
 
 def register(sub) -> None:
@@ -28,16 +37,26 @@ def register(sub) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="loss and accuracy of a run's best checkpoint on a split")
+    p = sub.add_parser("evaluate", help="loss, accuracy, per-class accuracy and confusion matrix of a run's best "
+                                        "checkpoint on a split",
+                       description="Print per-class accuracy and a JSON line (loss, accuracy); write "
+                                   "RUN_DIR/evaluation-SPLIT.json, confusion-SPLIT.csv and confusion-SPLIT.png.")
     p.add_argument("run_dir")
-    p.add_argument("--split", default="val", help="val (default), test, train")
+    p.add_argument("--split", default="val", help="default val; " + SPLIT_HELP)
+    p.add_argument("--tta", choices=("none", "flip", "flip-translate"), default="none", help=TTA_HELP)
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     add_data_root(p)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="write predictions.csv (id,label) for a split, e.g. the holdout set")
     p.add_argument("run_dir")
-    p.add_argument("--split", default="holdout")
+    p.add_argument("--split", default="holdout", help="default holdout; " + SPLIT_HELP)
+    p.add_argument("--images", nargs="+", metavar="PATH", help="predict these image files or folders instead of a "
+                                                               "split (any size: resized and centre-cropped to the "
+                                                               "model's input, and said so)")
+    p.add_argument("--probs", action="store_true", help="also write the class name and one probability column per "
+                                                        "class (p_<class>)")
+    p.add_argument("--tta", choices=("none", "flip", "flip-translate"), default="none", help=TTA_HELP)
     p.add_argument("--out", default=None, help="CSV path (default RUN_DIR/predictions.csv)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
@@ -93,18 +112,36 @@ def _sigterm(signum, frame):
 
 
 def _evaluate(args) -> int:
+    from cnnlab.training.evaluation import confusion_csv, confusion_figure, write_png
     from cnnlab.training.inference import evaluate_run, load_run
 
     run = load_run(args.run_dir, args.checkpoint, args.data_root, download=args.download)
-    res = evaluate_run(run, args.split)
-    print(json.dumps({"run": str(args.run_dir), "checkpoint": run.checkpoint.name, "split": args.split,
-                      "images": len(run.ds.split(args.split)), **res}))
+    res = evaluate_run(run, args.split, args.tta)
+    classes = list(run.ds.classes)
+    width = max(len(c) for c in classes)
+    print(f"{'class':{width}s}  images  accuracy")
+    for row in res["per_class"]:
+        acc = f"{100 * row['acc']:7.2f}%" if row["acc"] is not None else "       -"
+        print(f"{row['class']:{width}s}  {row['images']:6,d}  {acc}")
+    if args.tta != "none":
+        print(f"test-time augmentation {args.tta}: {100 * res['acc']:.2f}% against {100 * res['acc_without_tta']:.2f}% "
+              f"without ({100 * res['tta_gain']:+.2f} points)")
+    folder = Path(args.run_dir)
+    stem = f"{args.split}" + ("" if args.tta == "none" else f"-tta-{args.tta}")
+    record = {"run": str(args.run_dir), "checkpoint": run.checkpoint.name, "split": args.split,
+              "images": len(run.ds.split(args.split)), **res}
+    atomic_write_text(folder / f"evaluation-{stem}.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(folder / f"confusion-{stem}.csv", confusion_csv(res["confusion"], classes))
+    tta = "" if args.tta == "none" else f", TTA {args.tta}"
+    write_png(confusion_figure(res["confusion"], classes, f"{folder.name}: {args.split} split{tta}, "
+                                                          f"{100 * res['acc']:.2f}% accurate"),
+              folder / f"confusion-{stem}.png")
+    print(json.dumps({k: v for k, v in record.items() if k not in ("per_class", "confusion")}))
     return 0
 
 
 def _predict(args) -> int:
-    from pathlib import Path
-
+    from cnnlab.data.images import read_image_files
     from cnnlab.training.inference import load_run, predictions, write_predictions
 
     out = Path(args.out) if args.out else Path(args.run_dir) / "predictions.csv"
@@ -112,9 +149,15 @@ def _predict(args) -> int:
         raise CnnlabError(f"{str(out)!r} exists; pass --force to overwrite it, or choose another --out")
     check_writable(out, "predictions file")
     run = load_run(args.run_dir, args.checkpoint, args.data_root, download=args.download)
-    ids, labels = predictions(run, args.split)
-    write_predictions(out, ids, labels, force=args.force)
-    print(f"wrote {len(ids):,} predictions for split {args.split!r} to {out}")
+    images = None
+    if args.images:
+        images, note = read_image_files(args.images, run.ds.in_channels, run.ds.image_size)
+        print(f"note: {note}")
+    ids, labels, probs = predictions(run, args.split, args.tta, images)
+    write_predictions(out, ids, labels, force=args.force, classes=list(run.ds.classes) if args.probs else None,
+                      probs=probs if args.probs else None)
+    what = "your images" if args.images else f"split {args.split!r}"
+    print(f"wrote {len(ids):,} predictions for {what} to {out}" + (f" (tta {args.tta})" if args.tta != "none" else ""))
     return 0
 
 

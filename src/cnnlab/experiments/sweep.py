@@ -129,7 +129,7 @@ def _predict(run: Run, split: str, log) -> None:
 
     path = Path(run.config.out) / run.config.name
     loaded = load_run(path, "best", run.config.data.root)
-    ids, labels = predictions(loaded, split)
+    ids, labels, _ = predictions(loaded, split)
     write_predictions(path / "predictions.csv", ids, labels, force=True)
     log(f"wrote {len(ids):,} {split} predictions to {path / 'predictions.csv'}")
 

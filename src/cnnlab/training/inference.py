@@ -21,7 +21,9 @@ from cnnlab.fileio import atomic_write_text
 from cnnlab.training import runtime
 from cnnlab.training.checkpoint import MODEL_KEYS, apply_model_state, find_checkpoint, load_checkpoint
 from cnnlab.training.config import RunConfig, config_from_dict
-from cnnlab.training.trainer import build_model, evaluate, load_data, predict_logits
+from cnnlab.data.core import Split
+from cnnlab.training.evaluation import predict_probs, scores
+from cnnlab.training.trainer import build_model, load_data
 
 
 @dataclass
@@ -61,33 +63,51 @@ def load_run(run_dir, which: str = "best", data_root: Optional[str] = None, devi
     return LoadedRun(cfg, model.to(dev).eval(), ds, dev, path)
 
 
-def evaluate_run(run: LoadedRun, split: str = "val") -> dict:
+def evaluate_run(run: LoadedRun, split: str = "val", tta: str = "none") -> dict:
+    """Loss, accuracy, per-class accuracy and confusion matrix of `split`; with `tta`, also the accuracy without it
+    and the gain."""
     s = run.ds.split(split)
     if s.y is None:
         raise CnnlabError(f"split {split!r} of {run.ds.name} is unlabelled; use `cnnlab predict` for it")
-    return evaluate(run.model, run.loader(split), run.device)
+    probs = predict_probs(run.model, run.loader(split), run.device, tta)
+    res = scores(probs, s.y, list(run.ds.classes))
+    res["tta"] = tta
+    if tta != "none":
+        plain = scores(predict_probs(run.model, run.loader(split), run.device), s.y, list(run.ds.classes))
+        res.update(acc_without_tta=plain["acc"], tta_gain=res["acc"] - plain["acc"])
+    return res
 
 
-def predictions(run: LoadedRun, split: str = "holdout"):
-    """(ids, labels) for every image of `split`, sorted by id. Ids are file stems, or indices if the split has none."""
-    s = run.ds.split(split)
-    labels = predict_logits(run.model, run.loader(split), run.device).argmax(1).tolist()
+def predictions(run: LoadedRun, split: str = "holdout", tta: str = "none", images: Optional[Split] = None):
+    """(ids, labels, probabilities) for every image of `split` (or of `images`, the user's own files), sorted by
+    id. Ids are file stems, or indices if the split has none."""
+    s = images if images is not None else run.ds.split(split)
+    loader = BatchLoader(s, run.cfg.batch.eval_size, mean=run.ds.mean, std=run.ds.std, device=run.device)
+    probs = predict_probs(run.model, loader, run.device, tta)
+    labels = probs.argmax(1).tolist()
     ids = list(s.ids) if s.ids is not None else [str(i) for i in range(len(s))]
     order = sorted(range(len(ids)), key=lambda i: _id_key(ids[i]))
-    return [ids[i] for i in order], [labels[i] for i in order]
+    return [ids[i] for i in order], [labels[i] for i in order], probs[order]
 
 
 def _id_key(i: str):
     return (0, int(i), i) if i.isdigit() else (1, 0, i)
 
 
-def write_predictions(path, ids, labels, force: bool = False) -> Path:
+def write_predictions(path, ids, labels, force: bool = False, classes=None, probs=None) -> Path:
+    """id,label (the graded format); with `classes` and `probs`, also the class name and one probability column
+    per class (p_<class>)."""
     path = Path(path)
     if path.exists() and not force:
         raise CnnlabError(f"{str(path)!r} exists; pass --force to overwrite it, or choose another --out")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", "label"])
-    w.writerows(zip(ids, labels))
+    if probs is None:
+        w.writerow(["id", "label"])
+        w.writerows(zip(ids, labels))
+    else:
+        w.writerow(["id", "label", "class", *[f"p_{c}" for c in classes]])
+        for i, k, p in zip(ids, labels, probs.tolist()):
+            w.writerow([i, k, classes[k], *[f"{v:.6f}" for v in p]])
     atomic_write_text(path, buf.getvalue())
     return path

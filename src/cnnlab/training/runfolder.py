@@ -75,7 +75,8 @@ class RunFolder:
         """Remove what a run (and the commands run on it) writes into its folder, and nothing else: files the user
         put there stay, and a link is removed as a link, never followed out of the folder."""
         removed = []
-        for name in sorted(RUN_OUTPUTS) + [q.name for q in self.path.glob(".*.tmp")]:
+        patterns = (".*.tmp", "evaluation-*.json", "confusion-*.csv", "confusion-*.png")
+        for name in sorted(RUN_OUTPUTS) + sorted(q.name for pat in patterns for q in self.path.glob(pat)):
             q = self.path / name
             if q.is_symlink() or q.is_file():
                 q.unlink()
