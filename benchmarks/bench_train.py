@@ -10,7 +10,7 @@ with the median ratio, because this machine is noisy. Also reported: training FL
 the usual backward = 2 x forward estimate) as a share of the measured fp32 matrix-multiply rate.
 
     cd benchmarks && ../.venv/bin/python bench_train.py --model simplenn --repeats 3
-    cd benchmarks && ../.venv/bin/python bench_train.py --model resnet20 --images 5000 --repeats 3 [--amp bf16]
+    cd benchmarks && ../.venv/bin/python bench_train.py --model resnet20 --images 5000 --repeats 3 [--amp auto|none|bf16]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3, help="epochs per side, interleaved")
     ap.add_argument("--data-root", default=str(ROOT))
-    ap.add_argument("--amp", default="none", choices=("none", "bf16"), help="cnnlab side: train.amp")
+    ap.add_argument("--amp", default="auto", choices=("auto", "none", "bf16"), help="cnnlab side: train.amp")
     ap.add_argument("--contiguous", action="store_true", help="cnnlab side: train.channels_last=false")
     args = ap.parse_args()
 

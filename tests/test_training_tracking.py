@@ -147,3 +147,32 @@ def test_the_run_records_its_environment_and_prints_targets(data, tmp_path, caps
     assert env["python"].count(".") == 2
     if (Path(cnnlab.__file__).parents[2] / ".git").exists():
         assert len(env["git_commit"]) == 40
+
+
+def test_amp_auto_never_picks_a_slower_precision(data, tmp_path):
+    """The choice is made from the CPU's flags and a timing of the model's own step; whatever it picks, the
+    measured step of the chosen mode is the faster one (or fp32 without bf16 units)."""
+    import torch
+
+    from cnnlab.models import create_model
+    from cnnlab.training import runtime
+
+    model = create_model("simplenn", num_classes=10, in_channels=1, input_size=28)
+    x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mode, why, secs = runtime.choose_amp(torch.device("cpu"), model, lambda: (x, y))
+    if not runtime.cpu_bf16_units():
+        assert mode == "none" and "no bf16 units" in why and secs == {}
+    else:
+        assert (mode == "bf16") == (secs["none"] / secs["bf16"] >= 1.05)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics put back
+    # the timing itself, on this CPU, in both precisions (bf16 autocast works everywhere, only its speed differs)
+    assert runtime.time_step(model, x, y, "none", torch.device("cpu"), repeats=1) > 0
+    assert runtime.time_step(model, x, y, "bf16", torch.device("cpu"), repeats=1) > 0
+
+
+def test_the_run_records_the_precision_it_chose(data, tmp_path, capsys):
+    assert main(["train", *TINY, "train.epochs=1", f"out={tmp_path}", "name=amp"]) == 0
+    summary = json.loads((tmp_path / "amp" / "summary.json").read_text())
+    assert summary["amp"] in ("none", "bf16") and summary["amp_choice"].startswith("auto -> ")
+    assert "amp auto -> " in capsys.readouterr().out

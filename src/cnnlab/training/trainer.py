@@ -130,7 +130,8 @@ class Trainer:
         self.val_loader = self._loader(self.ds.val, cfg.batch.eval_size, train=False) if self.ds.val else None
         ipe = max(1, len(self.train_loader))
         self.scheduler = build_schedule(self.optimizer, cfg.schedule, cfg.optim.lr, ipe, cfg.train.epochs)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp == "fp16")
+        self.amp, self.amp_note = self._resolve_amp()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.forward = self._wrap(self.model)
         self.params = sum(p.numel() for p in self.model.parameters())
         self.history: List[dict] = []
@@ -153,6 +154,23 @@ class Trainer:
             self._restore()
 
     # -- parts ---------------------------------------------------------------------------------------------------
+    def _resolve_amp(self):
+        """train.amp, with auto decided here (runtime.choose_amp) on one real training batch."""
+        if self.cfg.train.amp != "auto":
+            return self.cfg.train.amp, f"{self.cfg.train.amp} (as configured)"
+        def batch():
+            n = min(self.cfg.batch.size, len(self.ds.train))
+            batches = iter(self._loader(self.ds.train.subset(n), n, train=False))
+            try:
+                return next(batches)
+            finally:  # close the generator now: left to the garbage collector, its clean-up would run at a random
+                getattr(batches, "close", lambda: None)()  # moment of training
+        c = self.cfg
+        shape = (min(c.batch.size, len(self.ds.train)), self.ds.in_channels, self.ds.image_size, self.ds.image_size)
+        mode, why, _ = runtime.choose_amp(self.device, self.model, batch,
+                                          runtime.amp_cache_key(c.model.name, c.model.options, shape))
+        return mode, f"auto -> {why}"
+
     def _check_memory(self) -> None:
         """Estimate weights, gradients, two optimizer slots (16 bytes a parameter, counted on the meta device, where
         nothing is allocated) and the largest float32 training batch, and refuse a run that cannot fit. Activations
@@ -208,6 +226,7 @@ class Trainer:
                 "epoch": self.epoch, "step": self.step, "time": self.time, "rng": rng_state(),
                 "config": self.cfg.to_dict(), "best": dict(self.best), "targets": dict(self.targets),
                 "initial_loss": self.initial_loss, "status": self.status, "stop_reason": self.stop_reason,
+                "amp": self.amp,
                 "classes": list(self.ds.classes), "mean": list(self.ds.mean), "std": list(self.ds.std)}
 
     def _restore(self) -> None:
@@ -245,13 +264,18 @@ class Trainer:
         self.best, self.targets = ckpt["best"], ckpt["targets"]
         self.initial_loss, self.status = ckpt.get("initial_loss"), ckpt.get("status", "running")
         self.stop_reason = ckpt.get("stop_reason")
+        if self.cfg.train.amp == "auto" and ckpt.get("amp") in ("none", "bf16", "fp16") and ckpt["amp"] != self.amp:
+            # a resumed run goes on in the precision it started in, whatever a new timing would say
+            self.amp, self.amp_note = ckpt["amp"], f"auto -> {ckpt['amp']} (as the run started)"
+            self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.saved_epoch = self.epoch
         if self.status in ("finished", "stopped") and self.epoch < self.cfg.train.epochs and self.stop_reason is None:
             self.status = "running"  # a finished run extended with train.epochs=N
 
     # -- one epoch -----------------------------------------------------------------------------------------------
     def _loss(self, x, y):
-        with runtime.autocast(self.device, self.cfg.train.amp):
+        with runtime.autocast(self.device, self.amp):
             out = self.forward(x)
             loss = Fn.cross_entropy(out.float(), y, label_smoothing=self.cfg.train.label_smoothing)
         return out, loss
@@ -342,7 +366,7 @@ class Trainer:
         # a loader over the first batch only: one over the whole split would copy it to the device a second time
         loader = self._loader(self.ds.train.subset(n), n, train=False)
         x, y = next(iter(loader))
-        with runtime.autocast(self.device, self.cfg.train.amp):
+        with runtime.autocast(self.device, self.amp):
             r = initial_loss_check(self.model, x, y)
         self.log(f"initial loss {r['loss']:.4f} on the first batch; ln({r['num_classes']}) = {r['expected']:.4f} "
                  f"(ratio {r['ratio']:.2f}{'' if r['ok'] else ', far from chance: check the model init and labels'})")
@@ -352,7 +376,7 @@ class Trainer:
         c = self.cfg
         self.log(f"run {self.folder.path}: {c.model.name} ({self.params:,} parameters) on {c.data.name} "
                  f"[{len(self.ds.train):,} train / {len(self.ds.val) if self.ds.val else 0:,} val], "
-                 f"device {runtime.describe_device(self.device)}")
+                 f"device {runtime.describe_device(self.device)}, amp {self.amp_note}")
         if self.initial_loss is None:
             self.initial_loss = self.check_initial_loss()
         if self.write:
@@ -383,7 +407,7 @@ class Trainer:
         epoch, t0 = self.epoch, time.perf_counter()
         row = {"epoch": epoch + 1, **self.train_one_epoch(epoch)}
         if self.val_loader is not None:
-            v = evaluate(self.forward, self.val_loader, self.device, self.cfg.train.amp)
+            v = evaluate(self.forward, self.val_loader, self.device, self.amp)
             row.update(val_loss=v["loss"], val_acc=v["acc"])
         self.time += time.perf_counter() - t0
         row["time"] = self.time
@@ -476,7 +500,7 @@ class Trainer:
                 "initial_loss": self.initial_loss, "ln_classes": math.log(self.ds.num_classes),
                 "targets": self.targets, "device": runtime.describe_device(self.device),
                 "gpu_memory_mib": runtime.memory_used(self.device) or None,
-                "environment": runtime.environment(self.device)}
+                "amp": self.amp, "amp_choice": self.amp_note, "environment": runtime.environment(self.device)}
 
     def _write_final(self, summary: dict) -> None:
         if self.cfg.train.checkpoints:  # record the final status in last.pt too (resume then stops at once)
