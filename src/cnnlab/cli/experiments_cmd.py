@@ -36,7 +36,8 @@ def register(sub) -> None:
                         "machine is alive is never taken over, one whose process died is resumed at once")
     p.set_defaults(func=_sweep)
 
-    p = sub.add_parser("tune", help="search a spec's tune: space with Optuna (TPE, pruning), resumable, several workers",
+    p = sub.add_parser("tune", help="search a spec's tune: space with Optuna (TPE, pruning), resumable, several "
+                                    "workers",
                        description="Search the space in the spec's tune: section with Optuna: each trial is a run "
                                    "under OUT/<spec>/tune-<profile>/, pruned early when its validation metric lags. "
                                    "Re-running the same command continues the study (a killed trial is retried). "

@@ -98,7 +98,8 @@ def _train(args: argparse.Namespace) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _sigterm) if main_thread else None
     try:  # under torchrun the Trainer joins the process group; leave it cleanly either way
-        summary = (resume(args.resume, data_root=args.data_root, overrides=args.overrides) if args.resume
+        summary = (resume(args.resume, data_root=args.data_root, overrides=args.overrides,
+                          download=args.download) if args.resume
                    else Trainer(cfg, overwrite=args.overwrite).fit())
     finally:
         if main_thread:

@@ -9,7 +9,9 @@ Decompression bombs: only members that hold data by name (images .jpg/.jpeg/.png
 are ever read, and each is checked against its header size before a byte of it is read: a file over
 `CNNLAB_MAX_FILE_MB` (default 64 MiB) is refused by name, and so is the archive once the sizes of all its members
 (read or skipped) pass 256 MiB + 1 MiB per data file seen so far (`CNNLAB_MAX_ARCHIVE_MB` sets a fixed bound
-instead). A 6.5 KB archive claiming a 20 GB member is refused at that member's header, in milliseconds. Two members
+instead). Past 256 MiB the members may add up to at most 100 times the archive's size on disk (images
+barely compress; zeros inflate a thousandfold), so many moderate members cannot add up to a bomb either. A 6.5 KB
+archive claiming a 20 GB member is refused at that member's header, in milliseconds. Two members
 with the same path are refused too (with tar's "last one wins", a second copy could silently replace the first).
 
 A tree's fingerprint keys the decode cache: the archive's sha256, or for a folder a sha256 of every file's relative
@@ -34,6 +36,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DATA_FILE_NAMES = re.compile(r"data_batch_\d+|test_batch|batches\.meta")  # the CIFAR-10 python batches (cifar.py)
 MAX_LINK_DEPTH = 16  # longer chains are a loop, or hostile
 MiB = 1 << 20
+RATIO = 100  # images barely compress (JPEG/PNG: about 1x); a member that inflates 100x past 256 MiB is a bomb
 
 
 def is_data_file(rel: str) -> bool:
@@ -57,7 +60,8 @@ def _env_mb(name: str, default: float) -> float:
 class SizeLimits:
     """The bounds on what a tree may make cnnlab read (see the module docstring), from the environment."""
 
-    def __init__(self):
+    def __init__(self, compressed: int = 0):
+        self.compressed = compressed  # the archive's size on disk (0 for a folder)
         self.max_file = int(_env_mb("CNNLAB_MAX_FILE_MB", 64) * MiB)
         fixed = os.environ.get("CNNLAB_MAX_ARCHIVE_MB")
         self.max_total = int(_env_mb("CNNLAB_MAX_ARCHIVE_MB", 0) * MiB) if fixed is not None else None
@@ -74,6 +78,10 @@ class SizeLimits:
     def add(self, where: str, size: int) -> None:
         self.total += size
         bound = self.max_total if self.max_total is not None else 256 * MiB + MiB * self.data_files
+        if self.max_total is None and self.total > 256 * MiB and self.total > RATIO * self.compressed:
+            raise CnnlabError(f"{where}: the archive's members add up to {self.total / MiB:,.1f} MiB, more than "
+                              f"{RATIO} times its {self.compressed / MiB:,.1f} MiB on disk; refusing it as a possible "
+                              "decompression bomb (CNNLAB_MAX_ARCHIVE_MB sets a fixed bound instead)")
         if self.total > bound:
             raise CnnlabError(f"{where}: the archive's members add up to {self.total / MiB:,.1f} MiB after "
                               f"{self.data_files:,} data files, over the {bound / MiB:,.0f} MiB allowed (256 MiB + 1 "
@@ -180,7 +188,7 @@ def _archive_tree(path: Path) -> FileTree:
     files: Dict[str, Union[bytes, int]] = {}
     links: Dict[str, str] = {}
     dirs: Set[str] = set()
-    limits = SizeLimits()
+    limits = SizeLimits(path.stat().st_size)
     try:
         # "r|*" streams the archive once, front to back, whatever its compression: no seeking, nothing extracted
         with tarfile.open(path, "r|*") as tf:

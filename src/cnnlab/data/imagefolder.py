@@ -28,6 +28,7 @@ from PIL import Image
 from cnnlab.data.archive import IMAGE_SUFFIXES, FileTree, open_tree, tree_fingerprint
 from cnnlab.data.core import RawData, Split
 from cnnlab.errors import CnnlabError
+from cnnlab.system import available_memory
 from cnnlab.fileio import atomic_open
 
 MAX_PIXELS = 4096 * 4096  # an image's pixels, checked before decoding: a small PNG can inflate to gigabytes
@@ -145,7 +146,14 @@ class _Decoder:
         self.mode, self.size = mode, size
 
     def stack(self, files: List[str]) -> torch.Tensor:
-        arrays = [self(rel) for rel in files]
+        arrays = [self(files[0])] if files else []
+        if arrays:  # every image has the first one's size: the decoded split's size is known before decoding it
+            need, have = 2 * len(files) * arrays[0].nbytes, available_memory()  # the arrays, then their stack
+            if have is not None and need > have:
+                raise CnnlabError(f"{self.tree.origin}: {len(files):,} images of {self.size[0]}x{self.size[1]} "
+                                  f"decode to about {need / 2**30:,.1f} GiB, more than the {have / 2**30:,.1f} GiB "
+                                  "of memory available; use smaller images or fewer of them")
+        arrays += [self(rel) for rel in files[1:]]
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 

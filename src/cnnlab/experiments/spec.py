@@ -61,7 +61,8 @@ PROFILE_KEYS = ("description", "set", "axes", "groups", "variants")
 ANALYSIS_KEYS = ("name", "args", "description", "profiles")
 # Where a run executes, not what it computes: left out of the run's identity hash so that the same sweep can be
 # shared by machines whose data lives in different folders or that train on different devices.
-MACHINE_KEYS = ("name", "out", "data.root", "data.download", "train.device", "train.threads", "train.progress", "train.tensorboard")
+MACHINE_KEYS = ("name", "out", "data.root", "data.download", "train.device", "train.threads", "train.progress",
+                "train.tensorboard")
 _SAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 
 

@@ -60,6 +60,24 @@ def machine_id() -> str:
     return f"{socket.gethostname()}:{boot}"
 
 
+def process_start(pid: int) -> Optional[str]:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22); None where unknown. With the
+    pid it names one process: a pid reused after a restart (a container's PID 1) has another start time."""
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]  # fields after "(comm)": state is field 3, starttime field 22
+    return None
+
+
+def owner_alive(attrs: Dict[str, Any]) -> bool:
+    """Whether the process that claimed a run (pid and, where recorded, its start time) is still running."""
+    pid = int(attrs["pid"])
+    if not _pid_alive(pid):
+        return False
+    started = attrs.get("pid_start")
+    return started is None or process_start(pid) in (None, started)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -230,10 +248,10 @@ class ResultStore:
         now = time.time()
         for t in self.trials(study_id, [TrialState.RUNNING]):
             a = t.user_attrs
-            if a.get("machine") == self.machine:
+            if a.get("machine") == self.machine and a.get("pid"):
                 # this machine's runs are judged by their process alone: a live owner keeps its run, however long
                 # its heartbeat has been silent (a stalled disk or a suspended laptop is not a lost run)
-                if not a.get("pid") or _pid_alive(int(a["pid"])):
+                if owner_alive(a):
                     continue
             elif now - float(a.get("heartbeat", a.get("claimed", now))) <= self.grace:
                 continue
@@ -272,8 +290,9 @@ class ResultStore:
 
     def _start_heartbeat(self, claim: Claim, worker: str) -> None:
         now = time.time()
-        for k, v in {"machine": self.machine, "pid": os.getpid(), "worker": worker or f"{socket.gethostname()}:"
-                     f"{os.getpid()}", "claimed": now, "heartbeat": now}.items():
+        for k, v in {"machine": self.machine, "pid": os.getpid(), "pid_start": process_start(os.getpid()),
+                     "worker": worker or f"{socket.gethostname()}:{os.getpid()}", "claimed": now,
+                     "heartbeat": now}.items():
             self.storage.set_trial_user_attr(claim.trial_id, k, v)
         claim._stop = threading.Event()
 

@@ -22,8 +22,9 @@ the space as data in the spec (checked against the config schema, so a typo is a
 conditional parameters by a `when:` rule, a trial count shared by several worker processes (Optuna's
 MaxTrialsCallback counting complete and pruned trials), and recovery after a kill on a journal file (Optuna's
 heartbeat covers only RDB storages): a RUNNING trial whose process on this machine is dead is failed and its
-parameters are enqueued again, so `cnnlab tune` run again continues the study. With a PostgreSQL store Optuna's own
-heartbeat and RetryFailedTrialCallback do that across machines.
+parameters are enqueued again, so `cnnlab tune` run again continues the study. A trial lost on another machine of
+a shared PostgreSQL study is recovered the same way when `cnnlab tune` is run again on that machine; from any other
+machine it stays RUNNING (cnnlab does not yet turn on Optuna's RDB heartbeat for tuning).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from optuna.trial import TrialState
 
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.spec import Spec, check_key, load_spec, unflatten
-from cnnlab.experiments.store import DEFAULT_STORE, _pid_alive, machine_id, open_storage
+from cnnlab.experiments.store import DEFAULT_STORE, machine_id, open_storage, owner_alive, process_start
 from cnnlab.training.config import config_from_dict, merge, parse_override
 
 TUNE_KEYS = ("metric", "sampler", "pruner", "trials", "seed", "space")
@@ -249,6 +250,10 @@ def open_study(plan: Plan, opts: TuneOptions, worker: int = 0):
     study = optuna.create_study(storage=storage, study_name=plan.study, direction=plan.tune.direction,
                                 sampler=make_sampler(plan.tune, worker), pruner=make_pruner(plan.tune, epochs),
                                 load_if_exists=True)
+    if study.direction.name.lower() != plan.tune.direction:  # Optuna keeps a loaded study's stored direction
+        raise CnnlabError(f"the study {plan.study!r} in {opts.store_url()} was made to {study.direction.name.lower()}"
+                          f" its metric, but the spec now asks to {plan.tune.direction} {plan.tune.metric}; use "
+                          "another --store or --out for the new study")
     return study, storage
 
 
@@ -260,7 +265,7 @@ def recover_lost(study: optuna.Study, storage) -> List[int]:
     sid = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         a = t.user_attrs
-        if a.get("machine") == here and a.get("pid") and not _pid_alive(int(a["pid"])):
+        if a.get("machine") == here and a.get("pid") and not owner_alive(a):
             tid = storage.get_trial_id_from_study_id_trial_number(sid, t.number)
             storage.set_trial_user_attr(tid, "status", "lost")
             storage.set_trial_state_values(tid, TrialState.FAIL)
@@ -282,7 +287,8 @@ def objective(plan: Plan, log: Callable[[str], None]):
     def run(trial: optuna.Trial) -> float:
         values = suggest(trial, plan.tune.space)
         cfg = trial_config(plan, trial.number, values)
-        for k, v in {"machine": machine_id(), "pid": os.getpid(), "run": str(Path(cfg.out) / cfg.name)}.items():
+        for k, v in {"machine": machine_id(), "pid": os.getpid(), "pid_start": process_start(os.getpid()),
+                     "run": str(Path(cfg.out) / cfg.name)}.items():
             trial.set_user_attr(k, v)
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
@@ -324,8 +330,8 @@ def worker(opts: TuneOptions, log: Callable[[str], None] = print, index: int = 0
     if ended(study) >= plan.trials:
         return
     stop = optuna.study.MaxTrialsCallback(plan.trials, states=ENDED)
-    study.optimize(objective(plan, log), timeout=opts.timeout, callbacks=[stop], catch=(CnnlabError,),
-                   gc_after_trial=True)
+    # no catch=: an error (missing data, a bad value) would fail every trial alike, so it ends the command at once
+    study.optimize(objective(plan, log), timeout=opts.timeout, callbacks=[stop], gc_after_trial=True)
 
 
 def _child(opts: TuneOptions, index: int, threads: int) -> None:
@@ -362,5 +368,9 @@ def tune(opts: TuneOptions, log: Callable[[str], None] = print) -> optuna.Study:
             p.start()
         for p in procs:
             p.join()
+        bad = [f"w{i}" for i, p in enumerate(procs) if p.exitcode != 0]
+        if bad:
+            raise CnnlabError(f"tune worker(s) {', '.join(bad)} failed (their error is printed above); run the command "
+                              "again to continue the study")
     study, _ = open_study(plan, opts)
     return study

@@ -1,7 +1,7 @@
 """The report of a tuning study: what `cnnlab tune` leaves in OUT/<spec>/tune-<profile>/ besides the trial folders.
 
-    report.md        the best trials, parameter importances (Optuna's default evaluator), every trial with its state, value and
-                     the epoch it was pruned at, and the figure
+    report.md        the best trials, parameter importances (Optuna's default evaluator), every trial with its
+                     state, value and the epoch it was pruned at, and the figure
     trials.csv       one row per trial: number, state, value, pruned_at, epochs, seconds, one column per parameter
     best-1.yaml ...  the best trials' complete run configs, ready for `cnnlab train -c best-1.yaml`
     history.png      the value of each trial by trial number (pruned ones marked) with the best so far, and the

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.training.tracking import check_mlflow_uri
 
 
-MAX_THREADS = 4 * (os.cpu_count() or 1)  # more threads than this only oversubscribe (100000 segfaults libgomp)
+MAX_THREADS = 256  # a config read on another machine must stay valid; runtime.setup clamps to 4 x the cores there
 SEED_MAX = 2**32 - 1                     # numpy's seed range; torch's is wider
 SUPPORTED_DEVICES = ("cpu", "cuda", "mps")
 BIG = 10**7                              # ceiling of counts (epochs, images, steps) that no real run comes near
@@ -134,8 +133,8 @@ class TrainConfig:
                                   "CPU, tensor cores on CUDA)")
     compile: bool = F(False, "torch.compile the model")
     sync_bn: bool = F(False, "distributed runs: synchronise BatchNorm statistics across processes")
-    threads: int = F(0, f"CPU intra-op threads, at most 4 x the cores ({MAX_THREADS} here); 0: torch's default "
-                          "(one per core)", min=0, max=MAX_THREADS)
+    threads: int = F(0, f"CPU intra-op threads (at most {MAX_THREADS}; more than 4 x the cores is reduced to that, "
+                          "with a note); 0: torch's default (one per core)", min=0, max=MAX_THREADS)
     deterministic: bool = F(False, "use deterministic algorithms (slower on CUDA)")
     label_smoothing: float = F(0.0, "label smoothing of the cross-entropy loss", min=0, lt=1)
     targets: List[float] = F([], "validation accuracies (0-1) whose first epoch and wall time are recorded",
@@ -393,6 +392,7 @@ class _StrictLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
 
     def construct_mapping(self, node, deep=False):
+        self.flatten_mapping(node)  # YAML merge keys (<<: *anchor) first, as SafeLoader does
         seen = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)

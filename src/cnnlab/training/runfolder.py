@@ -134,7 +134,8 @@ class RunFolder:
         if not isinstance(data, dict):
             raise CnnlabError(f"run summary {str(f)!r} is not a JSON object; delete it and resume the run")
         for key, types in SUMMARY_TYPES.items():
-            if key in data and not isinstance(data[key], types) or isinstance(data.get(key), bool) and key != "diverged":
+            wrong = key in data and not isinstance(data[key], types)
+            if wrong or isinstance(data.get(key), bool) and key != "diverged":
                 raise CnnlabError(f"run summary {str(f)!r} is damaged: {key!r} is {data[key]!r}; delete summary.json "
                                   "and resume the run to write it again")
         return data
@@ -167,6 +168,9 @@ def read_metrics_csv(path) -> List[Dict[str, Any]]:
                 if not isinstance(row.get("epoch"), int) or row["epoch"] != len(rows) + 1:
                     raise CnnlabError(damaged.format(f"line {line}: epoch {r.get('epoch')!r}, expected "
                                                      f"{len(rows) + 1}"))
+                text = next((k for k in METRIC_COLUMNS if isinstance(row.get(k), str)), None)
+                if text is not None:  # every column cnnlab writes is a number (or empty)
+                    raise CnnlabError(damaged.format(f"line {line}: {text} is {row[text]!r}, not a number"))
                 rows.append(row)
     except (UnicodeDecodeError, csv.Error) as e:
         raise CnnlabError(damaged.format(type(e).__name__)) from None

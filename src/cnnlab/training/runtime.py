@@ -10,11 +10,13 @@ import contextlib
 import json
 import os
 import random
+import sys
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from cnnlab import system
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_text
 from cnnlab.training.config import SUPPORTED_DEVICES
@@ -97,14 +99,7 @@ def available_memory(device: torch.device) -> Optional[int]:
     """Bytes a run can still allocate on `device`: free GPU memory, or the kernel's MemAvailable; None if unknown."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    if device.type == "cpu":
-        with contextlib.suppress(OSError, ValueError, StopIteration):
-            with open("/proc/meminfo") as f:
-                line = next(ln for ln in f if ln.startswith("MemAvailable:"))
-            return int(line.split()[1]) * 1024
-        with contextlib.suppress(ValueError, OSError, AttributeError):
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return None
+    return system.available_memory() if device.type == "cpu" else None
 
 
 def check_memory(device: torch.device, need: int, what: str) -> None:
@@ -123,7 +118,11 @@ def _gib(n: float) -> str:
 def setup(cfg_train) -> torch.device:
     """Apply threads, seeds and determinism from TrainConfig; return the device."""
     if cfg_train.threads:
-        torch.set_num_threads(cfg_train.threads)
+        limit = 4 * (os.cpu_count() or 1)  # beyond this threads only oversubscribe (100000 segfaults libgomp)
+        if cfg_train.threads > limit:
+            print(f"cnnlab: note: train.threads={cfg_train.threads} is more than 4 x this machine's "
+                  f"{os.cpu_count()} cores; using {limit}", file=sys.stderr)
+        torch.set_num_threads(min(cfg_train.threads, limit))
     seed_everything(cfg_train.seed)
     if cfg_train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -121,9 +122,14 @@ class MlflowTracker:
 
 
 class Trackers:
-    """The trackers a run's config asks for; every call goes to each of them."""
+    """The trackers a run's config asks for; every call goes to each of them.
 
-    def __init__(self, cfg, folder: Path, resumed: bool = False):
+    Opening a tracker that cannot work (a package missing, a server that refuses) stops the run before it trains;
+    a tracker that fails mid-run (a tracking server gone, a network error) is switched off with one warning and the
+    run goes on: the run folder is the record, a tracker only a copy of it. A resumed run starts a new MLflow run
+    (tagged with the same run folder) and appends to the TensorBoard folder."""
+
+    def __init__(self, cfg, folder: Path):
         self.params = flat_params(cfg.to_dict())
         self.items: List[Any] = []
         if cfg.train.tensorboard:
@@ -131,17 +137,24 @@ class Trackers:
         if cfg.train.mlflow:
             self.items.append(MlflowTracker(cfg.train.mlflow, folder, cfg.out, folder.name, self.params))
 
+    def _each(self, method: str, *args) -> None:
+        for t in list(self.items):
+            try:
+                getattr(t, method)(*args)
+            except Exception as e:  # any error of a tracking backend: the training run must not die of it
+                self.items.remove(t)
+                print(f"cnnlab: warning: {type(t).__name__} failed ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0][:160] if str(e) else ''}); it is switched off for this run",
+                      file=sys.stderr)
+
     def step(self, step: int, loss: float, lr: float) -> None:
-        for t in self.items:
-            t.step(step, loss, lr)
+        self._each("step", step, loss, lr)
 
     def epoch(self, row: Dict[str, Any]) -> None:
-        for t in self.items:
-            t.epoch(row)
+        self._each("epoch", row)
 
     def end(self, summary: Dict[str, Any]) -> None:
-        for t in self.items:
-            t.end(self.params, summary)
+        self._each("end", self.params, summary)
 
 
 def check_mlflow_uri(value: Optional[str]) -> Optional[str]:

@@ -30,8 +30,8 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.models.sanity import initial_loss_check
 from cnnlab.training import runtime
-from cnnlab.training.checkpoint import (MODEL_KEYS, RESUME_KEYS, apply_model_state, load_checkpoint, rng_state, save_checkpoint,
-                                        set_rng_state, unwrap)
+from cnnlab.training.checkpoint import (MODEL_KEYS, RESUME_KEYS, apply_model_state, load_checkpoint, rng_state,
+                                        save_checkpoint, set_rng_state, unwrap)
 from cnnlab.training.config import RunConfig, config_from_dict, parse_override, set_dotted
 from cnnlab.training.distributed import DistInfo, all_reduce_sum, broadcast_object, init_from_env
 from cnnlab.training.optim import build_optimizer, l1_penalty
@@ -111,10 +111,11 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Optional[Path] = None, *, resume: bool = False,
                  overwrite: bool = False, log: Callable[[str], None] = print,
                  step_hook: Optional[Callable] = None, epoch_hook: Optional[Callable] = None, write: bool = True,
-                 dist: Optional[DistInfo] = None):
+                 dist: Optional[DistInfo] = None, reopen: bool = False):
         self.dist = dist or init_from_env()
         self.rank, self.world_size = self.dist.rank, self.dist.world_size
         self.cfg, self.step_hook, self.epoch_hook = cfg, step_hook, epoch_hook
+        self.reopen = reopen  # resume a finished or stopped run under a changed length or stop rule
         self.log = log if self.rank == 0 else (lambda s: None)
         self.write = write and self.rank == 0  # only rank 0 writes the run folder (DDP)
         self.device = self._device()
@@ -262,6 +263,9 @@ class Trainer:
             raise CnnlabError(f"checkpoint {str(path)!r} is damaged: epoch {self.epoch}, step {self.step} (the run "
                               f"has {self.cfg.train.epochs} epochs)")
         self.best, self.targets = ckpt["best"], ckpt["targets"]
+        if not (isinstance(self.best.get("val_acc"), (int, float)) and "epoch" in self.best
+                and all(v is None or isinstance(v, dict) and "epoch" in v for v in self.targets.values())):
+            raise CnnlabError(f"checkpoint {str(path)!r} is damaged: its 'best' or 'targets' entry is malformed")
         self.initial_loss, self.status = ckpt.get("initial_loss"), ckpt.get("status", "running")
         self.stop_reason = ckpt.get("stop_reason")
         if self.cfg.train.amp == "auto" and ckpt.get("amp") in ("none", "bf16", "fp16") and ckpt["amp"] != self.amp:
@@ -270,8 +274,9 @@ class Trainer:
             self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
             self.scaler.load_state_dict(ckpt["scaler"])
         self.saved_epoch = self.epoch
-        if self.status in ("finished", "stopped") and self.epoch < self.cfg.train.epochs and self.stop_reason is None:
-            self.status = "running"  # a finished run extended with train.epochs=N
+        if self.status in ("finished", "stopped") and self.epoch < self.cfg.train.epochs and (
+                self.reopen or self.stop_reason is None):
+            self.status, self.stop_reason = "running", None  # extended (train.epochs=N) or a stop rule changed
 
     # -- one epoch -----------------------------------------------------------------------------------------------
     def _loss(self, x, y):
@@ -387,6 +392,10 @@ class Trainer:
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI: record it, then let it go on up
             self._interrupted()
             raise
+        except BaseException:  # an error stops the run: close the trackers (an MLflow run left open blocks the next)
+            if self.trackers is not None:
+                self.trackers.end({**self.summary(), "status": "error"})
+            raise
         if self.status == "running":
             self.status = "finished"
         return self.finish()
@@ -400,8 +409,12 @@ class Trainer:
                 self.folder.write_summary(summary)
                 if self.trackers is not None:
                     self.trackers.end(summary)
-        self.log(f"interrupted during epoch {self.epoch + 1}; {self.epoch} epochs are saved in "
-                 f"{self.folder.path / 'last.pt'}; continue with: cnnlab train --resume {self.folder.path}")
+        if self.write and self.saved_epoch is not None:
+            self.log(f"interrupted during epoch {self.epoch + 1}; last.pt holds {self.saved_epoch} epochs; continue "
+                     f"with: cnnlab train --resume {self.folder.path}")
+        else:
+            self.log(f"interrupted during epoch {self.epoch + 1}; no checkpoint was written (train.checkpoints=false "
+                     "or before the first epoch ended), so the run cannot be resumed")
 
     def _run_epoch(self) -> None:
         epoch, t0 = self.epoch, time.perf_counter()
@@ -433,7 +446,8 @@ class Trainer:
             return f"train.max_time={t.max_time:g}s reached"
         if t.patience and self.val_loader is not None:
             sign = 1 if t.monitor == "val_acc" else -1
-            values = [sign * r[t.monitor] for r in self.history if isinstance(r.get(t.monitor), (int, float))]
+            values = [sign * r[t.monitor] if isinstance(r.get(t.monitor), (int, float)) and math.isfinite(r[t.monitor])
+                      else -math.inf for r in self.history]  # a NaN epoch counts as no improvement
             if values:
                 best = max(range(len(values)), key=lambda i: (values[i], -i))  # the first epoch at the best value
                 if len(values) - 1 - best >= t.patience:
@@ -469,8 +483,9 @@ class Trainer:
                     save_checkpoint(self.folder.path / "best.pt", ckpt)
                 save_checkpoint(self.folder.path / "last.pt", ckpt, keep_previous=True)
                 self.saved_epoch = self.epoch
-        if self.status in ("finished", "stopped") and self.epoch < self.cfg.train.epochs and self.stop_reason is None:
-            self.status = "running"  # a finished run extended with train.epochs=N
+        if self.status in ("finished", "stopped") and self.epoch < self.cfg.train.epochs and (
+                self.reopen or self.stop_reason is None):
+            self.status, self.stop_reason = "running", None  # extended (train.epochs=N) or a stop rule changed
 
     @contextlib.contextmanager
     def _writing(self):
@@ -506,8 +521,9 @@ class Trainer:
         if self.cfg.train.checkpoints:  # record the final status in last.pt too (resume then stops at once)
             save_checkpoint(self.folder.path / "last.pt", self.checkpoint(), keep_previous=True)
             self.saved_epoch = self.epoch
-        if self.status in ("finished", "stopped") and self.epoch < self.cfg.train.epochs and self.stop_reason is None:
-            self.status = "running"  # a finished run extended with train.epochs=N
+        if self.status in ("finished", "stopped") and self.epoch < self.cfg.train.epochs and (
+                self.reopen or self.stop_reason is None):
+            self.status, self.stop_reason = "running", None  # extended (train.epochs=N) or a stop rule changed
         if self.history:
             save_curves({self.cfg.model.name: self.history}, self.folder.path / "curves.png",
                         title=self.folder.path.name)
@@ -528,9 +544,10 @@ class Trainer:
         return summary
 
 
-def _check_against_checkpoint(folder: RunFolder, cfg: RunConfig) -> None:
+def _check_against_checkpoint(folder: RunFolder, cfg: RunConfig) -> int:
     """config.yaml must say what the checkpoint was trained with: a truncated or edited config.yaml can still be
-    valid YAML (a missing section reads as defaults) and would silently continue another run."""
+    valid YAML (a missing section reads as defaults) and would silently continue another run. Returns the epochs
+    the checkpoint holds (0 without a readable one)."""
     for name in ("last.pt", "last.prev.pt"):
         try:
             ckpt = load_checkpoint(folder.path / name, fallback=False, require=MODEL_KEYS)
@@ -549,17 +566,18 @@ def _check_against_checkpoint(folder: RunFolder, cfg: RunConfig) -> None:
             raise CnnlabError(f"{str(folder.path / 'config.yaml')!r} does not match the config saved in {name} "
                               f"(key {key!r}); the run folder is damaged or was edited: restore config.yaml, or "
                               "start a new run")
-        return
+        return int(ckpt.get("epoch") or 0) if isinstance(ckpt.get("epoch"), int) else 0
+    return 0
 
 
 # Keys a resumed run may change: how long it goes on and how it reports, never what it trains.
 RESUME_KEYS_CHANGEABLE = ("train.epochs", "train.max_time", "train.patience", "train.progress", "train.threads",
-                          "train.log_every")
+                          "train.log_every", "train.device")
 LENGTH_PLANNED = ("cosine", "onecycle")  # schedules laid out over the run's length: extending would break them
 
 
 def resume(run_dir, log=print, data_root: Optional[str] = None, overrides: Optional[List[str]] = None,
-           **kw) -> dict:
+           download: bool = False, **kw) -> dict:
     """Continue the run in `run_dir` from its last.pt with its own config (the data may have moved: `data_root`).
 
     `overrides` may change only RESUME_KEYS_CHANGEABLE; `train.epochs=N` extends a finished run, whose schedule then
@@ -567,7 +585,7 @@ def resume(run_dir, log=print, data_root: Optional[str] = None, overrides: Optio
     cosine and one-cycle are planned over it and are refused)."""
     folder = RunFolder(run_dir)
     cfg = folder.load_config()
-    _check_against_checkpoint(folder, cfg)
+    done = _check_against_checkpoint(folder, cfg)
     tree = cfg.to_dict()
     for text in overrides or []:
         key, value = parse_override(text)
@@ -576,11 +594,11 @@ def resume(run_dir, log=print, data_root: Optional[str] = None, overrides: Optio
                               f"only {', '.join(RESUME_KEYS_CHANGEABLE)} can; start a new run for other changes")
         set_dotted(tree, key, value)
     new = config_from_dict(tree)
-    done = (folder.read_summary() or {}).get("epochs_done") or 0
     if new.train.epochs != cfg.train.epochs:
         if new.schedule.name in LENGTH_PLANNED:
-            raise CnnlabError(f"--resume with train.epochs={new.train.epochs}: schedule {new.schedule.name!r} is planned "
-                              f"over the run's {cfg.train.epochs} epochs and cannot be extended; start a new run")
+            raise CnnlabError(f"--resume with train.epochs={new.train.epochs}: schedule {new.schedule.name!r} is "
+                              f"planned over the run's {cfg.train.epochs} epochs and cannot be extended; start a new "
+                              "run")
         if new.train.epochs < done:
             raise CnnlabError(f"--resume with train.epochs={new.train.epochs}: the run has already trained {done} "
                               "epochs")
@@ -588,4 +606,5 @@ def resume(run_dir, log=print, data_root: Optional[str] = None, overrides: Optio
             f"{new.schedule.name} schedule continues where it was")
     if data_root is not None:
         new.data.root = data_root
-    return Trainer(new, folder.path, resume=True, log=log, **kw).fit()
+    new.data.download = new.data.download or download
+    return Trainer(new, folder.path, resume=True, log=log, reopen=bool(overrides), **kw).fit()
