@@ -37,7 +37,7 @@ def test_ints_widen_to_floats_and_scientific_strings_parse():
     ("optim.lr=-0.1", "config key 'optim.lr': must be > 0"),
     ("batch.size=0", "config key 'batch.size': must be > 0"),
     ("train.epochs=2.5", "config key 'train.epochs': expected int"),
-    ("train.amp=fp8", "config key 'train.amp': 'fp8' is not allowed; choose one of none, bf16, fp16"),
+    ("train.amp=fp8", "config key 'train.amp': 'fp8' is not allowed; choose one of auto, none, bf16, fp16"),
     ("optim.name=sgdd", "config key 'optim.name'"),
     ("schedule.name=cosin", "config key 'schedule.name'"),
     ("model.name=resnet21", "config key 'model.name'"),
