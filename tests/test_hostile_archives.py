@@ -36,6 +36,14 @@ def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     tf.addfile(info, io.BytesIO(data))
 
 
+def _tar(path, members: dict):
+    """An uncompressed tar of name -> bytes, in order."""
+    with tarfile.open(path, "w") as tf:
+        for name, data in members.items():
+            _add(tf, name, data)
+    return path
+
+
 class _Zeros(io.RawIOBase):
     def __init__(self, n: int):
         self.n = n
@@ -116,9 +124,7 @@ def test_an_image_over_the_size_limit_is_refused_in_an_archive_and_a_folder(tmp_
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
     noise = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(noise, "PNG")
-    archive = tmp_path / "big.tar"
-    with tarfile.open(archive, "w") as tf:
-        _add(tf, "train/a/0.png", noise.getvalue())
+    archive = _tar(tmp_path / "big.tar", {"train/a/0.png": noise.getvalue()})
     folder = tmp_path / "folder" / "train" / "a"
     folder.mkdir(parents=True)
     (folder / "0.png").write_bytes(noise.getvalue())
@@ -131,10 +137,8 @@ def test_an_image_over_the_size_limit_is_refused_in_an_archive_and_a_folder(tmp_
 def test_the_archive_total_bound_counts_skipped_members(tmp_path, monkeypatch, bad_input):
     monkeypatch.setenv("CNNLAB_MAX_ARCHIVE_MB", "1")
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
-    archive = tmp_path / "a.tar"
-    with tarfile.open(archive, "w") as tf:
-        _add(tf, "train/a/0.png", _png())
-        _add(tf, "train/a/notes.txt", bytes(2 << 20))  # never read, but 2 MiB to decompress
+    # notes.txt is never read, but 2 MiB to decompress
+    archive = _tar(tmp_path / "a.tar", {"train/a/0.png": _png(), "train/a/notes.txt": bytes(2 << 20)})
     bad_input()
     with pytest.raises(CnnlabError, match="notes.txt.*decompression bomb"):
         load_dataset("imagefolder", root=archive)
@@ -144,9 +148,7 @@ def test_an_image_with_too_many_pixels_is_refused_before_decoding(tmp_path, monk
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
     buf = io.BytesIO()
     Image.new("L", (5000, 5000)).save(buf, "PNG")  # 25 M pixels in ~25 KB
-    archive = tmp_path / "a.tar"
-    with tarfile.open(archive, "w") as tf:
-        _add(tf, "train/a/0.png", buf.getvalue())
+    archive = _tar(tmp_path / "a.tar", {"train/a/0.png": buf.getvalue()})
     bad_input()
     with pytest.raises(CnnlabError, match="5000x5000 pixels"):
         load_dataset("imagefolder", root=archive)
@@ -169,11 +171,8 @@ def test_duplicate_members_are_refused_by_name(tmp_path, capsys, bad_input):
 def test_non_image_members_are_listed_but_never_read(tmp_path, monkeypatch):
     """A dataset with a README and a big non-image file beside the images loads, and the skipped file is counted."""
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
-    archive = tmp_path / "ok.tar"
-    with tarfile.open(archive, "w") as tf:
-        for k in range(4):
-            _add(tf, f"train/{'ab'[k % 2]}/{k}.png", _png(k))
-        _add(tf, "README.txt", b"about this dataset")
+    archive = _tar(tmp_path / "ok.tar", {**{f"train/{'ab'[k % 2]}/{k}.png": _png(k) for k in range(4)},
+                                         "README.txt": b"about this dataset"})
     from cnnlab.data.archive import open_tree
 
     tree = open_tree(archive)
@@ -188,9 +187,7 @@ def test_non_image_members_are_listed_but_never_read(tmp_path, monkeypatch):
 def test_limits_from_the_environment_must_be_numbers(tmp_path, monkeypatch, bad_input):
     monkeypatch.setenv("CNNLAB_MAX_FILE_MB", "lots")
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
-    archive = tmp_path / "a.tar"
-    with tarfile.open(archive, "w") as tf:
-        _add(tf, "train/a/0.png", _png())
+    archive = _tar(tmp_path / "a.tar", {"train/a/0.png": _png()})
     bad_input()
     with pytest.raises(CnnlabError, match="CNNLAB_MAX_FILE_MB"):
         load_dataset("imagefolder", root=archive)

@@ -4,7 +4,6 @@ output folder, bounded memory. The count of generated inputs is printed at the e
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import shutil
@@ -21,23 +20,12 @@ from cnnlab.training import config as C
 # -- the schema -----------------------------------------------------------------------------------------------------
 
 
-def _fields():
-    out = {}
-
-    def walk(cls, prefix):
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            tp = hints[f.name]
-            if dataclasses.is_dataclass(tp):
-                walk(tp, prefix + f.name + ".")
-            else:
-                base = typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Union else tp
-                out[prefix + f.name] = (base, f.metadata)
-    walk(C.RunConfig, "")
-    return out
+def _base(tp):
+    """Optional[X] -> X."""
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Union else tp
 
 
-FIELDS = _fields()
+FIELDS = {key: (_base(tp), meta) for key, (tp, meta, _) in C.schema().items()}
 FLOAT_KEYS = sorted(k for k, (tp, _) in FIELDS.items() if tp is float)
 INT_KEYS = sorted(k for k, (tp, _) in FIELDS.items() if tp is int)
 FLOAT_LIST_KEYS = sorted(k for k, (tp, _) in FIELDS.items() if typing.get_args(tp) == (float,))

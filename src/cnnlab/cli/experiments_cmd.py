@@ -10,6 +10,19 @@ from cnnlab.cli.data_cmd import add_data_root, data_overrides
 from cnnlab.errors import CnnlabError
 
 
+def _spec_args(p: argparse.ArgumentParser, unit: str, spec_help: str) -> None:
+    """What `sweep` and `tune` share: the spec, overrides, profile, workers, store, output folder and data root."""
+    p.add_argument("spec", help=spec_help)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides applied to every {unit}")
+    p.add_argument("--profile", help="the spec's profile: quick (minutes on a CPU, the default) or full")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--store", help="results store: a journal file path (default OUT/cnnlab-store.journal), "
+                                   "sqlite:///file.db, or a database URL such as postgresql://user:pass@host/db "
+                                   "(shared by several machines)")
+    p.add_argument("--out", default="runs", help=f"parent folder of the {unit} folders (default runs)")
+    add_data_root(p)
+
+
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="run every run of an experiment spec (skips finished runs, resumes interrupted)",
                        description="Run every run of an experiment spec, each in its own folder under "
@@ -18,14 +31,7 @@ def register(sub) -> None:
                                    "machines share one sweep through --store postgresql://user:pass@host/db. Exit "
                                    "status 0 when every run is finished, diverged or running in another worker, 1 "
                                    "when some failed or are left.")
-    p.add_argument("spec", help="experiment spec (YAML), e.g. experiments/04-lr-sweep.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every run")
-    p.add_argument("--profile", help="the spec's profile: quick (minutes on a CPU, the default) or full")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
-    p.add_argument("--store", help="results store: a journal file path (default OUT/cnnlab-store.journal), "
-                                   "sqlite:///file.db, or a database URL such as postgresql://user:pass@host/db")
-    p.add_argument("--out", default="runs", help="parent folder of sweep folders (default runs)")
-    add_data_root(p)
+    _spec_args(p, "run", "experiment spec (YAML), e.g. experiments/04-lr-sweep.yaml")
     p.add_argument("--list", action="store_true", help="list the runs and their state in the store, run nothing")
     p.add_argument("--analysis", action="store_true", help="after the runs, run the spec's analysis steps")
     p.add_argument("--report", metavar="HTML", help="after the runs, write the report here (and the .md beside)")
@@ -42,17 +48,10 @@ def register(sub) -> None:
                                    "under OUT/<spec>/tune-<profile>/, pruned early when its validation metric lags. "
                                    "Re-running the same command continues the study (a killed trial is retried). "
                                    "Writes report.md, trials.csv, history.png and best-N.yaml run configs there.")
-    p.add_argument("spec", help="experiment spec (YAML) with a tune: section")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every trial")
-    p.add_argument("--profile", help="the spec's profile (budgets), as for sweep (default: quick)")
+    _spec_args(p, "trial", "experiment spec (YAML) with a tune: section")
     p.add_argument("--trials", type=int, help="complete or pruned trials to reach, over all workers (default: "
                                               "the spec's tune.trials, else 20)")
     p.add_argument("--timeout", type=float, help="each worker starts no new trial after this many seconds")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
-    p.add_argument("--store", help="study storage: a journal file (default OUT/cnnlab-store.journal), "
-                                   "sqlite:///file.db, or postgresql://user:pass@host/db for several machines")
-    p.add_argument("--out", default="runs", help="parent folder of trial folders (default runs)")
-    add_data_root(p)
     p.add_argument("--report-only", action="store_true", help="write the report of the study as it is; run nothing")
     p.set_defaults(func=_tune)
 

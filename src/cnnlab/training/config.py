@@ -315,12 +315,13 @@ def _check_names(cfg: RunConfig) -> None:
     if len(cfg.optim.betas) != 2:
         raise CnnlabError(f"config key 'optim.betas': expected two numbers, got {cfg.optim.betas}")
     _check_run_name(cfg.name)
-    _check_device_kind(cfg.train.device)
+    check_device_kind(cfg.train.device)
     check_mlflow_uri(cfg.train.mlflow)
 
 
-def _check_device_kind(name: str) -> None:
-    """Only the kind is checked here; whether such a device is present is the runtime's question."""
+def check_device_kind(name: str) -> None:
+    """Only the kind is checked here (also by runtime.select_device); whether such a device is present is the
+    runtime's question."""
     import torch  # here, not at the top: configs are read (e.g. --help-config) without loading torch
 
     if name == "auto":
@@ -463,14 +464,20 @@ def config_from_dict(data: Dict[str, Any]) -> RunConfig:
     return validate(_build(RunConfig, merge(RunConfig().to_dict(), data)))
 
 
-def describe_keys(cls=RunConfig, prefix: str = "") -> List[tuple]:
-    """(key, default, help) for every config key: the text of `cnnlab train --help-config`."""
-    rows = []
+def schema(cls=RunConfig, prefix: str = "") -> Dict[str, tuple]:
+    """dotted key -> (annotation, field metadata, default) for every config key (--help-config, the fuzz tests)."""
+    out: Dict[str, tuple] = {}
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        tp = typing.get_type_hints(cls)[f.name]
+        tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            rows += describe_keys(tp, prefix + f.name + ".")
+            out.update(schema(tp, prefix + f.name + "."))
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            rows.append((prefix + f.name, default, f.metadata.get("help", "")))
-    return rows
+            out[prefix + f.name] = (tp, f.metadata, default)
+    return out
+
+
+def describe_keys() -> List[tuple]:
+    """(key, default, help) for every config key: the text of `cnnlab train --help-config`."""
+    return [(key, default, meta.get("help", "")) for key, (_, meta, default) in schema().items()]

@@ -19,7 +19,7 @@ import torch
 from cnnlab import system
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_text
-from cnnlab.training.config import SUPPORTED_DEVICES
+from cnnlab.training.config import check_device_kind
 
 
 def select_device(name: str) -> torch.device:
@@ -29,13 +29,8 @@ def select_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        dev = None
-    if dev is None or dev.type not in SUPPORTED_DEVICES:  # torch also knows meta, xla, ipu ...: cnnlab trains on none
-        raise CnnlabError(f"config key 'train.device': {name!r} is not a device cnnlab trains on; use auto, cpu, "
-                          "cuda, cuda:N or mps")
+    check_device_kind(name)  # torch also knows meta, xla, ipu ...: cnnlab trains on none of them
+    dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CnnlabError("config key 'train.device': CUDA was asked for but no CUDA device is available; "
                           "use train.device=auto or cpu")

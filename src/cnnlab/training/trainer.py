@@ -162,18 +162,21 @@ class Trainer:
         pinned = os.environ.get("CNNLAB_AMP_AUTO")
         if pinned in ("none", "bf16", "fp16"):  # a test suite or a comparison that must not depend on a timing
             return pinned, f"auto -> {pinned} (CNNLAB_AMP_AUTO)"
-        def batch():
-            n = min(self.cfg.batch.size, len(self.ds.train))
-            batches = iter(self._loader(self.ds.train.subset(n), n, train=False))
-            try:
-                return next(batches)
-            finally:  # close the generator now: left to the garbage collector, its clean-up would run at a random
-                getattr(batches, "close", lambda: None)()  # moment of training
         c = self.cfg
         shape = (min(c.batch.size, len(self.ds.train)), self.ds.in_channels, self.ds.image_size, self.ds.image_size)
-        mode, why, _ = runtime.choose_amp(self.device, self.model, batch,
+        mode, why, _ = runtime.choose_amp(self.device, self.model, self._first_batch,
                                           runtime.amp_cache_key(c.model.name, c.model.options, shape))
         return mode, f"auto -> {why}"
+
+    def _first_batch(self):
+        """The first batch.size training images, unaugmented, on the device (initial-loss check, amp timing)."""
+        n = min(self.cfg.batch.size, len(self.ds.train))
+        # a loader over the first batch only: one over the whole split would copy it to the device a second time
+        batches = iter(self._loader(self.ds.train.subset(n), n, train=False))
+        try:
+            return next(batches)
+        finally:  # close the generator now: left to the garbage collector, its clean-up would run at a random
+            getattr(batches, "close", lambda: None)()  # moment of training
 
     def _check_memory(self) -> None:
         """Estimate weights, gradients, two optimizer slots (16 bytes a parameter, counted on the meta device, where
@@ -370,10 +373,7 @@ class Trainer:
         """Loss of the untrained model on the first training batch, beside ln(classes) (Karpathy's sanity check).
 
         Measured in training mode (BN on batch statistics, as the first step sees it); BN state is put back."""
-        n = min(self.cfg.batch.size, len(self.ds.train))
-        # a loader over the first batch only: one over the whole split would copy it to the device a second time
-        loader = self._loader(self.ds.train.subset(n), n, train=False)
-        x, y = next(iter(loader))
+        x, y = self._first_batch()
         with runtime.autocast(self.device, self.amp):
             r = initial_loss_check(self.model, x, y)
         self.log(f"initial loss {r['loss']:.4f} on the first batch; ln({r['num_classes']}) = {r['expected']:.4f} "
