@@ -10,7 +10,7 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -34,9 +34,11 @@ class LoadedRun:
     device: torch.device
     checkpoint: Path
 
-    def loader(self, split: str, batch_size: Optional[int] = None) -> BatchLoader:
-        return BatchLoader(self.ds.split(split), batch_size or self.cfg.batch.eval_size, mean=self.ds.mean,
-                           std=self.ds.std, device=self.device)
+    def loader(self, split: Union[str, Split], batch_size: Optional[int] = None) -> BatchLoader:
+        """An evaluation loader, normalised as the run was, over a split of its dataset (by name) or other images."""
+        images = self.ds.split(split) if isinstance(split, str) else split
+        return BatchLoader(images, batch_size or self.cfg.batch.eval_size, mean=self.ds.mean, std=self.ds.std,
+                           device=self.device)
 
 
 def load_run(run_dir, which: str = "best", data_root: Optional[str] = None, device: str = "auto",
@@ -82,8 +84,7 @@ def predictions(run: LoadedRun, split: str = "holdout", tta: str = "none", image
     """(ids, labels, probabilities) for every image of `split` (or of `images`, the user's own files), sorted by
     id. Ids are file stems, or indices if the split has none."""
     s = images if images is not None else run.ds.split(split)
-    loader = BatchLoader(s, run.cfg.batch.eval_size, mean=run.ds.mean, std=run.ds.std, device=run.device)
-    probs = predict_probs(run.model, loader, run.device, tta)
+    probs = predict_probs(run.model, run.loader(s), run.device, tta)
     labels = probs.argmax(1).tolist()
     ids = list(s.ids) if s.ids is not None else [str(i) for i in range(len(s))]
     order = sorted(range(len(ids)), key=lambda i: _id_key(ids[i]))
