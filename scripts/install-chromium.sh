@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Install headless Chromium (Debian package `chromium`) for the test that renders the HTML report the way a person
-# sees it. Idempotent: does nothing when /usr/bin/chromium already exists. Needs root (or sudo) and apt; where it
+# Install headless Chromium (Debian package `chromium`) for the tests that render the HTML report the way a person
+# sees it and print it to PDF, and poppler-utils (pdfinfo, pdftotext, pdftoppm) for the test that reads that PDF.
+# Idempotent: does nothing when both are there. Needs root (or sudo) and apt; where it
 # cannot install, it says why and exits non-zero, and the screenshot test skips with that reason.
 set -euo pipefail
-if [ -x /usr/bin/chromium ]; then
+if [ -x /usr/bin/chromium ] && command -v pdftotext >/dev/null 2>&1; then
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
@@ -21,5 +22,5 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core poppler-utils >/dev/null
 [ -x /usr/bin/chromium ] && echo "install-chromium: installed $(/usr/bin/chromium --version 2>/dev/null || echo chromium)"

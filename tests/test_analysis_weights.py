@@ -33,7 +33,7 @@ def test_two_runs_share_bins_per_layer():
     assert sa.layers[0].edges[-1] == pytest.approx(float(b["conv.weight"].abs().max()))
     assert sum(sa.layers[0].counts) == sum(sb.layers[0].counts) == 108
     axes = plot_histograms([sa, sb])
-    assert axes[0][0].get_legend() is not None
+    assert axes[0][0].figure.legends, "one legend for the figure names the runs"
 
 
 def test_a_state_without_weight_matrices_is_a_user_error():

@@ -43,7 +43,7 @@ def test_info_on_an_image_archive_writes_both_grids(run, shared_data, tmp_path):
         png = tmp_path / "out" / name
         with Image.open(png) as im:
             assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 50 * rows
-    assert "cutout(size=12, count=1)" in out
+    assert "Cutout 12x12" in out  # the pipeline in words, not a Python repr
 
 
 def test_info_fashion_mnist(run, shared_data, tmp_path):

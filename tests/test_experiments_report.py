@@ -64,25 +64,43 @@ def test_html_report_holds_the_table_and_embedded_figures(swept):
     page = (tmp / "rep" / "lr.html").read_text()
     table = re.search(r"<table class='runs' id='runs-0'>(.*?)</table>", page, re.S).group(1)
     header = re.findall(r"<th>(.*?)</th>", table)
-    assert header[:6] == ["run", "lr", "status", "best val acc", "best epoch", "final train acc"]
-    assert {"wall time (s)", "images/s", "params", "diverged", "epoch / s to 10%"} <= set(header)
+    # best accuracy right after the run; the varied key by its full dotted name; results after
+    assert header[:6] == ["run", "best val acc", "optim.lr", "status", "best epoch", "final train acc"]
+    assert {"wall time (s)", "images/s", "diverged", "epoch / s to 10%"} <= set(header)
+    assert "params" not in header and "every run: 82,030 parameters" in page   # equal in every run: said once
     rows = re.findall(r"<tr class='(.*?)'>(.*?)</tr>", table, re.S)
-    cells = {re.findall(r"<td>(.*?)</td>", r)[0]: (cls, re.findall(r"<td>(.*?)</td>", r)) for cls, r in rows}
+    cells = {re.findall(r"<td[^>]*>(.*?)</td>", r)[0]: (cls, re.findall(r"<td[^>]*>(.*?)</td>", r))
+             for cls, r in rows}
     assert set(cells) == {"lr=100000", "lr=0.05", "lr=0.01"}
     assert cells["lr=100000"][0] == "diverged" and "yes" in cells["lr=100000"][1]
-    assert cells["lr=0.05"][1][2] == "finished" and cells["lr=0.05"][1][header.index("params")] == "82,030"
-    assert re.fullmatch(r"\d+\.\d\d%", cells["lr=0.05"][1][3])
+    assert cells["lr=0.05"][1][3] == "finished" and cells["lr=0.05"][1][2] == "0.05"
+    assert re.fullmatch(r"\d+\.\d\d%", cells["lr=0.05"][1][1])
     imgs = re.findall(r"<img [^>]*src='([^']*)'", page)
     assert len(imgs) == 3  # curves, best val acc against lr, time to target
-    assert all(src.startswith("data:image/png;base64,") for src in imgs), "the page must be self-contained"
+    assert all(src.startswith("data:image/svg+xml;base64,") for src in imgs), "self-contained, vector figures"
     assert "Which lr?" in page
+    assert "ran: cifar10, 300 training images, 100 validation images, 2 epochs" in page
+
+
+def test_runs_csv_has_one_row_per_run_with_the_numbers(swept):
+    tmp, _, _ = swept
+    import csv
+
+    rows = list(csv.DictReader((tmp / "rep" / "lr-runs.csv").open()))
+    assert [r["run"] for r in rows] == ["lr=100000", "lr=0.05", "lr=0.01"]
+    assert {"optim.lr", "status", "best_val_acc", "best_epoch", "final_train_acc", "final_train_loss",
+            "final_val_loss", "weight_sparsity", "wall_s", "epochs_to_0.1", "seconds_to_0.1"} <= set(rows[0])
+    ok = rows[1]
+    assert ok["status"] == "finished" and float(ok["optim.lr"]) == 0.05 and 0 <= float(ok["best_val_acc"]) <= 1
+    assert 0 <= float(ok["weight_sparsity"]) < 0.5 and float(ok["wall_s"]) > 0
+    assert rows[0]["status"] == "diverged"
 
 
 def test_markdown_twin_has_the_same_table_and_png_files(swept):
     tmp, _, _ = swept
     md = (tmp / "rep" / "lr.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("|")]
-    assert len(table) == 2 + 3 and table[0].startswith("| run | lr | status | best val acc")
+    assert len(table) == 2 + 3 and table[0].startswith("| run | best val acc | optim.lr | status")
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(links) == 3 and all((tmp / "rep" / link).stat().st_size > 1000 for link in links)
 
@@ -93,7 +111,7 @@ def test_report_from_run_folders_finds_what_varied(swept):
     out = tmp / "rep2" / "folders.html"
     assert run_cli(["report", *folders, "--out", str(out)]) == 0
     md = out.with_suffix(".md").read_text()
-    assert "| run | lr | status |" in md  # optim.lr is the one key that differs between the folders
+    assert "| run | best val acc | optim.lr | status |" in md  # the one key that differs between the folders
     assert md.count("![") == 2  # curves and the automatic lr figure (one numeric key with 3 values)
 
 
@@ -183,3 +201,119 @@ def test_sweep_figure_keeps_zipped_axes_on_one_line():
                      {"best_val_acc": 0.5 + b / 1e5}, [], {}) for b in (64, 128, 256, 512)]
     drawn = draw("sweep", entries, x="batch.size", y="best_val_acc")
     assert len(drawn.fig.axes[0].lines) == 1 and len(drawn.fig.axes[0].lines[0].get_xdata()) == 4
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Layout as a person sees it: three kinds of report rendered at 1280 px, checked from the page itself.
+
+CHECK_JS = """
+<script>
+function cnnlabCheck() {
+  const vw = document.documentElement.clientWidth;
+  const inBox = el => el.closest('.table-wrap') && !el.classList.contains('table-wrap');
+  const over = [...document.querySelectorAll('body *')].filter(el => !inBox(el))
+      .filter(el => el.getBoundingClientRect().right > vw + 1).map(el => el.tagName + '.' + el.className);
+  const imgs = [...document.images].map(i => i.complete && i.naturalWidth > 0);
+  const best = [...document.querySelectorAll('th')].filter(t => t.textContent === 'best val acc')
+      .map(t => { const r = t.getBoundingClientRect(), b = t.closest('.table-wrap').getBoundingClientRect();
+                  return r.left >= b.left - 1 && r.right <= Math.min(b.right, vw) + 1; });
+  const out = document.createElement('pre');
+  out.id = 'cnnlab-check';
+  out.textContent = JSON.stringify({vw, scrollWidth: document.documentElement.scrollWidth, over, imgs, best});
+  document.body.appendChild(out);
+}
+window.addEventListener('load', () => setTimeout(cnnlabCheck, 100));
+</script>
+"""
+
+
+def rendered_checks(page: Path, tmp_path: Path) -> dict:
+    import json
+
+    exe = chromium()
+    probe = page.with_name(page.stem + "-probe.html")
+    probe.write_text(page.read_text().replace("</body>", CHECK_JS + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--window-size=1280,900", "--virtual-time-budget=5000"]
+    dom = subprocess.run([exe, *flags, "--dump-dom", probe.resolve().as_uri()], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    found = re.search(r"<pre id=\"cnnlab-check\">(.*?)</pre>", dom, re.S)
+    assert found, "the check script did not run"
+    shot = page.with_name(page.stem + ".png")  # kept beside the report for a person to look at
+    subprocess.run([exe, *flags, f"--screenshot={shot}", page.resolve().as_uri()], capture_output=True, timeout=120,
+                   check=True)
+    return json.loads(html_unescape(found.group(1)))
+
+
+def html_unescape(text: str) -> str:
+    import html
+
+    return html.unescape(text)
+
+
+@pytest.fixture(scope="module")
+def twelve(tmp_path_factory, session_cache, shared_data):
+    """12 real tiny runs: 3 learning rates x BN on/off x 2 seeds (1 epoch on 200 images each), swept once."""
+    tmp = tmp_path_factory.mktemp("twelve")
+    base = {"data": {"name": "cifar10", "train_subset": 200, "val_subset": 100}, "model": {"name": "simplenn"},
+            "batch": {"size": 50}, "train": {"epochs": 1, "progress": "off", "checkpoints": True}}
+    spec = tmp / "twelve.yaml"
+    spec.write_text(yaml.safe_dump({"question": "Do BN and the lr matter, beyond seed noise?", "base": base,
+                                    "grid": {"optim.lr": [0.01, 0.05, 0.1], "model.options.batch_norm": [False, True],
+                                             "train.seed": [0, 1]},
+                                    "report": {"figures": [{"kind": "bars", "y": ["best_val_acc", "wall_time"]},
+                                                           {"kind": "sweep", "x": "optim.lr"}]}}))
+    old = {k: os.environ.get(k) for k in ("CNNLAB_CACHE", "CNNLAB_DATA")}
+    os.environ.update(CNNLAB_CACHE=str(session_cache), CNNLAB_DATA=str(shared_data))
+    try:
+        assert run_cli(["sweep", str(spec), "--out", str(tmp / "runs")]) == 0
+        yield tmp, spec
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.mark.parametrize("kind", ["single run", "sweep", "comparison of 12 run folders"])
+def test_reports_fit_a_1280_pixel_window_with_every_figure_loaded(twelve, tmp_path, kind):
+    tmp, spec = twelve
+    folders = sorted(str(p) for p in (tmp / "runs" / "twelve" / "default").iterdir() if p.is_dir())
+    assert len(folders) == 12
+    inputs = {"single run": folders[:1], "sweep": [str(spec)], "comparison of 12 run folders": folders}[kind]
+    out = tmp_path / "report.html"
+    assert run_cli(["report", *inputs, "--out", str(out), "--runs-out", str(tmp / "runs")]) == 0
+    res = rendered_checks(out, tmp_path)
+    assert res["scrollWidth"] <= res["vw"], f"the page scrolls sideways: {res}"
+    assert not res["over"], f"elements overflow the window: {res['over']}"
+    assert res["imgs"] and all(res["imgs"]), f"a figure did not load: {res['imgs']}"
+    assert res["best"] == [True], "the best-accuracy column must be visible without scrolling"
+    rows = (tmp_path / "runs.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(folders if kind != "single run" else folders[:1])
+
+
+def test_pdf_report_has_the_question_the_table_and_the_code(swept, tmp_path):
+    chromium()
+    for tool in ("pdfinfo", "pdftotext", "pdftoppm"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} not found (Debian: apt-get install poppler-utils)")
+    tmp, spec, _ = swept
+    out = tmp_path / "lr.html"
+    assert run_cli(["report", str(spec), "--out", str(out), "--runs-out", str(tmp / "runs"), "--pdf"]) == 0
+    pdf = out.with_suffix(".pdf")
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    pages = int(re.search(r"Pages:\s+(\d+)", info).group(1))
+    assert 2 <= pages <= 8, info
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "Which lr?" in text and "best val acc" in text and "lr=0.05" in text
+    per_page = text.split("\f")
+    first_lines = [next((line.strip() for line in page.splitlines() if line.strip()), "") for page in per_page]
+    code_page = first_lines.index("Code")       # the appendix starts a page of its own ...
+    assert code_page >= 1 and "Which lr?" in "".join(per_page[:code_page])
+    appendix = "".join(per_page[code_page:])
+    assert "lr.yaml" in appendix and "grid:" in appendix       # ... with the spec as run
+    assert "def simplenn(" in appendix                           # and the code of its model
+    subprocess.run(["pdftoppm", "-png", "-r", "50", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "page")],
+                   check=True, capture_output=True)
+    png = next(tmp_path.glob("page*.png"))
+    img = np.asarray(Image.open(png).convert("L")).astype(int)
+    assert (img < 200).mean() > 0.02, "page 1 renders (nearly) blank"

@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from cnnlab.errors import CnnlabError  # noqa: E402
-from cnnlab.fileio import atomic_open, atomic_write_text  # noqa: E402
+from cnnlab import plotting
+from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_write_text
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -178,19 +175,14 @@ def read_csv(path) -> List[dict]:
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, size=(6.0, 4.0), **kw):
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False, **kw)
-    return fig, axes
+    """(Figure, 2-D axes) with `size` inches per panel, in cnnlab's style (cnnlab.plotting)."""
+    return plotting.new_figure(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), **kw)
 
 
 def save_figure(fig, path, title: Optional[str] = None) -> Path:
-    path = Path(path)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return plotting.save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -159,9 +159,11 @@ class Landscape1D:
         ax.set(xlabel="alpha (filter-normalised direction)", ylabel="loss",
                title=f"1-D loss landscape ({self.images} images)")
         ax.grid(alpha=0.3)
+        ax.set_ylabel("loss (solid)", color="C0")
         acc = ax.twinx()
-        acc.plot(self.alphas, self.accs, "--", color="C1", label="accuracy")
-        acc.set_ylabel("accuracy")
+        acc.plot(self.alphas, [100 * a for a in self.accs], "--", color="C1", label="accuracy")
+        acc.set_ylabel("accuracy, % (dashed)", color="C1")
+        acc.spines["right"].set_visible(True)
         return ax
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.plotting import new_figure
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -72,6 +73,12 @@ class WeightStats:
                  "count": c} for s in self.layers for i, c in enumerate(s.counts)]
 
 
+def sparsity(state: Dict[str, torch.Tensor], threshold: float = 1e-3) -> float:
+    """Share of all weights (every conv kernel and weight matrix) with |w| < threshold; NaN counts as not small."""
+    ws = list(weight_tensors(state).values())
+    return sum(int((w.abs() < threshold).sum()) for w in ws) / sum(w.numel() for w in ws)
+
+
 def weight_stats(states: Dict[str, Dict[str, torch.Tensor]], threshold: float = 1e-3,
                  bins: int = 60) -> List[WeightStats]:
     """label -> state dict, for one run or several; layers common to all runs share their histogram bins."""
@@ -80,14 +87,15 @@ def weight_stats(states: Dict[str, Dict[str, torch.Tensor]], threshold: float = 
     tensors = {label: weight_tensors(s) for label, s in states.items()}
     span: Dict[str, float] = {}
     for ws in tensors.values():
-        for name, w in ws.items():
-            span[name] = max(span.get(name, 0.0), float(w.abs().max()) or 1e-12)
+        for name, w in ws.items():  # a diverged run's NaN/inf weights are left out of the bins, not a crash
+            finite = w[torch.isfinite(w)]
+            span[name] = max(span.get(name, 0.0), float(finite.abs().max()) if finite.numel() else 0.0) or 1e-12
     out = []
     for label, ws in tensors.items():
         layers = []
         for name, w in ws.items():
             edges = torch.linspace(-span[name], span[name], bins + 1)
-            counts = torch.histc(w, bins=bins, min=-span[name], max=span[name])
+            counts = torch.histc(w[torch.isfinite(w)], bins=bins, min=-span[name], max=span[name])
             a = w.abs()
             layers.append(LayerStats(name, w.numel(), float((a < threshold).float().mean()), float(a.mean()),
                                      float(w.std()) if w.numel() > 1 else 0.0, float(a.max()),
@@ -97,14 +105,13 @@ def weight_stats(states: Dict[str, Dict[str, torch.Tensor]], threshold: float = 
 
 
 def plot_histograms(stats: Sequence[WeightStats], axes=None, max_layers: int = 12):
-    """One axis per layer (up to max_layers), each run's histogram overlaid, log count axis."""
-    import matplotlib.pyplot as plt
-
+    """One axis per layer (up to max_layers), each run's histogram overlaid, log count axis; one legend for the
+    figure (outside the axes) when several runs are compared."""
     names = [s.layer for s in stats[0].layers][:max_layers]
     if axes is None:
         cols = min(4, len(names))
-        _, axes = plt.subplots(math.ceil(len(names) / cols), cols, figsize=(4 * cols, 3 * math.ceil(len(names) / cols)),
-                               squeeze=False)
+        rows = math.ceil(len(names) / cols)
+        _, axes = new_figure(rows, cols, figsize=(3.6 * cols, 2.9 * rows))
     flat = list(np.ravel(axes))
     for ax, name in zip(flat, names):
         title = []
@@ -116,11 +123,12 @@ def plot_histograms(stats: Sequence[WeightStats], axes=None, max_layers: int = 1
             title.append(f"{layer.sparsity:.0%}")
         ax.set_yscale("log")
         ax.set_title(f"{name}\nsparsity {' / '.join(title)} (|w|<{stats[0].threshold:g})", fontsize=8)
-        ax.tick_params(labelsize=7)
-        if len(stats) > 1:
-            ax.legend(fontsize=6)
+        ax.set(xlabel="weight value", ylabel="count (log)")
     for ax in flat[len(names):]:
         ax.axis("off")
+    if len(stats) > 1:
+        handles, labels = flat[0].get_legend_handles_labels()
+        flat[0].figure.legend(handles, labels, loc="outside upper center", ncol=min(4, len(labels)))
     return axes
 
 
@@ -197,12 +205,17 @@ class FeatureMaps:
                  "active_share": float((m > 0).mean())} for c, m in enumerate(self.maps)]
 
     def plot(self, axes):
+        """One panel per channel on one shared colour scale, with its colourbar (activation value)."""
         flat = list(np.ravel(axes))
+        lo, hi = float(self.maps.min()), float(self.maps.max())
+        im = None
         for ax, (c, m) in zip(flat, enumerate(self.maps)):
-            ax.imshow(m, cmap="viridis")
-            ax.set_title(f"{c}", fontsize=7)
+            im = ax.imshow(m, cmap="viridis", vmin=lo, vmax=hi)
+            ax.set_title(f"channel {c}", fontsize=7)
         for ax in flat:
             ax.axis("off")
+        if im is not None:
+            flat[0].figure.colorbar(im, ax=flat, shrink=0.6, label=f"activation of {self.layer}")
         return axes
 
 
@@ -263,10 +276,13 @@ class Saliency:
             axes[0][j].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray")
             axes[0][j].set_title(f"#{self.indices[j]} {self.name(self.labels[j])}\npred {self.name(self.predicted[j])}",
                                  fontsize=7)
-            axes[1][j].imshow(self.maps[j], cmap="hot")
+            im = axes[1][j].imshow(self.maps[j], cmap="hot", vmin=0, vmax=float(self.maps.max()) or 1.0)
             axes[1][j].set_title(f"d score[{self.name(self.classes[j])}]/dx", fontsize=7)
             axes[0][j].axis("off")
             axes[1][j].axis("off")
+        if len(self.indices):  # one scale for every map, so saliency is comparable across images
+            axes[1][0].figure.colorbar(im, ax=list(axes[1]), shrink=0.8,
+                                       label="|d score / d pixel| (max over channels)")
         return axes
 
 

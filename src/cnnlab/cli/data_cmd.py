@@ -110,7 +110,8 @@ def print_summary(ds, summary) -> None:
 def _info(args: argparse.Namespace) -> int:
     from cnnlab.data import load_dataset
     from cnnlab.data.augment import build_augmentation
-    from cnnlab.data.preview import example_grids, save_figure, summarize
+    from cnnlab.data.preview import example_grids, summarize
+    from cnnlab.plotting import save_figure
 
     pipeline = build_augmentation(parse_augment(args.augment)) if args.augment else None
     if args.per_class < 1:
@@ -125,5 +126,5 @@ def _info(args: argparse.Namespace) -> int:
     print(f"wrote {out / f'{stem}_examples.png'}")
     if augmented is not None:
         save_figure(augmented, out / f"{stem}_augmented.png")
-        print(f"wrote {out / f'{stem}_augmented.png'} ({pipeline!r})")
+        print(f"wrote {out / f'{stem}_augmented.png'} ({pipeline.describe()})")
     return 0

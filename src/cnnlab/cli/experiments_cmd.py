@@ -64,6 +64,8 @@ def register(sub) -> None:
     p.add_argument("--store", help="results store of the specs' sweeps (default RUNS_OUT/cnnlab-store.journal)")
     p.add_argument("--runs-out", default="runs", help="the --out the sweeps ran with (default runs)")
     p.add_argument("--title", help="page title")
+    p.add_argument("--pdf", action="store_true", help="also write the report as one PDF (OUT with .pdf), with the "
+                                                      "code of the models and specs appended (needs Chromium)")
     p.set_defaults(func=_report)
 
 
@@ -84,7 +86,8 @@ def _sweep(args: argparse.Namespace) -> int:
         width = max(len(r["run"]) for r in rows)
         for r in rows:
             best = f"{100 * r['best_val_acc']:.2f}%" if isinstance(r["best_val_acc"], float) else ""
-            print(f"{r['run']:{width}s}  {r['state']:12s} {best:>8s}  {r['folder']}")
+            other = "" if r["planned"] else "  (other settings: not in this plan; key=value overrides?)"
+            print(f"{r['run']:{width}s}  {r['state']:12s} {best:>8s}  {r['folder']}{other}")
         return 0
     records = sweep(opts)
     plan = make_plan(opts)
@@ -111,8 +114,9 @@ def _report(args: argparse.Namespace) -> int:
     from cnnlab.experiments.report import make_report
 
     paths = make_report(args.inputs, args.out, args.profile, args.store, args.runs_out, args.title,
-                        command=f"cnnlab report {shlex.join(args.inputs)}{_profile_arg(args)} --out {args.out}")
-    print(f"wrote {paths['html']} and {paths['markdown']}")
+                        command=f"cnnlab report {shlex.join(args.inputs)}{_profile_arg(args)} --out {args.out}",
+                        pdf=args.pdf)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 

@@ -128,6 +128,9 @@ class RandomCrop(IndexMap):
     def __repr__(self):
         return f"crop(padding={self.padding}, mode={self.mode!r})"
 
+    def describe(self) -> str:
+        return f"random crop (pad {self.padding} px, {self.mode})"
+
 
 @AUGMENTATIONS.register("flip")
 class RandomFlip(IndexMap):
@@ -148,6 +151,9 @@ class RandomFlip(IndexMap):
 
     def __repr__(self):
         return f"flip(p={self.p})"
+
+    def describe(self) -> str:
+        return f"horizontal flip (p={self.p:g})"
 
 
 @AUGMENTATIONS.register("cutout")
@@ -182,6 +188,9 @@ class Cutout(Augmentation):
     def __repr__(self):
         return f"cutout(size={self.size}, count={self.count})"
 
+    def describe(self) -> str:
+        return f"Cutout {self.size}x{self.size}" + (f" x{self.count}" if self.count > 1 else "")
+
 
 def to_unit_float(x: torch.Tensor) -> torch.Tensor:
     """The default normalisation when none is given: uint8 -> float32 in [0, 1]."""
@@ -199,6 +208,10 @@ class Pipeline:
 
     def __repr__(self):
         return "Pipeline(" + ", ".join(map(repr, self.transforms)) + ")"
+
+    def describe(self) -> str:
+        """Plain words for titles and reports: 'random crop (pad 4 px, zeros) + horizontal flip (p=0.5)'."""
+        return " + ".join(getattr(t, "describe", lambda t=t: repr(t))() for t in self.transforms) or "none"
 
     def sample(self, n: int, generator: Optional[torch.Generator]) -> List[Params]:
         return [t.sample(n, generator) for t in self.transforms]

@@ -1,8 +1,8 @@
 """A dataset's summary (counts per split and class, shape, per-channel mean/std) and example-image grids.
 
 Answers the course question "summarise the dataset and show images from three classes": `summarize` returns the
-numbers, `pick_examples` the first images of each class, and `draw_grid` draws them on a matplotlib figure (Agg, never
-shown) so the CLI can save a PNG, before and after augmentation (so a person sees what the model sees).
+numbers, `pick_examples` the first images of each class, and `draw_grid` draws them on a matplotlib figure (object API, no
+pyplot state) so the CLI can save a PNG, before and after augmentation (so a person sees what the model sees).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from cnnlab.data.augment import Pipeline
+from cnnlab.plotting import new_figure
 from cnnlab.data.core import Dataset, Split, channel_stats
 
 
@@ -47,13 +48,8 @@ def augmented_for_display(x: torch.Tensor, pipeline: Pipeline, mean, std, seed: 
 
 def draw_grid(images: torch.Tensor, row_labels: List[str], title: str = "", ax_size: float = 0.9):
     """A figure with one row per label; `images` is [rows, cols, C, H, W], uint8 or float in [0, 1]."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows, cols = images.shape[:2]
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * ax_size + 1.2, rows * ax_size + 0.4), squeeze=False)
+    fig, axes = new_figure(rows, cols, figsize=(cols * ax_size + 1.2, rows * ax_size + 0.4))
     pics = images.float() / 255 if images.dtype == torch.uint8 else images
     for r in range(rows):
         for c in range(cols):
@@ -66,18 +62,7 @@ def draw_grid(images: torch.Tensor, row_labels: List[str], title: str = "", ax_s
         axes[r][0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     return fig
-
-
-def save_figure(fig, path) -> None:
-    import matplotlib.pyplot as plt
-
-    from cnnlab.fileio import atomic_open
-
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
 
 
 def example_grids(ds: Dataset, classes: Optional[Sequence[int]] = None, per_class: int = 8,
@@ -92,4 +77,4 @@ def example_grids(ds: Dataset, classes: Optional[Sequence[int]] = None, per_clas
     if pipeline is None or not len(pipeline):
         return original, None
     aug = augmented_for_display(x, pipeline, ds.mean, ds.std, seed).reshape(shape)
-    return original, draw_grid(aug, labels, f"{ds.name}: the same images after {pipeline!r}")
+    return original, draw_grid(aug, labels, f"{ds.name}: the same images after {pipeline.describe()}")

@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-import matplotlib
+import statistics
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator
 
-from cnnlab.errors import CnnlabError  # noqa: E402
-from cnnlab.registry import Registry, check_kwargs  # noqa: E402
+from cnnlab.errors import CnnlabError
+from cnnlab.plotting import new_figure
+from cnnlab.registry import Registry, check_kwargs
+from cnnlab.training.losses import describe as describe_loss
+from cnnlab.training.plots import plot_curves
 
 FIGURES = Registry("report figure")
 SUMMARY_METRICS = ("best_val_acc", "best_epoch", "final_train_acc", "final_val_acc", "final_train_loss", "wall_time",
@@ -60,6 +62,16 @@ class Entry:
             return (self.config.get("model.options") or {}).get(key[len("model.options."):])
         return self.config.get(key)
 
+    def sparsity(self, threshold: float = 1e-3) -> Optional[float]:
+        """Share of weights with |w| < threshold in the best checkpoint; None without one on this machine."""
+        from cnnlab.analysis.weights import sparsity
+        from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
+
+        path = find_checkpoint(self.run_dir, "best") if self.run_dir and self.run_dir.is_dir() else None
+        if path is None:
+            return None
+        return sparsity(load_checkpoint(path)["model"], threshold)
+
     def metric(self, key: str) -> Optional[float]:
         v = (self.summary or {}).get(key)
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
@@ -81,17 +93,67 @@ class Drawn:
     note: str = ""
 
 
-def _label(entry: Entry, skip: Sequence[str] = ()) -> str:
-    parts = [f"{_short(k)}={_fmt(v)}" if k not in ("variant", "group") else str(v)
-             for k, v in entry.varied.items() if k not in skip]
-    return ", ".join(parts) or entry.name
+SEED_KEY = "train.seed"  # runs that differ only in it are repeats: averaged in dot plots and sweeps
+ACCURACIES = {"best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "val_acc", "train_acc", "val_error",
+              "train_error"}
 
 
-def _short(key: str) -> str:
-    return key.rsplit(".", 1)[-1]
+def short_keys(keys: Sequence[str]) -> Dict[str, str]:
+    """Dotted keys -> the shortest unambiguous tail (optim.lr -> lr; data.seed and train.seed stay whole)."""
+    out = {}
+    for k in keys:
+        parts = k.split(".")
+        for n in range(1, len(parts) + 1):
+            tail = ".".join(parts[-n:])
+            if sum(1 for other in keys if other == tail or other.endswith("." + tail)) == 1:
+                out[k] = tail
+                break
+        else:
+            out[k] = k
+    return out
+
+
+def labels(entries: Sequence[Entry], skip: Sequence[str] = ()) -> Dict[str, str]:
+    """Run name -> a short legend label naming only what differs between these runs ("lr=0.1, batch_norm=true");
+    the run name where nothing does."""
+    keys = [k for k in dict.fromkeys(k for e in entries for k in e.varied) if k not in skip]
+    differ = [k for k in keys if len({_fmt(e.varied.get(k)) for e in entries}) > 1]
+    short = short_keys(differ)
+    out = {}
+    for e in entries:
+        parts = [str(e.varied.get(k)) if k in ("variant", "group") else f"{short[k]}={_fmt(e.varied.get(k))}"
+                 for k in differ]
+        out[e.name] = ", ".join(parts) or e.name
+    return out
+
+
+def _scaled(metric: str, v):
+    return 100 * v if metric in ACCURACIES and v is not None else v
+
+
+def _value_text(metric: str, v: float) -> str:
+    if metric in ACCURACIES:
+        return f"{100 * v:.1f}%"
+    if metric == "wall_time":
+        return f"{v:,.0f} s" if v >= 100 else f"{v:.1f} s"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def _axis_label(metrics: Sequence[str]) -> str:
+    if all(m in ACCURACIES for m in metrics):
+        return (LABELS.get(metrics[0], metrics[0]) if len(metrics) == 1 else "accuracy") + " (%)"
+    return LABELS.get(metrics[0], metrics[0])
+
+
+def _legend_outside(ax) -> None:
+    """The legend to the right of the axes (constrained layout makes room), so it never covers data."""
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()  # as in YAML and the table
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
@@ -107,36 +169,32 @@ def _as_list(y: Union[str, Sequence[str]]) -> List[str]:
 
 @FIGURES.register("curves")
 def curves(entries: List[Entry]) -> Optional[Drawn]:
-    """Training and validation loss and accuracy against epoch, every run overlaid (train dashed, val solid)."""
-    from cnnlab.training.plots import plot_curves
-
-    runs = {_label(e): e.metrics for e in entries if e.metrics}
+    """Loss, accuracy and learning rate against epoch, every run overlaid: one colour per run, train dashed and
+    validation solid, one legend outside the axes."""
+    names = labels(entries)
+    runs = {names[e.name]: e.metrics for e in entries if e.metrics}
     if not runs:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    plot_curves(runs, axes)
-    if len(runs) > 6:  # many runs: one legend outside, not two unreadable ones inside
-        for ax in axes:
-            if ax.get_legend():
-                ax.get_legend().remove()
-        handles, labels = axes[1].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="x-small")
-        fig.subplots_adjust(bottom=0.1 + 0.03 * math.ceil(len(labels) / 3))
+    kinds = {describe_loss(e.config.get("train.loss") or "cross_entropy", e.config.get("train.label_smoothing") or 0)
+             for e in entries if e.metrics}
+    loss = kinds.pop() if len(kinds) == 1 else "per run: " + ", ".join(sorted(kinds))
+    axes = plot_curves(runs, train_loss_label=loss)
     rows = [{"run": k, "epochs": len(v)} for k, v in runs.items()]
-    return Drawn("Loss and accuracy per epoch (train dashed, validation solid)", fig, rows)
+    return Drawn("Loss, accuracy and learning rate per epoch (train dashed, validation solid)", axes[0].figure, rows)
 
 
 @FIGURES.register("sweep")
 def sweep(entries: List[Entry], x: str, y: Union[str, List[str]] = ("best_val_acc", "final_train_acc"),
           log: Optional[bool] = None, series: Optional[str] = None) -> Optional[Drawn]:
     """y against the value of config key x (one line per value of `series`, else per combination of the other
-    varied keys); diverged runs are marked with a red x on the axis."""
+    varied keys); diverged runs are marked with a red x on the axis. Repeated seeds are averaged (mean ± std)."""
     ys = _as_list(y)
     pts = [e for e in entries if _num(e.value(x)) is not None]
     if not pts:
         return None
     xs = sorted({_num(e.value(x)) for e in pts})
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, axes = new_figure(figsize=(8, 4.4))
+    ax = axes[0][0]
     if log is None:
         positive = [v for v in xs if v > 0]
         log = len(positive) >= 2 and max(positive) / min(positive) >= 20
@@ -146,32 +204,44 @@ def sweep(entries: List[Entry], x: str, y: Union[str, List[str]] = ("best_val_ac
             ax.set_xscale("symlog", linthresh=min(positive))
         elif positive:
             ax.set_xscale("log")
+    along = (x, *_covarying(pts, x), SEED_KEY)  # zipped with x (epochs zipped with batch size): the x axis itself
+    names = labels(pts, skip=along)
     groups: Dict[str, List[Entry]] = {}
-    along = (x, *_covarying(pts, x))  # zipped with x (epochs zipped with batch size): part of the x axis, not a series
     for e in pts:
-        key = _fmt(e.value(series)) if series else _label(e, skip=along)
+        key = _fmt(e.value(series)) if series else names[e.name]
         groups.setdefault(key if key != e.name else "", []).append(e)
     rows = []
     for i, (gname, es) in enumerate(groups.items()):
-        es = sorted(es, key=lambda e: _num(e.value(x)))
         for j, metric in enumerate(ys):
-            good = [(e.value(x), e.metric(metric)) for e in es if e.metric(metric) is not None]
-            if good:
+            stats = _by_value(es, x, metric)
+            if stats:
                 label = " ".join(p for p in (gname, LABELS.get(metric, metric) if len(ys) > 1 else "") if p)
-                ax.plot(*zip(*good), ["-o", "--s", ":^"][j % 3], color=f"C{i % 10}", label=label or None)
+                vx = [v for v, _, _, _ in stats]
+                mean = [_scaled(metric, m) for _, m, _, _ in stats]
+                err = [_scaled(metric, sd) for _, _, sd, _ in stats]
+                ax.errorbar(vx, mean, yerr=err if any(err) else None, fmt=["-o", "--s", ":^"][j % 3],
+                            color=f"C{i % 10}", label=label or None, capsize=3, markersize=4)
             for e in es:
                 rows.append({"series": gname, x: e.value(x), metric: e.metric(metric), "state": e.state})
         bad = [e.value(x) for e in es if e.state == "diverged"]
         if bad:
             ax.plot(bad, [0] * len(bad), "x", color="red", markersize=10, mew=2,
                     label="diverged" if i == 0 else None)
-    ax.set(xlabel=x, ylabel=LABELS.get(ys[0], ys[0]) if len(ys) == 1 else "accuracy",
-           title=f"{', '.join(LABELS.get(m, m) for m in ys)} against {_short(x)}")
+    ax.set(xlabel=x, ylabel=_axis_label(ys), title=f"{', '.join(LABELS.get(m, m) for m in ys)} against {x}")
     ax.grid(alpha=0.3, which="both")
-    if any(not str(line.get_label()).startswith("_") for line in ax.lines):
-        ax.legend(fontsize="small")
-    fig.tight_layout()
+    _legend_outside(ax)
     return Drawn(f"{LABELS.get(ys[0], ys[0])} against {x}", fig, rows)
+
+
+def _by_value(entries: List[Entry], x: str, metric: str) -> List[tuple]:
+    """[(x value, mean, std, n)] of `metric` over the runs at each value of x (seeds repeated), sorted by x."""
+    at: Dict[float, List[float]] = {}
+    for e in entries:
+        v = e.metric(metric)
+        if v is not None:
+            at.setdefault(_num(e.value(x)), []).append(v)
+    return [(k, statistics.fmean(vs), statistics.stdev(vs) if len(vs) > 1 else 0.0, len(vs))
+            for k, vs in sorted(at.items())]
 
 
 def _covarying(entries: List[Entry], x: str) -> List[str]:
@@ -188,36 +258,43 @@ def _covarying(entries: List[Entry], x: str) -> List[str]:
 @FIGURES.register("bars")
 def bars(entries: List[Entry], y: Union[str, List[str]] = "wall_time", by: Optional[str] = None,
          hue: Optional[str] = None) -> Optional[Drawn]:
-    """A bar per run (or per value of `by`, with one bar per value of `hue` beside each other), one panel per y."""
+    """A dot per run (or per value of `by`, one colour per value of `hue`), one panel per metric, each value written
+    beside its dot. Runs that differ only in `train.seed` are one dot: the mean, with a ±1 std bar and n. The value
+    axis is zoomed to the values (a dot plot needs no zero baseline), so 33.4% and 34.0% are told apart."""
     ys = _as_list(y)
     done = [e for e in entries if e.summary]
     if not done:
         return None
-    cats = list(dict.fromkeys(_fmt(e.value(by)) if by else _label(e, skip=(hue,) if hue else ()) for e in done))
+    names = labels(done, skip=(hue, SEED_KEY) if hue else (SEED_KEY,))
+    cat = (lambda e: _fmt(e.value(by))) if by else (lambda e: names[e.name])  # noqa: E731
+    cats = list(dict.fromkeys(cat(e) for e in done))
     hues = list(dict.fromkeys(_fmt(e.value(hue)) for e in done)) if hue else [""]
-    panel = max(4.0, 0.5 * len(cats) * len(hues) + 1.5)  # inches per panel: room for every bar's label
-    fig, axes = plt.subplots(1, len(ys), figsize=(min(16.0, panel * len(ys)), 4.6), squeeze=False)
-    width = 0.8 / len(hues)
+    fig, axes = new_figure(1, len(ys), figsize=(min(15.0, 5.2 * len(ys)), 1.2 + 0.32 * len(cats) * len(hues)))
     rows = []
     for ax, metric in zip(axes[0], ys):
         for j, h in enumerate(hues):
-            vals = []
-            for c in cats:
-                match = [e for e in done if (_fmt(e.value(by)) if by else _label(e, skip=(hue,) if hue else ())) == c
-                         and (not hue or _fmt(e.value(hue)) == h)]
-                v = match[0].metric(metric) if match else None
-                vals.append(v if v is not None else 0.0)
-                rows.append({"category": c, **({hue: h} if hue else {}), metric: v})
-            ax.bar([i + (j - (len(hues) - 1) / 2) * width for i in range(len(cats))], vals, width,
-                   label=f"{_short(hue)}={h}" if hue else None, color=f"C{j % 10}")
-        ax.set_xticks(range(len(cats)), cats, rotation=30 if len(cats) > 4 else 0, ha="right" if len(cats) > 4 else
-                      "center", fontsize="small")
+            for i, c in enumerate(cats):
+                vals = [e.metric(metric) for e in done if cat(e) == c and (not hue or _fmt(e.value(hue)) == h)]
+                vals = [v for v in vals if v is not None]
+                if not vals:
+                    continue
+                mean, sd = statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+                rows.append({"category": c, **({hue: h} if hue else {}), metric: mean, "std": sd, "n": len(vals)})
+                pos = i + (j - (len(hues) - 1) / 2) * 0.8 / len(hues)
+                ax.errorbar(_scaled(metric, mean), pos, xerr=_scaled(metric, sd) if sd else None, fmt="o",
+                            color=f"C{j % 10}", capsize=3, label=(f"{hue}={h}" if hue and i == 0 else None))
+                text = _value_text(metric, mean) + (f" ± {_value_text(metric, sd)} (n={len(vals)})" if sd else "")
+                ax.annotate(text, (_scaled(metric, mean), pos), xytext=(6, 4), textcoords="offset points",
+                            fontsize=7)
+        ax.set_yticks(range(len(cats)), cats)
+        ax.invert_yaxis()  # first run on top, as in the table
+        ax.set_ylim(len(cats) - 0.5, -0.5)
+        ax.margins(x=0.25)  # room for the value labels
         name = LABELS.get(metric, metric)
-        ax.set(ylabel=name, title=name + (f" by {_short(by)}" if by else ""))
-        ax.grid(alpha=0.3, axis="y")
+        ax.set(xlabel=_axis_label([metric]), title=name + (f" by {by}" if by else ""))
+        ax.grid(alpha=0.3, axis="x")
         if hue:
-            ax.legend(fontsize="small")
-    fig.tight_layout()
+            _legend_outside(ax)
     return Drawn(", ".join(LABELS.get(m, m) for m in ys) + (f" by {by}" if by else " per run"), fig, rows)
 
 
@@ -230,6 +307,11 @@ def reach(entry: Entry, target: float) -> Optional[dict]:
     return None
 
 
+def had_target(entry: Entry, target: float) -> bool:
+    """Whether the run was asked to record `target` (train.targets), so a miss means "not reached"."""
+    return any(abs(float(t) - target) < 1e-9 for t in (entry.config.get("train.targets") or []))
+
+
 @FIGURES.register("target")
 def target(entries: List[Entry], target: Optional[float] = None, x: Optional[str] = None) -> Optional[Drawn]:
     """Epochs and wall time to reach `target` validation accuracy (default: the runs' first train.targets value,
@@ -239,46 +321,51 @@ def target(entries: List[Entry], target: Optional[float] = None, x: Optional[str
         target = next((e.config["train.targets"][0] for e in done if e.config.get("train.targets")), None)
     if not done or target is None:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    names = labels(done)
+    fig, axes = new_figure(1, 2, figsize=(11, 1.4 + 0.32 * len(done)))
     rows = []
-    labels = [(_fmt(e.value(x)) if x else _label(e)) for e in done]
-    for e, lab in zip(done, labels):
+    cats = [(_fmt(e.value(x)) if x else names[e.name]) for e in done]
+    for e in done:
         hit = reach(e, target)
         rows.append({"run": e.name, **({x: e.value(x)} if x else {}), "epoch": hit and hit["epoch"],
                      "time": hit and hit["time"], "epochs_run": len(e.metrics)})
-    for ax, key, unit in ((axes[0], "epoch", "epochs"), (axes[1], "time", "wall time (s)")):
+    for ax, key, unit in ((axes[0][0], "epoch", "epochs"), (axes[0][1], "time", "wall time (s)")):
         vals = [r[key] if r[key] is not None else 0 for r in rows]
-        bars_ = ax.bar(range(len(rows)), vals, color=["C0" if r[key] is not None else "lightgray" for r in rows])
-        for b, r in zip(bars_, rows):
-            if r[key] is None:
-                ax.annotate("not reached", (b.get_x() + b.get_width() / 2, 0), ha="center", va="bottom",
-                            fontsize="x-small", rotation=90)
-        ax.set_xticks(range(len(rows)), labels, fontsize="small", rotation=30 if len(rows) > 5 else 0)
-        ax.set(xlabel=x or "run", ylabel=unit, title=f"{unit} to {target:.0%} validation accuracy")
-        ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
+        bars_ = ax.barh(range(len(rows)), vals, color=["C0" if r[key] is not None else "0.85" for r in rows])
+        for b, r, e in zip(bars_, rows, done):
+            text = (f"{r[key]:.0f}" if r[key] is not None else
+                    f"not reached in {r['epochs_run']} epochs" if had_target(e, target) or r["epochs_run"] else "")
+            ax.annotate(text, (b.get_width(), b.get_y() + b.get_height() / 2), xytext=(4, 0),
+                        textcoords="offset points", va="center", fontsize=7)
+        ax.set_yticks(range(len(rows)), cats)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.margins(x=0.3)
+        ax.set(xlabel=unit, title=f"{unit} to {target:.0%} validation accuracy")
+        ax.grid(alpha=0.3, axis="x")
     return Drawn(f"Epochs and time to {target:.0%} validation accuracy", fig, rows)
 
 
 @FIGURES.register("curve")
 def curve(entries: List[Entry], y: str = "val_error", logy: bool = False) -> Optional[Drawn]:
-    """One per-epoch metric of every run, overlaid."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    """One per-epoch metric of every run, overlaid, one colour per run, the legend outside the axes."""
+    names = labels(entries)
+    fig, axes = new_figure(figsize=(8, 4.4))
+    ax = axes[0][0]
     rows = []
     for i, e in enumerate(entries):
         xs, ys = e.series(y)
         if xs:
-            ax.plot(xs, ys, "-o" if len(xs) < 4 else "-", color=f"C{i % 10}", label=_label(e), markersize=3)
+            ax.plot(xs, [_scaled(y, v) for v in ys], "-o" if len(xs) < 4 else "-", color=f"C{i % 10}",
+                    label=names[e.name], markersize=3)
             rows.append({"run": e.name, "epochs": len(xs), f"last_{y}": ys[-1], f"min_{y}": min(ys)})
     if not rows:
-        plt.close(fig)
         return None
     if logy:
         ax.set_yscale("log")
-    ax.set(xlabel="epoch", ylabel=LABELS.get(y, y), title=f"{LABELS.get(y, y)} per epoch")
+    ax.set(xlabel="epoch", ylabel=_axis_label([y]), title=f"{LABELS.get(y, y)} per epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="x-small", ncol=2 if len(rows) > 6 else 1)
-    fig.tight_layout()
+    _legend_outside(ax)
     return Drawn(f"{LABELS.get(y, y)} per epoch", fig, rows)
 
 
@@ -289,17 +376,17 @@ def weights(entries: List[Entry], checkpoint: str = "best", threshold: float = 1
     from cnnlab.analysis.weights import plot_histograms, weight_stats
     from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
 
+    names = labels(entries)
     states = {}
     for e in entries:
         path = find_checkpoint(e.run_dir, checkpoint) if e.run_dir and e.run_dir.is_dir() else None
         if path is not None:
-            states[_label(e)] = load_checkpoint(path)["model"]
+            states[names[e.name]] = load_checkpoint(path)["model"]
     if not states:
         return None
     stats = weight_stats(states, threshold=threshold)
     axes = plot_histograms(stats, max_layers=max_layers)
     fig = axes.flat[0].figure
-    fig.tight_layout()
     rows = [r for s in stats for r in s.rows() if r["layer"] == "ALL"]
     missing = len(entries) - len(states)
     return Drawn(f"Weight histograms per layer ({checkpoint}.pt; sparsity = share of |w| < {threshold:g})", fig, rows,

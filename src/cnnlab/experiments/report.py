@@ -1,18 +1,22 @@
-"""Comparison reports: a self-contained HTML page (figures embedded as base64 PNG) and a Markdown twin.
+"""Comparison reports: a self-contained HTML page (figures embedded as SVG), a Markdown twin with PNG figures,
+and `runs.csv` with every run's numbers.
 
 `cnnlab report RUN_OR_SPEC...` accepts run folders, folders of run folders (a sweep folder), and experiment specs.
 For a spec the runs come from the results store (summary and per-epoch metrics are kept there, so a sweep spread over
 several machines reports from any of them), falling back to the run folders for runs the store does not know.
 
-The page holds, per source: the question the spec asks, a table of runs (what varied, best validation accuracy and
-its epoch, final train accuracy, wall time, images/s, parameters, diverged), the overlaid loss/accuracy curves, the
-spec's own figures (figures.py) and the PNGs its analysis steps wrote. The Markdown version has the same table and
-the figures as PNG files beside it, for pasting into a write-up.
+The page holds, per source: the question the spec asks, what the runs actually used (data, images, epochs), a table
+of runs (the run, its best validation accuracy, each config key that differs between runs by its full dotted name,
+then results; columns equal in every run are said once above it), the overlaid loss/accuracy/lr curves, the spec's
+own figures (figures.py), the PNGs its analysis steps wrote, and the best run's per-class accuracy and confusion
+matrix when `cnnlab evaluate` has been run on it. The page is laid out for a 1280-pixel window: a wide or long table
+scrolls inside its box, with the header and run names fixed.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
@@ -24,9 +28,10 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.figures import Drawn, Entry, draw, reach
+from cnnlab.experiments.figures import Drawn, Entry, draw, had_target, reach
 from cnnlab.experiments.spec import MACHINE_KEYS, flatten_config, short_names
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable
+from cnnlab.plotting import figure_bytes
 
 
 @dataclass
@@ -38,6 +43,7 @@ class Source:
     figures: List[Dict[str, Any]] = field(default_factory=list)
     analysis_dir: Optional[Path] = None
     notes: List[str] = field(default_factory=list)
+    spec_path: Optional[Path] = None       # the spec it came from (its text goes into the PDF's code appendix)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -48,12 +54,26 @@ def entry_from_folder(path: Path, varied: Optional[dict] = None, name: Optional[
 
     folder = RunFolder(path)
     config = flatten_config(folder.load_config().to_dict())  # validated, defaults resolved
-    # Model options one by one, so that "batch_norm" (not the whole options mapping) shows as what varied.
-    config.update({f"model.options.{k}": v for k, v in (config.get("model.options") or {}).items()})
+    # Model options one by one, so that "batch_norm" (not the whole options mapping) shows as what varied, with the
+    # model's defaults filled in: an option left unset and one set to its default are the same run.
+    config.update({f"model.options.{k}": v for k, v in _model_options(config).items()})
     summary = folder.read_summary()
     state = (summary or {}).get("status") or ("running or interrupted" if (path / "metrics.csv").exists()
                                               else "not started")
     return Entry(name or path.name, varied or {}, state, summary, folder.read_metrics(), config, path)
+
+
+def _model_options(config: Dict[str, Any]) -> Dict[str, Any]:
+    from cnnlab.models.registry import default_args
+
+    given = config.get("model.options") or {}
+    try:
+        defaults = default_args(str(config.get("model.name")).lower().replace("-", "_"))
+    except CnnlabError:  # a model this installation does not know: compare what was given
+        return dict(given)
+    defaults = {k: v for k, v in defaults.items() if k not in ("num_classes", "in_channels", "input_size")}
+    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}
+    return {**defaults, **given}
 
 
 def _run_folders(path: Path) -> List[Path]:
@@ -78,8 +98,8 @@ def source_from_folders(paths: Sequence[Path]) -> Source:
     for e in entries:
         e.varied = {k: e.config.get(k) for k in keys}
     names = [p.name for p in paths]  # the runs themselves, not the folder that holds them
-    more = " ..." if len(names) > 6 else ""
-    title = f"Run {names[0]}" if len(names) == 1 else "Runs: " + ", ".join(names[:6]) + more
+    title = (f"Run {names[0]}" if len(names) == 1 else "Runs " + " and ".join(names) if len(names) == 2 else
+             f"{len(names)} runs compared")
     return Source(title, entries=entries, figures=_auto_figures(entries, keys))
 
 
@@ -120,12 +140,28 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
             e = Entry(run.name, run.varied, rec.state if rec else "pending", None, [],
                       flatten_config(run.config.to_dict()), run_dir)
         entries.append(e)
+    planned = {run.key for run in runs}
+    others = [_other_entry(rec) for key, rec in records.items() if key not in planned and rec.summary]
     title = f"{spec.name} ({prof.name} profile)" if prof else spec.name
     notes = [f"spec {path}; {len(runs)} runs; store {url}"]
+    if others:
+        notes.append(f"{len(others)} more run(s) of this spec and profile ran with other settings (key=value "
+                     "overrides) and are listed after the planned runs")
+        entries += others
     if prof and prof.description:
         notes.append(f"profile {prof.name}: {prof.description}")
     return Source(title, spec.question or spec.description, entries, spec.figures,
-                  sweep_dir / "analysis" if spec.analysis else None, notes)
+                  sweep_dir / "analysis" if spec.analysis else None, notes, Path(path))
+
+
+def _other_entry(rec) -> Entry:
+    """A store record outside the plan: from its run folder when it is on this machine, else from the store."""
+    folder = Path(rec.summary.get("run") or "")
+    if folder.name and (folder / "config.yaml").exists():
+        e = entry_from_folder(folder)
+        e.state = rec.state
+        return e
+    return Entry(folder.name or rec.key, {}, rec.state, rec.summary, rec.metrics, {}, None)
 
 
 def collect(inputs: Sequence[str], profile: Optional[str] = None, store: Optional[str] = None,
@@ -166,29 +202,50 @@ def _targets(entries: List[Entry]) -> List[float]:
     return sorted(ts)
 
 
+def _target_cell(e: Entry, t: float) -> str:
+    hit = reach(e, t)
+    if hit and hit.get("time") is not None:
+        return f"{hit['epoch']} / {hit['time']:.0f}"
+    return "not reached" if e.summary and had_target(e, t) else ""
+
+
+# Columns after the run name and the varied keys: (heading, cell of an entry). Best validation accuracy comes
+# first, right after the name, so it is on screen however many keys varied.
+def _columns(entries: List[Entry]) -> List[tuple]:
+    splits = [s for s in ("test", "train") if any(f"{s}_acc" in (e.summary or {}) for e in entries)]
+    cols = [("status", lambda e: e.state),
+            ("best epoch", lambda e: _num((e.summary or {}).get("best_epoch"), "d")),
+            ("final train acc", lambda e: _pct((e.summary or {}).get("final_train_acc"))),
+            *[(f"{s} acc (best ckpt)", lambda e, s=s: _pct((e.summary or {}).get(f"{s}_acc"))) for s in splits],
+            ("wall time (s)", lambda e: _num((e.summary or {}).get("wall_time"), ",.1f")),
+            ("images/s", lambda e: _num((e.summary or {}).get("images_per_sec"), ",.0f")),
+            ("params", lambda e: _num((e.summary or {}).get("params"), ",d")),
+            ("diverged", lambda e: ("yes" if e.summary.get("diverged") else "no") if e.summary else "")]
+    cols += [(f"epoch / s to {t:.0%}", lambda e, t=t: _target_cell(e, t)) for t in _targets(entries)]
+    return cols
+
+
+CONSTANT_OK = ("status", "params", "diverged")  # the same in every run: said once above the table, not per row
+
+
 def table(source: Source) -> tuple:
-    """(header, rows) of the runs table, as strings."""
-    keys = list(dict.fromkeys(k for e in source.entries for k in e.varied))
-    short = short_names([k for k in keys if k not in ("group", "variant")])
-    targets = _targets(source.entries)
-    splits = [s for s in ("test", "train") if any(f"{s}_acc" in (e.summary or {}) for e in source.entries)]
-    header = ["run", *[short.get(k, k) for k in keys], "status", "best val acc", "best epoch", "final train acc",
-              *[f"{s} acc (best ckpt)" for s in splits], "wall time (s)", "images/s", "params", "diverged",
-              *[f"epoch / s to {t:.0%}" for t in targets]]
-    rows = []
-    for e in source.entries:
-        s = e.summary or {}
-        tcells = []
-        for t in targets:
-            hit = reach(e, t)
-            tcells.append(f"{hit['epoch']} / {hit['time']:.0f}" if hit and hit.get("time") is not None else
-                          ("not reached" if e.summary else ""))
-        rows.append([e.name, *[_cell(e.varied.get(k)) for k in keys], e.state, _pct(s.get("best_val_acc")),
-                     _num(s.get("best_epoch"), "d"), _pct(s.get("final_train_acc")),
-                     *[_pct(s.get(f"{sp}_acc")) for sp in splits], _num(s.get("wall_time"), ".1f"),
-                     _num(s.get("images_per_sec"), ",.0f"), _num(s.get("params"), ",d"),
-                     ("yes" if s.get("diverged") else "no") if s else "", *tcells])
-    return header, rows
+    """(header, rows, note) of the runs table, as strings: the run, its best validation accuracy, one column per
+    config key that differs between the runs (full dotted names, defaults resolved), then the results. Columns that
+    hold the same value in every run (status, parameters, diverged) are left out and named in `note`."""
+    entries = source.entries
+    keys = [k for k in dict.fromkeys(k for e in entries for k in e.varied)
+            if len(entries) == 1 or len({_cell(e.varied.get(k)) for e in entries}) > 1]
+    cols = _columns(entries)
+    cells = {h: [f(e) for e in entries] for h, f in cols}
+    same = [h for h in CONSTANT_OK if len(entries) > 1 and len(set(cells[h])) == 1 and cells[h][0]]
+    cols = [(h, f) for h, f in cols if h not in same and any(cells[h])]
+    header = ["run", "best val acc", *keys, *[h for h, _ in cols]]
+    rows = [[e.name, _pct((e.summary or {}).get("best_val_acc")), *[_cell(e.varied.get(k)) for k in keys],
+             *[cells[h][i] for h, _ in cols]] for i, e in enumerate(entries)]
+    words = {"status": lambda v: f"status {v}", "params": lambda v: f"{v} parameters",
+             "diverged": lambda v: "none diverged" if v == "no" else "all diverged"}
+    note = ("every run: " + "; ".join(words[h](cells[h][0]) for h in same)) if same else ""
+    return header, rows, note
 
 
 def _cell(v) -> str:
@@ -201,6 +258,39 @@ def _cell(v) -> str:
     if isinstance(v, (dict, list)):
         return yaml.safe_dump(v, default_flow_style=True).strip()
     return str(v)
+
+
+# runs.csv: one row per run, the numbers unformatted (fractions, seconds), for pandas or a spreadsheet.
+CSV_RESULTS = ("status", "best_val_acc", "best_epoch", "final_train_acc", "final_train_loss", "final_val_loss",
+               "test_acc", "weight_sparsity", "wall_s")
+
+
+def runs_csv(sources: Sequence[Source]) -> str:
+    """Every run of every source; a `source` column when there are several."""
+    entries = [(s, e) for s in sources for e in s.entries]
+    keys = [k for k in dict.fromkeys(k for _, e in entries for k in e.varied) if k not in ("group", "variant")]
+    targets = _targets([e for _, e in entries])
+    header = ["run", *(["source"] if len(sources) > 1 else []),
+              *[k for k in ("group", "variant") if any(k in e.varied for _, e in entries)], *keys, *CSV_RESULTS]
+    for t in targets:
+        header += [f"epochs_to_{t:g}", f"seconds_to_{t:g}"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, header, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for src, e in entries:
+        s = e.summary or {}
+        row = {"run": e.name, "source": src.title, **{k: _csv_value(v) for k, v in e.varied.items()},
+               **{k: s.get(k) for k in CSV_RESULTS if k in s}, "status": e.state, "wall_s": s.get("wall_time"),
+               "weight_sparsity": e.sparsity() if e.summary else None}
+        for t in targets:
+            hit = reach(e, t)
+            row[f"epochs_to_{t:g}"], row[f"seconds_to_{t:g}"] = (hit["epoch"], hit["time"]) if hit else ("", "")
+        w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _csv_value(v):
+    return json.dumps(v) if isinstance(v, (dict, list)) else ("true" if v is True else "false" if v is False else v)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -216,34 +306,93 @@ def figures(source: Source) -> List[Drawn]:
     return drawn
 
 
-def png_bytes(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def analysis_pngs(source: Source) -> List[Path]:
     if source.analysis_dir is None or not source.analysis_dir.is_dir():
         return []
     return sorted(source.analysis_dir.rglob("*.png"))
 
 
+def best_entry(source: Source) -> Optional[Entry]:
+    done = [e for e in source.entries if (e.summary or {}).get("best_val_acc") is not None]
+    return max(done, key=lambda e: e.summary["best_val_acc"]) if done else None
+
+
+def best_evaluation(source: Source) -> Optional[dict]:
+    """The best run's `cnnlab evaluate` results (per-class accuracy, confusion matrix), when it has been evaluated:
+    {'entry', 'record', 'png'} of its val evaluation (with TTA if that is the one there is)."""
+    e = best_entry(source)
+    if e is None or e.run_dir is None:
+        return None
+    for stem in ("val-tta-flip-translate", "val-tta-flip", "val", "test"):
+        path = e.run_dir / f"evaluation-{stem}.json"
+        if path.is_file():
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return None
+            png = e.run_dir / f"confusion-{stem}.png"
+            return {"entry": e, "record": record, "png": png.read_bytes() if png.is_file() else None}
+    return None
+
+
+def ran_line(entries: List[Entry]) -> str:
+    """What the runs actually used (data, images, epochs), read from their configs: a sweep started with
+    command-line overrides is described by what it ran, not by its profile's description."""
+    ran = [e for e in entries if e.summary and e.config] or entries
+
+    def common(key):
+        vals = {_cell(e.config.get(key)) for e in ran if e.config}
+        return vals.pop() if len(vals) == 1 else ("varies" if vals else "")
+
+    train, val, epochs = common("data.train_subset"), common("data.val_subset"), common("train.epochs")
+    val_size = common("data.val_size")
+
+    def count(v):
+        return v if v == "varies" else f"{int(v):,}"
+    if val:
+        val_text = f"{count(val)} validation images"
+    elif val_size == "0":
+        val_text = "no validation split"
+    else:
+        val_text = f"{count(val_size)} validation images" if val_size else "the default validation split"
+    parts = [common("data.name") or "?",
+             f"{count(train)} training images" if train else "all training images (less the validation split)",
+             val_text, f"{epochs} epochs" if epochs else ""]
+    return "ran: " + ", ".join(p for p in parts if p)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Writing.
 
 CSS = """
-body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1250px}
+body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:20px auto;padding:0 20px;color:#222;max-width:1240px}
 h1{font-size:24px;margin:0 0 4px} h2{font-size:19px;margin:28px 0 6px;border-bottom:2px solid #2b5797}
-.meta,.note{color:#666;font-size:12px} .question{font-size:15px;font-style:italic}
-table.runs{border-collapse:collapse;font-size:13px;margin:10px 0}
-table.runs th{background:#2b5797;color:#fff;padding:5px 8px;text-align:left}
-table.runs td{border-bottom:1px solid #ccc;padding:4px 8px;font-variant-numeric:tabular-nums}
+h3{font-size:15px;margin:18px 0 4px}
+.meta,.note{color:#555;font-size:12.5px;margin:3px 0} .question{font-size:15px;font-style:italic}
+.table-wrap{max-width:100%;overflow:auto;margin:10px 0;border:1px solid #ddd}
+.table-wrap.long{max-height:34em}
+table.runs{border-collapse:collapse;font-size:12.5px}
+table.runs th{background:#2b5797;color:#fff;padding:5px 7px;text-align:left;position:sticky;top:0;z-index:1;
+  max-width:11em;vertical-align:bottom;overflow-wrap:anywhere}
+table.runs td{border-bottom:1px solid #ddd;padding:3px 7px;font-variant-numeric:tabular-nums;white-space:nowrap}
+table.runs td:first-child{position:sticky;left:0;background:#fff;max-width:22em;overflow:hidden;
+  text-overflow:ellipsis}
+table.runs th:first-child{left:0;z-index:2}
+table.runs td.best{font-weight:bold}
 table.runs tr.diverged td{color:#b00} table.runs tr.pending td{color:#999}
-figure{margin:14px 0} figcaption{font-size:13px;color:#444} img{max-width:100%;border:1px solid #eee}
+figure{margin:16px 0} figcaption{font-size:13px;color:#444} img{max-width:100%;height:auto}
 """
+
+
+@dataclass
+class Built:
+    """One source, ready to write: the table, its figures drawn once (SVG for the page, PNG for Markdown)."""
+    source: Source
+    header: List[str]
+    rows: List[List[str]]
+    note: str
+    figures: List[tuple]                   # (caption, svg bytes or None, png bytes, note)
+    evaluation: Optional[dict] = None
 
 
 @dataclass
@@ -252,39 +401,85 @@ class Report:
     sources: List[Source]
     command: str = ""
 
-    def build(self) -> List[tuple]:
-        """Per source: (source, header, rows, [(caption, png bytes, note)]). Figures drawn once for both formats."""
+    def build(self) -> List[Built]:
         out = []
         for s in self.sources:
-            header, rows = table(s)
-            pngs = [(d.title, png_bytes(d.fig), d.note) for d in figures(s)]
-            pngs += [(f"analysis: {p.parent.name}/{p.name}", p.read_bytes(), "") for p in analysis_pngs(s)]
-            out.append((s, header, rows, pngs))
+            header, rows, note = table(s)
+            figs = [(d.title, figure_bytes(d.fig, "svg"), figure_bytes(d.fig, "png"), d.note) for d in figures(s)]
+            figs += [(f"analysis: {p.parent.name}/{p.name}", None, p.read_bytes(), "") for p in analysis_pngs(s)]
+            out.append(Built(s, header, rows, note, figs, best_evaluation(s)))
         return out
 
 
-def write_html(path: Path, report: Report, built: List[tuple]) -> None:
+def _img(svg: Optional[bytes], png: bytes, alt: str) -> str:
+    kind, data = ("svg+xml", svg) if svg is not None else ("png", png)
+    return f"<img alt='{html.escape(alt)}' src='data:image/{kind};base64,{base64.b64encode(data).decode()}'>"
+
+
+def _html_table(b: Built, i: int) -> List[str]:
     e = html.escape
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(report.title)}</title>"
-             f"<style>{CSS}</style></head><body><h1>{e(report.title)}</h1>",
-             f"<p class='meta'>written {time.strftime('%Y-%m-%d %H:%M')} by <code>{e(report.command)}</code></p>"]
-    for i, (s, header, rows, pngs) in enumerate(built):
-        parts.append(f"<h2>{e(s.title)}</h2>")
+    best = max((r[1] for r in b.rows if r[1]), key=lambda v: float(v.rstrip("%")), default=None)
+    parts = [f"<div class='table-wrap{' long' if len(b.rows) > 12 else ''}'><table class='runs' id='runs-{i}'>"
+             "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in b.header) + "</tr></thead><tbody>"]
+    for entry, row in zip(b.source.entries, b.rows):
+        cls = "diverged" if entry.state == "diverged" else ("pending" if not entry.summary else "")
+        cells = [f"<td{' class=best' if j == 1 and c == best else ''}>{e(c)}</td>" for j, c in enumerate(row)]
+        parts.append(f"<tr class='{cls}'>" + "".join(cells) + "</tr>")
+    parts.append("</tbody></table></div>")
+    return parts
+
+
+def _html_evaluation(ev: dict) -> List[str]:
+    e, rec = html.escape, ev["record"]
+    tta = ""
+    if rec.get("tta", "none") != "none" and rec.get("tta_gain") is not None:
+        tta = (f", test-time augmentation {rec['tta']}: {100 * rec['tta_gain']:+.2f} points over "
+               f"{100 * rec['acc_without_tta']:.2f}% without")
+    parts = [f"<h3>Best run {e(ev['entry'].name)}: {e(rec['split'])} split, {100 * rec['acc']:.2f}% "
+             f"({e(rec.get('checkpoint', ''))}{e(tta)})</h3>",
+             "<div class='table-wrap'><table class='runs'><thead><tr><th>class</th><th>images</th><th>accuracy</th>"
+             "</tr></thead><tbody>"]
+    for r in rec.get("per_class", []):
+        parts.append(f"<tr><td>{e(str(r['class']))}</td><td>{r['images']:,}</td><td>{_pct(r['acc'])}</td></tr>")
+    parts.append("</tbody></table></div>")
+    if ev["png"]:
+        parts.append(f"<figure>{_img(None, ev['png'], 'confusion matrix')}<figcaption>Confusion matrix of the best "
+                     "run (rows: true class, normalised to 100%)</figcaption></figure>")
+    return parts
+
+
+def render_html(report: Report, built: List[Built], css: str = "", appendix: str = "") -> str:
+    """The page as text; the PDF adds print CSS and the code appendix (cnnlab.experiments.pdf)."""
+    e = html.escape
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'>"
+             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{e(report.title)}</title>"
+             f"<style>{CSS}{css}</style></head><body><h1>{e(report.title)}</h1>",
+             f"<p class='meta'>written {time.strftime('%Y-%m-%d %H:%M')} by <code>{e(_short_command(report.command))}"
+             f"</code></p>"]
+    for i, b in enumerate(built):
+        s = b.source
+        if s.title != report.title or len(built) > 1:
+            parts.append(f"<h2>{e(s.title)}</h2>")
         if s.question:
             parts.append(f"<p class='question'>{e(s.question)}</p>")
-        parts += [f"<p class='note'>{e(n)}</p>" for n in s.notes]
-        parts.append(f"<table class='runs' id='runs-{i}'><thead><tr>"
-                     + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>")
-        for entry, row in zip(s.entries, rows):
-            cls = "diverged" if entry.state == "diverged" else ("pending" if not entry.summary else "")
-            parts.append(f"<tr class='{cls}'>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
-        parts.append("</tbody></table>")
-        for caption, png, note in pngs:
-            data = base64.b64encode(png).decode()
-            parts.append(f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{data}'>"
+        parts += [f"<p class='note'>{e(n)}</p>" for n in [*s.notes, ran_line(s.entries), b.note] if n]
+        parts += _html_table(b, i)
+        for caption, svg, png, note in b.figures:
+            parts.append(f"<figure>{_img(svg, png, caption)}"
                          f"<figcaption>{e(caption)}{' (' + e(note) + ')' if note else ''}</figcaption></figure>")
-    parts.append("</body></html>\n")
-    atomic_write_text(path, "\n".join(parts))
+        if b.evaluation:
+            parts += _html_evaluation(b.evaluation)
+    parts.append(appendix + "</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_html(path: Path, report: Report, built: List[Built]) -> None:
+    atomic_write_text(path, render_html(report, built))
+
+
+def _short_command(command: str, limit: int = 300) -> str:
+    """The command as typed, cut in the middle when a long list of run folders would fill the page."""
+    return command if len(command) <= limit else command[: limit // 2] + " … " + command[-limit // 3:]
 
 
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]|#"})
@@ -296,21 +491,38 @@ def md_text(text) -> str:
     return html.escape(str(text), quote=False).translate(_MD_SPECIAL)
 
 
-def write_markdown(path: Path, report: Report, built: List[tuple]) -> Path:
+def _md_table(header: List[str], rows: List[List[str]]) -> List[str]:
+    esc = [[md_text(c) for c in r] for r in [header, *rows]]
+    return ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |"
+                                                                            for r in esc[1:]], ""]
+
+
+def write_markdown(path: Path, report: Report, built: List[Built]) -> Path:
     """report.md with its PNGs in <stem>_files/ beside it (relative links, so the folder can move as one)."""
     files = path.with_name(f"{path.stem}_files")
     command = report.command.replace("`", "'")  # a code span shows its content as text, unless a backtick ends it
     lines = [f"# {md_text(report.title)}", "", f"_written {time.strftime('%Y-%m-%d %H:%M')} by `{command}`_", ""]
     k = 0
-    for s, header, rows, pngs in built:
-        lines += [f"## {md_text(s.title)}", ""]
+    for b in built:
+        s = b.source
+        if s.title != report.title or len(built) > 1:
+            lines += [f"## {md_text(s.title)}", ""]
         if s.question:
             lines += [f"*{md_text(s.question)}*", ""]
-        lines += [f"{md_text(n)}  " for n in s.notes] + [""]
-        esc = [[md_text(c) for c in r] for r in [header, *rows]]
-        lines += ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(r) + " |" for r in esc[1:]] + [""]
-        for caption, png, note in pngs:
+        lines += [f"{md_text(n)}  " for n in [*s.notes, ran_line(s.entries), b.note] if n] + [""]
+        lines += _md_table(b.header, b.rows)
+        figs = [(c, png, note) for c, _, png, note in b.figures]
+        if b.evaluation and b.evaluation["png"]:
+            ev = b.evaluation
+            rec = ev["record"]
+            gain = (f" (test-time augmentation {rec['tta']}: {100 * rec['tta_gain']:+.2f} points over "
+                    f"{100 * rec['acc_without_tta']:.2f}% without)" if rec.get("tta_gain") is not None else "")
+            lines += [f"### Best run {md_text(ev['entry'].name)}: {md_text(rec['split'])} split, "
+                      f"{100 * rec['acc']:.2f}%{md_text(gain)}", ""]
+            lines += _md_table(["class", "images", "accuracy"], [[str(r["class"]), f"{r['images']:,}", _pct(r["acc"])]
+                                                                for r in ev["record"].get("per_class", [])])
+            figs.append(("Confusion matrix of the best run (rows: true class, normalised to 100%)", ev["png"], ""))
+        for caption, png, note in figs:
             k += 1
             name = f"fig{k:02d}.png"
             atomic_write_bytes(files / name, png)
@@ -320,10 +532,16 @@ def write_markdown(path: Path, report: Report, built: List[tuple]) -> Path:
     return path
 
 
+def runs_csv_path(html_path: Path) -> Path:
+    return html_path.with_name("runs.csv" if html_path.stem == "report" else f"{html_path.stem}-runs.csv")
+
+
 def make_report(inputs: Sequence[str], out: str = "report.html", profile: Optional[str] = None,
                 store: Optional[str] = None, runs_out: str = "runs", title: Optional[str] = None,
-                command: str = "") -> Dict[str, Path]:
-    """Write the HTML report at `out` and its Markdown twin (.md) beside it; returns both paths."""
+                command: str = "", pdf: bool = False) -> Dict[str, Path]:
+    """Write the HTML report at `out`, its Markdown twin (.md) and the runs table as CSV (runs.csv beside
+    report.html, else <stem>-runs.csv), and with `pdf` the same content plus the code of the models and specs as
+    <stem>.pdf; returns the paths."""
     html_path = Path(out)
     if html_path.suffix.lower() not in (".html", ".htm"):
         raise CnnlabError(f"--out {out!r} must end in .html (the Markdown version is written beside it as .md)")
@@ -333,8 +551,16 @@ def make_report(inputs: Sequence[str], out: str = "report.html", profile: Option
     built = report.build()
     write_html(html_path, report, built)
     md = write_markdown(html_path.with_suffix(".md"), report, built)
-    _readable([html_path, md, *md.with_name(f"{md.stem}_files").glob("*.png")])
-    return {"html": html_path, "markdown": md}
+    csv_path = runs_csv_path(html_path)
+    atomic_write_text(csv_path, runs_csv(sources))
+    paths = {"html": html_path, "markdown": md, "csv": csv_path}
+    if pdf:
+        from cnnlab.experiments.pdf import PRINT_CSS, code_appendix, print_to_pdf
+
+        paths["pdf"] = print_to_pdf(render_html(report, built, PRINT_CSS, code_appendix(sources)),
+                                    html_path.with_suffix(".pdf"))
+    _readable([*paths.values(), *md.with_name(f"{md.stem}_files").glob("*.png")])
+    return paths
 
 
 def _readable(paths) -> None:

@@ -286,10 +286,16 @@ def status_rows(opts: SweepOptions) -> List[dict]:
         records = store.records(store.study_id(plan.study, create=False))
     rows = []
     for r in plan.runs:
-        rec = records.get(r.key)
+        rec = records.pop(r.key, None)
         best = (rec.summary or {}).get("best_val_acc") if rec else None
         rows.append({"run": r.name, "state": rec.state if rec else "pending", "best_val_acc": best,
-                     "folder": str(Path(r.config.out) / r.config.name)})
+                     "folder": str(Path(r.config.out) / r.config.name), "planned": True})
+    # Runs of the same spec and profile with other settings (a sweep started with key=value overrides): they ran,
+    # so they are listed, marked as not part of this plan, rather than hidden behind "pending" rows.
+    for rec in records.values():
+        folder = (rec.summary or {}).get("run") or ""
+        rows.append({"run": Path(folder).name if folder else rec.key, "state": rec.state,
+                     "best_val_acc": (rec.summary or {}).get("best_val_acc"), "folder": folder, "planned": False})
     return rows
 
 

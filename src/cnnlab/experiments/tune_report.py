@@ -21,7 +21,8 @@ from optuna.trial import TrialState
 
 from cnnlab.experiments.report import md_text
 from cnnlab.experiments.tune import trial_config
-from cnnlab.fileio import atomic_write_bytes, atomic_write_text
+from cnnlab.fileio import atomic_write_text
+from cnnlab.plotting import new_figure, save_figure
 
 TOP = 3
 
@@ -71,10 +72,8 @@ def importances(study: optuna.Study) -> Dict[str, float]:
 
 
 def history_figure(study: optuna.Study, metric: str):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 4), dpi=100, layout="constrained")
-    ax, ax2 = fig.subplots(1, 2)
+    fig, axes = new_figure(1, 2, figsize=(11, 4))
+    ax, ax2 = axes[0]
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     best, best_line = None, []
     for t in study.trials:
@@ -117,9 +116,7 @@ def write_tune_report(study: optuna.Study, plan) -> Path:
         cfg.name, cfg.out = f"best-{k}-trial-{t.number:03d}", "runs"
         atomic_write_text(folder / f"best-{k}.yaml", f"# trial {t.number} of {plan.study}: {plan.tune.metric} "
                           f"{t.value:.4f}\n# run it: cnnlab train -c {folder / f'best-{k}.yaml'}\n" + cfg.to_yaml())
-    png = io.BytesIO()
-    history_figure(study, plan.tune.metric).savefig(png, format="png")
-    atomic_write_bytes(folder / "history.png", png.getvalue())
+    save_figure(history_figure(study, plan.tune.metric), folder / "history.png")
     atomic_write_text(folder / "report.md", _markdown(study, plan, rows, best))
     return folder / "report.md"
 

@@ -9,14 +9,13 @@ extra forward passes.
 
 from __future__ import annotations
 
-import io
 from typing import Dict, List
 
 import torch
 import torch.nn.functional as Fn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.fileio import atomic_write_bytes
+from cnnlab.plotting import new_figure
 from cnnlab.training import runtime
 
 TTA_MODES = ("none", "flip", "flip-translate")
@@ -77,13 +76,11 @@ def confusion_csv(conf: List[List[int]], classes: List[str]) -> str:
 
 def confusion_figure(conf: List[List[int]], classes: List[str], title: str):
     """Row-normalised confusion matrix (each true class sums to 100%), counts written in the cells."""
-    from matplotlib.figure import Figure
-
     m = torch.tensor(conf, dtype=torch.float64)
     share = (m / m.sum(1, keepdim=True).clamp_min(1)).numpy() * 100
     n = len(classes)
-    fig = Figure(figsize=(2.2 + 0.55 * n, 1.6 + 0.5 * n), dpi=100, layout="constrained")
-    ax = fig.subplots()
+    fig, axes = new_figure(figsize=(2.2 + 0.55 * n, 1.6 + 0.5 * n))
+    ax = axes[0][0]
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=100)
     fig.colorbar(im, ax=ax, label="% of the true class", shrink=0.8)
     for i in range(n):
@@ -95,9 +92,3 @@ def confusion_figure(conf: List[List[int]], classes: List[str], title: str):
     ax.set_yticks(range(n), classes)
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
     return fig
-
-
-def write_png(fig, path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())

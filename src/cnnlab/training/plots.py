@@ -1,6 +1,8 @@
-"""Training curves: loss and accuracy against epoch, train and val, for one run or several overlaid.
+"""Training curves: loss, accuracy (%) and learning rate against epoch, train and val, for one run or several.
 
-Functions draw on a given matplotlib axis (or make a figure) and return it; saving is the caller's business.
+One colour per run, one line style per split (train dashed, validation solid), so a legend needs one entry per run
+plus a two-entry key for the styles, and it sits outside the axes where it never covers data. Functions draw on
+given axes (or make a figure with cnnlab.plotting) and return them; saving is the caller's business.
 """
 
 from __future__ import annotations
@@ -8,48 +10,77 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import matplotlib
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from cnnlab.plotting import new_figure, save_figure
+
+PANELS = ("loss", "accuracy", "lr")
 
 
-def _series(rows, key):
-    pts = [(r["epoch"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+def _series(rows, key, scale: float = 1.0):
+    pts = [(r["epoch"], r[key] * scale) for r in rows if isinstance(r.get(key), (int, float))]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def plot_curves(runs: Dict[str, List[dict]], axes=None):
-    """runs: label -> metrics rows. Draws loss (left) and accuracy (right); returns the two axes."""
+def has_lr(runs: Dict[str, List[dict]]) -> bool:
+    return any(isinstance(r.get("lr"), (int, float)) for rows in runs.values() for r in rows)
+
+
+def plot_curves(runs: Dict[str, List[dict]], axes=None, train_loss_label: str = "cross-entropy"):
+    """runs: label -> metrics rows. Draws loss, accuracy in % and (when the rows have it, and three axes are given)
+    the learning rate at the end of each epoch; returns the axes. `train_loss_label` names what the training loss
+    is (e.g. "cross-entropy + label smoothing 0.1"): the validation loss is always plain cross-entropy."""
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(11, 4))
-    ax_loss, ax_acc = axes
+        _, grid = new_figure(1, 3 if has_lr(runs) else 2, figsize=(14 if has_lr(runs) else 10, 3.8))
+        axes = list(grid[0])
+    ax_loss, ax_acc = axes[0], axes[1]
+    ax_lr = axes[2] if len(axes) > 2 else None
+    many = len(runs) > 1
     for i, (label, rows) in enumerate(runs.items()):
         color = f"C{i % 10}"
-        for key, ax, style in (("train_loss", ax_loss, "--"), ("val_loss", ax_loss, "-"),
-                               ("train_acc", ax_acc, "--"), ("val_acc", ax_acc, "-")):
-            x, y = _series(rows, key)
+        for key, ax, style, scale in (("train_loss", ax_loss, "--", 1), ("val_loss", ax_loss, "-", 1),
+                                      ("train_acc", ax_acc, "--", 100), ("val_acc", ax_acc, "-", 100)):
+            x, y = _series(rows, key, scale)
             if x:
-                name = f"{label} {key.split('_')[0]}" if len(runs) > 1 else key.split("_")[0]
-                ax.plot(x, y, style, color=color, label=name, marker="o" if len(x) < 3 else None)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+                ax.plot(x, y, style, color=color, marker="o" if len(x) < 3 else None, markersize=4)
+        if ax_lr is not None:
+            x, y = _series(rows, "lr")
+            if x:
+                ax_lr.plot(x, y, "-", color=color, marker="o" if len(x) < 3 else None, markersize=4)
+    same = train_loss_label == "cross-entropy"
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss" + ("" if same else f" (train: {train_loss_label})"))
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    if ax_lr is not None:
+        ax_lr.set(xlabel="epoch", ylabel="learning rate", title="learning rate (end of epoch)")
+        lrs = [v for rows in runs.values() for v in _series(rows, "lr")[1] if v > 0]
+        if lrs and max(lrs) / min(lrs) > 50:
+            ax_lr.set_yscale("log")
+    last = max((r["epoch"] for rows in runs.values() for r in rows if isinstance(r.get("epoch"), int)), default=1)
     for ax in axes:
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize="small")
+        ax.grid(True)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no fractional epochs on short runs
+        if last <= 3:  # one or two epochs: whole-epoch ticks with room either side
+            ax.set_xticks(range(1, last + 1))
+            ax.set_xlim(0.5, last + 0.5)
+    _legend(axes[0].figure, runs, many)
     return axes
 
 
-def save_curves(runs: Dict[str, List[dict]], path, title: Optional[str] = None) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    plot_curves(runs, axes)
+def _legend(fig, runs: Dict[str, List[dict]], many: bool) -> None:
+    """One figure legend outside the axes: the style key, then one entry per run (when there are several)."""
+    handles = [Line2D([], [], color="0.3", ls="--", label="train"), Line2D([], [], color="0.3", ls="-",
+                                                                           label="validation")]
+    if many:
+        handles += [Line2D([], [], color=f"C{i % 10}", lw=3, label=label) for i, label in enumerate(runs)]
+    fig.legend(handles=handles, loc="outside right upper" if many else "outside lower center",
+               ncol=1 if many else 2)
+
+
+def save_curves(runs: Dict[str, List[dict]], path, title: Optional[str] = None,
+                train_loss_label: str = "cross-entropy") -> Path:
+    axes = plot_curves(runs, train_loss_label=train_loss_label)
+    fig = axes[0].figure
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)  # atomic: a reader never sees a half-drawn PNG
-    return path
+    return save_figure(fig, path)
