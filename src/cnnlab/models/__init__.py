@@ -13,6 +13,6 @@ against ln(classes)).
 from cnnlab.models.registry import MODELS, create_model, list_models, model_info, register_model
 
 # Importing the model modules fills MODELS (each constructor registers itself).
-from cnnlab.models import mlp, reference, resnet, simplenn, small, vgg  # noqa: E402,F401
+from cnnlab.models import fast, mlp, reference, resnet, simplenn, small, vgg  # noqa: E402,F401
 
 __all__ = ["MODELS", "create_model", "list_models", "model_info", "register_model"]

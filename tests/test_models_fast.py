@@ -1,0 +1,82 @@
+"""fastcnn: the whitening layer decorrelates real CIFAR-10 patches, the trainer initialises it from data on a new run
+only, and it stays frozen while the rest trains."""
+
+import pytest
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model
+from cnnlab.training.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.training.config import load_config
+from cnnlab.training.trainer import Trainer, resume
+
+TINY = ["model.name=fastcnn", "model.options.widths=[8,16,16]", "data.train_subset=300", "data.val_subset=100",
+        "batch.size=50", "batch.eval_size=100", "train.epochs=2", "optim.lr=0.05", "train.label_smoothing=0.2"]
+
+
+@pytest.fixture
+def cfg_for(shared_data, session_cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("CNNLAB_CACHE", str(session_cache))
+
+    def make(*overrides):
+        return load_config(None, TINY + [f"data.root={shared_data}", f"out={tmp_path / 'runs'}", "name=f", *overrides])
+    return make
+
+
+def _patch_cov(model, x):
+    y = model.features[0](x)                                   # whitening conv output, before the activation
+    half = y.shape[1] // 2                                     # the second half are the negated filters
+    f = y[:, :half].permute(1, 0, 2, 3).reshape(half, -1)
+    return torch.cov(f)
+
+
+def test_trainer_whitens_from_the_training_images(cfg_for):
+    trainer = Trainer(cfg_for(), log=lambda s: None)
+    x, _ = trainer._first_images(300)
+    cov = _patch_cov(trainer.model, x.contiguous().float())
+    off = cov - torch.diag(cov.diag())
+    # decorrelated; each direction's variance is lambda / (lambda + eps): ~1 for the strong directions, less for
+    # the weakest, whose noise eps keeps from being amplified
+    assert off.abs().max() < 0.01, off.abs().max()
+    # the expected variances from the patch covariance's eigenvalues, computed here independently of the layer
+    pt = x.float().unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).double()
+    lam = torch.linalg.eigvalsh(torch.cov(pt.T))
+    eps = trainer.model.features[0].eps
+    expected = (lam / (lam + eps)).float()
+    assert torch.allclose(cov.diag().sort().values, expected.sort().values, atol=0.02), (cov.diag(), expected)
+    w = trainer.model.features[0].weight
+    assert torch.equal(w[:12], -w[12:])                       # both signs of each eigenvector
+    untrained = _patch_cov(create_model("fastcnn", widths=[8, 16, 16]), x.float())
+    assert (untrained - torch.diag(untrained.diag())).abs().max() > 0.05   # random filters: correlated outputs
+
+
+def test_whitening_is_frozen_and_resume_keeps_it(cfg_for):
+    trainer = Trainer(cfg_for("train.epochs=1"), log=lambda s: None)
+    before = trainer.model.features[0].weight.detach().clone()
+    bn_scale = trainer.model.features[4].weight.detach().clone()   # first BN: scale frozen at 1 (bn_weight=False)
+    summary = trainer.fit()
+    assert torch.equal(trainer.model.features[0].weight, before)
+    assert torch.equal(trainer.model.features[4].weight, bn_scale)
+    assert not torch.equal(trainer.model.features[0].bias, torch.zeros_like(trainer.model.features[0].bias))
+    # Resuming must take the whitening from the checkpoint, not recompute it from the data (which would give the
+    # same filters): mark the saved filters, resume, and find the mark still there after another epoch.
+    run = summary["run"]
+    ckpt = load_checkpoint(f"{run}/last.pt")
+    ckpt["model"]["features.whiten1.weight"] *= 2
+    save_checkpoint(f"{run}/last.pt", ckpt)
+    resumed = resume(run, log=lambda s: None, overrides=["train.epochs=2"])
+    assert resumed["epochs_done"] == 2
+    assert torch.equal(load_checkpoint(f"{run}/last.pt")["model"]["features.whiten1.weight"], 2 * before)
+
+
+def test_fastcnn_learns_on_real_images(cfg_for):
+    summary = Trainer(cfg_for("train.epochs=4", "data.train_subset=1000", "optim.lr=0.1"), log=lambda s: None).fit()
+    assert summary["best_val_acc"] > 0.2, summary["best_val_acc"]   # chance is 0.1
+
+
+@pytest.mark.parametrize("options, word", [({"widths": [8, 16]}, "widths"), ({"head_scale": 0}, "head_scale"),
+                                           ({"bn_weight": "yes"}, "bn_weight"), ({"input_size": 12}, "input_size")])
+def test_bad_options_name_the_option(options, word, bad_input):
+    bad_input()
+    with pytest.raises(CnnlabError, match=word):
+        create_model("fastcnn", **options)
