@@ -76,3 +76,22 @@ def check_kwargs(fn: Callable, kwargs: Dict[str, Any], what: str) -> None:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise CnnlabError(f"{what} does not take option(s) {', '.join(map(repr, bad))}{hint}; valid options: "
                           f"{', '.join(valid)}")
+
+
+def variant(builder: Callable[..., Any], **bound: Any) -> Callable[..., Any]:
+    """A registry entry that is `builder` with some arguments fixed (timm's one-line model entries): it takes the
+    builder's other keyword arguments, with their defaults, and its signature says so, so option checking
+    (`check_kwargs`) and defaults (`inspect.signature`) see exactly the options a user may pass."""
+    sig = inspect.signature(builder)
+    for key in bound:
+        if key not in sig.parameters:
+            raise TypeError(f"{builder.__name__} has no parameter {key!r}")
+
+    def entry(**options: Any) -> Any:
+        return builder(**bound, **options)
+
+    entry.__signature__ = sig.replace(parameters=[p for n, p in sig.parameters.items() if n not in bound])
+    entry.__name__ = entry.__qualname__ = str(bound.get("name", builder.__name__))
+    entry.__doc__ = builder.__doc__
+    entry.__wrapped_builder__ = builder  # for inspect.getsourcefile and readers of the code
+    return entry

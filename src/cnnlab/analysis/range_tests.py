@@ -92,7 +92,15 @@ def _rule_min10(lrs, losses) -> Tuple[float, float, str]:
 
 
 def suggest(lrs: Sequence[float], losses: Sequence[float], rule: str = "smith") -> Suggestion:
+    """The rule's (lr_min, lr_max), never an empty range: on a coarse grid (a discrete sweep of decades) the whole
+    fall can happen between two neighbouring rates, and a rule then gives lr_min = lr_max; the range is widened to
+    the neighbouring rate below lr_max (or lr_max / BASE_RATIO at the bottom of the grid), and the reason says so."""
     lo, hi, how = LR_RULES.get(rule)(lrs, losses)
+    if lo >= hi:
+        below = [float(v) for v in lrs if float(v) < float(hi)]
+        lo = max(below) if below else float(hi) / BASE_RATIO
+        how += (f"; the rule gave lr_min = lr_max = {float(hi):.3g}, so lr_min is widened to "
+                + ("the next rate below" if below else f"lr_max/{BASE_RATIO:g}") + " (a finer grid would place it)")
     return Suggestion(float(lo), float(hi), rule, how)
 
 
@@ -372,3 +380,47 @@ def batch_range_test(trainer, sizes: Sequence[int], steps: int = 50, micro: Opti
     if ax is not None:
         result.plot(ax)
     return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The batch-size finder as a block diagram (HW3 2.5), drawn from the constants the code uses
+
+def batch_finder_diagram():
+    """A flowchart Figure of `batch_range_test` + `suggest_batch`; its numbers are the module's constants, so the
+    picture cannot drift from the code."""
+    from cnnlab.plotting import new_figure
+
+    steps = [
+        ("start", "model at w0, lr fixed (lr_min); candidate sizes B = 64, 128, ..., 8192"),
+        ("box", "next B: restore w0, optimizer and RNG (the same start for every B)"),
+        ("diamond", "B fits in memory?"),
+        ("box", "train the same number of steps at B (the iterations of 5 epochs at batch 64)"),
+        ("box", "record the mean loss of the last steps; NaN/inf marks B as diverged"),
+        ("diamond", "more sizes?"),
+        ("box", "fall = loss(smallest B) - lowest loss; gain(B) = (loss(smallest) - loss(B)) / fall"),
+        ("box", f"b_min = smallest B with gain >= {BATCH_HALF:.0%};  b_max = smallest B with gain >= "
+                f"{BATCH_MOST:.0%} (b_min < b_max)"),
+        ("start", "batch.policy=cyclical batch.min=b_min batch.max=b_max"),
+    ]
+    fig, axes = new_figure(figsize=(8.2, 9.6))
+    ax = axes[0][0]
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, len(steps) * 1.1)
+    ax.axis("off")
+    ys = [len(steps) * 1.1 - 0.6 - i * 1.1 for i in range(len(steps))]
+    for (kind, text), y in zip(steps, ys):
+        style = {"start": "round,pad=0.3,rounding_size=0.4", "box": "square,pad=0.3",
+                 "diamond": "darrow,pad=0.3"}[kind]
+        face = {"start": "#dfe8f6", "box": "white", "diamond": "#fdf3d8"}[kind]
+        ax.text(5, y, text, ha="center", va="center", fontsize=8.5, wrap=True,
+                bbox=dict(boxstyle=style, fc=face, ec="#2b5797", lw=1.2))
+    for a, b in zip(ys[:-1], ys[1:]):
+        ax.annotate("", (5, b + 0.32), (5, a - 0.32), arrowprops=dict(arrowstyle="->", color="#333"))
+    # side branches: out of memory -> micro-batches; more sizes -> loop back
+    ax.annotate("no: split B into micro-batches\n(gradient accumulation, same update)", (5, ys[3] + 0.3),
+                (8.7, ys[2]), fontsize=7.5, ha="center", va="center",
+                arrowprops=dict(arrowstyle="->", color="#b00", connectionstyle="arc3,rad=-0.3"))
+    ax.annotate("yes: next size", (1.2, ys[1]), (1.2, ys[5]), fontsize=7.5, ha="center", va="center",
+                arrowprops=dict(arrowstyle="->", color="#2b5797", connectionstyle="arc3,rad=-0.3"))
+    ax.set_title("Batch-size finder (cnnlab find-batch): how b_min and b_max are chosen")
+    return fig

@@ -83,6 +83,8 @@ def _register_range_tests(sub) -> None:
     p.add_argument("--max", type=int, default=8192, help="largest batch size (default 8192)")
     p.add_argument("--steps", type=int, default=50, help="optimizer steps per batch size (default 50)")
     p.add_argument("--micro", type=int, help="largest micro-batch per forward pass (gradient accumulation)")
+    p.add_argument("--diagram", action="store_true", help="only draw the algorithm as a block diagram "
+                                                          "(OUT/find-batch-algorithm.png and .svg), train nothing")
     p.set_defaults(func=_find_batch)
 
 
@@ -235,6 +237,14 @@ def _find_lr(args) -> int:
 def _find_batch(args) -> int:
     from cnnlab.analysis import range_tests as rt
     from cnnlab.analysis.common import analysis_trainer, cost_line, new_figure
+
+    if args.diagram:
+        from cnnlab.plotting import save_figure
+
+        fig = rt.batch_finder_diagram()
+        for suffix in ("png", "svg"):
+            print(f"wrote {save_figure(fig, Path(args.out) / f'find-batch-algorithm.{suffix}')}")
+        return 0
 
     sizes = sorted(set(args.sizes)) if args.sizes else rt.batch_sizes(args.min, args.max)
     t = analysis_trainer(_cfg(args))

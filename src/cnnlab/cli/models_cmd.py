@@ -62,9 +62,11 @@ def _register_calc(sub) -> None:
     p.add_argument("--no-bias", action="store_true")
     p.set_defaults(func=_calc_fc)
 
-    p = csub.add_parser("rf", help="receptive field of N stacked FxF convolutions: (N*F - N + 1)^2")
-    p.add_argument("--layers", type=int, required=True)
-    p.add_argument("--size", type=int, required=True)
+    p = csub.add_parser("rf", help="receptive field of N stacked FxF convolutions: (N*F - N + 1)^2, or of a "
+                                   "registered model layer by layer (--model)")
+    p.add_argument("--model", help="a registered model (stride and kernel of every layer), e.g. resnet20")
+    p.add_argument("--layers", type=int)
+    p.add_argument("--size", type=int)
     p.add_argument("--channels", type=int, default=0, help="C: also compare weights with one large conv")
     p.set_defaults(func=_calc_rf)
 
@@ -75,6 +77,14 @@ def _register_calc(sub) -> None:
     p.add_argument("--stride", type=int, default=1)
     p.add_argument("--padding", default="same", help="P in pixels, or 'same' (default) / 'valid'")
     p.set_defaults(func=_calc_separable)
+
+    p = csub.add_parser("separable-net", help="a whole registered model with every FxF conv made depthwise-"
+                                              "separable: MACs per layer and the total speed-up")
+    p.add_argument("model", help="e.g. vgg_a, resnet20, simplenn")
+    p.set_defaults(func=_calc_separable_net)
+
+    p = csub.add_parser("alexnet", help="AlexNet's parameters with the working per layer (size, stride, padding)")
+    p.set_defaults(func=_calc_alexnet)
 
     p = csub.add_parser("inception", help="Inception module output size and multiplies, naive vs 1x1-reduced")
     p.add_argument("--input", default="28x28x192", help="HxWxC (default 28x28x192, GoogLeNet inception 3a)")
@@ -215,7 +225,26 @@ def _calc_fc(args) -> int:
 def _calc_rf(args) -> int:
     from cnnlab.models import calc
 
+    if args.model:
+        print(calc.receptive_field_of(args.model).to_text())
+        return 0
+    if args.layers is None or args.size is None:
+        raise CnnlabError("calc rf needs --layers N --size F (a stack of FxF convolutions) or --model NAME")
     print(calc.receptive_field(args.layers, args.size, args.channels).to_text())
+    return 0
+
+
+def _calc_separable_net(args) -> int:
+    from cnnlab.models import calc
+
+    print(calc.separable_network(args.model).to_text())
+    return 0
+
+
+def _calc_alexnet(args) -> int:
+    from cnnlab.models import calc
+
+    print(calc.alexnet_params().to_text())
     return 0
 
 

@@ -37,6 +37,10 @@ def register(sub) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_train)
 
+    p = sub.add_parser("optimizers", help="each optimizer's update equations and hyperparameters (optim.*)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="optimizers to show (default: all)")
+    p.set_defaults(func=_optimizers)
+
     p = sub.add_parser("evaluate", help="loss, accuracy, per-class accuracy and confusion matrix of a run's best "
                                         "checkpoint on a split",
                        description="Print per-class accuracy and a JSON line (loss, accuracy); write "
@@ -112,8 +116,20 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+def _optimizers(args) -> int:
+    from cnnlab.training.config import describe_keys
+    from cnnlab.training.optim import OPTIMIZERS, describe_optimizer
+
+    defaults = {key: (default, meaning) for key, default, meaning in describe_keys()}
+    blocks = ["\n".join(describe_optimizer(n, defaults)) for n in (args.names or OPTIMIZERS.names())]
+    print("g: gradient of the step's loss (+ weight_decay*w for coupled L2), eta: the lr at this step, w: weights;\n"
+          "every operation is per element.\n\n" + "\n\n".join(blocks))
+    return 0
+
+
 def _evaluate(args) -> int:
-    from cnnlab.training.evaluation import confusion_csv, confusion_figure, write_png
+    from cnnlab.plotting import save_figure
+    from cnnlab.training.evaluation import confusion_csv, confusion_figure
     from cnnlab.training.inference import evaluate_run, load_run
 
     run = load_run(args.run_dir, args.checkpoint, args.data_root, download=args.download)
@@ -134,9 +150,8 @@ def _evaluate(args) -> int:
     atomic_write_text(folder / f"evaluation-{stem}.json", json.dumps(record, indent=2) + "\n")
     atomic_write_text(folder / f"confusion-{stem}.csv", confusion_csv(res["confusion"], classes))
     tta = "" if args.tta == "none" else f", TTA {args.tta}"
-    write_png(confusion_figure(res["confusion"], classes, f"{folder.name}: {args.split} split{tta}, "
-                                                          f"{100 * res['acc']:.2f}% accurate"),
-              folder / f"confusion-{stem}.png")
+    title = f"{folder.name}: {args.split} split{tta}, {100 * res['acc']:.2f}% accurate"
+    save_figure(confusion_figure(res["confusion"], classes, title), folder / f"confusion-{stem}.png")
     print(json.dumps({k: v for k, v in record.items() if k not in ("per_class", "confusion")}))
     return 0
 

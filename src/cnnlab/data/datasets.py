@@ -7,6 +7,7 @@ the optional quick-run subsets and computes the normalisation statistics from th
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
@@ -22,7 +23,7 @@ from cnnlab.registry import Registry
 DATASETS = Registry("dataset")
 
 # Purposes of the seeded generators (core.seeded): one stream each, so e.g. a new train_subset never moves val.
-VAL_SPLIT, TRAIN_SUBSET, VAL_SUBSET = 1, 2, 3
+VAL_SPLIT, TRAIN_SUBSET, VAL_SUBSET, TEST_SPLIT = 1, 2, 3, 4
 
 
 def _entry(name: str, display: str, default_val: Callable[[RawData], int]):
@@ -94,16 +95,26 @@ def list_datasets() -> List[str]:
 
 def load_dataset(name: str, *, root=None, val_size: Optional[int] = None, seed: int = 0,
                  train_subset: Optional[int] = None, val_subset: Optional[int] = None, download: bool = False,
-                 cache_dir=None) -> Dataset:
+                 cache_dir=None, test_size: Optional[int] = None) -> Dataset:
     """Read dataset `name` and carve its splits (see the module docstring and README "Data").
 
     val_size None -> the dataset's default (5,000 for cifar10 and fashion-mnist, 10% for imagefolder); 0 -> no val.
+    test_size carves a labelled, stratified test split out of the training images first (for a source whose test
+    images are unlabelled, as this CIFAR-10 copy's holdout is); the dataset's `source` says so.
     train_subset / val_subset keep that many images (stratified, deterministic by seed), for quick runs; they are
     applied after val is carved, so val never depends on them.
     """
     reader = DATASETS.get(name)
     path, how = resolve_root(root)
     raw = reader(path, how, bool(download), resolve_cache_dir(cache_dir))
+    source = raw.source
+    if test_size:
+        if raw.test is not None:
+            raise CnnlabError(f"data.test_size is set but {reader.display_name} has its own labelled test split "
+                              f"({len(raw.test):,} images); leave data.test_size unset to use it")
+        test, rest = carve(raw.train, test_size, seed, TEST_SPLIT, "test_size")
+        raw = dataclasses.replace(raw, train=rest, test=test)
+        source = f"{source}; test: {test_size:,} labelled images carved from train (data.test_size, stratified)"
     if val_size is None:
         val_size = reader.default_val_size(raw)
     val, train = _carve_val(raw, val_size, seed)
@@ -114,7 +125,7 @@ def load_dataset(name: str, *, root=None, val_size: Optional[int] = None, seed: 
         if val is None:
             raise CnnlabError("val_subset is set but val_size is 0, so there is no validation split to subset")
         val = stratified_subset(val, val_subset, seed, VAL_SUBSET, "val_subset")
-    return Dataset(reader.display_name, list(raw.classes), train, val, raw.test, raw.holdout, mean, std, raw.source)
+    return Dataset(reader.display_name, list(raw.classes), train, val, raw.test, raw.holdout, mean, std, source)
 
 
 def _carve_val(raw: RawData, val_size: int, seed: int) -> Tuple[Optional[Split], Split]:

@@ -263,10 +263,134 @@ def vgg19_table(dtype_bytes: int = 4) -> Working:
         table.append((label, r.activations, r.params))
         work.add(f"{label:10s} {shape:>15s} {r.activations:>12,} {formula:>40s}")
     total_a, total_p = sum(acts), sum(params)
+    total_w = sum(r.weights for r in s.rows)
     work.add(f"total activations: {total_a:,} values = {total_a * dtype_bytes / 2 ** 20:.1f} MiB per image at "
-             f"{dtype_bytes} bytes (forward only; training keeps them for the backward pass, roughly x2)")
+             f"{dtype_bytes} bytes: outputs of the input, conv, pool and FC layers only (the assignment's "
+             f"convention; ReLU outputs, in place in the original, are not counted again; training keeps them for "
+             f"the backward pass, roughly x2)")
     work.add(f"total params: {total_p:,} ({total_p / 1e6:.1f} M) = {total_p * dtype_bytes / 2 ** 20:.1f} MiB at "
              f"{dtype_bytes} bytes; the FC layers hold {sum(p for l, _, p in table if l.startswith('FC')):,}")
+    work.add(f"without biases (the assignment's Table 1 convention): {total_w:,} weights ({total_w / 1e6:.2f} M); "
+             f"the {total_p - total_w:,} biases are the difference")
     work.add(f"MACs: {s.totals.macs:,} ({s.totals.macs / 1e9:.2f} G) per image; FLOPs = 2·MACs")
-    work.answer = dict(activations=total_a, params=total_p, macs=s.totals.macs, rows=table)
+    work.answer = dict(activations=total_a, params=total_p, weights=total_w, macs=s.totals.macs, rows=table)
+    return work
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Whole networks: AlexNet's parameters layer by layer, any model's receptive field, a network made separable
+
+
+def _meta_model(name: str, **options):
+    from cnnlab.models import create_model
+
+    with torch.device("meta"):  # shapes only: nothing is allocated or computed
+        return create_model(name, **options)
+
+
+def alexnet_params() -> Working:
+    """AlexNet's parameters with the working per layer (HW3 3.1): each conv's filter size, stride, padding and
+    groups (the two-GPU split of conv2, conv4, conv5: each filter sees half the channels), then the FC layers."""
+    from cnnlab.models.summary import summarize
+
+    model = _meta_model("alexnet")
+    rows = {r.name: r for r in summarize(model).rows}
+    work = Working("AlexNet (Krizhevsky et al. 2012, §3.5, Fig. 2) at 224x224x3: parameters per layer")
+    total = 0
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Conv2d):
+            k, s, p, g = m.kernel_size[0], m.stride[0], m.padding[0], m.groups
+            r = rows[name]
+            _, c_out, oh, ow = r.output_shape
+            c_in = m.in_channels // g
+            weights = k * k * c_in * m.out_channels
+            split = f" (groups {g}: each filter sees {c_in} of {m.in_channels} channels)" if g > 1 else ""
+            work.add(f"{name}: {m.out_channels} filters {k}x{k}x{c_in}, stride {s}, padding {p} -> {oh}x{ow}x{c_out}"
+                     f"{split}")
+            work.add(f"    weights {k}·{k}·{c_in}·{m.out_channels} = {weights:,} + {m.out_channels} biases = "
+                     f"{weights + m.out_channels:,}")
+            total += weights + m.out_channels
+        elif isinstance(m, torch.nn.Linear):
+            weights = m.in_features * m.out_features
+            work.add(f"{name}: FC {m.in_features:,} -> {m.out_features:,}")
+            work.add(f"    weights {m.in_features:,}·{m.out_features:,} = {weights:,} + {m.out_features:,} biases = "
+                     f"{weights + m.out_features:,}")
+            total += weights + m.out_features
+    counted = sum(p.numel() for p in model.parameters())
+    work.add(f"total = {total:,} parameters ({total / 1e6:.1f} M); counted from the built model: {counted:,}")
+    work.answer = dict(params=total)
+    return work
+
+
+def receptive_field_of(name: str, **options) -> Working:
+    """Receptive field of a registered model's last feature map, layer by layer: r += (k − 1)·j and j *= s for each
+    conv and pool (j: the input pixels between neighbouring units, the "jump"). Residual shortcuts add no field
+    (the longest path counts); parallel branches take the widest; global pooling and FC layers see everything."""
+    model = _meta_model(name, **options)
+    work = Working(f"Receptive field of {name} (per layer: kernel k, stride s; r += (k-1)·j, j *= s)")
+    work.add(f"{'layer':34s} {'k':>3s} {'s':>3s} {'jump j':>7s} {'field r':>8s}")
+    state = {"r": 1, "j": 1}
+
+    def visit(module, prefix: str) -> None:
+        from cnnlab.models.layers import Branches
+
+        if isinstance(module, Branches):
+            start, best = dict(state), None
+            for bname, branch in module.branches.items():
+                state.update(start)
+                visit(branch, f"{prefix}.{bname}")
+                best = dict(state) if best is None or state["r"] > best["r"] else best
+            state.update(best)
+            return
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
+            k, s = _pair(module.kernel_size), _pair(module.stride)
+            d = _pair(getattr(module, "dilation", 1))
+            state["r"] += (d * (k - 1)) * state["j"]
+            state["j"] *= s
+            work.add(f"{prefix:34s} {k:>3d} {s:>3d} {state['j']:>7d} {state['r']:>8d}")
+            return
+        for child_name, child in module.named_children():
+            if "shortcut" in child_name or "downsample" in child_name:
+                continue  # the identity/projection path is shorter than the block's convs
+            visit(child, f"{prefix}.{child_name}" if prefix else child_name)
+
+    visit(model.features, "features")
+    side = model.input_shape[1]
+    work.add(f"receptive field of one unit of the last feature map: {state['r']}x{state['r']} input pixels "
+             f"(input {side}x{side}{'; it covers the whole image' if state['r'] >= side else ''})")
+    work.answer = dict(field=state["r"], jump=state["j"])
+    return work
+
+
+def _pair(v) -> int:
+    return int(v[0] if isinstance(v, (tuple, list)) else v)
+
+
+def separable_network(name: str, **options) -> Working:
+    """The whole-network version of `separable` (HW2 2.5): every F×F convolution (F > 1, not grouped) replaced by a
+    depthwise F×F + pointwise 1×1 pair, MACs per image summed over the network (FC layers and 1×1 convs as they
+    are)."""
+    from cnnlab.models.summary import summarize
+
+    model = _meta_model(name, **options)
+    rows = {r.name: r for r in summarize(model).rows}
+    work = Working(f"{name} with depthwise-separable convolutions: MACs per image")
+    regular = separable_total = 0
+    for mname, m in model.named_modules():
+        if mname not in rows or not isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            continue
+        macs = rows[mname].macs
+        regular += macs
+        if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1 and m.groups == 1:
+            _, k_out, oh, ow = rows[mname].output_shape
+            f, c = m.kernel_size[0], m.in_channels
+            sep = oh * ow * c * f * f + oh * ow * c * k_out
+            work.add(f"{mname:30s} {f}x{f} conv {c}->{k_out} at {oh}x{ow}: {macs:>13,} -> {sep:>12,} "
+                     f"({macs / sep:.2f}x)")
+            separable_total += sep
+        else:
+            separable_total += macs
+    work.add(f"whole network: {regular:,} MACs -> {separable_total:,} MACs, a {regular / separable_total:.2f}x "
+             "theoretical speed-up (multiplies only; depthwise convolutions run far below peak on real hardware)")
+    work.answer = dict(regular_macs=regular, separable_macs=separable_total, speedup=regular / separable_total)
     return work

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.models.layers import (Network, Stack, check_activation, check_bool, check_choice, check_io, init_kaiming,
-                                  make_activation)
+from cnnlab.models.layers import (Network, Stack, check_activation, check_bool, check_choice, check_int, check_io,
+                                  init_kaiming, make_activation)
 from cnnlab.models.registry import register_model
+from cnnlab.registry import variant
 
-WIDTHS = (16, 32, 64)  # filters per stage (§4.2)
 
 
 class PadShortcut(nn.Module):
@@ -54,7 +54,9 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
         self.act2 = make_activation(activation)
-        if stride == 1 and c_in == c_out:
+        if shortcut == "none":
+            self.shortcut = None  # plain network: no identity path at all
+        elif stride == 1 and c_in == c_out:
             self.shortcut = nn.Identity()
         elif shortcut == "a":
             self.shortcut = PadShortcut(c_in, c_out, stride)
@@ -64,30 +66,35 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.act2(out + self.shortcut(x))
+        return self.act2(out if self.shortcut is None else out + self.shortcut(x))
 
 
-def cifar_resnet(name: str, depth: int, num_classes: int, in_channels: int, input_size: int, shortcut: str,
-                 activation: str, zero_init_residual: bool = False) -> Network:
-    """The shared builder: depth = 6n + 2."""
+def cifar_resnet(name: str, depth: int, num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
+                 shortcut: str = "A", activation: str = "relu", zero_init_residual: bool = False,
+                 width: int = 16) -> Network:
+    """The shared builder of every CIFAR ResNet: depth = 6n + 2; stages of `width`, 2·`width`, 4·`width` filters
+    (16/32/64 in the paper). shortcut "none" builds the *plain* network of the same depth (He et al.'s "plain"
+    baselines, Fig. 6), for comparing loss surfaces with and without shortcuts."""
     shape = check_io(name, num_classes, in_channels, input_size)
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")  # a programming error, not user input
-    sc = check_choice(name, "shortcut", shortcut, ("a", "b"))
+    sc = check_choice(name, "shortcut", shortcut, ("a", "b", "none"))
     check_activation(name, activation)
     check_bool(name, "zero_init_residual", zero_init_residual)
+    w = check_int(name, "width", width)
+    widths = (w, 2 * w, 4 * w)
     n = (depth - 2) // 6
 
     features = Stack()
-    features.add("conv", nn.Conv2d(in_channels, WIDTHS[0], 3, padding=1, bias=False))
-    features.add("bn", nn.BatchNorm2d(WIDTHS[0]))
+    features.add("conv", nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False))
+    features.add("bn", nn.BatchNorm2d(widths[0]))
     features.add("act", make_activation(activation))
-    c = WIDTHS[0]
-    for i, width in enumerate(WIDTHS):
-        blocks = [BasicBlock(c if j == 0 else width, width, 2 if (i > 0 and j == 0) else 1, sc, activation)
-                  for j in range(n)]
+    c = widths[0]
+    for i, stage_width in enumerate(widths):
+        blocks = [BasicBlock(c if j == 0 else stage_width, stage_width, 2 if (i > 0 and j == 0) else 1, sc,
+                             activation) for j in range(n)]
         features.add("stage", nn.Sequential(*blocks))
-        c = width
+        c = stage_width
     features.add("pool", nn.AdaptiveAvgPool2d(1))
     head = Stack().add("flatten", nn.Flatten()).add("fc", nn.Linear(c, num_classes)).build()
     model = init_kaiming(Network(name, shape, num_classes, features.build(), head))
@@ -98,39 +105,9 @@ def cifar_resnet(name: str, depth: int, num_classes: int, in_channels: int, inpu
     return model
 
 
-_DOC = "CIFAR ResNet-{d} (He et al. 2016 §4.2), 16/32/64 channels, shortcut option A (zero-pad) or B (projection)"
+_DOC = ("CIFAR ResNet-{d} (He et al. 2016 §4.2), 16/32/64 channels (width), shortcut A (zero-pad), B (projection) "
+        "or none (plain)")
 
-
-@register_model("resnet20", _DOC.format(d=20))
-def resnet20(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A",
-             activation: str = "relu", zero_init_residual: bool = False) -> Network:
-    return cifar_resnet("resnet20", 20, num_classes, in_channels, input_size, shortcut, activation,
-                        zero_init_residual)
-
-
-@register_model("resnet32", _DOC.format(d=32))
-def resnet32(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A",
-             activation: str = "relu", zero_init_residual: bool = False) -> Network:
-    return cifar_resnet("resnet32", 32, num_classes, in_channels, input_size, shortcut, activation,
-                        zero_init_residual)
-
-
-@register_model("resnet44", _DOC.format(d=44))
-def resnet44(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A",
-             activation: str = "relu", zero_init_residual: bool = False) -> Network:
-    return cifar_resnet("resnet44", 44, num_classes, in_channels, input_size, shortcut, activation,
-                        zero_init_residual)
-
-
-@register_model("resnet56", _DOC.format(d=56))
-def resnet56(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A",
-             activation: str = "relu", zero_init_residual: bool = False) -> Network:
-    return cifar_resnet("resnet56", 56, num_classes, in_channels, input_size, shortcut, activation,
-                        zero_init_residual)
-
-
-@register_model("resnet110", _DOC.format(d=110))
-def resnet110(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A",
-              activation: str = "relu", zero_init_residual: bool = False) -> Network:
-    return cifar_resnet("resnet110", 110, num_classes, in_channels, input_size, shortcut, activation,
-                        zero_init_residual)
+for _depth in (20, 32, 44, 56, 110):
+    register_model(f"resnet{_depth}", _DOC.format(d=_depth))(variant(cifar_resnet, name=f"resnet{_depth}",
+                                                                     depth=_depth))

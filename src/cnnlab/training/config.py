@@ -45,6 +45,10 @@ class DataConfig:
     root: Optional[str] = F(None, "where the data lives; None: env CNNLAB_DATA, then the per-user cache dir")
     val_size: Optional[int] = F(None, "images carved from train for validation (stratified); None: dataset default "
                                       "(5,000), 0: no validation split", min=0, max=BIG)
+    test_size: Optional[int] = F(None, "carve a labelled, stratified test split of this many images out of the "
+                                       "training images (before val), for a source whose test set is unlabelled "
+                                       "(this CIFAR-10 copy); None: the source's own test split, if any",
+                                 gt=0, max=BIG)
     train_subset: Optional[int] = F(None, "train on only this many images (stratified), for quick runs", gt=0, max=BIG)
     val_subset: Optional[int] = F(None, "validate on only this many images (stratified)", gt=0, max=BIG)
     seed: int = F(0, "seed of the validation split and of the subsets (not of training)", min=0, max=SEED_MAX)
@@ -114,8 +118,12 @@ class BatchConfig:
     max: int = F(1024, "cyclical: largest batch size", gt=0, max=2**20)
     step_epochs: int = F(2, "cyclical: epochs per half-cycle (triangular) or per cycle (increasing/decreasing)", gt=0,
                       max=BIG)
-    mode: str = F("triangular", "cyclical: triangular (min->max->min), increasing (sawtooth up), decreasing",
-                  choices=("triangular", "increasing", "decreasing"))
+    mode: str = F("triangular", "cyclical: triangular (min->max->min), increasing (sawtooth up), decreasing, "
+                                "exp_increase (triangles whose low end rises to max by gamma per epoch: the batch "
+                                "analogue of exp_range lr decay), exp_decrease",
+                  choices=("triangular", "increasing", "decreasing", "exp_increase", "exp_decrease"))
+    gamma: float = F(0.9, "cyclical exp_increase/exp_decrease: the cycle's range shrinks by this factor per epoch",
+                     gt=0, max=1)
     micro: Optional[int] = F(None, "gradient accumulation: split each batch into chunks of at most this many images "
                                    "(same update, less memory); None: no split", gt=0, max=2**20)
     eval_size: int = F(1000, "images per evaluation batch", gt=0, max=2**20)
@@ -136,6 +144,9 @@ class TrainConfig:
     threads: int = F(0, f"CPU intra-op threads (at most {MAX_THREADS}; more than 4 x the cores is reduced to that, "
                           "with a note); 0: torch's default (one per core)", min=0, max=MAX_THREADS)
     deterministic: bool = F(False, "use deterministic algorithms (slower on CUDA)")
+    loss: str = F("cross_entropy", "training loss: cross_entropy, multi_margin (multi-class hinge), mse (softmax vs "
+                                  "one-hot); validation always reports cross-entropy",
+                  choices=("cross_entropy", "multi_margin", "mse"))
     label_smoothing: float = F(0.0, "label smoothing of the cross-entropy loss", min=0, lt=1)
     targets: List[float] = F([], "validation accuracies (0-1) whose first epoch and wall time are recorded",
                              gt=0, max=1)

@@ -41,6 +41,48 @@ def l1_penalty(optimizer: torch.optim.Optimizer) -> torch.Tensor:
     return torch.stack([p.abs().sum() for p in params]).sum()
 
 
+# The update of each optimizer as cnnlab runs it (HW3 1.1), printed by `cnnlab optimizers`. g is the gradient of the
+# step's loss (plus wd*w for coupled L2), eta the lr, w the weights; every operation is per element.
+EQUATIONS: Dict[str, tuple] = {
+    "sgd": ("SGD with momentum (Polyak 1964; torch's form); nesterov: Sutskever et al. 2013",
+            ["v <- momentum*v + g", "w <- w - eta*v                      (plain momentum)",
+             "w <- w - eta*(g + momentum*v)       (nesterov: the look-ahead gradient step)"],
+            ("lr", "momentum", "nesterov", "weight_decay")),
+    "adagrad": ("Adagrad (Duchi, Hazan & Singer 2011)",
+                ["r <- r + g^2", "w <- w - eta*g / (sqrt(r) + eps)"], ("lr", "eps", "weight_decay")),
+    "rmsprop": ("RMSprop (Hinton, Coursera lecture 6e; Goodfellow et al. 2016, Alg. 8.5)",
+                ["r <- alpha*r + (1-alpha)*g^2", "v <- momentum*v + g / (sqrt(r) + eps)", "w <- w - eta*v"],
+                ("lr", "alpha", "eps", "momentum", "weight_decay")),
+    "rmsprop_nesterov": ("RMSprop with Nesterov momentum (Goodfellow et al. 2016, Alg. 8.6; written here)",
+                         ["g at the look-ahead point w~ = w + momentum*v", "r <- alpha*r + (1-alpha)*g^2",
+                          "v <- momentum*v - eta*g / sqrt(r + eps)", "w <- w + v"],
+                         ("lr", "alpha", "eps", "momentum", "weight_decay")),
+    "adadelta": ("Adadelta (Zeiler 2012)",
+                 ["r <- rho*r + (1-rho)*g^2", "d <- sqrt(u + eps) / sqrt(r + eps) * g",
+                  "u <- rho*u + (1-rho)*d^2", "w <- w - eta*d   (eta = 1 in the paper)"],
+                 ("lr", "rho", "eps", "weight_decay")),
+    "adam": ("Adam (Kingma & Ba 2015)",
+             ["m <- beta1*m + (1-beta1)*g", "v <- beta2*v + (1-beta2)*g^2",
+              "m^ = m/(1-beta1^t), v^ = v/(1-beta2^t)", "w <- w - eta*m^ / (sqrt(v^) + eps)"],
+             ("lr", "betas", "eps", "weight_decay")),
+    "adamw": ("AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay",
+              ["m, v, m^, v^ as Adam, on g without the L2 term", "w <- w - eta*(m^ / (sqrt(v^) + eps) + wd*w)"],
+              ("lr", "betas", "eps", "weight_decay")),
+}
+
+
+def describe_optimizer(name: str, defaults: Dict[str, tuple]) -> List[str]:
+    """Lines for `cnnlab optimizers`: the title, the update equations and each hyperparameter's config key, default
+    and meaning (`defaults`: dotted key -> (default, help), from the config schema)."""
+    OPTIMIZERS.get(name)  # an unknown name fails with the list of known ones
+    title, lines, keys = EQUATIONS[name]
+    out = [f"{name}: {title}", *(f"    {line}" for line in lines), "  hyperparameters:"]
+    for k in keys:
+        default, meaning = defaults[f"optim.{k}"]
+        out.append(f"    optim.{k} = {default!r:<8} {meaning}")
+    return out
+
+
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay, cfg.decay_bias_norm)
     return OPTIMIZERS.get(cfg.name)(groups, cfg)

@@ -81,19 +81,29 @@ def batch_size_at(epoch: int, cfg) -> int:
     """Batch size for `epoch` (0-based) under the batch policy.
 
     cyclical, geometric between min and max so that each step changes the size by the same factor:
-      triangular  min -> max over `step_epochs` epochs, back to min over the next `step_epochs`;
-      increasing  min -> max over `step_epochs` epochs, then starts again at min (sawtooth up);
-      decreasing  max -> min likewise (sawtooth down).
+      triangular    min -> max over `step_epochs` epochs, back to min over the next `step_epochs`;
+      increasing    min -> max over `step_epochs` epochs, then starts again at min (sawtooth up);
+      decreasing    max -> min likewise (sawtooth down);
+      exp_increase  triangular cycles whose low end rises towards max by `gamma` per epoch (in log size): the
+                    batch analogue of CLR's exp_range lr decay (HW3 2.6: a falling lr ~ a growing batch, Smith et
+                    al. 2018), so training ends at large batches;
+      exp_decrease  triangular cycles whose high end falls towards min by `gamma` per epoch.
     """
     if cfg.policy == "constant":
         return cfg.size
     n = cfg.step_epochs
-    if cfg.mode == "triangular":
+    span = math.log(cfg.max / cfg.min)
+    if cfg.mode in ("triangular", "exp_increase", "exp_decrease"):
         phase = epoch % (2 * n)
         t = phase / n if phase <= n else (2 * n - phase) / n
+        if cfg.mode == "exp_increase":  # log size in [lo, log max], lo rising from log min
+            lo = span * (1 - cfg.gamma ** epoch)
+            return int(round(cfg.min * math.exp(lo + t * (span - lo))))
+        if cfg.mode == "exp_decrease":  # log size in [log min, hi], hi falling from log max
+            return int(round(cfg.min * math.exp(t * span * cfg.gamma ** epoch)))
     else:
         t = (epoch % (n + 1)) / n if n > 0 else 1.0
         t = min(t, 1.0)
         if cfg.mode == "decreasing":
             t = 1.0 - t
-    return int(round(cfg.min * math.exp(t * math.log(cfg.max / cfg.min))))
+    return int(round(cfg.min * math.exp(t * span)))

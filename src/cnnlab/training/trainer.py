@@ -34,6 +34,7 @@ from cnnlab.training.checkpoint import (MODEL_KEYS, RESUME_KEYS, apply_model_sta
                                         save_checkpoint, set_rng_state, unwrap)
 from cnnlab.training.config import RunConfig, config_from_dict, parse_override, set_dotted
 from cnnlab.training.distributed import DistInfo, all_reduce_sum, broadcast_object, init_from_env
+from cnnlab.training.losses import build_loss, describe as describe_loss
 from cnnlab.training.optim import build_optimizer, l1_penalty
 from cnnlab.training.plots import save_curves
 from cnnlab.training.runfolder import RunFolder, default_run_name
@@ -58,7 +59,7 @@ def augment_specs(aug) -> List[dict]:
 def load_data(cfg: RunConfig) -> Dataset:
     d = cfg.data
     return load_dataset(d.name, root=d.root, val_size=d.val_size, seed=d.seed, train_subset=d.train_subset,
-                        val_subset=d.val_subset, download=d.download)
+                        val_subset=d.val_subset, download=d.download, test_size=d.test_size)
 
 
 def build_model(cfg: RunConfig, ds: Dataset):
@@ -106,7 +107,12 @@ def _check_optimizer_shapes(optimizer) -> None:
 
 
 class Trainer:
-    """Holds one run's parts; `fit()` trains, validates, logs and checkpoints epoch by epoch."""
+    """Holds one run's parts; `fit()` trains, validates, logs and checkpoints epoch by epoch.
+
+    Public (what analyses, experiments and notebooks may read): `cfg`, `ds` (the Dataset), `model` (plain, not
+    DDP-wrapped), `optimizer`, `scheduler`, `criterion`, `train_loader`, `val_loader`, `params` (parameter count),
+    `device`, `amp`, `history` (metrics rows), `epoch`, `step`, `status`, `folder`; methods `fit`,
+    `train_one_epoch`, `check_initial_loss`, `checkpoint`, `summary`. Everything starting with `_` is internal."""
 
     def __init__(self, cfg: RunConfig, run_dir: Optional[Path] = None, *, resume: bool = False,
                  overwrite: bool = False, log: Callable[[str], None] = print,
@@ -124,9 +130,12 @@ class Trainer:
             self.log("note: no validation split (data.val_size=0); val_* columns stay empty")
         self._check_memory()
         self.model = build_model(cfg, self.ds).to(self.device)
+        if not resume:
+            self._init_from_data()
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.criterion = build_loss(cfg.train.loss, cfg.train.label_smoothing)
         self.train_loader = self._loader(self.ds.train, self._rank_batch(cfg.batch.size), train=True)
         self.val_loader = self._loader(self.ds.val, cfg.batch.eval_size, train=False) if self.ds.val else None
         ipe = max(1, len(self.train_loader))
@@ -170,13 +179,27 @@ class Trainer:
 
     def _first_batch(self):
         """The first batch.size training images, unaugmented, on the device (initial-loss check, amp timing)."""
-        n = min(self.cfg.batch.size, len(self.ds.train))
-        # a loader over the first batch only: one over the whole split would copy it to the device a second time
+        return self._first_images(self.cfg.batch.size)
+
+    def _first_images(self, n: int):
+        """(x, y) of the first n training images, unaugmented and normalised, on the device."""
+        n = min(n, len(self.ds.train))
+        # a loader over these images only: one over the whole split would copy it to the device a second time
         batches = iter(self._loader(self.ds.train.subset(n), n, train=False))
         try:
             return next(batches)
         finally:  # close the generator now: left to the garbage collector, its clean-up would run at a random
             getattr(batches, "close", lambda: None)()  # moment of training
+
+    def _init_from_data(self, images: int = 5000) -> None:
+        """A model with a data-dependent initialisation (`init_from_data(x)`, e.g. fastcnn's whitening layer) gets
+        the first `images` training images, unaugmented and normalised as training will see them. On resume the
+        weights come from the checkpoint instead, so this runs for new runs only."""
+        hook = getattr(self.model, "init_from_data", None)
+        if hook is None:
+            return
+        x, _ = self._first_images(images)
+        hook(x.contiguous())
 
     def _check_memory(self) -> None:
         """Estimate weights, gradients, two optimizer slots (16 bytes a parameter, counted on the meta device, where
@@ -288,7 +311,7 @@ class Trainer:
     def _loss(self, x, y):
         with runtime.autocast(self.device, self.amp):
             out = self.forward(x)
-            loss = Fn.cross_entropy(out.float(), y, label_smoothing=self.cfg.train.label_smoothing)
+            loss = self.criterion(out.float(), y)
         return out, loss
 
     def _optimizer_step(self, x, y):
@@ -528,8 +551,9 @@ class Trainer:
                 self.reopen or self.stop_reason is None):
             self.status, self.stop_reason = "running", None  # extended (train.epochs=N) or a stop rule changed
         if self.history:
+            t = self.cfg.train
             save_curves({self.cfg.model.name: self.history}, self.folder.path / "curves.png",
-                        title=self.folder.path.name)
+                        title=self.folder.path.name, train_loss_label=describe_loss(t.loss, t.label_smoothing))
         self.folder.write_summary(summary)
         if self.trackers is not None:
             self.trackers.end(summary)
