@@ -29,4 +29,4 @@ def test_recipe_quick_profile_runs_and_reports(path, tmp_path, monkeypatch, sess
     paths = make_report([str(path)], str(tmp_path / "report.html"), "quick", runs_out=str(tmp_path / "runs"))
     page = paths["html"].read_text()
     assert len(re.findall(r"<tr class=", page)) == len(plan.runs)
-    assert page.count("data:image/png;base64,") >= 2  # the curves and the recipe's own figure(s)
+    assert page.count("data:image/svg+xml;base64,") >= 2  # the curves and the recipe's own figure(s), as vectors

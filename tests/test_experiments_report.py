@@ -317,3 +317,22 @@ def test_pdf_report_has_the_question_the_table_and_the_code(swept, tmp_path):
     png = next(tmp_path.glob("page*.png"))
     img = np.asarray(Image.open(png).convert("L")).astype(int)
     assert (img < 200).mean() > 0.02, "page 1 renders (nearly) blank"
+
+
+def test_runs_of_different_recipes_get_a_transposed_settings_table():
+    from cnnlab.experiments.figures import labels
+    from cnnlab.experiments.report import Source, settings_table, table
+
+    keys = {f"optim.setting{i}": i for i in range(8)}
+    a = Entry("recipe-a", dict(keys), "finished", {"best_val_acc": 0.9}, [], {})
+    b = Entry("recipe-b", {k: v + 1 for k, v in keys.items()}, "finished", {"best_val_acc": 0.8}, [], {})
+    src = Source("two recipes", entries=[a, b])
+    header, rows, _ = table(src)
+    assert header[:2] == ["run", "best val acc"] and not any(h.startswith("optim.") for h in header)
+    s_header, s_rows = settings_table(src)
+    assert s_header == ["setting", "recipe-a", "recipe-b"] and [r[0] for r in s_rows] == list(keys)
+    assert labels([a, b]) == {"recipe-a": "recipe-a", "recipe-b": "recipe-b"}  # 8 keys: too long for a legend
+    few = [Entry("x", {"optim.lr": 0.1, "model.options.batch_norm": True}, "finished", {}, [], {}),
+           Entry("y", {"optim.lr": 0.2, "model.options.batch_norm": True}, "finished", {}, [], {})]
+    assert labels(few) == {"x": "lr=0.1", "y": "lr=0.2"}  # only what differs, short
+    assert settings_table(Source("few", entries=few)) is None

@@ -93,6 +93,7 @@ class Drawn:
     note: str = ""
 
 
+LABEL_MAX = 48  # characters of a legend label built from the varied keys; longer ones fall back to the run name
 SEED_KEY = "train.seed"  # runs that differ only in it are repeats: averaged in dot plots and sweeps
 ACCURACIES = {"best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "val_acc", "train_acc", "val_error",
               "train_error"}
@@ -124,6 +125,8 @@ def labels(entries: Sequence[Entry], skip: Sequence[str] = ()) -> Dict[str, str]
         parts = [str(e.varied.get(k)) if k in ("variant", "group") else f"{short[k]}={_fmt(e.varied.get(k))}"
                  for k in differ]
         out[e.name] = ", ".join(parts) or e.name
+    if any(len(v) > LABEL_MAX for v in out.values()):  # different recipes differ everywhere: their names say more
+        return {e.name: e.name for e in entries}
     return out
 
 
@@ -177,7 +180,7 @@ def curves(entries: List[Entry]) -> Optional[Drawn]:
         return None
     kinds = {describe_loss(e.config.get("train.loss") or "cross_entropy", e.config.get("train.label_smoothing") or 0)
              for e in entries if e.metrics}
-    loss = kinds.pop() if len(kinds) == 1 else "per run: " + ", ".join(sorted(kinds))
+    loss = kinds.pop() if len(kinds) == 1 else "loss or label smoothing differs per run"
     axes = plot_curves(runs, train_loss_label=loss)
     rows = [{"run": k, "epochs": len(v)} for k, v in runs.items()]
     return Drawn("Loss, accuracy and learning rate per epoch (train dashed, validation solid)", axes[0].figure, rows)

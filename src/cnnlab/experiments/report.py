@@ -239,6 +239,8 @@ def table(source: Source) -> tuple:
     cells = {h: [f(e) for e in entries] for h, f in cols}
     same = [h for h in CONSTANT_OK if len(entries) > 1 and len(set(cells[h])) == 1 and cells[h][0]]
     cols = [(h, f) for h, f in cols if h not in same and any(cells[h])]
+    if len(keys) > WIDE_KEYS:  # many differing keys (different recipes): they go to their own table, transposed
+        keys = []
     header = ["run", "best val acc", *keys, *[h for h, _ in cols]]
     rows = [[e.name, _pct((e.summary or {}).get("best_val_acc")), *[_cell(e.varied.get(k)) for k in keys],
              *[cells[h][i] for h, _ in cols]] for i, e in enumerate(entries)]
@@ -246,6 +248,20 @@ def table(source: Source) -> tuple:
              "diverged": lambda v: "none diverged" if v == "no" else "all diverged"}
     note = ("every run: " + "; ".join(words[h](cells[h][0]) for h in same)) if same else ""
     return header, rows, note
+
+
+WIDE_KEYS = 6  # more differing config keys than this and the runs table would not fit a page
+
+
+def settings_table(source: Source) -> Optional[tuple]:
+    """(header, rows) of the config keys that differ, one row per key and one column per run, when there are more
+    of them than fit as columns of the runs table; None otherwise."""
+    entries = source.entries
+    keys = [k for k in dict.fromkeys(k for e in entries for k in e.varied)
+            if len({_cell(e.varied.get(k)) for e in entries}) > 1]
+    if len(entries) < 2 or len(keys) <= WIDE_KEYS:
+        return None
+    return ["setting", *[e.name for e in entries]], [[k, *[_cell(e.varied.get(k)) for e in entries]] for k in keys]
 
 
 def _cell(v) -> str:
@@ -357,7 +373,7 @@ def ran_line(entries: List[Entry]) -> str:
         val_text = f"{count(val_size)} validation images" if val_size else "the default validation split"
     parts = [common("data.name") or "?",
              f"{count(train)} training images" if train else "all training images (less the validation split)",
-             val_text, f"{epochs} epochs" if epochs else ""]
+             val_text, (f"{epochs} epoch" + ("" if epochs == "1" else "s")) if epochs else ""]
     return "ran: " + ", ".join(p for p in parts if p)
 
 
@@ -429,6 +445,14 @@ def _html_table(b: Built, i: int) -> List[str]:
     return parts
 
 
+def _plain_table(header: List[str], rows: List[List[str]]) -> List[str]:
+    e = html.escape
+    return ["<div class='table-wrap'><table class='runs settings'><thead><tr>"
+            + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
+            + "</tbody></table></div>"]
+
+
 def _html_evaluation(ev: dict) -> List[str]:
     e, rec = html.escape, ev["record"]
     tta = ""
@@ -464,6 +488,10 @@ def render_html(report: Report, built: List[Built], css: str = "", appendix: str
             parts.append(f"<p class='question'>{e(s.question)}</p>")
         parts += [f"<p class='note'>{e(n)}</p>" for n in [*s.notes, ran_line(s.entries), b.note] if n]
         parts += _html_table(b, i)
+        settings = settings_table(s)
+        if settings:
+            parts.append("<p class='note'>Settings that differ between the runs:</p>")
+            parts += _plain_table(*settings)
         for caption, svg, png, note in b.figures:
             parts.append(f"<figure>{_img(svg, png, caption)}"
                          f"<figcaption>{e(caption)}{' (' + e(note) + ')' if note else ''}</figcaption></figure>")
@@ -511,6 +539,9 @@ def write_markdown(path: Path, report: Report, built: List[Built]) -> Path:
             lines += [f"*{md_text(s.question)}*", ""]
         lines += [f"{md_text(n)}  " for n in [*s.notes, ran_line(s.entries), b.note] if n] + [""]
         lines += _md_table(b.header, b.rows)
+        settings = settings_table(s)
+        if settings:
+            lines += ["Settings that differ between the runs:", ""] + _md_table(*settings)
         figs = [(c, png, note) for c, _, png, note in b.figures]
         if b.evaluation and b.evaluation["png"]:
             ev = b.evaluation
