@@ -169,11 +169,6 @@ def write_csv(path, rows: List[dict], columns: Optional[List[str]] = None) -> Pa
     return path
 
 
-def read_csv(path) -> List[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def new_figure(nrows: int = 1, ncols: int = 1, size=(6.0, 4.0), **kw):
     """(Figure, 2-D axes) with `size` inches per panel, in cnnlab's style (cnnlab.plotting)."""
     return plotting.new_figure(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), **kw)

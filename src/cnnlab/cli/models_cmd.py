@@ -312,12 +312,9 @@ def _real_batch(args, c: int, size: int, n_cls: int):
     """One shuffled, standardised training batch, loaded the way the trainer loads its data."""
     import torch
 
-    try:
-        from cnnlab.data import load_dataset
-        from cnnlab.data.loader import BatchLoader
-    except ImportError as e:
-        raise CnnlabError(f"--data-root given but the data layer cannot be imported ({e}); run without it for a "
-                          f"synthetic batch") from None
+    from cnnlab.data import load_dataset
+    from cnnlab.data.loader import BatchLoader
+
     name = args.dataset or ("fashion-mnist" if c == 1 else "cifar10")
     ds = load_dataset(name, root=args.data_root, val_size=0, seed=args.seed, train_subset=args.batch_size)
     if (ds.in_channels, ds.image_size, ds.num_classes) != (c, size, n_cls):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import asdict, dataclass, fields
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -251,7 +251,3 @@ def format_csv(s: Summary) -> str:
                      "biases": t.biases, "macs": t.macs, "activations": t.activations,
                      "activation_bytes": t.activation_bytes})
     return buf.getvalue()
-
-
-def rows_as_dicts(s: Summary) -> List[Dict]:
-    return [asdict(r) for r in s.rows]
