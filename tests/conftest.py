@@ -61,3 +61,16 @@ def pytest_terminal_summary(terminalreporter):
 def bad_input():
     """Call it once per hostile input a test feeds to cnnlab."""
     return count_bad_input
+
+
+@pytest.fixture(scope="session")
+def fashion_run(shared_data, tmp_path_factory):
+    """Train a tiny Fashion-MNIST run (SimpleNN+BN) through `cnnlab train`; `make(*key=value)` returns its folder."""
+    def make(*overrides: str) -> Path:
+        from cnnlab.cli.main import main
+
+        out = tmp_path_factory.mktemp("runs")
+        assert main(["train", "--data-root", str(shared_data), f"out={out}", "name=r", "data.name=fashion-mnist",
+                     "train.progress=off", "model.options.batch_norm=true", *overrides]) == 0
+        return out / "r"
+    return make

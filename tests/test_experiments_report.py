@@ -228,6 +228,7 @@ window.addEventListener('load', () => setTimeout(cnnlabCheck, 100));
 
 
 def rendered_checks(page: Path, tmp_path: Path) -> dict:
+    import html
     import json
 
     exe = chromium()
@@ -243,13 +244,7 @@ def rendered_checks(page: Path, tmp_path: Path) -> dict:
     shot = page.with_name(page.stem + ".png")  # kept beside the report for a person to look at
     subprocess.run([exe, *flags, f"--screenshot={shot}", page.resolve().as_uri()], capture_output=True, timeout=120,
                    check=True)
-    return json.loads(html_unescape(found.group(1)))
-
-
-def html_unescape(text: str) -> str:
-    import html
-
-    return html.unescape(text)
+    return json.loads(html.unescape(found.group(1)))
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,8 @@ from cnnlab.training.evaluation import confusion, views
 
 
 @pytest.fixture(scope="module")
-def run(shared_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    assert main(["train", "--data-root", str(shared_data), f"out={out}", "name=r", "data.name=fashion-mnist",
-                 "data.train_subset=2000", "data.val_subset=500", "train.epochs=2", "train.progress=off",
-                 "model.options.batch_norm=true", "optim.lr=0.05"]) == 0
-    return out / "r"
+def run(fashion_run):
+    return fashion_run("data.train_subset=2000", "data.val_subset=500", "train.epochs=2", "optim.lr=0.05")
 
 
 def test_evaluate_writes_per_class_accuracy_and_the_confusion_matrix(run, shared_data, capsys):

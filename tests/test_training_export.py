@@ -14,12 +14,8 @@ from cnnlab.training.inference import load_run
 
 
 @pytest.fixture(scope="module")
-def run(shared_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    assert main(["train", "--data-root", str(shared_data), f"out={out}", "name=r", "data.name=fashion-mnist",
-                 "data.train_subset=500", "data.val_subset=100", "train.epochs=1", "train.progress=off",
-                 "model.name=simplenn", "model.options.batch_norm=true"]) == 0
-    return out / "r"
+def run(fashion_run):
+    return fashion_run("data.train_subset=500", "data.val_subset=100", "train.epochs=1", "model.name=simplenn")
 
 
 def _reference(run_dir, shared_data):
