@@ -28,6 +28,7 @@ from matplotlib.ticker import MaxNLocator
 from cnnlab.errors import CnnlabError
 from cnnlab.plotting import new_figure
 from cnnlab.registry import Registry, check_kwargs
+from cnnlab.training.config import SEED_KEY
 from cnnlab.training.losses import describe as describe_loss
 from cnnlab.training.plots import plot_curves
 
@@ -67,10 +68,11 @@ class Entry:
         from cnnlab.analysis.weights import sparsity
         from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
 
-        path = find_checkpoint(self.run_dir, "best") if self.run_dir and self.run_dir.is_dir() else None
-        if path is None:
-            return None
-        return sparsity(load_checkpoint(path)["model"], threshold)
+        cache = self.__dict__.setdefault("_sparsity", {})  # a report asks for it per table, answer and CSV row
+        if threshold not in cache:
+            path = find_checkpoint(self.run_dir, "best") if self.run_dir and self.run_dir.is_dir() else None
+            cache[threshold] = None if path is None else sparsity(load_checkpoint(path)["model"], threshold)
+        return cache[threshold]
 
     def metric(self, key: str) -> Optional[float]:
         v = (self.summary or {}).get(key)
@@ -94,7 +96,6 @@ class Drawn:
 
 
 LABEL_MAX = 48  # characters of a legend label built from the varied keys; longer ones fall back to the run name
-SEED_KEY = "train.seed"  # runs that differ only in it are repeats: averaged in dot plots and sweeps
 ACCURACIES = {"best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "val_acc", "train_acc", "val_error",
               "train_error"}
 

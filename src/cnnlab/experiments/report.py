@@ -28,10 +28,12 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from cnnlab.errors import CnnlabError
+from cnnlab.experiments.answers import WORDS, Answer, answer_all, show_stat, stat
 from cnnlab.experiments.figures import Drawn, Entry, draw, had_target, reach
 from cnnlab.experiments.spec import MACHINE_KEYS, flatten_config, short_names
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable
 from cnnlab.plotting import figure_bytes
+from cnnlab.training.config import SEED_KEY
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Source:
     analysis_dir: Optional[Path] = None
     notes: List[str] = field(default_factory=list)
     spec_path: Optional[Path] = None       # the spec it came from (its text goes into the PDF's code appendix)
+    answers: List[Dict[str, Any]] = field(default_factory=list)   # the spec's report.answers (answers.py)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -151,7 +154,7 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
     if prof and prof.description:
         notes.append(f"profile {prof.name}: {prof.description}")
     return Source(title, spec.question or spec.description, entries, spec.figures,
-                  sweep_dir / "analysis" if spec.analysis else None, notes, Path(path))
+                  sweep_dir / "analysis" if spec.analysis else None, notes, Path(path), spec.answers)
 
 
 def _other_entry(rec) -> Entry:
@@ -262,6 +265,26 @@ def settings_table(source: Source) -> Optional[tuple]:
     if len(entries) < 2 or len(keys) <= WIDE_KEYS:
         return None
     return ["setting", *[e.name for e in entries]], [[k, *[_cell(e.varied.get(k)) for e in entries]] for k in keys]
+
+
+SEED_COLUMNS = ("best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "wall_time")
+
+
+def seed_table(source: Source) -> Optional[tuple]:
+    """(header, rows) of the settings that were repeated over train.seed: each metric's mean ± std over the seeds;
+    None when no run of the source varies the seed."""
+    entries = [e for e in source.entries if SEED_KEY in e.varied]
+    if not entries:
+        return None
+    by: Dict[str, List[Entry]] = {}
+    for e in entries:
+        by.setdefault(e.name.rsplit("_seed=", 1)[0], []).append(e)
+    cols = [m for m in SEED_COLUMNS if any(e.metric(m) is not None for e in entries)]
+    rows = []
+    for name, es in by.items():
+        cells = [show_stat(m, s, n=False) if (s := stat(es, m)) else "" for m in cols]
+        rows.append([name, str(sum(1 for e in es if e.summary)), *cells])
+    return ["setting", "seeds done", *[WORDS.get(m, m) for m in cols]], rows
 
 
 def _cell(v) -> str:
@@ -396,6 +419,7 @@ table.runs td:first-child{position:sticky;left:0;background:#fff;max-width:22em;
 table.runs th:first-child{left:0;z-index:2}
 table.runs td.best{font-weight:bold}
 table.runs tr.diverged td{color:#b00} table.runs tr.pending td{color:#999}
+ul.answers{font-size:14px;line-height:1.45;background:#f3f6fb;border-left:4px solid #2b5797;padding:8px 8px 8px 28px}
 figure{margin:16px 0} figcaption{font-size:13px;color:#444} img{max-width:100%;height:auto}
 """
 
@@ -409,6 +433,7 @@ class Built:
     note: str
     figures: List[tuple]                   # (caption, svg bytes or None, png bytes, note)
     evaluation: Optional[dict] = None
+    answers: List[Answer] = field(default_factory=list)
 
 
 @dataclass
@@ -423,7 +448,8 @@ class Report:
             header, rows, note = table(s)
             figs = [(d.title, figure_bytes(d.fig, "svg"), figure_bytes(d.fig, "png"), d.note) for d in figures(s)]
             figs += [(f"analysis: {p.parent.name}/{p.name}", None, p.read_bytes(), "") for p in analysis_pngs(s)]
-            out.append(Built(s, header, rows, note, figs, best_evaluation(s)))
+            out.append(Built(s, header, rows, note, figs, best_evaluation(s),
+                             answer_all(s.answers, s.entries, s.analysis_dir)))
         return out
 
 
@@ -486,12 +512,16 @@ def render_html(report: Report, built: List[Built], css: str = "", appendix: str
             parts.append(f"<h2>{e(s.title)}</h2>")
         if s.question:
             parts.append(f"<p class='question'>{e(s.question)}</p>")
+        if b.answers:
+            parts.append("<h3>Answers (computed from the runs below)</h3><ul class='answers'>"
+                         + "".join(f"<li>{e(a.text)}</li>" for a in b.answers) + "</ul>")
         parts += [f"<p class='note'>{e(n)}</p>" for n in [*s.notes, ran_line(s.entries), b.note] if n]
         parts += _html_table(b, i)
-        settings = settings_table(s)
-        if settings:
-            parts.append("<p class='note'>Settings that differ between the runs:</p>")
-            parts += _plain_table(*settings)
+        for intro, extra in (("Settings that differ between the runs:", settings_table(s)),
+                             ("Mean ± standard deviation over the seeds of each setting:", seed_table(s))):
+            if extra:
+                parts.append(f"<p class='note'>{e(intro)}</p>")
+                parts += _plain_table(*extra)
         for caption, svg, png, note in b.figures:
             parts.append(f"<figure>{_img(svg, png, caption)}"
                          f"<figcaption>{e(caption)}{' (' + e(note) + ')' if note else ''}</figcaption></figure>")
@@ -537,11 +567,15 @@ def write_markdown(path: Path, report: Report, built: List[Built]) -> Path:
             lines += [f"## {md_text(s.title)}", ""]
         if s.question:
             lines += [f"*{md_text(s.question)}*", ""]
+        if b.answers:
+            lines += ["**Answers** (computed from the runs below):", ""]
+            lines += [f"- {md_text(a.text)}" for a in b.answers] + [""]
         lines += [f"{md_text(n)}  " for n in [*s.notes, ran_line(s.entries), b.note] if n] + [""]
         lines += _md_table(b.header, b.rows)
-        settings = settings_table(s)
-        if settings:
-            lines += ["Settings that differ between the runs:", ""] + _md_table(*settings)
+        for intro, extra in (("Settings that differ between the runs:", settings_table(s)),
+                             ("Mean ± standard deviation over the seeds of each setting:", seed_table(s))):
+            if extra:
+                lines += [intro, ""] + _md_table(*extra)
         figs = [(c, png, note) for c, _, png, note in b.figures]
         if b.evaluation and b.evaluation["png"]:
             ev = b.evaluation

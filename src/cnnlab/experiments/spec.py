@@ -44,20 +44,20 @@ import difflib
 import hashlib
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
 from cnnlab.errors import CnnlabError
-from cnnlab.training.config import (RunConfig, config_from_dict, describe_keys, merge, parse_override,
+from cnnlab.training.config import (SEED_KEY, RunConfig, config_from_dict, describe_keys, merge, parse_override,
                                    read_config_file, read_yaml, set_dotted)
 
 SPEC_KEYS = ("name", "question", "description", "config", "base", "grid", "zip", "variants", "groups", "profiles",
              "report", "predict", "evaluate", "analysis", "default_profile", "tune")
 GROUP_KEYS = ("set", "grid", "zip", "variants")
-PROFILE_KEYS = ("description", "set", "axes", "groups", "variants")
+PROFILE_KEYS = ("description", "set", "axes", "groups", "variants", "seeds")
 ANALYSIS_KEYS = ("name", "args", "description", "profiles")
 # Where a run executes, not what it computes: left out of the run's identity hash so that the same sweep can be
 # shared by machines whose data lives in different folders or that train on different devices.
@@ -98,6 +98,7 @@ class Profile:
     axes: Dict[str, list] = field(default_factory=dict)
     groups: Optional[List[str]] = None
     variants: Optional[List[str]] = None
+    seeds: List[int] = field(default_factory=list)   # repeat every run over train.seed (a grid axis of each group)
 
 
 @dataclass
@@ -115,6 +116,7 @@ class Spec:
     analysis: List[Dict[str, Any]]
     evaluate: List[str] = field(default_factory=list)
     tune: Optional[Dict[str, Any]] = None  # the search space of `cnnlab tune` (checked by experiments/tune.py)
+    answers: List[Dict[str, Any]] = field(default_factory=list)  # report.answers (checked by experiments/answers.py)
 
     def where(self) -> str:
         return f"spec {str(self.path)!r}" if self.path else f"spec {self.name!r}"
@@ -241,7 +243,7 @@ def _profile(name: str, data: Any, where: str) -> Profile:
     _check_fields(data, PROFILE_KEYS, where)
     p = Profile(name, description=str(data.get("description", "")),
                 set=flatten(_mapping(data.get("set"), f"{where} set"), f"{where} set"),
-                axes=_axes(data.get("axes"), f"{where} axes"))
+                axes=_axes(data.get("axes"), f"{where} axes"), seeds=_seeds(data.get("seeds"), f"{where} seeds"))
     for k in ("groups", "variants"):
         if k in data:
             v = data[k]
@@ -249,6 +251,15 @@ def _profile(name: str, data: Any, where: str) -> Profile:
                 raise CnnlabError(f"{where} {k} must be a non-empty list of names, got {v!r}")
             setattr(p, k, v)
     return p
+
+
+def _seeds(data: Any, where: str) -> List[int]:
+    if data is None:
+        return []
+    if (not isinstance(data, list) or not data or len(set(data)) != len(data)
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in data)):
+        raise CnnlabError(f"{where} must be a list of distinct non-negative integers (e.g. [0, 1, 2]), got {data!r}")
+    return list(data)
 
 
 def _analysis(data: Any, where: str) -> List[Dict[str, Any]]:
@@ -274,11 +285,20 @@ def _analysis(data: Any, where: str) -> List[Dict[str, Any]]:
     return steps
 
 
+def _answers(data: Any, where: str) -> List[Dict[str, Any]]:
+    from cnnlab.experiments.answers import check_answer
+
+    items = _mapping(data, where).get("answers") or []
+    if not isinstance(items, list):
+        raise CnnlabError(f"{where} answers must be a list of {{kind: ..., ...}} mappings")
+    return [check_answer(_mapping(a, f"{where} answers[{i}]"), f"{where} answers[{i}]") for i, a in enumerate(items)]
+
+
 def _figures(data: Any, where: str) -> List[Dict[str, Any]]:
     from cnnlab.experiments.figures import check_figure
 
     data = _mapping(data, where)
-    _check_fields(data, ("figures",), where)
+    _check_fields(data, ("figures", "answers"), where)
     figs = data.get("figures") or []
     if not isinstance(figs, list):
         raise CnnlabError(f"{where} figures must be a list of {{kind: ..., ...}} mappings")
@@ -341,7 +361,8 @@ def parse_spec(data: Any, path: Optional[Path] = None, name: Optional[str] = Non
     spec = Spec(path, spec_name, str(data.get("question", "")).strip(), str(data.get("description", "")).strip(),
                 _base(data, path, where), _groups(data, where), profiles, default,
                 _figures(data.get("report"), f"{where} report"), predict,
-                _analysis(data.get("analysis"), f"{where} analysis"), evaluate, data.get("tune"))
+                _analysis(data.get("analysis"), f"{where} analysis"), evaluate, data.get("tune"),
+                _answers(data.get("report"), f"{where} report"))
     for p in profiles.values():
         _check_profile_refs(spec, p)
     for step in spec.analysis:
@@ -356,6 +377,8 @@ def _check_profile_refs(spec: Spec, p: Profile) -> None:
     where = f"{spec.where()} profile {p.name!r}"
     group_names = [g.name for g in spec.groups if g.name]
     variant_names = [v for g in spec.groups for v in g.variants]
+    if p.seeds and any(SEED_KEY in g.grid or SEED_KEY in g.zip for g in spec.groups):
+        raise CnnlabError(f"{where} seeds: the spec already varies {SEED_KEY}; give its values in the profile's axes")
     for k in p.axes:
         if not any(k in g.grid or k in g.zip for g in spec.groups):
             raise CnnlabError(f"{where} axes: {k!r} is not an axis of the spec (grid or zip); its axes: "
@@ -440,6 +463,8 @@ def expand(spec: Spec, profile: Optional[str] = None, overrides: Optional[List[s
         k, v = parse_override(text)
         cli[check_key(k, "command-line override")] = v
     groups = [g for g in spec.groups if prof is None or prof.groups is None or g.name in prof.groups]
+    if prof is not None and prof.seeds:  # repeats: train.seed joins every group's grid, last, so names end seed=N
+        groups = [replace(g, grid={**g.grid, SEED_KEY: prof.seeds}) for g in groups]
     axis_keys = list(dict.fromkeys(k for g in groups for k in [*g.zip, *g.grid]))
     short = short_names(axis_keys)
     sweep_dir = sweep_folder(out, spec, prof)

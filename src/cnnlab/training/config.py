@@ -22,6 +22,7 @@ from cnnlab.training.tracking import check_mlflow_uri
 
 
 MAX_THREADS = 256  # a config read on another machine must stay valid; runtime.setup clamps to 4 x the cores there
+SEED_KEY = "train.seed"                 # the repeat axis: runs that differ only in it are averaged by reports
 SEED_MAX = 2**32 - 1                     # numpy's seed range; torch's is wider
 SUPPORTED_DEVICES = ("cpu", "cuda", "mps")
 BIG = 10**7                              # ceiling of counts (epochs, images, steps) that no real run comes near

@@ -1,0 +1,321 @@
+"""Answers: the sentences a report states, computed from the runs' numbers.
+
+A spec declares what its question asks for under `report.answers`, and the report writes each one as a sentence
+with its numbers and its margin; nothing in a generated report is written by hand:
+
+    report:
+      answers:
+        - {kind: compare, a: bn, b: no_bn, metrics: [best_val_acc, final_train_acc]}  # variant, group or run name
+        - {kind: compare, a: {optim.l1: 1.0e-4}, b: {optim.weight_decay: 1.0e-3}, metrics: weight_sparsity}
+        - {kind: best, key: optim.lr, by: best_val_acc, group: l2}                # every value, ranked
+        - {kind: target, target: 0.94, by: augment.repeats}                       # who reached it, when
+        - {kind: initial_loss}                                                    # against ln(classes)
+        - {kind: analysis, step: lr-range, file: find-lr}                         # an analysis step's result lines
+
+Runs that differ only in `train.seed` are repeats: a side's value is their mean ± standard deviation. A margin is
+called *within seed noise* when it is smaller than twice the standard error of the difference of the two means,
+estimated from the repeats themselves or, for settings run once, from the spread of every repeated setting of the
+source (pooled); with no repeats at all the sentence says that seed noise was not measured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from cnnlab.errors import CnnlabError
+from cnnlab.experiments.figures import LABELS, Entry, _fmt, reach
+from cnnlab.registry import Registry, check_kwargs
+from cnnlab.training.config import SEED_KEY
+
+ANSWERS = Registry("report answer")
+# Metrics an answer can compare: the summary's, and two computed here (the overfitting gap, the weight sparsity).
+METRICS = ("best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "final_train_loss", "final_val_loss",
+           "wall_time", "images_per_sec", "best_epoch", "gap", "weight_sparsity", "initial_loss")
+LOWER_IS_BETTER = {"final_train_loss", "final_val_loss", "wall_time", "best_epoch", "gap", "initial_loss"}
+PERCENT = {"best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "gap", "weight_sparsity"}
+WORDS = {**LABELS, "gap": "overfitting gap (final training minus final validation accuracy)",
+         "weight_sparsity": "share of weights below 1e-3 in magnitude (best checkpoint)",
+         "test_acc": "test accuracy (best checkpoint)", "initial_loss": "initial loss"}
+
+
+@dataclass
+class Answer:
+    kind: str
+    text: str
+
+
+@dataclass
+class Stat:
+    """A metric over the repeats of one setting."""
+    mean: float
+    std: Optional[float]          # None when the setting ran once
+    n: int
+
+
+def metric(e: Entry, key: str) -> Optional[float]:
+    if key == "gap":
+        tr, va = e.metric("final_train_acc"), e.metric("final_val_acc")
+        return tr - va if tr is not None and va is not None else None
+    if key == "weight_sparsity":
+        return e.sparsity() if e.summary else None
+    return e.metric(key)
+
+
+def stat(entries: Sequence[Entry], key: str) -> Optional[Stat]:
+    vals = [v for v in (metric(e, key) for e in entries) if v is not None]
+    if not vals:
+        return None
+    return Stat(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None, len(vals))
+
+
+def show(key: str, v: float) -> str:
+    if key in PERCENT:
+        return f"{100 * v:.2f}%"
+    if key == "wall_time":
+        return f"{v:,.0f} s"
+    if key in ("images_per_sec", "best_epoch"):
+        return f"{v:,.0f}"
+    return f"{v:.4g}"
+
+
+def show_stat(key: str, s: Stat, n: bool = True) -> str:
+    """'66.03% ± 0.49 (n=2)': the mean, the standard deviation in the mean's unit (points for accuracies)."""
+    if s.std is None:
+        return show(key, s.mean)
+    if key in PERCENT:
+        text = f"{100 * s.mean:.2f}% ± {100 * s.std:.2f}"
+    elif key == "wall_time":
+        text = f"{s.mean:,.0f} ± {s.std:,.0f} s"
+    else:
+        text = f"{show(key, s.mean)} ± {show(key, s.std)}"
+    return text + (f" (n={s.n})" if n else "")
+
+
+def margin_text(key: str, d: float) -> str:
+    if key in PERCENT:
+        return f"{100 * d:+.2f} points"
+    return f"{d:+,.0f} s" if key == "wall_time" else f"{d:+.4g}"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Selecting runs, and seed noise.
+
+Selector = Union[str, Dict[str, Any]]
+
+
+def _matches(e: Entry, sel: Selector) -> bool:
+    if isinstance(sel, str):
+        base = e.name.rsplit("_seed=", 1)[0]
+        return sel in (e.varied.get("variant"), e.varied.get("group"), e.name, base)
+    return all(_fmt(e.value(k)) == _fmt(v) for k, v in sel.items())  # e.value reads group and variant too
+
+
+def select(entries: Sequence[Entry], sel: Selector) -> List[Entry]:
+    """The finished runs `sel` names; they must be one setting (repeats over train.seed at most)."""
+    found = [e for e in entries if _matches(e, sel) and e.summary]
+    settings = {_setting(e) for e in found}
+    if len(settings) > 1:
+        raise CnnlabError(f"answer selector {sel!r} matches {len(settings)} different settings "
+                          f"({', '.join(e.name for e in found[:4])}...); name a variant or give more key: value pairs")
+    return found
+
+
+def _setting(e: Entry) -> str:
+    return json.dumps({k: _fmt(v) for k, v in e.varied.items() if k != SEED_KEY}, sort_keys=True)
+
+
+def pooled_std(entries: Sequence[Entry], key: str) -> Optional[float]:
+    """The within-setting standard deviation of `key` pooled over every setting that was repeated."""
+    by: Dict[str, List[float]] = {}
+    for e in entries:
+        v = metric(e, key) if e.summary else None
+        if v is not None:
+            by.setdefault(_setting(e), []).append(v)
+    groups = [vs for vs in by.values() if len(vs) > 1]
+    dof = sum(len(vs) - 1 for vs in groups)
+    if not dof:
+        return None
+    return math.sqrt(sum((len(vs) - 1) * statistics.variance(vs) for vs in groups) / dof)
+
+
+def noise_text(key: str, a: Stat, b: Stat, pooled: Optional[float]) -> str:
+    """'within seed noise (...)' or 'beyond seed noise (...)' for the margin a - b, or why it cannot be said."""
+    sa = a.std if a.std is not None else pooled
+    sb = b.std if b.std is not None else pooled
+    if sa is None or sb is None:
+        return "one seed per setting, so seed-to-seed noise was not measured"
+    se = math.sqrt(sa ** 2 / a.n + sb ** 2 / b.n)
+    bound = margin_text(key, 2 * se).lstrip("+")
+    where = "the repeats" if a.std is not None and b.std is not None else "the pooled spread of the repeated settings"
+    within = abs(a.mean - b.mean) < 2 * se
+    return f"{'within' if within else 'beyond'} seed noise (2 standard errors = {bound}, from {where})"
+
+
+def _better(key: str, a: float, b: float) -> bool:
+    return a < b if key in LOWER_IS_BETTER else a > b
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Answer kinds.
+
+def _label(sel: Selector) -> str:
+    return sel if isinstance(sel, str) else ", ".join(f"{k}={_fmt(v)}" for k, v in sel.items())
+
+
+@ANSWERS.register("compare")
+def compare(entries: List[Entry], a: Selector, b: Selector,
+            metrics: Union[str, List[str]] = ("best_val_acc", "final_train_acc")) -> str:
+    """a against b on each metric: both values, the margin, and whether it is within seed noise."""
+    ra, rb = select(entries, a), select(entries, b)
+    la, lb = _label(a), _label(b)
+    if not ra or not rb:
+        return f"{la} against {lb}: not answered yet ({'no finished run of ' + (la if not ra else lb)})."
+    parts = []
+    for key in ([metrics] if isinstance(metrics, str) else list(metrics)):
+        sa, sb = stat(ra, key), stat(rb, key)
+        if sa is None or sb is None:
+            parts.append(f"{WORDS.get(key, key)}: not measured")
+            continue
+        verdict = "higher" if sa.mean > sb.mean else "lower" if sa.mean < sb.mean else "equal"
+        parts.append(f"{WORDS.get(key, key)} {show_stat(key, sa)} against {show_stat(key, sb)}, "
+                     f"{margin_text(key, sa.mean - sb.mean)} ({verdict}; "
+                     f"{noise_text(key, sa, sb, pooled_std(entries, key))})")
+    return f"{la} against {lb}: " + "; ".join(parts) + "."
+
+
+@ANSWERS.register("best")
+def best(entries: List[Entry], key: str, by: str = "best_val_acc") -> str:
+    """The value of config `key` whose runs did best on `by`, its margin over the runner-up, and every value."""
+    at: Dict[str, List[Entry]] = {}
+    for e in entries:
+        if e.summary:
+            at.setdefault(_fmt(e.value(key)), []).append(e)
+    if not at:
+        return f"Best {key} by {WORDS.get(by, by)}: not answered yet (no finished run)."
+    diverged = [v for v, es in at.items() if all(x.summary.get("diverged") for x in es)]
+    stats = {v: stat(es, by) for v, es in at.items() if v not in diverged}
+    ranked = sorted(((v, s) for v, s in stats.items() if s is not None), key=lambda t: t[1].mean,
+                    reverse=by not in LOWER_IS_BETTER)
+    if not ranked:
+        return f"Best {key} by {WORDS.get(by, by)}: every run diverged."
+    (v1, s1), rest = ranked[0], ranked[1:]
+    text = f"Best {key} by {WORDS.get(by, by)}: {v1} ({show_stat(by, s1)})"
+    if rest:
+        v2, s2 = rest[0]
+        lead = "ahead of" if _better(by, s1.mean, s2.mean) else "level with"
+        text += (f", {margin_text(by, s1.mean - s2.mean).lstrip('+-')} {lead} {v2} ({show_stat(by, s2)}; "
+                 f"{noise_text(by, s1, s2, pooled_std(entries, by))})")
+    text += ". All values: " + ", ".join(f"{v} → {show_stat(by, s)}" for v, s in ranked)
+    if diverged:
+        text += "; diverged: " + ", ".join(diverged)
+    return text + "."
+
+
+@ANSWERS.register("target")
+def target(entries: List[Entry], target: float, by: Optional[str] = None) -> str:
+    """Which runs reached `target` validation accuracy, after how many epochs and seconds; the best of the others."""
+    done = [e for e in entries if e.summary]
+    if not done:
+        return f"Reaching {target:.0%} validation accuracy: not answered yet (no finished run)."
+    hits = [(e, reach(e, target)) for e in done]
+    reached = sorted([(e, h) for e, h in hits if h], key=lambda t: (t[1]["epoch"], t[1].get("time") or 0))
+    missed = [e for e, h in hits if not h]
+
+    def name(e):
+        return f"{by}={_fmt(e.value(by))}" if by else e.name
+    text = f"Reached {target:.0%} validation accuracy: {len(reached)} of {len(done)} runs"
+    if reached:
+        text += " (" + ", ".join(f"{name(e)} at epoch {h['epoch']}, {h['time']:,.0f} s" for e, h in reached) + ")"
+    if missed:
+        top = max(missed, key=lambda e: e.metric("best_val_acc") or 0)
+        text += (f"; best of the {len(missed)} that did not: {name(top)} at "
+                 f"{show('best_val_acc', top.metric('best_val_acc') or 0)} after {top.summary.get('epochs_done')} "
+                 f"epochs, {top.metric('wall_time') or 0:,.0f} s")
+    return text + "."
+
+
+@ANSWERS.register("initial_loss")
+def initial_loss(entries: List[Entry]) -> str:
+    """The loss before any training step against ln(number of classes), the loss of a uniform guess."""
+    pairs = [(e.metric("initial_loss"), e.metric("ln_classes")) for e in entries if e.summary]
+    pairs = [(l, c) for l, c in pairs if l is not None and c is not None]
+    if not pairs:
+        return "Initial loss: not recorded."
+    ls = [l for l, _ in pairs]
+    c = pairs[0][1]
+    return (f"Initial loss before any step: {statistics.fmean(ls):.4f} (mean of {len(ls)} runs, "
+            f"{min(ls):.4f} to {max(ls):.4f}); ln({round(math.exp(c))}) = {c:.4f}, the loss of a uniform guess over "
+            f"the {round(math.exp(c))} classes, a ratio of {statistics.fmean(ls) / c:.3f}.")
+
+
+@ANSWERS.register("analysis")
+def analysis(entries: List[Entry], step: str, file: str, analysis_dir: Optional[Path] = None) -> str:
+    """The result lines an analysis step wrote (<analysis>/<step>/<file>.json, from `cnnlab sweep --analysis`)."""
+    path = Path(analysis_dir or "") / step / f"{file}.json"
+    if analysis_dir is None or not path.is_file():
+        return f"Analysis {step}: not run yet (no {path.name}; run the sweep with --analysis)."
+    try:
+        lines = json.loads(path.read_text()).get("lines") or []
+    except (OSError, ValueError, AttributeError):
+        return f"Analysis {step}: {path.name} is unreadable; rerun the step."
+    return f"Analysis {step}: " + " ".join(l.rstrip(".") + "." for l in lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Checking a spec's answers, and answering them.
+
+def check_answer(data: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """Validate one `report.answers` entry: a known kind, options it takes, known config keys and metrics."""
+    from cnnlab.experiments.spec import check_key
+
+    if "kind" not in data:
+        raise CnnlabError(f"{where}: missing 'kind'; one of {', '.join(ANSWERS.names())}")
+    opts = {k: v for k, v in data.items() if k not in ("kind", "group")}
+    try:
+        check_kwargs(ANSWERS.get(str(data["kind"])), {"entries": None, **opts}, f"answer kind {data['kind']!r}")
+    except CnnlabError as e:
+        raise CnnlabError(f"{where}: {e}") from None
+    if "analysis_dir" in opts:
+        raise CnnlabError(f"{where}: analysis_dir is filled in by the report; leave it out")
+    for k in ("key", "by"):
+        if k in opts and not (data["kind"] == "best" and k == "by"):
+            check_key(opts[k], f"{where} {k}")
+    named = opts.get("metrics") or []
+    by = [opts["by"]] if data["kind"] == "best" and "by" in opts else []
+    for m in [*([named] if isinstance(named, str) else named), *by]:
+        if m not in METRICS:
+            raise CnnlabError(f"{where}: {m!r} is not a metric an answer can use; choose from {', '.join(METRICS)}")
+    for side in ("a", "b"):
+        sel = opts.get(side)
+        if side in opts and not (isinstance(sel, str) or isinstance(sel, dict) and sel):
+            raise CnnlabError(f"{where}: {side} must name a variant, group or run, or map config keys to values")
+        if isinstance(sel, dict):
+            for k in sel:
+                if k not in ("group", "variant"):
+                    check_key(k, f"{where} {side}")
+    if data["kind"] == "target" and not (isinstance(opts.get("target"), (int, float)) and 0 < opts["target"] <= 1):
+        raise CnnlabError(f"{where}: target must be a validation accuracy in (0, 1], got {opts.get('target')!r}")
+    if "group" in data and not isinstance(data["group"], str):
+        raise CnnlabError(f"{where}: group must be the name of one of the spec's groups, got {data['group']!r}")
+    return {"kind": str(data["kind"]), **opts, **({"group": data["group"]} if "group" in data else {})}
+
+
+def answer_all(specs: Sequence[Dict[str, Any]], entries: List[Entry],
+               analysis_dir: Optional[Path] = None) -> List[Answer]:
+    out = []
+    for spec in specs:
+        opts = {k: v for k, v in spec.items() if k not in ("kind", "group")}
+        es = [e for e in entries if e.varied.get("group") == spec["group"]] if "group" in spec else entries
+        if spec["kind"] == "analysis":
+            opts["analysis_dir"] = analysis_dir
+        try:
+            text = ANSWERS.get(spec["kind"])(es, **opts)
+        except CnnlabError as e:  # a selector that turned ambiguous with the runs at hand: say so in the report
+            text = f"not answered: {e}"
+        out.append(Answer(spec["kind"], text))
+    return out

@@ -1,0 +1,124 @@
+"""Answers computed from the runs: the numbers, margins and seed-noise verdicts in each sentence, the checks on a
+spec's `report.answers`, and a real seeded sweep whose report states its answer from the same numbers as runs.csv."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+
+import pytest
+import yaml
+
+from cnnlab.errors import CnnlabError
+from cnnlab.experiments.answers import answer_all, check_answer, pooled_std
+from cnnlab.experiments.figures import Entry
+from cnnlab.experiments.spec import expand, parse_spec
+
+
+def run(name, acc, seed=None, variant=None, diverged=False, **more):
+    varied = {**({"variant": variant} if variant else {}), **more, **({"train.seed": seed} if seed is not None else {})}
+    summary = {"best_val_acc": acc, "final_train_acc": acc + 0.1, "final_val_acc": acc - 0.01, "diverged": diverged,
+               "wall_time": 100.0, "epochs_done": 3}
+    metrics = [{"epoch": 1, "val_acc": acc - 0.1, "time": 10.0}, {"epoch": 2, "val_acc": acc, "time": 20.0}]
+    return Entry(name + (f"_seed={seed}" if seed is not None else ""), varied,
+                 "diverged" if diverged else "finished", summary, metrics, {})
+
+
+def say(entries, **spec):
+    return answer_all([check_answer(spec, "test")], entries)[0].text
+
+
+def test_compare_gives_means_stds_margin_and_a_noise_verdict_from_the_repeats():
+    a = [run("bn", v, s, "bn") for s, v in enumerate((0.70, 0.72, 0.71))]
+    b = [run("no_bn", v, s, "no_bn") for s, v in enumerate((0.60, 0.61, 0.62))]
+    text = say(a + b, kind="compare", a="bn", b="no_bn", metrics="best_val_acc")
+    se = math.sqrt(statistics.variance([0.70, 0.72, 0.71]) / 3 + statistics.variance([0.60, 0.61, 0.62]) / 3)
+    assert "71.00% ± 1.00 (n=3) against 61.00% ± 1.00 (n=3)" in text
+    assert "+10.00 points (higher; beyond seed noise" in text and f"{200 * se:.2f} points" in text
+    close = [run("x", v, s, "x") for s, v in enumerate((0.700, 0.720))] + \
+        [run("y", v, s, "y") for s, v in enumerate((0.705, 0.725))]
+    assert "within seed noise" in say(close, kind="compare", a="y", b="x", metrics="best_val_acc")
+
+
+def test_settings_run_once_use_the_pooled_spread_or_say_noise_was_not_measured():
+    once = [run("a", 0.70, variant="a"), run("b", 0.69, variant="b")]
+    assert "seed-to-seed noise was not measured" in say(once, kind="compare", a="a", b="b", metrics="best_val_acc")
+    repeated = [run("c", v, s, "c") for s, v in enumerate((0.60, 0.64))]
+    assert pooled_std(once + repeated, "best_val_acc") == pytest.approx(statistics.stdev([0.60, 0.64]))
+    text = say(once + repeated, kind="compare", a="a", b="b", metrics="best_val_acc")
+    assert "within seed noise" in text and "pooled spread" in text
+
+
+def test_best_ranks_every_value_names_the_runner_up_and_lists_the_diverged():
+    entries = [run(f"lr={lr}", acc, **{"optim.lr": lr}) for lr, acc in ((0.1, 0.80), (0.01, 0.75), (0.05, 0.82))]
+    entries.append(run("lr=1", 0.10, diverged=True, **{"optim.lr": 1.0}))
+    text = say(entries, kind="best", key="optim.lr")
+    assert text.startswith("Best optim.lr by best validation accuracy: 0.05 (82.00%), 2.00 points ahead of 0.1")
+    assert "All values: 0.05 → 82.00%, 0.1 → 80.00%, 0.01 → 75.00%; diverged: 1." in text
+    lowest = say(entries, kind="best", key="optim.lr", by="wall_time")
+    assert "level with" in lowest  # equal wall times: no winner is claimed
+
+
+def test_target_says_who_reached_it_and_the_best_of_the_rest():
+    entries = [run("fast", 0.95, variant="fast"), run("slow", 0.90, variant="slow")]
+    text = say(entries, kind="target", target=0.94)
+    assert "1 of 2 runs (fast at epoch 2, 20 s)" in text and "slow at 90.00% after 3 epochs, 100 s" in text
+
+
+def test_an_ambiguous_selector_is_reported_not_raised():
+    entries = [run("a", 0.7, variant="a", **{"optim.lr": 0.1}), run("a2", 0.6, variant="a", **{"optim.lr": 0.2})]
+    assert say(entries, kind="compare", a="a", b="a2").startswith("not answered: answer selector 'a' matches 2")
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"kind": "guess"}, "unknown report answer 'guess'"),
+    ({"kind": "compare", "a": "x", "b": "y", "metrics": "accuracy"}, "'accuracy' is not a metric"),
+    ({"kind": "compare", "a": "x", "b": "y", True: "best_val_acc"}, "does not take option(s) True"),  # YAML's on:
+    ({"kind": "best", "key": "optim.lrate"}, "unknown config key 'optim.lrate'"),
+    ({"kind": "compare", "a": {}, "b": "y"}, "a must name a variant"),
+    ({"kind": "target", "target": 94}, "target must be a validation accuracy in (0, 1]"),
+])
+def test_bad_answers_in_a_spec_are_one_clear_error(spec, words):
+    with pytest.raises(CnnlabError) as e:
+        parse_spec({"base": {"model": {"name": "simplenn"}}, "variants": {"x": {}, "y": {"optim.lr": 0.1}},
+                    "report": {"answers": [spec]}})
+    assert words in str(e.value) and "report answers[0]" in str(e.value)
+
+
+def test_profile_seeds_repeat_every_run_and_refuse_a_second_seed_axis():
+    spec = parse_spec({"base": {"model": {"name": "simplenn"}}, "variants": {"x": {}, "y": {"optim.lr": 0.1}},
+                       "profiles": {"cpu": {"seeds": [0, 3]}}})
+    runs = expand(spec, "cpu")
+    assert [r.name for r in runs] == ["x_seed=0", "x_seed=3", "y_seed=0", "y_seed=3"]
+    assert [r.config.train.seed for r in runs] == [0, 3, 0, 3] and len({r.key for r in runs}) == 4
+    with pytest.raises(CnnlabError, match="already varies train.seed"):
+        parse_spec({"base": {}, "grid": {"train.seed": [0, 1]}, "profiles": {"cpu": {"seeds": [0, 1]}}})
+    with pytest.raises(CnnlabError, match="distinct non-negative integers"):
+        parse_spec({"base": {}, "profiles": {"cpu": {"seeds": [1, 1]}}})
+
+
+def test_a_seeded_sweep_states_its_answer_from_the_numbers_in_runs_csv(tmp_path, session_cache, shared_data,
+                                                                        monkeypatch):
+    from test_experiments_report import run_cli
+
+    base = {"data": {"name": "fashion-mnist", "train_subset": 256, "val_subset": 128}, "model": {"name": "lenet5"},
+            "batch": {"size": 64}, "train": {"epochs": 1, "progress": "off"}}
+    spec = tmp_path / "pair.yaml"
+    spec.write_text(yaml.safe_dump({
+        "question": "Does a 10x lr help?", "base": base,
+        "variants": {"small": {"optim.lr": 0.001}, "large": {"optim.lr": 0.01}},
+        "profiles": {"cpu": {"seeds": [0, 1]}},
+        "report": {"answers": [{"kind": "compare", "a": "large", "b": "small", "metrics": "best_val_acc"}]}}))
+    monkeypatch.setenv("CNNLAB_CACHE", str(session_cache))
+    monkeypatch.setenv("CNNLAB_DATA", str(shared_data))
+    out = tmp_path / "rep" / "report.html"
+    assert run_cli(["sweep", str(spec), "--profile", "cpu", "--out", str(tmp_path / "runs"), "--report", str(out)]) == 0
+    rows = list(csv.DictReader((tmp_path / "rep" / "runs.csv").open()))
+    assert [r["train.seed"] for r in rows] == ["0", "1", "0", "1"]
+    acc = {v: [float(r["best_val_acc"]) for r in rows if r["variant"] == v] for v in ("small", "large")}
+    want = (f"large against small: best validation accuracy {100 * statistics.fmean(acc['large']):.2f}% ± "
+            f"{100 * statistics.stdev(acc['large']):.2f} (n=2) against {100 * statistics.fmean(acc['small']):.2f}%")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "**Answers** (computed from the runs below):" in md and want.replace("_", "\\_") in md
+    assert want in out.read_text() and "Mean ± standard deviation over the seeds" in md
