@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 
+import json
+
 import pytest
 
 from cnnlab.cli import main as cli_main
@@ -82,10 +84,15 @@ def test_find_batch(cli, shared_data, tmp_path):
 
 
 def test_loss_band_and_smoothness_compare_without_and_with_bn(cli, shared_data, tmp_path):
-    code, out, _ = cli("loss-band", *train_args(shared_data, tmp_path), "--lrs", 0.01, 0.05, "--steps", 4)
+    code, out, _ = cli("loss-band", *train_args(shared_data, tmp_path), "--lrs", 0.01, 0.05, "--steps", 4,
+                       "--gradients")
     assert code == 0, out
     labels = {r["label"] for r in rows(tmp_path / "loss-band.csv")}
     assert labels == {"simplenn without BN", "simplenn with BN"}
+    lines = json.loads((tmp_path / "loss-band.json").read_text())["lines"]
+    assert lines[0].startswith("simplenn without BN: mean loss band width") and "gradient change" in lines[1]
+    assert lines[2].startswith("narrowest loss band: ") and lines[3].startswith("narrowest gradient-change band")
+    assert all(line in out for line in lines)
     assert all(float(r["loss_max"]) >= float(r["loss_min"]) for r in rows(tmp_path / "loss-band.csv"))
     code, out, _ = cli("smoothness", *train_args(shared_data, tmp_path), "--steps", 4, "--every", 2,
                        "--probe-size", 32, "--variant", "relu", "model.options.activation=relu",

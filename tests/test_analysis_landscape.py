@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from cnnlab.analysis.common import analysis_trainer, run_steps, snapshot
+from cnnlab.analysis.common import analysis_trainer, preserved, run_steps, snapshot
 from cnnlab.analysis.landscape import (evaluate_batches, filter_normalised_direction, landscape_1d, landscape_2d,
                                        loss_band)
 from cnnlab.analysis.samples import sample
@@ -75,3 +75,22 @@ def test_loss_band_over_rates_restores_and_max_is_at_least_min(make_trainer):
     assert band.curves[0][0] == band.curves[1][0] == band.curves[2][0]
     assert all(torch.equal(v, before.model[k]) for k, v in t.model.state_dict().items())
     assert {"loss_lr_0.001", "loss_lr_0.05", "loss_min", "loss_max"} <= set(band.rows()[0])
+
+
+def test_gradient_band_is_the_successive_gradient_change_at_each_rate(make_trainer):
+    """|g_t - g_(t-1)| recorded by the band equals the change computed by hand from the same steps."""
+    t = make_trainer()
+    band = loss_band(t, [1e-2, 5e-2], steps=4, gradients=True)
+    assert [len(g) for g in band.grad_curves] == [3, 3] and all(v > 0 for g in band.grad_curves for v in g)
+    params = [p for p in t.model.parameters() if p.requires_grad]
+    grads = []
+    with preserved(t):
+        run_steps(t, 4, lr_at=lambda i: 5e-2,
+                  on_step=lambda tr, i, loss: grads.append(torch.cat([p.grad.reshape(-1).float() for p in params])))
+    by_hand = [float((b - a).norm()) for a, b in zip(grads, grads[1:])]
+    assert band.grad_curves[1] == pytest.approx(by_hand, rel=1e-5)
+    rows = band.rows()
+    assert math.isnan(rows[0]["grad_change_min"]) and rows[1]["grad_change_max"] == max(g[0] for g in band.grad_curves)
+    assert "gradient change" in band.line() and band.grad_width >= 0
+    plain = loss_band(t, [1e-2], steps=2)
+    assert plain.grad_curves == [] and "gradient" not in plain.line()

@@ -3,7 +3,9 @@
 - Loss band (Santurkar, Tsipras, Ilyas & Madry 2018, "How Does Batch Normalization Help Optimization?", Fig. 4a as
   set in the Fudan DATA130051 project): the same initial model trained at several learning rates, the training loss
   recorded at every step, and the band between the per-step minimum and maximum over the rates. A narrow band means
-  the loss the optimizer sees is insensitive to the step size (BN's smoothing effect).
+  the loss the optimizer sees is insensitive to the step size (BN's smoothing effect). Optionally the same runs
+  record |g_t - g_(t-1)|, the l2 change of the gradient between successive steps (the course's §2.4.1), whose band
+  over the rates is the gradient-predictiveness counterpart of the loss band.
 - Random-direction landscapes (Li, Xu, Taylor, Studer & Goldstein 2018, "Visualizing the Loss Landscape of Neural
   Nets", §4): L(w + a*d1) on a line or L(w + a*d1 + b*d2) on a grid, with Gaussian directions normalised filter by
   filter, d_ij <- d_ij / |d_ij| * |w_ij| (j runs over the output channels of a convolution and the rows of a linear
@@ -15,8 +17,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, List, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -45,20 +47,52 @@ class LossBand:
     label: str
     lrs: List[float]
     curves: List[List[float]]   # batch loss at every step, one list per learning rate
+    # |g_t - g_(t-1)| (l2, all trainable parameters) for t = 2, 3, ..., one list per lr: the gradient predictiveness
+    # of Santurkar et al. §3.1 measured along the training path; empty unless asked for
+    grad_curves: List[List[float]] = field(default_factory=list)
 
     @property
     def limits(self) -> Tuple[List[float], List[float]]:
         return band_limits(self.curves)
 
+    @property
+    def width(self) -> float:
+        """Mean over steps of the band's width (max - min loss over the lrs)."""
+        return _mean_width(*self.limits)
+
+    @property
+    def grad_width(self) -> Optional[float]:
+        return _mean_width(*band_limits(self.grad_curves)) if self.grad_curves else None
+
+    def line(self) -> str:
+        text = f"{self.label}: mean loss band width {self.width:.4f} over {len(self.limits[0])} steps"
+        if self.grad_curves:
+            lo, hi = band_limits(self.grad_curves)
+            text += (f"; gradient change |g_t - g_(t-1)| band width {self.grad_width:.4g} "
+                     f"(mean of the band's top {_mean(hi):.4g})")
+        return text
+
     def rows(self) -> List[dict]:
         lo, hi = self.limits
+        glo, ghi = band_limits(self.grad_curves) if self.grad_curves else ([], [])
         rows = []
         for i, (a, b) in enumerate(zip(lo, hi)):
             row = {"label": self.label, "step": i + 1, "loss_min": a, "loss_max": b}
             for lr, c in zip(self.lrs, self.curves):
                 row[f"loss_lr_{lr:g}"] = c[i] if i < len(c) else float("nan")
+            if self.grad_curves:  # the gradient change at step i+1 (none at step 1)
+                row["grad_change_min"] = glo[i - 1] if 1 <= i <= len(glo) else float("nan")
+                row["grad_change_max"] = ghi[i - 1] if 1 <= i <= len(ghi) else float("nan")
             rows.append(row)
         return rows
+
+    def plot_gradients(self, ax, color: str = "C0"):
+        lo, hi = band_limits(self.grad_curves)
+        ax.fill_between(range(2, len(lo) + 2), lo, hi, color=color, alpha=0.4, label=self.label)
+        ax.set(xlabel="step", ylabel="l2 distance |g_t - g_(t-1)|", title="gradient predictiveness: band over lrs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        return ax
 
     def plot(self, ax, color: str = "C0"):
         lo, hi = self.limits
@@ -71,21 +105,67 @@ class LossBand:
         return ax
 
 
+def _mean(xs: Sequence[float]) -> float:
+    vals = [v for v in xs if math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def _mean_width(lo: Sequence[float], hi: Sequence[float]) -> float:
+    return _mean([h - l for l, h in zip(lo, hi)])
+
+
+def _grad_recorder(trainer, out: List[float]):
+    """An on_step hook appending |g_t - g_(t-1)| after every step from the second on."""
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    prev: List[Optional[torch.Tensor]] = [None]
+
+    def on_step(t, i, loss):
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
+                          for p in params])
+        if prev[0] is not None:
+            out.append(float((flat - prev[0]).norm()))
+        prev[0] = flat
+    return on_step
+
+
 def loss_band(trainer, lrs: Sequence[float], steps: int, label: str = "",
-              log: Callable[[str], None] = lambda s: None, ax=None, color: str = "C0") -> LossBand:
-    """Train from the trainer's current state at each rate for `steps` steps; the trainer is restored after."""
+              log: Callable[[str], None] = lambda s: None, ax=None, color: str = "C0", gradients: bool = False,
+              ax_grad=None) -> LossBand:
+    """Train from the trainer's current state at each rate for `steps` steps; the trainer is restored after. With
+    `gradients`, also record the change of the gradient between successive steps at each rate."""
     if not lrs or any(lr <= 0 for lr in lrs):
         raise CnnlabError(f"loss-band needs positive learning rates, got {list(lrs)}")
-    curves = []
+    curves, grads = [], []
     for lr in lrs:
+        changes: List[float] = []
         with preserved(trainer):
-            curve = run_steps(trainer, steps, lr_at=lambda i, lr=lr: lr)
+            curve = run_steps(trainer, steps, lr_at=lambda i, lr=lr: lr,
+                              on_step=_grad_recorder(trainer, changes) if gradients else None)
         log(f"{label} lr {lr:g}: loss {curve[0]:.4f} -> {curve[-1]:.4f} over {len(curve)} steps")
         curves.append(curve)
-    band = LossBand(label, [float(v) for v in lrs], curves)
+        if gradients:
+            grads.append(changes)
+    band = LossBand(label, [float(v) for v in lrs], curves, grads)
     if ax is not None:
         band.plot(ax, color)
+    if ax_grad is not None and gradients:
+        band.plot_gradients(ax_grad, color)
     return band
+
+
+def compare_bands(bands: Sequence[LossBand]) -> List[str]:
+    """With two or more models: which has the narrower loss band (and gradient band), by how much."""
+    if len(bands) < 2:
+        return []
+    out = []
+    for what, get in (("loss band", lambda b: b.width), ("gradient-change band", lambda b: b.grad_width)):
+        vals = [(get(b), b.label) for b in bands if get(b) is not None and math.isfinite(get(b))]
+        if len(vals) >= 2:
+            vals.sort()
+            (w1, n1), (w2, n2) = vals[0], vals[1]
+            ratio = f", {w2 / w1:.2f}x narrower" if w1 > 0 else ""
+            out.append(f"narrowest {what}: {n1} (mean width {w1:.4g} against {w2:.4g} for {n2}{ratio})")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Analysis commands: find-lr, find-batch, loss-band, smoothness, landscape, weights, filters, feature-maps, saliency.
 
-Each command writes `<command>.png` and `<command>.csv` (the same numbers) into --out, prints its result lines, and
+Each command writes `<command>.png` and `<command>.csv` (the same numbers) into --out, prints its result lines (also
+kept as `<command>.json`, for the answers of a spec's report), and
 prints the expected cost in image passes before anything long starts. Commands that train take the config of
 `cnnlab train` (defaults < -c FILE < key=value) and --subset N (= data.train_subset); commands that read a run folder
 take --subset N images of the chosen split. The computations live in cnnlab.analysis.
@@ -9,8 +10,9 @@ take --subset N images of the chosen split. The computations live in cnnlab.anal
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from cnnlab.cli.data_cmd import add_data_root, data_overrides
 from cnnlab.errors import CnnlabError
@@ -94,6 +96,8 @@ def _register_landscapes(sub) -> None:
     _config_args(p)
     p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-3, 1e-4, 5e-4], help="learning rates")
     p.add_argument("--steps", type=int, default=100, help="optimizer steps per learning rate (default 100)")
+    p.add_argument("--gradients", action="store_true",
+                   help="also the gradient-predictiveness band: |g_t - g_(t-1)| per step, min to max over the lrs")
     _variant_arg(p)
     p.set_defaults(func=_loss_band)
 
@@ -179,12 +183,18 @@ def _variants(args, cfg):
     return out
 
 
-def _write(out: Path, name: str, fig, rows: List[dict], extra: Optional[dict] = None) -> None:
-    """<out>/<name>.png and <out>/<name>.csv (+ further CSVs from `extra`: suffix -> rows)."""
+def _write(out: Path, name: str, fig, rows: List[dict], extra: Optional[dict] = None,
+           lines: Sequence[str] = ()) -> None:
+    """<out>/<name>.png and <out>/<name>.csv (+ further CSVs from `extra`: suffix -> rows), and the result lines the
+    command printed as <out>/<name>.json {"lines": [...]}, which a spec's `analysis` answers quote in its report."""
     from cnnlab.analysis.common import save_figure, write_csv
+    from cnnlab.fileio import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     written = [save_figure(fig, out / f"{name}.png"), write_csv(out / f"{name}.csv", rows)]
+    if lines:
+        written.append(out / f"{name}.json")
+        atomic_write_text(written[-1], json.dumps({"lines": list(lines)}, indent=1) + "\n")
     for suffix, more in (extra or {}).items():
         written.append(write_csv(out / f"{name}-{suffix}.csv", more))
     print("wrote " + ", ".join(str(p) for p in written))
@@ -230,7 +240,7 @@ def _find_lr(args) -> int:
         if res.stopped_early:
             print(f"stopped at step {len(res.losses)} (lr {res.lrs[-1]:.3g}): the smoothed loss diverged")
     print(res.suggestion.line())
-    _write(Path(args.out), "find-lr", fig, res.rows())
+    _write(Path(args.out), "find-lr", fig, res.rows(), lines=[res.suggestion.line()])
     return 0
 
 
@@ -255,28 +265,32 @@ def _find_batch(args) -> int:
     fig, axes = new_figure()
     res = rt.batch_range_test(t, sizes, args.steps, args.micro, log=print, ax=axes[0][0])
     print(res.line())
-    _write(Path(args.out), "find-batch", fig, res.rows())
+    _write(Path(args.out), "find-batch", fig, res.rows(), lines=[res.line()])
     return 0
 
 
 def _loss_band(args) -> int:
     from cnnlab.analysis.common import analysis_trainer, cost_line, new_figure
-    from cnnlab.analysis.landscape import loss_band
+    from cnnlab.analysis.landscape import compare_bands, loss_band
 
     variants = _variants(args, _cfg(args))
     batch = variants[0][1].batch.size * variants[0][1].augment.repeats
     print(cost_line(f"loss band: {len(variants)} models x {len(args.lrs)} lrs x {args.steps} steps",
                     len(variants) * len(args.lrs) * args.steps * batch))
-    fig, axes = new_figure(size=(8, 4.5))
-    rows = []
+    fig, axes = new_figure(1, 2 if args.gradients else 1, size=(7, 4.5))
+    rows, bands = [], []
     for k, (label, cfg) in enumerate(variants):
         t = analysis_trainer(cfg)
         print(f"{label}: {_describe(t)}")
-        band = loss_band(t, args.lrs, args.steps, label, log=print, ax=axes[0][0], color=f"C{k}")
-        lo, hi = band.limits
-        print(f"{label}: mean band width {sum(h - l for l, h in zip(lo, hi)) / len(lo):.4f}")
+        band = loss_band(t, args.lrs, args.steps, label, log=print, ax=axes[0][0], color=f"C{k}",
+                         gradients=args.gradients, ax_grad=axes[0][1] if args.gradients else None)
+        print(band.line())
         rows += band.rows()
-    _write(Path(args.out), "loss-band", fig, rows)
+        bands.append(band)
+    lines = [b.line() for b in bands] + compare_bands(bands)
+    for line in lines[len(bands):]:
+        print(line)
+    _write(Path(args.out), "loss-band", fig, rows, lines=lines)
     return 0
 
 
@@ -286,7 +300,7 @@ def _smoothness(args) -> int:
 
     variants = _variants(args, _cfg(args))
     fig, axes = new_figure(1, 3, size=(5, 4))
-    rows = []
+    rows, lines = [], []
     for k, (label, cfg) in enumerate(variants):
         t = analysis_trainer(cfg)
         probe = min(args.probe_size or cfg.batch.size, len(t.ds.train))
@@ -296,10 +310,12 @@ def _smoothness(args) -> int:
         tr = smoothness_trace(t, args.steps, args.every, args.etas, args.probe_size, label)
         tr.plot(axes[0], color=f"C{k}")
         betas = [p.beta for p in tr.probes]
-        print(f"{label}: effective beta-smoothness median {sorted(betas)[len(betas) // 2]:.4g}, max {max(betas):.4g}; "
-              f"mean successive gradient change {sum(tr.grad_change) / max(len(tr.grad_change), 1):.4g}")
+        lines.append(f"{label}: effective beta-smoothness median {sorted(betas)[len(betas) // 2]:.4g}, max "
+                     f"{max(betas):.4g}; mean successive gradient change "
+                     f"{sum(tr.grad_change) / max(len(tr.grad_change), 1):.4g}")
+        print(lines[-1])
         rows += tr.rows()
-    _write(Path(args.out), "smoothness", fig, rows)
+    _write(Path(args.out), "smoothness", fig, rows, lines=lines)
     return 0
 
 
@@ -340,13 +356,15 @@ def _landscape(args) -> int:
     if args.dims == 1:
         res = landscape_1d(run.model, data, points, args.span, args.seed, ax=axes[0][0])
         i0 = res.alphas.index(min(res.alphas, key=abs))
-        print(f"loss at the trained weights {res.losses[i0]:.4f}, at the ends {res.losses[0]:.4f} / "
-              f"{res.losses[-1]:.4f} (alpha = -{args.span:g} / {args.span:g})")
+        line = (f"{Path(args.run_dir).name}: loss at the trained weights {res.losses[i0]:.4f}, at the ends "
+                f"{res.losses[0]:.4f} / {res.losses[-1]:.4f} (alpha = -{args.span:g} / {args.span:g}, "
+                f"{n} {args.split} images)")
     else:
         res = landscape_2d(run.model, data, points, args.span, args.seed, ax=axes[0][0])
         flat = [v for row in res.losses for v in row]
-        print(f"loss over the grid: min {min(flat):.4f}, max {max(flat):.4f}")
-    _write(_run_out(args), f"landscape-{args.dims}d", fig, res.rows())
+        line = f"{Path(args.run_dir).name}: loss over the grid: min {min(flat):.4f}, max {max(flat):.4f}"
+    print(line)
+    _write(_run_out(args), f"landscape-{args.dims}d", fig, res.rows(), lines=[line])
     return 0
 
 
