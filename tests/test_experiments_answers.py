@@ -122,3 +122,14 @@ def test_a_seeded_sweep_states_its_answer_from_the_numbers_in_runs_csv(tmp_path,
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "**Answers** (computed from the runs below):" in md and want.replace("_", "\\_") in md
     assert want in out.read_text() and "Mean ± standard deviation over the seeds" in md
+
+
+def test_paired_compares_two_values_of_a_key_within_each_variant_and_best_can_be_scoped():
+    entries = [run(f"{opt}_d={d}", acc, variant=opt, **{"model.options.dropout": d})
+               for opt, d, acc in (("adam", 0.0, 0.50), ("adam", 0.5, 0.55), ("sgd", 0.0, 0.40), ("sgd", 0.5, 0.38))]
+    text = say(entries, kind="paired", key="model.options.dropout", a=0.5, b=0.0, metrics="best_val_acc")
+    assert text.startswith("model.options.dropout=0.5 against model.options.dropout=0, per variant: variant adam: ")
+    assert "55.00% against 50.00%, +5.00 points (higher" in text and "38.00% against 40.00%, -2.00 points (lower" in text
+    scoped = say(entries, kind="best", key="variant", where={"model.options.dropout": 0.5})
+    assert scoped.startswith("Best variant by best validation accuracy among runs with model.options.dropout=0.5: "
+                             "adam (55.00%), 17.00 points ahead of sgd")

@@ -162,3 +162,21 @@ def test_analysis_steps_fill_their_placeholders(tmp_path, env):
     full = analysis_commands(make_plan(opts(spec, tmp_path, profile="full")))
     assert full[1] == ["weights", str(tmp_path / "runs" / "an" / "full" / "x"), str(tmp_path / "runs" / "an" / "full"
                                                                                    / "y")]
+
+
+def test_a_finished_analysis_step_is_skipped_until_its_command_changes(tmp_path, env):
+    from cnnlab.experiments.sweep import run_analysis
+
+    step = {"name": "diagram", "args": ["find-batch", "--diagram", "--out", "{out}"]}
+    spec = write_spec(tmp_path, "an", variants={"x": {}}, analysis=[step])
+    said: list = []
+    assert run_analysis(make_plan(opts(spec, tmp_path)), log=lines(said)) == {"diagram": 0}
+    png = tmp_path / "runs" / "an" / "default" / "analysis" / "diagram" / "find-batch-algorithm.png"
+    first = png.stat().st_mtime_ns
+    assert run_analysis(make_plan(opts(spec, tmp_path)), log=lines(said)) == {"diagram": 0}
+    assert "skipped" in said[-1] and png.stat().st_mtime_ns == first
+    step["args"].insert(1, "--steps")
+    step["args"].insert(2, "7")  # another command line: run again
+    spec = write_spec(tmp_path, "an", variants={"x": {}}, analysis=[step])
+    assert run_analysis(make_plan(opts(spec, tmp_path)), log=lines(said)) == {"diagram": 0}
+    assert "skipped" not in said[-1] and png.stat().st_mtime_ns > first

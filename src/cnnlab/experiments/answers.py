@@ -8,6 +8,8 @@ with its numbers and its margin; nothing in a generated report is written by han
         - {kind: compare, a: bn, b: no_bn, metrics: [best_val_acc, final_train_acc]}  # variant, group or run name
         - {kind: compare, a: {optim.l1: 1.0e-4}, b: {optim.weight_decay: 1.0e-3}, metrics: weight_sparsity}
         - {kind: best, key: optim.lr, by: best_val_acc, group: l2}                # every value, ranked
+        - {kind: best, key: variant, by: test_acc, where: {model.options.dropout: 0.5}}  # among some runs only
+        - {kind: paired, key: model.options.dropout, a: 0.5, b: 0.0, metrics: wall_time}   # per variant: a vs b
         - {kind: target, target: 0.94, by: augment.repeats}                       # who reached it, when
         - {kind: initial_loss}                                                    # against ln(classes)
         - {kind: analysis, step: lr-range, file: find-lr}                         # an analysis step's result lines
@@ -188,23 +190,44 @@ def compare(entries: List[Entry], a: Selector, b: Selector,
     return f"{la} against {lb}: " + "; ".join(parts) + "."
 
 
+@ANSWERS.register("paired")
+def paired(entries: List[Entry], key: str, a: Any, b: Any, by: str = "variant",
+           metrics: Union[str, List[str]] = "best_val_acc") -> str:
+    """For each value of `by` (each variant): its runs with `key` = a against those with `key` = b."""
+    names = list(dict.fromkeys(_fmt(e.value(by)) for e in entries))
+    parts = []
+    for n in names:
+        mine = [e for e in entries if _fmt(e.value(by)) == n]
+        sa, sb = {by: n, key: a}, {by: n, key: b}
+        text = compare(mine, sa, sb, metrics)
+        parts.append(f"{by} {n}: " + text.split(": ", 1)[1].rstrip("."))
+    return f"{key}={_fmt(a)} against {key}={_fmt(b)}, per {by}: " + "; ".join(parts) + "."
+
+
+def _where(entries: List[Entry], where: Optional[Dict[str, Any]]) -> List[Entry]:
+    return [e for e in entries if _matches(e, where)] if where else list(entries)
+
+
 @ANSWERS.register("best")
-def best(entries: List[Entry], key: str, by: str = "best_val_acc") -> str:
-    """The value of config `key` whose runs did best on `by`, its margin over the runner-up, and every value."""
+def best(entries: List[Entry], key: str, by: str = "best_val_acc", where: Optional[Dict[str, Any]] = None) -> str:
+    """The value of config `key` whose runs did best on `by`, its margin over the runner-up, and every value;
+    among the runs matching `where` (key: value pairs) when given."""
+    scope = f" among runs with {_label(where)}" if where else ""
+    entries = _where(entries, where)
     at: Dict[str, List[Entry]] = {}
     for e in entries:
         if e.summary:
             at.setdefault(_fmt(e.value(key)), []).append(e)
     if not at:
-        return f"Best {key} by {WORDS.get(by, by)}: not answered yet (no finished run)."
+        return f"Best {key} by {WORDS.get(by, by)}{scope}: not answered yet (no finished run)."
     diverged = [v for v, es in at.items() if all(x.summary.get("diverged") for x in es)]
     stats = {v: stat(es, by) for v, es in at.items() if v not in diverged}
     ranked = sorted(((v, s) for v, s in stats.items() if s is not None), key=lambda t: t[1].mean,
                     reverse=by not in LOWER_IS_BETTER)
     if not ranked:
-        return f"Best {key} by {WORDS.get(by, by)}: every run diverged."
+        return f"Best {key} by {WORDS.get(by, by)}{scope}: every run diverged."
     (v1, s1), rest = ranked[0], ranked[1:]
-    text = f"Best {key} by {WORDS.get(by, by)}: {v1} ({show_stat(by, s1)})"
+    text = f"Best {key} by {WORDS.get(by, by)}{scope}: {v1} ({show_stat(by, s1)})"
     if rest:
         v2, s2 = rest[0]
         lead = "ahead of" if _better(by, s1.mean, s2.mean) else "level with"
@@ -217,9 +240,10 @@ def best(entries: List[Entry], key: str, by: str = "best_val_acc") -> str:
 
 
 @ANSWERS.register("target")
-def target(entries: List[Entry], target: float, by: Optional[str] = None) -> str:
+def target(entries: List[Entry], target: float, by: Optional[str] = None,
+           where: Optional[Dict[str, Any]] = None) -> str:
     """Which runs reached `target` validation accuracy, after how many epochs and seconds; the best of the others."""
-    done = [e for e in entries if e.summary]
+    done = [e for e in _where(entries, where) if e.summary]
     if not done:
         return f"Reaching {target:.0%} validation accuracy: not answered yet (no finished run)."
     hits = [(e, reach(e, target)) for e in done]
@@ -283,14 +307,18 @@ def check_answer(data: Dict[str, Any], where: str) -> Dict[str, Any]:
     if "analysis_dir" in opts:
         raise CnnlabError(f"{where}: analysis_dir is filled in by the report; leave it out")
     for k in ("key", "by"):
-        if k in opts and not (data["kind"] == "best" and k == "by"):
+        metric_option = k == "by" and data["kind"] == "best"
+        if k in opts and not metric_option and opts[k] not in ("variant", "group"):
             check_key(opts[k], f"{where} {k}")
+    for k in opts.get("where") or {}:
+        if k not in ("variant", "group"):
+            check_key(k, f"{where} where")
     named = opts.get("metrics") or []
     by = [opts["by"]] if data["kind"] == "best" and "by" in opts else []
     for m in [*([named] if isinstance(named, str) else named), *by]:
         if m not in METRICS:
             raise CnnlabError(f"{where}: {m!r} is not a metric an answer can use; choose from {', '.join(METRICS)}")
-    for side in ("a", "b"):
+    for side in ("a", "b") if data["kind"] == "compare" else ():
         sel = opts.get(side)
         if side in opts and not (isinstance(sel, str) or isinstance(sel, dict) and sel):
             raise CnnlabError(f"{where}: {side} must name a variant, group or run, or map config keys to values")

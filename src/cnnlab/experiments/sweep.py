@@ -351,17 +351,48 @@ def _fill(arg: str, step: str, by_name: Dict[str, Run], out: Path, plan: Plan, d
     return re.sub(r"\{(\w+)(?::([\w.+=-]+))?\}", sub, arg)
 
 
+STEP_DONE = ".step-done"  # in a step's output folder: the fingerprint of the command that last finished there
+
+
+def _step_fingerprint(argv: List[str]) -> str:
+    """The command line and the content of every file it names (the {config:NAME} YAMLs, a run's checkpoint
+    times): the same fingerprint means the step would compute the same thing again."""
+    import hashlib
+
+    h = hashlib.sha1("\0".join(argv).encode())
+    for a in argv:
+        p = Path(a)
+        if p.is_file():
+            h.update(p.read_bytes())
+        elif p.is_dir():
+            for ckpt in sorted(p.glob("*.pt")):
+                h.update(f"{ckpt.name}:{ckpt.stat().st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
 def run_analysis(plan: Plan, data_root: Optional[str] = None, log=print) -> Dict[str, int]:
     """Run each analysis step as `python -m cnnlab ...` (a separate process: the experiments layer does not import
-    the CLI, and a step that crashes cannot take the sweep with it); a failing step is reported, the next one runs."""
+    the CLI, and a step that crashes cannot take the sweep with it); a failing step is reported, the next one runs.
+    A step that already finished with the same command and inputs is skipped (the steps are the expensive part of
+    some recipes: a re-run sweep resumes them like its runs); delete its folder to run it again."""
     import subprocess
     import sys
 
+    from cnnlab.fileio import atomic_write_text
+
     results = {}
     for step, argv in zip(analysis_steps(plan), analysis_commands(plan, data_root)):
+        out = plan.sweep_dir / "analysis" / step["name"]
+        done, fingerprint = out / STEP_DONE, _step_fingerprint(argv)
+        if done.is_file() and done.read_text().strip() == fingerprint:
+            log(f"analysis {step['name']}: done before with the same command and inputs, skipped")
+            results[step["name"]] = 0
+            continue
         log(f"analysis {step['name']}: cnnlab {shlex.join(argv)}")
         rc = subprocess.call([sys.executable, "-m", "cnnlab", *argv])
         results[step["name"]] = rc
         if rc:
             log(f"analysis {step['name']}: exit status {rc}")
+        else:
+            atomic_write_text(done, fingerprint + "\n")
     return results
