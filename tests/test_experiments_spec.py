@@ -141,11 +141,13 @@ def test_there_are_ten_recipes():
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
-def test_recipes_parse_and_expand_in_both_profiles(path):
+def test_recipes_parse_and_expand_in_every_profile(path):
     s = load_spec(path)
     assert s.question, f"{path.name} states no question"
-    assert {"quick", "full"} <= set(s.profiles), f"{path.name} lacks a quick or full profile"
-    quick, full = expand(s, "quick"), expand(s, "full")
-    assert quick and full
+    assert {"quick", "cpu", "full"} <= set(s.profiles), f"{path.name} lacks a quick, cpu or full profile"
+    assert s.answers, f"{path.name} declares no report answers"
+    assert all(s.profiles[p].description for p in ("cpu", "full")), "cpu and full profiles say what they run"
+    quick, cpu, full = expand(s, "quick"), expand(s, "cpu"), expand(s, "full")
+    assert quick and cpu and full
     assert len(quick) <= len(full)
     assert all(r.config.data.train_subset for r in quick), "quick profiles train on a subset"
