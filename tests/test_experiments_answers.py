@@ -35,7 +35,7 @@ def test_compare_gives_means_stds_margin_and_a_noise_verdict_from_the_repeats():
     text = say(a + b, kind="compare", a="bn", b="no_bn", metrics="best_val_acc")
     se = math.sqrt(statistics.variance([0.70, 0.72, 0.71]) / 3 + statistics.variance([0.60, 0.61, 0.62]) / 3)
     assert "71.00% ± 1.00 (n=3) against 61.00% ± 1.00 (n=3)" in text
-    assert "+10.00 points (higher; beyond seed noise" in text and f"{200 * se:.2f} points" in text
+    assert "+10.00 points (higher; beyond seed noise: " in text and f"{200 * se:.2f} points" in text
     close = [run("x", v, s, "x") for s, v in enumerate((0.700, 0.720))] + \
         [run("y", v, s, "y") for s, v in enumerate((0.705, 0.725))]
     assert "within seed noise" in say(close, kind="compare", a="y", b="x", metrics="best_val_acc")

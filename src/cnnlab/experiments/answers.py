@@ -5,7 +5,8 @@ with its numbers and its margin; nothing in a generated report is written by han
 
     report:
       answers:
-        - {kind: compare, a: bn, b: no_bn, metrics: [best_val_acc, final_train_acc]}  # variant, group or run name
+        - {kind: compare, a: bn, b: no_bn, metrics: [best_val_acc, final_train_acc],  # variant, group or run name
+           question: "HW2 Lab 2(b)i"}               # optional: the course question it answers (README Results)
         - {kind: compare, a: {optim.l1: 1.0e-4}, b: {optim.weight_decay: 1.0e-3}, metrics: weight_sparsity}
         - {kind: best, key: optim.lr, by: best_val_acc, group: l2}                # every value, ranked
         - {kind: best, key: variant, by: test_acc, where: {model.options.dropout: 0.5}}  # among some runs only
@@ -49,6 +50,7 @@ WORDS = {**LABELS, "gap": "overfitting gap (final training minus final validatio
 class Answer:
     kind: str
     text: str
+    question: str = ""            # the course question it answers (the spec's label, e.g. "HW2 Lab 1(h)")
 
 
 @dataclass
@@ -101,7 +103,9 @@ def show_stat(key: str, s: Stat, n: bool = True) -> str:
 def margin_text(key: str, d: float) -> str:
     if key in PERCENT:
         return f"{100 * d:+.2f} points"
-    return f"{d:+,.0f} s" if key == "wall_time" else f"{d:+.4g}"
+    if key == "wall_time":
+        return f"{d:+,.0f} s"
+    return f"{d:+,.0f}" if key in ("images_per_sec", "best_epoch") else f"{d:+.4g}"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -155,7 +159,7 @@ def noise_text(key: str, a: Stat, b: Stat, pooled: Optional[float]) -> str:
     bound = margin_text(key, 2 * se).lstrip("+")
     where = "the repeats" if a.std is not None and b.std is not None else "the pooled spread of the repeated settings"
     within = abs(a.mean - b.mean) < 2 * se
-    return f"{'within' if within else 'beyond'} seed noise (2 standard errors = {bound}, from {where})"
+    return f"{'within' if within else 'beyond'} seed noise: 2 standard errors = {bound}, from {where}"
 
 
 def _better(key: str, a: float, b: float) -> bool:
@@ -299,7 +303,10 @@ def check_answer(data: Dict[str, Any], where: str) -> Dict[str, Any]:
 
     if "kind" not in data:
         raise CnnlabError(f"{where}: missing 'kind'; one of {', '.join(ANSWERS.names())}")
-    opts = {k: v for k, v in data.items() if k not in ("kind", "group")}
+    opts = {k: v for k, v in data.items() if k not in ("kind", "group", "question")}
+    if not isinstance(data.get("question", ""), str):
+        raise CnnlabError(f"{where}: question must be a short text naming the course question, got "
+                          f"{data['question']!r}")
     try:
         check_kwargs(ANSWERS.get(str(data["kind"])), {"entries": None, **opts}, f"answer kind {data['kind']!r}")
     except CnnlabError as e:
@@ -330,14 +337,15 @@ def check_answer(data: Dict[str, Any], where: str) -> Dict[str, Any]:
         raise CnnlabError(f"{where}: target must be a validation accuracy in (0, 1], got {opts.get('target')!r}")
     if "group" in data and not isinstance(data["group"], str):
         raise CnnlabError(f"{where}: group must be the name of one of the spec's groups, got {data['group']!r}")
-    return {"kind": str(data["kind"]), **opts, **({"group": data["group"]} if "group" in data else {})}
+    return {"kind": str(data["kind"]), **opts, **({"group": data["group"]} if "group" in data else {}),
+            **({"question": data["question"]} if "question" in data else {})}
 
 
 def answer_all(specs: Sequence[Dict[str, Any]], entries: List[Entry],
                analysis_dir: Optional[Path] = None) -> List[Answer]:
     out = []
     for spec in specs:
-        opts = {k: v for k, v in spec.items() if k not in ("kind", "group")}
+        opts = {k: v for k, v in spec.items() if k not in ("kind", "group", "question")}
         es = [e for e in entries if e.varied.get("group") == spec["group"]] if "group" in spec else entries
         if spec["kind"] == "analysis":
             opts["analysis_dir"] = analysis_dir
@@ -345,5 +353,5 @@ def answer_all(specs: Sequence[Dict[str, Any]], entries: List[Entry],
             text = ANSWERS.get(spec["kind"])(es, **opts)
         except CnnlabError as e:  # a selector that turned ambiguous with the runs at hand: say so in the report
             text = f"not answered: {e}"
-        out.append(Answer(spec["kind"], text))
+        out.append(Answer(spec["kind"], text, spec.get("question", "")))
     return out

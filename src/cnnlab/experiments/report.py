@@ -601,6 +601,19 @@ def runs_csv_path(html_path: Path) -> Path:
     return html_path.with_name("runs.csv" if html_path.stem == "report" else f"{html_path.stem}-runs.csv")
 
 
+def answers_json(built: List[Built]) -> str:
+    """answers.json: per source, its answers with the course question each answers, and what the runs cost (the
+    README's Results table is generated from these files: scripts/readme_results.py)."""
+    out = []
+    for b in built:
+        done = [e for e in b.source.entries if e.summary]
+        out.append({"source": b.source.title, "spec": str(b.source.spec_path or ""), "ran": ran_line(b.source.entries),
+                    "runs": len(b.source.entries), "runs_done": len(done),
+                    "wall_s": round(sum((e.summary or {}).get("wall_time") or 0 for e in done), 1),
+                    "answers": [{"question": a.question, "kind": a.kind, "text": a.text} for a in b.answers]})
+    return json.dumps(out, indent=1, ensure_ascii=False) + "\n"
+
+
 def make_report(inputs: Sequence[str], out: str = "report.html", profile: Optional[str] = None,
                 store: Optional[str] = None, runs_out: str = "runs", title: Optional[str] = None,
                 command: str = "", pdf: bool = False) -> Dict[str, Path]:
@@ -619,6 +632,9 @@ def make_report(inputs: Sequence[str], out: str = "report.html", profile: Option
     csv_path = runs_csv_path(html_path)
     atomic_write_text(csv_path, runs_csv(sources))
     paths = {"html": html_path, "markdown": md, "csv": csv_path}
+    if any(b.answers for b in built):
+        paths["answers"] = csv_path.with_name(csv_path.name.replace("runs.csv", "answers.json"))
+        atomic_write_text(paths["answers"], answers_json(built))
     if pdf:
         from cnnlab.experiments.pdf import PRINT_CSS, code_appendix, print_to_pdf
 

@@ -1,0 +1,88 @@
+"""Write the README's Results section from the committed reports: one row per course question, from the
+`answers.json` that `cnnlab report` writes beside each results/<spec>/report.md.
+
+    .venv/bin/python scripts/readme_results.py          # rewrite the section between the markers in README.md
+    .venv/bin/python scripts/readme_results.py --check  # exit 1 if README.md is not what the reports say
+
+The answers are the reports' sentences, copied verbatim: nothing in the table is written by hand. Recipes whose cpu
+profile has not been run yet are listed as such, so the table never hides a question.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+# Recipes whose cpu profile's run lives elsewhere (the Lab 3 recipe ran as configs/resnet20-fast.yaml)
+ELSEWHERE = {"06-resnet20": "results/lab3-resnet20"}
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def rows(repo: Path = REPO) -> list:
+    out = []
+    for spec in sorted((repo / "experiments").glob("*.yaml")):
+        stem = spec.stem
+        folder = repo / ELSEWHERE.get(stem, f"results/{stem}")
+        answers = folder / "answers.json"
+        if not answers.is_file():
+            questions = [a.get("question", "") for a in (yaml.safe_load(spec.read_text()).get("report") or {})
+                         .get("answers", [])]
+            for q in questions:
+                out.append([q, "not run yet: its cpu profile has not been run on this machine", f"`{spec.name}`",
+                            "cpu", ""])
+            continue
+        for source in json.loads(answers.read_text()):
+            done = f"{source['runs_done']} of {source['runs']} runs" if source["runs_done"] < source["runs"] else \
+                f"{source['runs']} runs"
+            for a in source["answers"]:
+                link = f"[{folder.name}]({folder.relative_to(repo).as_posix()}/report.md)"
+                out.append([a["question"] or a["kind"], a["text"], link, "cpu",
+                            f"{_minutes(source['wall_s'])} ({done})"])
+    return out
+
+
+def section(repo: Path = REPO) -> str:
+    lines = [START, "", "| question | answer (from the report) | evidence | profile | training time |",
+             "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows(repo)]
+    return "\n".join(lines + ["", END])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    args = ap.parse_args()
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        print(f"README.md has no {START} ... {END} markers", file=sys.stderr)
+        return 1
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = head + section() + tail
+    if args.check:
+        if new != text:
+            print("README.md's Results table differs from results/*/answers.json: run scripts/readme_results.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(new)
+    print(f"wrote the Results section of {readme} ({len(rows())} rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
