@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.figures import LABELS, Entry, _fmt, reach
 from cnnlab.registry import Registry, check_kwargs
-from cnnlab.training.config import SEED_KEY
+from cnnlab.training.config import SEED_KEY, check_key
 
 ANSWERS = Registry("report answer")
 # Metrics an answer can compare: the summary's, and two computed here (the overfitting gap, the weight sparsity).
@@ -299,8 +299,6 @@ def analysis(entries: List[Entry], step: str, file: str, analysis_dir: Optional[
 
 def check_answer(data: Dict[str, Any], where: str) -> Dict[str, Any]:
     """Validate one `report.answers` entry: a known kind, options it takes, known config keys and metrics."""
-    from cnnlab.experiments.spec import check_key
-
     if "kind" not in data:
         raise CnnlabError(f"{where}: missing 'kind'; one of {', '.join(ANSWERS.names())}")
     opts = {k: v for k, v in data.items() if k not in ("kind", "group", "question")}

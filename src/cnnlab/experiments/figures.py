@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator
 from cnnlab.errors import CnnlabError
 from cnnlab.plotting import new_figure
 from cnnlab.registry import Registry, check_kwargs
-from cnnlab.training.config import SEED_KEY
+from cnnlab.training.config import SEED_KEY, check_key
 from cnnlab.training.losses import describe as describe_loss
 from cnnlab.training.plots import plot_curves
 
@@ -401,8 +401,6 @@ def weights(entries: List[Entry], checkpoint: str = "best", threshold: float = 1
 
 def check_figure(data: Dict[str, Any], where: str) -> Dict[str, Any]:
     """Validate one `report.figures` entry: a known kind, options it takes, known config keys and metrics."""
-    from cnnlab.experiments.spec import check_key
-
     if "kind" not in data:
         raise CnnlabError(f"{where}: missing 'kind'; one of {', '.join(FIGURES.names())}")
     opts = {k: v for k, v in data.items() if k not in ("kind", "group")}

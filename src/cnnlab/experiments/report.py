@@ -30,7 +30,7 @@ import yaml
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.answers import WORDS, Answer, answer_all, show_stat, stat
 from cnnlab.experiments.figures import Drawn, Entry, draw, had_target, reach
-from cnnlab.experiments.spec import MACHINE_KEYS, flatten_config, short_names
+from cnnlab.experiments.spec import MACHINE_KEYS, flatten_config
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable
 from cnnlab.plotting import figure_bytes
 from cnnlab.training.config import SEED_KEY

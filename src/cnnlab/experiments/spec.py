@@ -51,8 +51,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from cnnlab.errors import CnnlabError
-from cnnlab.training.config import (SEED_KEY, RunConfig, config_from_dict, describe_keys, merge, parse_override,
-                                   read_config_file, read_yaml, set_dotted)
+from cnnlab.experiments.answers import check_answer
+from cnnlab.experiments.figures import check_figure
+from cnnlab.training.config import (SEED_KEY, RunConfig, check_key, config_from_dict, config_keys, merge,
+                                   parse_override, read_config_file, read_yaml, set_dotted)
 
 SPEC_KEYS = ("name", "question", "description", "config", "base", "grid", "zip", "variants", "groups", "profiles",
              "report", "predict", "evaluate", "analysis", "default_profile", "tune")
@@ -135,27 +137,6 @@ class Spec:
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Reading and checking a spec.
-
-_CONFIG_KEYS = None
-
-
-def config_keys() -> List[str]:
-    global _CONFIG_KEYS
-    if _CONFIG_KEYS is None:
-        _CONFIG_KEYS = [k for k, _, _ in describe_keys()]
-    return _CONFIG_KEYS
-
-
-def check_key(key: Any, where: str) -> str:
-    """A dotted config key must exist (model.options.* are the model's own options, checked when runs are built)."""
-    if not isinstance(key, str) or not key:
-        raise CnnlabError(f"{where}: config keys must be dotted names like optim.lr, got {key!r}")
-    if key in config_keys() or key.startswith("model.options."):
-        return key
-    close = difflib.get_close_matches(key, config_keys(), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise CnnlabError(f"{where}: unknown config key {key!r}{hint}; see `cnnlab train --help-config` for every key")
-
 
 def flatten(tree: Any, where: str, prefix: str = "") -> Dict[str, Any]:
     """Nested or dotted mapping -> {dotted key: value}, every key checked. `model.options` values stay whole."""
@@ -286,8 +267,6 @@ def _analysis(data: Any, where: str) -> List[Dict[str, Any]]:
 
 
 def _answers(data: Any, where: str) -> List[Dict[str, Any]]:
-    from cnnlab.experiments.answers import check_answer
-
     items = _mapping(data, where).get("answers") or []
     if not isinstance(items, list):
         raise CnnlabError(f"{where} answers must be a list of {{kind: ..., ...}} mappings")
@@ -295,8 +274,6 @@ def _answers(data: Any, where: str) -> List[Dict[str, Any]]:
 
 
 def _figures(data: Any, where: str) -> List[Dict[str, Any]]:
-    from cnnlab.experiments.figures import check_figure
-
     data = _mapping(data, where)
     _check_fields(data, ("figures", "answers"), where)
     figs = data.get("figures") or []

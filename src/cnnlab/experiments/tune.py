@@ -40,7 +40,8 @@ import optuna
 from optuna.trial import TrialState
 
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.spec import Spec, check_key, load_spec, unflatten
+from cnnlab.experiments.spec import Spec, load_spec, unflatten
+from cnnlab.training.config import check_key
 from cnnlab.experiments.store import DEFAULT_STORE, machine_id, open_storage, owner_alive, process_start
 from cnnlab.training.config import config_from_dict, merge, parse_override
 

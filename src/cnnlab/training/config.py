@@ -493,3 +493,25 @@ def schema(cls=RunConfig, prefix: str = "") -> Dict[str, tuple]:
 def describe_keys() -> List[tuple]:
     """(key, default, help) for every config key: the text of `cnnlab train --help-config`."""
     return [(key, default, meta.get("help", "")) for key, (_, meta, default) in schema().items()]
+
+
+# Every dotted key, for specs, tuning spaces, figure and answer options (one home for config-key knowledge).
+_CONFIG_KEYS = None
+
+
+def config_keys() -> List[str]:
+    global _CONFIG_KEYS
+    if _CONFIG_KEYS is None:
+        _CONFIG_KEYS = [k for k, _, _ in describe_keys()]
+    return _CONFIG_KEYS
+
+
+def check_key(key: Any, where: str) -> str:
+    """A dotted config key must exist (model.options.* are the model's own options, checked when runs are built)."""
+    if not isinstance(key, str) or not key:
+        raise CnnlabError(f"{where}: config keys must be dotted names like optim.lr, got {key!r}")
+    if key in config_keys() or key.startswith("model.options."):
+        return key
+    close = difflib.get_close_matches(key, config_keys(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise CnnlabError(f"{where}: unknown config key {key!r}{hint}; see `cnnlab train --help-config` for every key")
