@@ -73,7 +73,7 @@ def test_loss_band_over_rates_restores_and_max_is_at_least_min(make_trainer):
         assert lo[i] == min(c[i] for c in band.curves) and hi[i] == max(c[i] for c in band.curves)
     # the runs start from the same weights and batch, so step 1 has one loss whatever the rate
     assert band.curves[0][0] == band.curves[1][0] == band.curves[2][0]
-    assert all(torch.equal(v, before.model[k]) for k, v in t.model.state_dict().items())
+    assert all(torch.equal(v, before["model"][k]) for k, v in t.model.state_dict().items())
     assert {"loss_lr_0.001", "loss_lr_0.05", "loss_min", "loss_max"} <= set(band.rows()[0])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -26,13 +27,13 @@ def make_trainer(shared_data, session_cache, monkeypatch):
 
 def assert_same_state(t, snap):
     for k, v in t.model.state_dict().items():
-        assert torch.equal(v, snap.model[k]), k
+        assert torch.equal(v, snap["model"][k]), k
     now = t.optimizer.state_dict()
-    assert [g["lr"] for g in now["param_groups"]] == [g["lr"] for g in snap.optimizer["param_groups"]]
-    for i, st in snap.optimizer["state"].items():
+    assert [g["lr"] for g in now["param_groups"]] == [g["lr"] for g in snap["optimizer"]["param_groups"]]
+    for i, st in snap["optimizer"]["state"].items():
         for k, v in st.items():
             assert torch.equal(now["state"][i][k], v) if torch.is_tensor(v) else now["state"][i][k] == v
-    assert t.step == snap.step and t.status == snap.status and t.cfg.batch == snap.batch
+    assert t.step == snap["step"] and t.status == snap["status"] and dataclasses.asdict(t.cfg.batch) == snap["batch"]
 
 
 def test_range_test_restores_model_and_optimizer_and_later_training_is_unchanged(make_trainer):
@@ -82,3 +83,31 @@ def test_batch_test_restores_and_micro_batches_give_the_same_steps(make_trainer)
     for a, b in zip(whole.curves, split.curves):
         assert a == pytest.approx(b, rel=1e-4)
     assert whole.b_min <= whole.b_max
+
+
+@pytest.mark.parametrize("scaled", [False, True], ids=["fp32", "gradscaler"])
+def test_training_after_every_analysis_equals_a_twin_that_never_ran_one(make_trainer, scaled):
+    """Range tests, the discrete sweep, loss and gradient bands, smoothness and the batch-size test each put the
+    trainer back (weights, momentum, schedule, GradScaler, batch settings, RNG): the next steps' losses are those
+    of an identical trainer that ran none of them. The GradScaler run uses a real CPU GradScaler whose scale grows
+    every 2 steps, so a scaler left changed would show in the losses and in its scale."""
+    from cnnlab.analysis.landscape import loss_band
+    from cnnlab.analysis.smoothness import smoothness_trace
+
+    def make():
+        t = make_trainer("model.options.batch_norm=true", "augment.crop=4", "augment.flip=0.5")
+        if scaled:
+            t.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 4, growth_interval=2)
+        run_steps(t, 3)  # momentum buffers and a grown scale exist before the analyses
+        return t
+
+    twin, analysed = make(), make()
+    rt.lr_range_test(analysed, 1e-4, 1.0, steps=6)
+    rt.lr_sweep(analysed, [1e-3, 1e-1], epochs=1)
+    loss_band(analysed, [1e-3, 1e-2], steps=4, gradients=True)
+    smoothness_trace(analysed, steps=4, every=2, probe_size=32)
+    rt.batch_range_test(analysed, [16, 64], steps=3, micro=16)
+    assert run_steps(analysed, 8) == run_steps(twin, 8)
+    assert analysed.scaler.get_scale() == twin.scaler.get_scale() and analysed.step == twin.step
+    if scaled:
+        assert twin.scaler.get_scale() > 2.0 ** 4  # the scale did move, so the check above could fail

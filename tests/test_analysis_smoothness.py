@@ -72,9 +72,9 @@ def test_smoothness_trace_on_real_data_restores_the_trainer(shared_data, session
     assert tr.probe_steps == [1, 3, 6]
     assert all(math.isfinite(p.beta) and p.beta > 0 for p in tr.probes)
     assert all(min(p.grad_dists) <= max(p.grad_dists) for p in tr.probes)
-    for k, v in before.model.items():
+    for k, v in before["model"].items():
         assert torch.equal(t.model.state_dict()[k], v), k
-    assert t.step == before.step
+    assert t.step == before["step"]
     rows = tr.rows()
     assert [r["step"] for r in rows] == [1, 3, 6] and all(r["beta_eff"] > 0 for r in rows)
     # |g_s - g_(s-1)| is undefined at step 1; at step 6 it is the last recorded change

@@ -48,16 +48,22 @@ def test_run_folder_holds_everything(cfg_for):
     assert ckpt["epoch"] == 2 and ckpt["config"]["optim"]["lr"] == 0.02
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")  # the test's own patch
 def test_resume_after_interruption_equals_uninterrupted(cfg_for, tmp_path):
     base = ["train.epochs=3", "augment.crop=4", "augment.flip=0.5", "model.options.dropout=0.3"]
     full = Trainer(cfg_for(*base, "name=full")).fit()
 
-    def interrupt(trainer, loss):
-        if trainer.epoch == 1 and trainer.step == trainer.epoch * 6 + 3:  # mid-way through the second epoch
-            raise KeyboardInterrupt
+    cut = Trainer(cfg_for(*base, "name=cut"))
+    step = cut.optimizer.step
 
+    def interrupt(*args, **kwargs):  # the 10th optimizer step: mid-way through the second epoch (6 steps each)
+        if cut.step == 9:
+            raise KeyboardInterrupt
+        return step(*args, **kwargs)
+
+    cut.optimizer.step = interrupt
     with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg_for(*base, "name=cut"), step_hook=interrupt).fit()
+        cut.fit()
     resumed = resume(tmp_path / "runs" / "cut", log=lambda s: None)
     a = list(csv.DictReader(open(tmp_path / "runs" / "full" / "metrics.csv")))
     b = list(csv.DictReader(open(tmp_path / "runs" / "cut" / "metrics.csv")))

@@ -14,6 +14,6 @@ Support: `common` (driving and restoring a Trainer, CSV/PNG output), `samples` (
 
 Every analysis returns its numbers (a dataclass with `rows()` for CSV) and draws on an optional matplotlib axis;
 the CLI (`cnnlab.cli.analysis_cmd`) writes a PNG and a CSV of the same numbers. Training loops are the Trainer's own
-(`common.run_steps` drives `Trainer.train_one_epoch` through its `step_hook`), so an analysis trains exactly as
-`cnnlab train` does.
+(`common.run_steps` drives `Trainer.steps`, the step generator `train_one_epoch` is built on), so an analysis
+trains exactly as `cnnlab train` does.
 """

@@ -1,21 +1,19 @@
 """Shared machinery of the analyses: driving the Trainer step by step, saving and restoring its state, output files.
 
-`run_steps` runs a Trainer's own `train_one_epoch` (so batches, augmentation, L1, micro-batching and AMP are those of
-`cnnlab train`) for an exact number of optimizer steps, with the learning rate of every step chosen by the caller,
-through the trainer's `step_hook`. The hook ends the run by raising `_Done`, which unwinds out of the epoch; that is
-safe because every caller restores the trainer afterwards (`preserved`).
+`run_steps` takes an exact number of the Trainer's own optimizer steps (`Trainer.steps`: batches, augmentation, L1,
+micro-batching and AMP are those of `cnnlab train`), with the learning rate of every step chosen by the caller, and
+`preserved` puts the trainer back afterwards through `Trainer.state` / `Trainer.load_state`. Nothing here touches a
+Trainer attribute that it does not document as public.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import csv
 import io
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 import torch
 
@@ -25,53 +23,22 @@ from cnnlab.fileio import atomic_write_text
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Trainer state
+# Trainer state and steps, through the Trainer's public interface only
 
-@dataclass
-class Snapshot:
-    """Everything an analysis may disturb in a Trainer: weights and buffers, optimizer, schedule, counters, RNG."""
-    model: Dict[str, torch.Tensor]
-    optimizer: dict
-    scheduler: dict
-    step: int
-    status: str
-    batch: object          # the trainer's BatchConfig (analyses change batch.size, micro, policy)
-    loader_batch: int
-    rng: dict
-
-
-def snapshot(trainer) -> Snapshot:
-    from cnnlab.training.checkpoint import rng_state, unwrap
-
-    # Copies, not references: state_dict() tensors alias the live parameters and optimizer buffers.
-    return Snapshot(model={k: v.detach().clone() for k, v in unwrap(trainer.model).state_dict().items()},
-                    optimizer=copy.deepcopy(trainer.optimizer.state_dict()),
-                    scheduler=copy.deepcopy(trainer.scheduler.state_dict()),
-                    step=trainer.step, status=trainer.status, batch=copy.deepcopy(trainer.cfg.batch),
-                    loader_batch=trainer.train_loader.batch_size, rng=copy.deepcopy(rng_state()))
-
-
-def restore(trainer, snap: Snapshot) -> None:
-    from cnnlab.training.checkpoint import set_rng_state, unwrap
-
-    unwrap(trainer.model).load_state_dict(snap.model)
-    # load_state_dict copies the saved tensors in, so the snapshot stays valid for another restore.
-    trainer.optimizer.load_state_dict(copy.deepcopy(snap.optimizer))
-    trainer.scheduler.load_state_dict(copy.deepcopy(snap.scheduler))
-    trainer.step, trainer.status = snap.step, snap.status
-    trainer.cfg.batch = copy.deepcopy(snap.batch)
-    trainer.train_loader.batch_size = snap.loader_batch
-    set_rng_state(snap.rng)
+def snapshot(trainer) -> dict:
+    """A copy of everything an analysis may disturb in a Trainer (its `state()`, GradScaler and batch included)."""
+    return trainer.state(copy_tensors=True)
 
 
 @contextlib.contextmanager
-def preserved(trainer) -> Iterator[Snapshot]:
-    """Run a block that trains `trainer`, then put the model, optimizer, schedule and RNG back as they were."""
+def preserved(trainer) -> Iterator[dict]:
+    """Run a block that trains `trainer`, then put the model, optimizer, schedule, scaler, batch settings and RNG
+    back as they were."""
     snap = snapshot(trainer)
     try:
         yield snap
     finally:
-        restore(trainer, snap)
+        trainer.load_state(snap)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -79,49 +46,30 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         g["lr"] = lr
 
 
-class _Done(Exception):
-    """Raised from the step hook to end `run_steps` in the middle of an epoch."""
-
-
 def run_steps(trainer, steps: int, lr_at: Optional[Callable[[int], float]] = None,
               on_step: Optional[Callable[[object, int, float], None]] = None,
               stop: Optional[Callable[[List[float]], bool]] = None) -> List[float]:
-    """Train `trainer` for `steps` optimizer steps; return the loss of every step's batch.
+    """Train `trainer` for `steps` optimizer steps (`Trainer.steps`); return the loss of every step's batch.
 
     lr_at(i) sets the learning rate of step i (None: the trainer's own schedule); on_step(trainer, i, loss) runs
-    after step i; stop(losses) -> True ends the run early (e.g. on divergence). The run also ends when the trainer's
-    own divergence check fires. Epochs are numbered from 0, so every call sees the same batch order.
+    after step i, with its gradients still on the parameters; stop(losses) -> True ends the run early (e.g. on
+    divergence). The run also ends when the trainer's own divergence check fires. Epochs are numbered from 0, so
+    every call sees the same batch order.
     """
     if len(trainer.train_loader) == 0:
         raise CnnlabError(f"no full training batch: batch.size={trainer.cfg.batch.size} is larger than the "
                           f"{len(trainer.ds.train):,} training images; lower batch.size or raise data.train_subset")
     losses: List[float] = []
-
-    def hook(t, loss):
-        losses.append(float(loss.item()))
-        i = len(losses) - 1
-        if on_step is not None:
-            on_step(t, i, losses[-1])
-        if len(losses) >= steps or (stop is not None and stop(losses)):
-            raise _Done
-        if lr_at is not None:
-            set_lr(t.optimizer, lr_at(i + 1))
-
     if lr_at is not None:
         set_lr(trainer.optimizer, lr_at(0))
-    old_hook, trainer.step_hook = trainer.step_hook, hook
-    try:
-        epoch = 0
-        while len(losses) < steps and trainer.status != "diverged":
-            before = len(losses)
-            trainer.train_one_epoch(epoch)
-            epoch += 1
-            if len(losses) == before:  # an empty epoch would loop forever
-                break
-    except _Done:
-        pass
-    finally:
-        trainer.step_hook = old_hook
+    for i, loss in enumerate(trainer.steps(steps)):
+        losses.append(loss)
+        if on_step is not None:
+            on_step(trainer, i, loss)
+        if stop is not None and stop(losses):
+            break
+        if lr_at is not None and i + 1 < steps:
+            set_lr(trainer.optimizer, lr_at(i + 1))
     return losses
 
 

@@ -331,10 +331,7 @@ def _out_of_memory(e: BaseException) -> bool:
 def _train_batch(trainer, b: int, steps: int, micro: Optional[int]) -> Tuple[List[float], bool]:
     """`steps` steps at batch size b from the current state (restored after): the losses and a divergence flag."""
     with preserved(trainer):
-        trainer.cfg.batch.policy = "constant"
-        trainer.cfg.batch.size = b
-        trainer.cfg.batch.micro = micro if micro and micro < b else None
-        trainer.train_loader.batch_size = b
+        trainer.use_batch(b, micro)
         curve = run_steps(trainer, steps)
         return curve, trainer.status == "diverged" or len(curve) < steps
 

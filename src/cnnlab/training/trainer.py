@@ -7,19 +7,24 @@ schedules, `metrics.csv` one row per epoch, atomic checkpoints). Design points:
   scheduler and global RNG state (dropout), so a resumed run reproduces an uninterrupted one exactly on the CPU;
 - the loss is read back from the device only every `CHECK_EVERY` steps (a GPU sync costs), which bounds how late a
   divergence is seen;
-- `step_hook(trainer, loss)` lets analyses (loss bands, gradient predictiveness) observe every optimizer step
-  without copying the loop.
+- `steps(n)` takes n optimizer steps exactly as `fit` does and yields each step's loss; `train_one_epoch` is built on
+  the same per-epoch step generator, so analyses (range tests, loss bands, gradient predictiveness) train as
+  `cnnlab train` does without copying the loop;
+- `state()` / `load_state()` are the one description of what training changes (weights, optimizer, schedule,
+  GradScaler, counters, batch settings, RNG): checkpoints, resume and every analysis snapshot use them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import torch
 import torch.nn.functional as Fn
@@ -106,21 +111,36 @@ def _check_optimizer_shapes(optimizer) -> None:
                                      f"{tuple(p.shape)}")
 
 
+class _Tally:
+    """Running sums of one epoch's steps, kept on the device (read back only when checked)."""
+
+    def __init__(self, device, lr: float = float("nan")):
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.n, self.lr = 0, lr
+
+    def add(self, loss_sum, correct, n: int) -> None:
+        self.loss_sum += loss_sum
+        self.correct += correct
+        self.n += n
+
+
 class Trainer:
     """Holds one run's parts; `fit()` trains, validates, logs and checkpoints epoch by epoch.
 
     Public (what analyses, experiments and notebooks may read): `cfg`, `ds` (the Dataset), `model` (plain, not
     DDP-wrapped), `optimizer`, `scheduler`, `criterion`, `train_loader`, `val_loader`, `params` (parameter count),
     `device`, `amp`, `history` (metrics rows), `epoch`, `step`, `status`, `folder`; methods `fit`,
-    `train_one_epoch`, `check_initial_loss`, `checkpoint`, `summary`. Everything starting with `_` is internal."""
+    `train_one_epoch`, `steps`, `state`, `load_state`, `use_batch`, `check_initial_loss`, `checkpoint`, `summary`.
+    Everything starting with `_` is internal."""
 
     def __init__(self, cfg: RunConfig, run_dir: Optional[Path] = None, *, resume: bool = False,
                  overwrite: bool = False, log: Callable[[str], None] = print,
-                 step_hook: Optional[Callable] = None, epoch_hook: Optional[Callable] = None, write: bool = True,
+                 epoch_hook: Optional[Callable] = None, write: bool = True,
                  dist: Optional[DistInfo] = None, reopen: bool = False):
         self.dist = dist or init_from_env()
         self.rank, self.world_size = self.dist.rank, self.dist.world_size
-        self.cfg, self.step_hook, self.epoch_hook = cfg, step_hook, epoch_hook
+        self.cfg, self.epoch_hook = cfg, epoch_hook
         self.reopen = reopen  # resume a finished or stopped run under a changed length or stop rule
         self.log = log if self.rank == 0 else (lambda s: None)
         self.write = write and self.rank == 0  # only rank 0 writes the run folder (DDP)
@@ -250,14 +270,47 @@ class Trainer:
                            seed=c.train.seed, rank=self.rank if train else 0,
                            world_size=self.world_size if train else 1)
 
+    # -- state -----------------------------------------------------------------------------------------------------
+    def state(self, copy_tensors: bool = False) -> dict:
+        """Everything training changes: weights and buffers, optimizer, schedule, GradScaler, counters, status,
+        best epoch and targets, the batch settings and the RNG. With `copy_tensors`, a snapshot that later training
+        does not alter (state_dict tensors alias the live parameters and optimizer buffers)."""
+        s = {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+             "epoch": self.epoch, "step": self.step, "time": self.time, "rng": rng_state(),
+             "best": dict(self.best), "targets": dict(self.targets), "initial_loss": self.initial_loss,
+             "status": self.status, "stop_reason": self.stop_reason, "batch": dataclasses.asdict(self.cfg.batch)}
+        return copy.deepcopy(s) if copy_tensors else s
+
+    def load_state(self, s: dict) -> None:
+        """Put back a `state()` (a snapshot or a checkpoint's); the state itself is left as it was, so it can be
+        loaded again."""
+        unwrap(self.model).load_state_dict(s["model"])
+        self._load_training_state(s)
+        self.epoch, self.step, self.time = s["epoch"], s["step"], float(s["time"])
+        self.best, self.targets = dict(s["best"]), dict(s["targets"])
+        self.initial_loss, self.status, self.stop_reason = s.get("initial_loss"), s.get("status", "running"), \
+            s.get("stop_reason")
+        if "batch" in s:  # checkpoints before the batch settings were part of the state lack it
+            self.cfg.batch = type(self.cfg.batch)(**s["batch"])
+
+    def _load_training_state(self, s: dict) -> None:
+        # load_state_dict copies the tensors in, but optimizers keep references to non-tensor state: copy it first
+        self.optimizer.load_state_dict(copy.deepcopy(s["optimizer"]))
+        self.scheduler.load_state_dict(copy.deepcopy(s["scheduler"]))
+        self.scaler.load_state_dict(s["scaler"])
+        set_rng_state(s["rng"])
+
     def checkpoint(self) -> dict:
-        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "epoch": self.epoch, "step": self.step, "time": self.time, "rng": rng_state(),
-                "config": self.cfg.to_dict(), "best": dict(self.best), "targets": dict(self.targets),
-                "initial_loss": self.initial_loss, "status": self.status, "stop_reason": self.stop_reason,
-                "amp": self.amp,
+        """state() and what a run folder's reader needs besides: the config, precision and data normalisation."""
+        return {**self.state(), "config": self.cfg.to_dict(), "amp": self.amp,
                 "classes": list(self.ds.classes), "mean": list(self.ds.mean), "std": list(self.ds.std)}
+
+    def use_batch(self, size: int, micro: Optional[int] = None) -> None:
+        """Train at a constant batch of `size` images (split into micro-batches of `micro` if smaller): the one
+        place outside the config that changes the batch size; the loader follows at the next epoch or steps()."""
+        self.cfg.batch.policy, self.cfg.batch.size = "constant", int(size)
+        self.cfg.batch.micro = micro if micro and micro < size else None
 
     def _restore(self) -> None:
         """Continue from last.pt; if it is damaged or does not fit this run, from last.prev.pt (with a warning)."""
@@ -279,11 +332,8 @@ class Trainer:
         by whichever checkpoint is applied next, so a half-applied one leaves nothing behind)."""
         apply_model_state(unwrap(self.model), ckpt["model"], path)
         try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self._load_training_state(ckpt)
             _check_optimizer_shapes(self.optimizer)
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-            self.scaler.load_state_dict(ckpt["scaler"])
-            set_rng_state(ckpt["rng"])
         except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as e:
             raise CnnlabError(f"checkpoint {str(path)!r} does not fit this run ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:160] if str(e) else 'bad entry'})") from None
@@ -334,47 +384,69 @@ class Trainer:
         self.step += 1
         return loss_sum, correct
 
-    def train_one_epoch(self, epoch: int) -> Dict[str, float]:
+    def _epoch_steps(self, epoch: int, tally: "_Tally") -> Iterator[torch.Tensor]:
+        """The optimizer steps of epoch `epoch` (its batch order and augmentation), as a generator: after each step
+        it yields the step's mean batch loss (a 0-d tensor, not read from the device) and adds the step to `tally`;
+        it ends early, with status 'diverged', when the epoch's running loss exceeds the divergence limit."""
         self.model.train()
         loader = self.train_loader
         loader.batch_size = self._rank_batch(batch_size_at(epoch, self.cfg.batch))
         loader.set_epoch(epoch)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        n, t0 = 0, time.perf_counter()
-        lr = self.optimizer.param_groups[0]["lr"]
         bar = self._progress(len(loader), epoch)
         limit = self.cfg.train.diverge_factor * max(self.initial_loss or 0.0, math.log(self.ds.num_classes))
-        for i, (x, y) in enumerate(loader):
-            lr = self.optimizer.param_groups[0]["lr"]
-            ls, c = self._optimizer_step(x, y)
-            loss_sum += ls
-            correct += c
-            n += len(y)
-            if self.step_hook is not None:
-                self.step_hook(self, ls / len(y))
-            if self.trackers is not None and self.cfg.train.log_every and self.step % self.cfg.train.log_every == 0:
-                self.trackers.step(self.step, ls.item() / len(y), lr)
-            if i % CHECK_EVERY == CHECK_EVERY - 1 or i == len(loader) - 1:
-                # summed over ranks, so every rank takes the same decision (a lone break would hang DDP)
-                tot_loss, tot_correct, tot_n = self._totals(loss_sum, correct, n)
-                mean = tot_loss / tot_n
-                if not math.isfinite(mean) or mean > limit:
-                    self.status = "diverged"
-                    self.log(f"epoch {epoch + 1}: loss {mean:.4g} (limit {limit:.3g}): diverged, stopping")
-                    break
-                if bar is not None:
-                    bar.set_postfix(loss=f"{mean:.3f}", acc=f"{tot_correct / tot_n:.3f}")
-                    bar.update(min(CHECK_EVERY, len(loader) - bar.n))
-        if bar is not None:
-            bar.close()
+        try:
+            for i, (x, y) in enumerate(loader):
+                tally.lr = self.optimizer.param_groups[0]["lr"]
+                ls, c = self._optimizer_step(x, y)
+                tally.add(ls, c, len(y))
+                yield ls / len(y)
+                if self.trackers is not None and self.cfg.train.log_every and \
+                        self.step % self.cfg.train.log_every == 0:
+                    self.trackers.step(self.step, ls.item() / len(y), tally.lr)
+                if i % CHECK_EVERY == CHECK_EVERY - 1 or i == len(loader) - 1:
+                    # summed over ranks, so every rank takes the same decision (a lone break would hang DDP)
+                    tot_loss, tot_correct, tot_n = self._totals(tally.loss_sum, tally.correct, tally.n)
+                    mean = tot_loss / tot_n
+                    if not math.isfinite(mean) or mean > limit:
+                        self.status = "diverged"
+                        self.log(f"epoch {epoch + 1}: loss {mean:.4g} (limit {limit:.3g}): diverged, stopping")
+                        return
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{mean:.3f}", acc=f"{tot_correct / tot_n:.3f}")
+                        bar.update(min(CHECK_EVERY, len(loader) - bar.n))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def train_one_epoch(self, epoch: int) -> Dict[str, float]:
+        tally, t0 = _Tally(self.device, self.optimizer.param_groups[0]["lr"]), time.perf_counter()
+        for _ in self._epoch_steps(epoch, tally):
+            pass
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - t0
-        tot_loss, tot_correct, tot_n = self._totals(loss_sum, correct, n)
-        return {"train_loss": tot_loss / max(tot_n, 1), "train_acc": tot_correct / max(tot_n, 1), "lr": lr,
-                "batch_size": loader.batch_size * self.world_size, "epoch_time": dt,
+        tot_loss, tot_correct, tot_n = self._totals(tally.loss_sum, tally.correct, tally.n)
+        return {"train_loss": tot_loss / max(tot_n, 1), "train_acc": tot_correct / max(tot_n, 1), "lr": tally.lr,
+                "batch_size": self.train_loader.batch_size * self.world_size, "epoch_time": dt,
                 "images_per_sec": tot_n / dt if dt > 0 else 0.0}
+
+    def steps(self, n: int, first_epoch: int = 0) -> Iterator[float]:
+        """Take `n` optimizer steps exactly as `fit` takes them (batches, augmentation, L1, micro-batches, AMP),
+        starting at epoch `first_epoch`'s batch order and crossing epochs as needed; yield each step's mean batch
+        loss as a float (one device read per step). The caller may set the optimizer's lr between steps; the
+        gradients of the step just taken are still on the parameters. Ends early on divergence or when no full batch
+        fits. Counters advance: an analysis puts the trainer back with load_state."""
+        done, epoch = 0, first_epoch
+        while done < n and self.status != "diverged":
+            before = done
+            for loss in self._epoch_steps(epoch, _Tally(self.device)):
+                yield float(loss.item())
+                done += 1
+                if done >= n:
+                    return
+            if done == before:  # no full batch in an epoch: nothing would ever be trained
+                return
+            epoch += 1
 
     def _totals(self, loss_sum, correct, n):
         """(loss sum, correct, count) over all ranks, as Python numbers."""
