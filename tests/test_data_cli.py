@@ -17,10 +17,7 @@ def private_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def run(monkeypatch, capsys):
-    # the command module is wired into COMMAND_MODULES by the CLI's owner; make sure it is there for this test
-    if "cnnlab.cli.data_cmd" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "cnnlab.cli.data_cmd"))
+def run(capsys):
 
     def go(*argv):
         code = cli.main([str(a) for a in argv])

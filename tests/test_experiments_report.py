@@ -43,14 +43,8 @@ def swept(tmp_path_factory, session_cache, shared_data):
 
 
 def run_cli(argv):
-    """cnnlab's own entry point, with the experiments commands registered even before the lead wires them in."""
-    mods = cli_main.COMMAND_MODULES
-    if "cnnlab.cli.experiments_cmd" not in mods:
-        cli_main.COMMAND_MODULES = (*mods, "cnnlab.cli.experiments_cmd")
-    try:
-        return cli_main.main(argv)
-    finally:
-        cli_main.COMMAND_MODULES = mods
+    """cnnlab's own entry point, in-process."""
+    return cli_main.main(argv)
 
 
 def test_sweep_command_finishes_and_writes_the_report(swept):

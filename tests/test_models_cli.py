@@ -11,10 +11,8 @@ import cnnlab.cli.main as cli_main
 
 
 @pytest.fixture
-def cnnlab(monkeypatch, capsys):
-    """Run `cnnlab ARGS...` in-process with only this module's commands registered (the other command modules are
-    written concurrently and are tested by their own suites); returns (exit status, stdout, stderr)."""
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("cnnlab.cli.models_cmd",))
+def cnnlab(capsys):
+    """Run `cnnlab ARGS...` in-process through the full parser; returns (exit status, stdout, stderr)."""
 
     def run(*argv):
         try:
@@ -49,7 +47,7 @@ def test_summary_options_input_and_dtype(cnnlab):
                           "--batch-size", "2")
     assert code == 0
     assert "resnet20: input 2x1x28x28" in out and "Total params: 272,186" in out and "in float16" in out
-    code, out, _ = cnnlab("summary", "mlp", "hidden=500,300", "input_dropout=0.2", "--input", "1x28x28")
+    code, out, _ = cnnlab("summary", "mlp", "hidden=[500,300]", "input_dropout=0.2", "--input", "1x28x28")
     # 784*500+500 + 500*300+300 + 300*10+10
     assert code == 0 and f"Total params: {784 * 500 + 500 + 500 * 300 + 300 + 3010:,}" in out
 
@@ -62,7 +60,8 @@ def test_summary_vgg19_at_224_is_fast_on_meta(cnnlab):
 @pytest.mark.parametrize("argv,needle", [
     (("summary", "resnet21"), "unknown model 'resnet21'"),
     (("summary", "simplenn", "bogus=1"), "valid options: num_classes, in_channels, input_size, activation"),
-    (("summary", "simplenn", "batchnorm"), "not key=value"),
+    (("summary", "simplenn", "batchnorm"), "is not of the form key=value"),
+    (("summary", "mlp", "hidden=500,300"), "write a list as YAML, e.g. hidden=[500,300]"),
     (("summary", "simplenn", "--input", "3x32x30"), "square"),
     (("summary", "simplenn", "--input", "32x32"), "--input (CxHxW)"),
     (("summary", "simplenn", "--input", "3x8x8"), "too small; use input_size >= 12"),
@@ -102,8 +101,6 @@ def test_sanity_synthetic_batch(cnnlab):
 
 
 def test_sanity_real_batch(cnnlab, shared_data):
-    # The data layer is written concurrently; this runs once `cnnlab.data` exists.
-    pytest.importorskip("cnnlab.data.loader", reason="cnnlab.data not written yet")
     code, out, err = cnnlab("sanity", "lenet5", "--data-root", shared_data, "--batch-size", "128")
     assert code == 0, err
     assert "fashion-mnist training images" in out and "ln(10) = 2.3026" in out

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from cnnlab.cli.data_cmd import add_data_root, data_overrides
+from cnnlab.cli.common import add_data_root, data_overrides
 from cnnlab.errors import CnnlabError
 
 DEFAULT_OUT = "runs/analysis"
@@ -329,18 +329,6 @@ def _loaded(args):
                     download=getattr(args, "download", False))
 
 
-def _state(run_dir, which: str):
-    from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
-
-    if not Path(run_dir).is_dir():
-        raise CnnlabError(f"run folder {str(run_dir)!r} not found")
-    path = find_checkpoint(run_dir, which)
-    if path is None:
-        raise CnnlabError(f"no checkpoint (best.pt or last.pt) in {str(run_dir)!r}; was it trained with "
-                          "train.checkpoints=true?")
-    return load_checkpoint(path)["model"]
-
-
 def _landscape(args) -> int:
     from cnnlab.analysis.common import cost_line, new_figure
     from cnnlab.analysis.landscape import landscape_1d, landscape_2d, landscape_cost
@@ -370,11 +358,12 @@ def _landscape(args) -> int:
 
 def _weights(args) -> int:
     from cnnlab.analysis.weights import plot_histograms, weight_stats
+    from cnnlab.training.inference import load_weights
 
     labels = args.labels or [Path(r).resolve().name for r in args.run_dirs]
     if len(labels) != len(args.run_dirs) or len(set(labels)) != len(labels):
         raise CnnlabError(f"--labels needs one distinct label per run ({len(args.run_dirs)}), got {labels}")
-    stats = weight_stats({lab: _state(r, args.checkpoint) for lab, r in zip(labels, args.run_dirs)},
+    stats = weight_stats({lab: load_weights(r, args.checkpoint) for lab, r in zip(labels, args.run_dirs)},
                          args.threshold, args.bins)
     for st in stats:
         print(f"{st.label}: sparsity {st.sparsity:.2%} of {sum(s.params for s in st.layers):,} weights "
@@ -390,9 +379,10 @@ def _weights(args) -> int:
 def _filters(args) -> int:
     from cnnlab.analysis.common import new_figure
     from cnnlab.analysis.weights import first_layer_filters
+    from cnnlab.training.inference import load_weights
 
     fig, axes = new_figure(size=(6, 6))
-    grid = first_layer_filters(_state(args.run_dir, args.checkpoint), ax=axes[0][0])
+    grid = first_layer_filters(load_weights(args.run_dir, args.checkpoint), ax=axes[0][0])
     print(f"{grid.layer}: {grid.weights.shape[0]} filters of {grid.weights.shape[1]}x{grid.weights.shape[2]}x"
           f"{grid.weights.shape[3]}")
     _write(_run_out(args), "filters", fig, grid.rows())

@@ -1,7 +1,6 @@
 """`cnnlab data info NAME`: a dataset's splits, per-class counts, shape, mean/std, and PNG grids of examples.
 
-Argument parsing and wiring only; the numbers and figures come from cnnlab.data.preview. `add_data_root` is the one
-definition of the `--data-root` option for every command that reads a dataset.
+Argument parsing and wiring only; the numbers and figures come from cnnlab.data.preview.
 """
 
 from __future__ import annotations
@@ -10,25 +9,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List
 
+from cnnlab.cli.common import add_data_root
 from cnnlab.errors import CnnlabError
-
-DATA_ROOT_HELP = ("where the datasets live: a folder holding them (or, for imagefolder, the folder/archive itself); "
-                  "default: $CNNLAB_DATA, then ~/.cache/cnnlab/data")
-
-
-def add_data_root(parser: argparse.ArgumentParser) -> None:
-    """The shared --data-root option (precedence: --data-root > CNNLAB_DATA > the per-user data directory), and
-    --download, on every command that loads a dataset."""
-    parser.add_argument("--data-root", metavar="PATH", default=None, help=DATA_ROOT_HELP)
-    parser.add_argument("--download", action="store_true", help="fetch the official dataset files (MD5-checked) "
-                                                                "into the data root if they are not there")
-
-
-def data_overrides(args: argparse.Namespace) -> List[str]:
-    """--data-root and --download as the config overrides they stand for."""
-    return ([f"data.root={args.data_root}"] if getattr(args, "data_root", None) else []) + \
-        (["data.download=true"] if getattr(args, "download", False) else [])
-
 
 def register(sub) -> None:
     data = sub.add_parser("data", help="datasets: `cnnlab data info NAME`")

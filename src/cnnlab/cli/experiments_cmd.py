@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from cnnlab.cli.data_cmd import add_data_root, data_overrides
+from cnnlab.cli.common import add_data_root, data_overrides
 
 from cnnlab.errors import CnnlabError
 

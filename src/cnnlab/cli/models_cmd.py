@@ -6,8 +6,9 @@ Argument parsing and wiring only; the work is done in cnnlab.models (registry, s
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Tuple
 
+from cnnlab.cli.common import add_data_root, key_values
 from cnnlab.errors import CnnlabError
 
 
@@ -19,7 +20,7 @@ def register(sub) -> None:
                        description="Per-layer table of MODEL. MACs are multiply-accumulates of conv and linear "
                                    "layers (FLOPs = 2 x MACs); activations are layer output elements.")
     p.add_argument("model")
-    p.add_argument("options", nargs="*", metavar="key=value", help="model options, e.g. batch_norm=true shortcut=B")
+    p.add_argument("options", nargs="*", metavar="key=value", help="model options read as YAML, e.g. batch_norm=true hidden=[500,300]")
     p.add_argument("--input", help="input shape CxHxW with H = W, e.g. 1x28x28 (default: the model's own)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size N (MACs and activations are per batch)")
     p.add_argument("--dtype", default="float32", help="dtype for memory in bytes: float32, float16, bfloat16, float64")
@@ -35,8 +36,7 @@ def register(sub) -> None:
     p.add_argument("options", nargs="*", metavar="key=value", help="model options")
     p.add_argument("--dataset", help="dataset name (default: cifar10 for 3-channel models, fashion-mnist for "
                                      "1-channel ones)")
-    p.add_argument("--data-root", help="where the datasets live (a real training batch is then used); without it, "
-                                       "a random standard-normal batch with random labels")
+    add_data_root(p)  # with it, a real training batch; without, a random standard-normal batch with random labels
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_sanity)
@@ -115,29 +115,6 @@ def parse_dims(text: str, what: str, n: int = 3) -> Tuple[int, ...]:
     return dims
 
 
-def _value(text: str) -> Any:
-    import yaml
-
-    try:
-        v = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(v, str) and "," in v:  # hidden=500,500 -> [500, 500]
-        return [_value(t) for t in v.split(",")]
-    return v
-
-
-def parse_options(items: List[str]) -> Dict[str, Any]:
-    """['batch_norm=true', 'hidden=500,500'] -> {'batch_norm': True, 'hidden': [500, 500]} (values read as YAML)."""
-    out: Dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise CnnlabError(f"model option {item!r} is not key=value (e.g. batch_norm=true)")
-        out[key.strip()] = _value(text)
-    return out
-
-
 def parse_dtype(name: str):
     import torch
 
@@ -160,7 +137,7 @@ def _int(text: str, what: str) -> int:
 
 
 def _model_kwargs(args) -> Dict[str, Any]:
-    kw = parse_options(args.options)
+    kw = key_values(args.options, "model option")
     if getattr(args, "input", None):
         c, h, w = parse_dims(args.input, "--input (CxHxW)")
         if h != w:
@@ -316,7 +293,8 @@ def _real_batch(args, c: int, size: int, n_cls: int):
     from cnnlab.data.loader import BatchLoader
 
     name = args.dataset or ("fashion-mnist" if c == 1 else "cifar10")
-    ds = load_dataset(name, root=args.data_root, val_size=0, seed=args.seed, train_subset=args.batch_size)
+    ds = load_dataset(name, root=args.data_root, val_size=0, seed=args.seed, train_subset=args.batch_size,
+                      download=args.download)
     if (ds.in_channels, ds.image_size, ds.num_classes) != (c, size, n_cls):
         raise CnnlabError(f"dataset {name!r} has {ds.in_channels}x{ds.image_size}x{ds.image_size} images and "
                           f"{ds.num_classes} classes, but the model was built for {c}x{size}x{size} and {n_cls}; "

@@ -8,7 +8,7 @@ from pathlib import Path
 import signal
 import threading
 
-from cnnlab.cli.data_cmd import add_data_root, data_overrides
+from cnnlab.cli.common import add_data_root, data_overrides
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_text, check_writable
 

@@ -41,8 +41,8 @@ class LoadedRun:
                            device=self.device)
 
 
-def load_run(run_dir, which: str = "best", data_root: Optional[str] = None, device: str = "auto",
-             download: bool = False) -> LoadedRun:
+def run_checkpoint(run_dir, which: str = "best") -> Path:
+    """The checkpoint of a run folder (best.pt or last.pt, falling back to the other), or one clear error."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CnnlabError(f"run folder {str(run_dir)!r} not found")
@@ -50,6 +50,17 @@ def load_run(run_dir, which: str = "best", data_root: Optional[str] = None, devi
     if path is None:
         raise CnnlabError(f"no checkpoint (best.pt or last.pt) in {str(run_dir)!r}; was it trained with "
                           "train.checkpoints=true?")
+    return path
+
+
+def load_weights(run_dir, which: str = "best") -> dict:
+    """The model state_dict of a run's checkpoint (no dataset loaded): for weight histograms and filters."""
+    return load_checkpoint(run_checkpoint(run_dir, which))["model"]
+
+
+def load_run(run_dir, which: str = "best", data_root: Optional[str] = None, device: str = "auto",
+             download: bool = False) -> LoadedRun:
+    path = run_checkpoint(run_dir, which)
     ckpt = load_checkpoint(path, require=MODEL_KEYS)
     try:
         cfg = config_from_dict(ckpt["config"])
