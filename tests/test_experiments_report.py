@@ -16,7 +16,6 @@ from PIL import Image
 
 import cnnlab.cli.main as cli_main
 from cnnlab.experiments.figures import Entry, draw
-from cnnlab.experiments.report import make_report
 
 TINY = {"data": {"name": "cifar10", "train_subset": 300, "val_subset": 100},
         "model": {"name": "simplenn"}, "batch": {"size": 64}, "train": {"epochs": 2, "progress": "off",

@@ -156,11 +156,12 @@ def test_analysis_steps_fill_their_placeholders(tmp_path, env):
     plan = make_plan(opts(spec, tmp_path))
     (cmd,) = analysis_commands(plan)
     sweep_dir = tmp_path / "runs" / "an" / "quick"
-    assert cmd == ["find-lr", "-c", str(sweep_dir / "analysis" / "lr" / "y.yaml"), "--out",
-                   str(sweep_dir / "analysis" / "lr")]
-    assert yaml.safe_load(Path(cmd[2]).read_text())["optim"]["lr"] == 0.1
+    assert cmd.argv == ["find-lr", "-c", str(sweep_dir / "analysis" / "lr" / "y.yaml"), "--out",
+                        str(sweep_dir / "analysis" / "lr")]
+    assert yaml.safe_load(cmd.files[Path(cmd.argv[2])])["optim"]["lr"] == 0.1
+    assert not Path(cmd.argv[2]).exists()  # filling placeholders writes nothing; run_analysis writes it
     full = analysis_commands(make_plan(opts(spec, tmp_path, profile="full")))
-    assert full[1] == ["weights", str(tmp_path / "runs" / "an" / "full" / "x"), str(tmp_path / "runs" / "an" / "full"
+    assert full[1].argv == ["weights", str(tmp_path / "runs" / "an" / "full" / "x"), str(tmp_path / "runs" / "an" / "full"
                                                                                    / "y")]
 
 

@@ -307,22 +307,34 @@ def analysis_steps(plan: Plan) -> List[dict]:
     return [s for s in plan.spec.analysis if s["profiles"] is None or plan.profile in s["profiles"]]
 
 
-def analysis_commands(plan: Plan, data_root: Optional[str] = None) -> List[List[str]]:
+@dataclass
+class AnalysisCommand:
+    """One analysis step ready to run: its `cnnlab` argument list and the config files that list names (written
+    by run_analysis just before it runs, so that filling placeholders writes nothing)."""
+    name: str
+    argv: List[str]
+    files: Dict[Path, str] = field(default_factory=dict)   # path -> YAML text
+
+
+def analysis_commands(plan: Plan, data_root: Optional[str] = None) -> List[AnalysisCommand]:
     """The spec's analysis steps as `cnnlab` argument lists, placeholders filled:
     {run:NAME} -> that run's folder, {config:NAME} -> a YAML file of that run's config, {out} -> the step's
     output folder (<sweep>/analysis/<step>), {sweep} -> the sweep folder, {data_root} -> the data folder."""
     by_name = {r.name: r for r in plan.runs}
     cmds = []
     for step in analysis_steps(plan):
+        cmd = AnalysisCommand(step["name"], [])
         out = plan.sweep_dir / "analysis" / step["name"]
-        cmds.append([_fill(a, step["name"], by_name, out, plan, data_root) for a in step["args"]])
+        cmd.argv = [_fill(a, cmd, by_name, out, plan, data_root) for a in step["args"]]
+        cmds.append(cmd)
     return cmds
 
 
-def _fill(arg: str, step: str, by_name: Dict[str, Run], out: Path, plan: Plan, data_root: Optional[str]) -> str:
+def _fill(arg: str, cmd: AnalysisCommand, by_name: Dict[str, Run], out: Path, plan: Plan,
+          data_root: Optional[str]) -> str:
     import re
 
-    from cnnlab.fileio import atomic_write_text
+    step = cmd.name
 
     def sub(m):
         kind, name = m.group(1), m.group(2)
@@ -334,7 +346,7 @@ def _fill(arg: str, step: str, by_name: Dict[str, Run], out: Path, plan: Plan, d
             if kind == "run":
                 return str(Path(run.config.out) / run.config.name)
             path = out / f"{name}.yaml"
-            atomic_write_text(path, run.config.to_yaml())
+            cmd.files[path] = run.config.to_yaml()
             return str(path)
         if kind == "out":
             return str(out)
@@ -354,15 +366,17 @@ def _fill(arg: str, step: str, by_name: Dict[str, Run], out: Path, plan: Plan, d
 STEP_DONE = ".step-done"  # in a step's output folder: the fingerprint of the command that last finished there
 
 
-def _step_fingerprint(argv: List[str]) -> str:
+def _step_fingerprint(cmd: AnalysisCommand) -> str:
     """The command line and the content of every file it names (the {config:NAME} YAMLs, a run's checkpoint
     times): the same fingerprint means the step would compute the same thing again."""
     import hashlib
 
-    h = hashlib.sha1("\0".join(argv).encode())
-    for a in argv:
+    h = hashlib.sha1("\0".join(cmd.argv).encode())
+    for a in cmd.argv:
         p = Path(a)
-        if p.is_file():
+        if p in cmd.files:
+            h.update(cmd.files[p].encode())
+        elif p.is_file():
             h.update(p.read_bytes())
         elif p.is_dir():
             for ckpt in sorted(p.glob("*.pt")):
@@ -371,8 +385,9 @@ def _step_fingerprint(argv: List[str]) -> str:
 
 
 def run_analysis(plan: Plan, data_root: Optional[str] = None, log=print) -> Dict[str, int]:
-    """Run each analysis step as `python -m cnnlab ...` (a separate process: the experiments layer does not import
-    the CLI, and a step that crashes cannot take the sweep with it); a failing step is reported, the next one runs.
+    """Run each analysis step as `python -m cnnlab ...`, the documented command line: a spec writes its steps as
+    cnnlab commands, and a separate process keeps the experiments layer from importing the CLI and a crashing step
+    from taking the sweep with it; a failing step is reported, the next one runs.
     A step that already finished with the same command and inputs is skipped (the steps are the expensive part of
     some recipes: a re-run sweep resumes them like its runs); delete its folder to run it again."""
     import subprocess
@@ -381,18 +396,19 @@ def run_analysis(plan: Plan, data_root: Optional[str] = None, log=print) -> Dict
     from cnnlab.fileio import atomic_write_text
 
     results = {}
-    for step, argv in zip(analysis_steps(plan), analysis_commands(plan, data_root)):
-        out = plan.sweep_dir / "analysis" / step["name"]
-        done, fingerprint = out / STEP_DONE, _step_fingerprint(argv)
+    for cmd in analysis_commands(plan, data_root):
+        done, fingerprint = plan.sweep_dir / "analysis" / cmd.name / STEP_DONE, _step_fingerprint(cmd)
         if done.is_file() and done.read_text().strip() == fingerprint:
-            log(f"analysis {step['name']}: done before with the same command and inputs, skipped")
-            results[step["name"]] = 0
+            log(f"analysis {cmd.name}: done before with the same command and inputs, skipped")
+            results[cmd.name] = 0
             continue
-        log(f"analysis {step['name']}: cnnlab {shlex.join(argv)}")
-        rc = subprocess.call([sys.executable, "-m", "cnnlab", *argv])
-        results[step["name"]] = rc
+        for path, text in cmd.files.items():
+            atomic_write_text(path, text)
+        log(f"analysis {cmd.name}: cnnlab {shlex.join(cmd.argv)}")
+        rc = subprocess.call([sys.executable, "-m", "cnnlab", *cmd.argv])
+        results[cmd.name] = rc
         if rc:
-            log(f"analysis {step['name']}: exit status {rc}")
+            log(f"analysis {cmd.name}: exit status {rc}")
         else:
             atomic_write_text(done, fingerprint + "\n")
     return results
