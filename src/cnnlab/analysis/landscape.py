@@ -234,6 +234,13 @@ class Landscape1D:
     def rows(self) -> List[dict]:
         return [{"alpha": a, "loss": l, "acc": c} for a, l, c in zip(self.alphas, self.losses, self.accs)]
 
+    def line(self, label: str = "", split: str = "train") -> str:
+        """The loss at the trained weights and at both ends of the line: how steep the basin's walls are."""
+        i0 = self.alphas.index(min(self.alphas, key=abs))
+        return (f"{label + ': ' if label else ''}loss at the trained weights {self.losses[i0]:.4f}, at the ends "
+                f"{self.losses[0]:.4f} / {self.losses[-1]:.4f} (alpha = {self.alphas[0]:g} / {self.alphas[-1]:g}, "
+                f"{self.images} {split} images)")
+
     def plot(self, ax):
         ax.plot(self.alphas, self.losses, "o-", ms=3, color="C0", label="loss")
         ax.set(xlabel="alpha (filter-normalised direction)", ylabel="loss",
@@ -257,6 +264,10 @@ class Landscape2D:
     def rows(self) -> List[dict]:
         return [{"alpha": a, "beta": b, "loss": self.losses[i][j]}
                 for i, a in enumerate(self.alphas) for j, b in enumerate(self.betas)]
+
+    def line(self, label: str = "") -> str:
+        flat = [v for row in self.losses for v in row]
+        return f"{label + ': ' if label else ''}loss over the grid: min {min(flat):.4f}, max {max(flat):.4f}"
 
     def plot(self, ax):
         z = np.asarray(self.losses, float).T  # contour wants z[y, x]

@@ -114,6 +114,13 @@ class SmoothnessTrace:
     probe_steps: List[int] = field(default_factory=list)
     probes: List[DirectionProbe] = field(default_factory=list)
 
+    def line(self) -> str:
+        """The median and largest effective beta-smoothness and the mean successive gradient change."""
+        betas = sorted(p.beta for p in self.probes)
+        change = sum(self.grad_change) / max(len(self.grad_change), 1)
+        return (f"{self.label}: effective beta-smoothness median {betas[len(betas) // 2]:.4g}, max {betas[-1]:.4g}; "
+                f"mean successive gradient change {change:.4g}")
+
     def rows(self) -> List[dict]:
         rows = []
         for s, p in zip(self.probe_steps, self.probes):

@@ -309,10 +309,7 @@ def _smoothness(args) -> int:
                         smoothness_cost(args.steps, _images_per_step(t), args.every, probe, len(args.etas))))
         tr = smoothness_trace(t, args.steps, args.every, args.etas, args.probe_size, label)
         tr.plot(axes[0], color=f"C{k}")
-        betas = [p.beta for p in tr.probes]
-        lines.append(f"{label}: effective beta-smoothness median {sorted(betas)[len(betas) // 2]:.4g}, max "
-                     f"{max(betas):.4g}; mean successive gradient change "
-                     f"{sum(tr.grad_change) / max(len(tr.grad_change), 1):.4g}")
+        lines.append(tr.line())
         print(lines[-1])
         rows += tr.rows()
     _write(Path(args.out), "smoothness", fig, rows, lines=lines)
@@ -343,14 +340,10 @@ def _landscape(args) -> int:
     fig, axes = new_figure(size=(6, 5) if args.dims == 2 else (6, 4))
     if args.dims == 1:
         res = landscape_1d(run.model, data, points, args.span, args.seed, ax=axes[0][0])
-        i0 = res.alphas.index(min(res.alphas, key=abs))
-        line = (f"{Path(args.run_dir).name}: loss at the trained weights {res.losses[i0]:.4f}, at the ends "
-                f"{res.losses[0]:.4f} / {res.losses[-1]:.4f} (alpha = -{args.span:g} / {args.span:g}, "
-                f"{n} {args.split} images)")
+        line = res.line(Path(args.run_dir).name, args.split)
     else:
         res = landscape_2d(run.model, data, points, args.span, args.seed, ax=axes[0][0])
-        flat = [v for row in res.losses for v in row]
-        line = f"{Path(args.run_dir).name}: loss over the grid: min {min(flat):.4f}, max {max(flat):.4f}"
+        line = res.line(Path(args.run_dir).name)
     print(line)
     _write(_run_out(args), f"landscape-{args.dims}d", fig, res.rows(), lines=[line])
     return 0
