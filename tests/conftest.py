@@ -74,3 +74,61 @@ def fashion_run(shared_data, tmp_path_factory):
                      "train.progress=off", "model.options.batch_norm=true", *overrides]) == 0
         return out / "r"
     return make
+
+
+# -- a real PostgreSQL server for the results-store tests -----------------------------------------------------------
+def _pg_bin(name: str):
+    import glob
+    import shutil
+
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    return found
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """postgresql+psycopg:// URL of a throw-away PostgreSQL server started for this test session (initdb into a
+    temporary folder, trust authentication on 127.0.0.1, a free port), stopped at the end. CNNLAB_TEST_PG_URL points
+    the tests at an existing server instead. Skips, saying why, where PostgreSQL or psycopg is not installed."""
+    import shutil
+    import socket
+    import subprocess
+
+    if os.environ.get("CNNLAB_TEST_PG_URL"):
+        return os.environ["CNNLAB_TEST_PG_URL"]
+    pytest.importorskip("psycopg", reason="psycopg not installed (pip install 'psycopg[binary]')")
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
+    import tempfile
+
+    # not under pytest's tmp folder: that is private to this user (0700), and the server may run as another one
+    folder = Path(tempfile.mkdtemp(prefix="cnnlab-pg-"))
+    data = folder / "data"
+    run_as = []
+    if os.geteuid() == 0:  # the server refuses to run as root: run it as the postgres user where there is one
+        runuser = shutil.which("runuser")
+        try:
+            import pwd
+            pwd.getpwnam("postgres")
+        except KeyError:
+            runuser = None
+        if not runuser:
+            pytest.skip("running as root without a 'postgres' user and runuser: PostgreSQL cannot be started")
+        shutil.chown(folder, "postgres")
+        run_as = [runuser, "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    try:
+        subprocess.run([*run_as, initdb, "-D", str(data), "-A", "trust", "-U", "cnnlab", "--no-sync"], check=True,
+                       capture_output=True, timeout=120)
+        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-l", str(folder / "server.log"), "-w", "-t", "60", "-o",
+                        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                       check=True, capture_output=True, timeout=120)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        detail = (getattr(e, "stderr", b"") or b"").decode(errors="replace").strip().splitlines()
+        pytest.skip(f"PostgreSQL could not be started: {detail[-1] if detail else e}")
+    yield f"postgresql+psycopg://cnnlab@127.0.0.1:{port}/postgres"
+    subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True, timeout=60)
+    shutil.rmtree(folder, ignore_errors=True)

@@ -126,10 +126,8 @@ def test_duplicate_trials_of_one_run_are_retired(tmp_path):
     assert [t.user_attrs.get("status") for t in store.trials(sid)][1] == "duplicate"
 
 
-@pytest.mark.skipif(not os.environ.get("CNNLAB_TEST_PG_URL"), reason="set CNNLAB_TEST_PG_URL=postgresql://... to "
-                    "test a PostgreSQL store")
-def test_three_processes_share_a_postgresql_store():
-    url = os.environ["CNNLAB_TEST_PG_URL"]
+def test_three_processes_share_a_postgresql_store(postgres_url):
+    url = postgres_url
     import optuna
     name = f"pg-test-{os.getpid()}-{time.time():.0f}"
     keys = [f"{name}-{k}" for k in KEYS]

@@ -96,15 +96,22 @@ def test_a_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path, env):
     assert all(r.attempts == 1 for r in again.values())
 
 
-SWEEP_CHILD = "from cnnlab.experiments.sweep import SweepOptions, sweep; sweep(SweepOptions({spec!r}, out={out!r}))"
+SWEEP_CHILD = ("from cnnlab.experiments.sweep import SweepOptions, sweep; "
+               "sweep(SweepOptions({spec!r}, out={out!r}, store={store!r}))")
 
 
-def test_a_sweep_killed_mid_run_resumes_where_it_stopped(tmp_path, env):
-    spec = write_spec(tmp_path, "kill", base={**TINY, "train": {"epochs": 4, "progress": "off"}},
+@pytest.mark.parametrize("backend", ["journal", "postgresql"])
+def test_a_sweep_killed_mid_run_resumes_where_it_stopped(tmp_path, env, backend, request):
+    """A worker SIGKILLed mid-run leaves its run 'running' in the store; the next worker takes it over and resumes
+    it from its last.pt, and trains the finished one no more: on the default journal file and on a real PostgreSQL
+    server (started by the postgres_url fixture)."""
+    store = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    spec = write_spec(tmp_path, f"kill-{time.time_ns()}",  # its own study on a server shared by the session
+                      base={**TINY, "train": {"epochs": 4, "progress": "off"}},
                       variants={"a": {"optim.lr": 0.05}, "b": {"optim.lr": 0.01}})
     out = str(tmp_path / "runs")
-    folder = tmp_path / "runs" / "kill" / "default"
-    child = subprocess.Popen([sys.executable, "-c", SWEEP_CHILD.format(spec=str(spec), out=out)],
+    folder = tmp_path / "runs" / spec.stem / "default"
+    child = subprocess.Popen([sys.executable, "-c", SWEEP_CHILD.format(spec=str(spec), out=out, store=store)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 240
@@ -118,13 +125,14 @@ def test_a_sweep_killed_mid_run_resumes_where_it_stopped(tmp_path, env):
     a_summary = (folder / "a" / "summary.json").stat().st_mtime_ns
     assert not (folder / "b" / "summary.json").exists()
     log: list = []
-    records = sweep(opts(spec, tmp_path), log=lines(log))
+    records = sweep(opts(spec, tmp_path, store=store), log=lines(log))
     by_name = {k.split("@")[0]: r for k, r in records.items()}
     assert by_name["a"].state == by_name["b"].state == "finished"
     assert (folder / "a" / "summary.json").stat().st_mtime_ns == a_summary, "finished run a was trained again"
     assert by_name["a"].attempts == 1 and by_name["b"].attempts == 2
     assert any("resumed" in s and "at epoch" in s for s in log), log
     assert [m["epoch"] for m in by_name["b"].metrics] == [1, 2, 3, 4]
+    assert (tmp_path / "runs" / "cnnlab-store.journal").exists() == (store is None)  # the store under test held it
 
 
 def test_two_worker_processes_share_one_store_without_loss_or_duplication(tmp_path, env):
