@@ -11,7 +11,8 @@ import dataclasses
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-from cnnlab.data import cifar, idx
+import cnnlab.data.cifar as cifar
+import cnnlab.data.idx as idx
 from cnnlab.data.archive import open_tree
 from cnnlab.data.core import Dataset, RawData, Split, carve, channel_stats, stratified_subset
 from cnnlab.data.download import download as fetch
