@@ -110,3 +110,12 @@ def test_band_max_is_never_below_min(curves):
             assert a <= b and a == min(finite) and b == max(finite)
         else:
             assert math.isnan(a) and math.isnan(b)
+
+
+def test_batch_rule_refuses_a_range_when_the_loss_hardly_moves():
+    """At lr_min (HW3 2.4) the measured LeNet-5 losses were 2.1842 ... 2.1818 over batch 64 ... 2048: a 0.1% fall,
+    no range to cycle over."""
+    sizes = [64, 128, 256, 512, 1024, 2048]
+    b_min, b_max, how = rt.suggest_batch(sizes, [2.1842, 2.1824, 2.1820, 2.1822, 2.1821, 2.1818])
+    assert (b_min, b_max) == (64, 64) and "only 0.11%" in how
+    assert rt.suggest_batch(sizes, [2.0, 1.9, 1.8, 1.7, 1.6, 1.5])[:2] != (64, 64)  # a 25% fall gives a range

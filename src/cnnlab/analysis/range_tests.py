@@ -260,6 +260,10 @@ def lr_sweep(trainer, lrs: Sequence[float], epochs: int = 2, rule: str = "smith"
 # Batch-size range test
 
 BATCH_HALF, BATCH_MOST = 0.5, 0.9  # shares of the attainable loss fall that set b_min and b_max
+# Below this relative fall from the smallest batch to the best, the batch size makes no difference worth a policy:
+# the spread is what reordering the same batches does (at a small lr the step size, not the gradient noise, limits
+# how far the steps get).
+BATCH_FLAT = 0.01
 
 
 def batch_sizes(low: int = 64, high: int = 8192) -> List[int]:
@@ -313,6 +317,10 @@ def suggest_batch(sizes: Sequence[int], losses: Sequence[float]) -> Tuple[int, i
     if first - best <= 0:
         b = ok[0][0]
         return b, b, "the loss does not fall with the batch size: no cyclical range, keep the smallest batch"
+    if (first - best) < BATCH_FLAT * abs(first):
+        b = ok[0][0]
+        return b, b, (f"the loss falls by only {(first - best) / abs(first):.2%} from batch {b} to the best: the batch "
+                      "size hardly matters here (try a larger lr), no cyclical range, keep the smallest batch")
     gain = [(b, (first - l) / (first - best)) for b, l in ok]
     b_min = next(b for b, g in gain if g >= BATCH_HALF)
     b_max = next(b for b, g in gain if g >= BATCH_MOST)
