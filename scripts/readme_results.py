@@ -19,8 +19,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-# Recipes whose cpu profile's run lives elsewhere (the Lab 3 recipe ran as configs/resnet20-fast.yaml)
-ELSEWHERE = {"06-resnet20": "results/lab3-resnet20"}
 
 
 def _cell(text: str) -> str:
@@ -35,7 +33,7 @@ def rows(repo: Path = REPO) -> list:
     out = []
     for spec in sorted((repo / "experiments").glob("*.yaml")):
         stem = spec.stem
-        folder = repo / ELSEWHERE.get(stem, f"results/{stem}")
+        folder = repo / "results" / stem
         answers = folder / "answers.json"
         if not answers.is_file():
             questions = [a.get("question", "") for a in (yaml.safe_load(spec.read_text()).get("report") or {})
