@@ -41,7 +41,8 @@ METRICS = ("best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "fina
            "wall_time", "images_per_sec", "best_epoch", "gap", "weight_sparsity", "initial_loss")
 LOWER_IS_BETTER = {"final_train_loss", "final_val_loss", "wall_time", "best_epoch", "gap", "initial_loss"}
 PERCENT = {"best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "gap", "weight_sparsity"}
-WORDS = {**LABELS, "gap": "overfitting gap (final training minus final validation accuracy)",
+WORDS = {**LABELS, "final_train_loss": "final training loss", "final_val_loss": "final validation loss",
+         "wall_time": "training time", "gap": "overfitting gap (final training minus final validation accuracy)",
          "weight_sparsity": "share of weights below 1e-3 in magnitude (best checkpoint)",
          "test_acc": "test accuracy (best checkpoint)", "initial_loss": "initial loss"}
 
