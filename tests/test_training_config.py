@@ -1,5 +1,7 @@
 """Config precedence (defaults < YAML < key=value) and the errors for unknown keys, wrong types, bad values."""
 
+import re
+
 import pytest
 import yaml
 
@@ -80,3 +82,20 @@ def test_every_key_is_documented():
 def test_default_is_the_course_first_lab():
     cfg = RunConfig()
     assert (cfg.model.name, cfg.data.name, cfg.optim.name) == ("simplenn", "cifar10", "sgd")
+
+
+def test_augment_extra_takes_any_registered_augmentation_and_checks_it():
+    from cnnlab.experiments.spec import identity_hash
+    from cnnlab.training.trainer import augment_specs
+
+    cfg = load_config(None, ["augment.flip=0.5", "augment.extra=[{name: cutout, size: 8, count: 2}]"])
+    assert augment_specs(cfg.augment) == [{"name": "flip", "p": 0.5}, {"name": "cutout", "size": 8, "count": 2}]
+    for bad, words in (("[{name: blur}]", "unknown augmentation 'blur'"),
+                       ("[{name: cutout, radius: 3}]", "does not take option(s) 'radius'"),
+                       ("[{size: 3}]", "each entry needs a name")):
+        with pytest.raises(CnnlabError, match=re.escape(words)):
+            load_config(None, [f"augment.extra={bad}"])
+    # a config that leaves augment.extra empty keeps the identity its runs had before the key existed
+    plain = load_config(None, [])
+    assert identity_hash(plain) != identity_hash(cfg)
+    assert identity_hash(plain) == identity_hash(load_config(None, ["augment.extra=[]"]))

@@ -66,6 +66,9 @@ class AugmentConfig:
     cutout_count: int = F(1, "Cutout holes per image", min=1, max=1000)
     repeats: int = F(1, "batch augmentation M (Hoffer et al. 2019): each image appears M times per batch, each copy "
                         "augmented independently; the step sees batch.size x M images", min=1, max=1024)
+    extra: List[Dict[str, Any]] = F([], "further augmentations by registry name, after crop/flip/cutout: "
+                                        "[{name: cutout, size: 8}, ...]; an unknown name is refused with the "
+                                        "list of known ones")
 
 
 @dataclass
@@ -322,6 +325,7 @@ def _check_names(cfg: RunConfig) -> None:
         raise CnnlabError(f"config key 'model.options': {e}") from None
     named(OPTIMIZERS, "optim.name", cfg.optim.name)
     named(SCHEDULES, "schedule.name", cfg.schedule.name)
+    _check_augment_extra(cfg.augment.extra)
     if cfg.batch.policy == "cyclical" and cfg.batch.min > cfg.batch.max:
         raise CnnlabError(f"config keys 'batch.min' ({cfg.batch.min}) must be <= 'batch.max' ({cfg.batch.max})")
     if len(cfg.optim.betas) != 2:
@@ -329,6 +333,23 @@ def _check_names(cfg: RunConfig) -> None:
     _check_run_name(cfg.name)
     check_device_kind(cfg.train.device)
     check_mlflow_uri(cfg.train.mlflow)
+
+
+def _check_augment_extra(specs: List[Dict[str, Any]]) -> None:
+    """Each augment.extra entry names a registered augmentation and only options it takes."""
+    from cnnlab.data.augment import AUGMENTATIONS
+    from cnnlab.registry import check_kwargs
+
+    for i, spec in enumerate(specs):
+        key = f"augment.extra[{i}]"
+        if not isinstance(spec.get("name"), str):
+            raise CnnlabError(f"config key {key!r}: each entry needs a name, e.g. {{name: cutout, size: 8}}; "
+                              f"got {spec!r}")
+        try:
+            check_kwargs(AUGMENTATIONS.get(spec["name"]), {k: v for k, v in spec.items() if k != "name"},
+                         f"augmentation {spec['name']!r}")
+        except CnnlabError as e:
+            raise CnnlabError(f"config key {key!r}: {e}") from None
 
 
 def check_device_kind(name: str) -> None:

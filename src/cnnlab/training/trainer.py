@@ -50,7 +50,8 @@ CHECK_EVERY = 10  # optimizer steps between reads of the loss (divergence check,
 
 
 def augment_specs(aug) -> List[dict]:
-    """AugmentConfig -> the data layer's augmentation specs (crop, flip, cutout, in that order)."""
+    """AugmentConfig -> the data layer's augmentation specs: crop, flip, cutout (the classic keys), then augment.extra
+    as given (any registered augmentation: a new one needs its registration only)."""
     specs = []
     if aug.crop:
         specs.append({"name": "crop", "padding": aug.crop, "mode": aug.crop_mode})
@@ -58,7 +59,7 @@ def augment_specs(aug) -> List[dict]:
         specs.append({"name": "flip", "p": aug.flip})
     if aug.cutout:
         specs.append({"name": "cutout", "size": aug.cutout, "count": aug.cutout_count})
-    return specs
+    return specs + [dict(s) for s in aug.extra]
 
 
 def load_data(cfg: RunConfig) -> Dataset:
