@@ -22,6 +22,14 @@ gone is failed as `lost`, and the run is enqueued again; its run folder is then 
 worker's own machine "gone" means its process is dead (a live process keeps its run whatever the grace); on another
 machine, no heartbeat for `grace` seconds, which must be at least GRACE_BEATS heartbeats (a shorter one would take a
 live run for lost and train it twice).
+
+What is Optuna's and what is kept here, and why (checked against optuna 5.0): the engines, their locking and the
+compare-and-set claim are Optuna's. Optuna's own heartbeat (`heartbeat_interval`, `grace_period`,
+`fail_stale_trials`, `RetryFailedTrialCallback`) exists for `RDBStorage` only (`JournalStorage` is not a
+`BaseHeartbeat`), so the default journal store would have none; and it judges a trial stale by time alone, while a
+run here whose process is alive on this machine must never be taken over, whatever the grace. `study.ask()` pops an
+enqueued trial the same way, but creates a new trial when none is waiting, which a sweep must not do (a run is
+enqueued once, by key). Hence the heartbeat thread, the liveness rule and `claim` below; everything else is Optuna.
 """
 
 from __future__ import annotations
