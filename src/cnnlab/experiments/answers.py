@@ -115,10 +115,14 @@ def margin_text(key: str, d: float) -> str:
 Selector = Union[str, Dict[str, Any]]
 
 
+def setting_name(e: Entry) -> str:
+    """The run's name without the `_seed=N` that a profile's `seeds` appends (spec.expand): its setting's name."""
+    return e.name.rsplit("_seed=", 1)[0]
+
+
 def _matches(e: Entry, sel: Selector) -> bool:
     if isinstance(sel, str):
-        base = e.name.rsplit("_seed=", 1)[0]
-        return sel in (e.varied.get("variant"), e.varied.get("group"), e.name, base)
+        return sel in (e.varied.get("variant"), e.varied.get("group"), e.name, setting_name(e))
     return all(_fmt(e.value(k)) == _fmt(v) for k, v in sel.items())  # e.value reads group and variant too
 
 

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.answers import WORDS, Answer, answer_all, show_stat, stat
+from cnnlab.experiments.answers import WORDS, Answer, answer_all, setting_name, show_stat, stat
 from cnnlab.experiments.figures import Drawn, Entry, draw, had_target, reach
 from cnnlab.experiments.spec import MACHINE_KEYS, flatten_config
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable
@@ -278,7 +278,7 @@ def seed_table(source: Source) -> Optional[tuple]:
         return None
     by: Dict[str, List[Entry]] = {}
     for e in entries:
-        by.setdefault(e.name.rsplit("_seed=", 1)[0], []).append(e)
+        by.setdefault(setting_name(e), []).append(e)
     cols = [m for m in SEED_COLUMNS if any(e.metric(m) is not None for e in entries)]
     rows = []
     for name, es in by.items():
