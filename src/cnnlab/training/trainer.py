@@ -385,9 +385,10 @@ class Trainer:
         self.step += 1
         return loss_sum, correct
 
-    def _epoch_steps(self, epoch: int, tally: "_Tally") -> Iterator[torch.Tensor]:
+    def _epoch_steps(self, epoch: int, tally: "_Tally") -> Iterator[tuple]:
         """The optimizer steps of epoch `epoch` (its batch order and augmentation), as a generator: after each step
-        it yields the step's mean batch loss (a 0-d tensor, not read from the device) and adds the step to `tally`;
+        it yields (the step's summed batch loss as a 0-d tensor, not read from the device; its image count), so that
+        `train_one_epoch` adds no per-step work, and adds the step to `tally`;
         it ends early, with status 'diverged', when the epoch's running loss exceeds the divergence limit."""
         self.model.train()
         loader = self.train_loader
@@ -400,7 +401,7 @@ class Trainer:
                 tally.lr = self.optimizer.param_groups[0]["lr"]
                 ls, c = self._optimizer_step(x, y)
                 tally.add(ls, c, len(y))
-                yield ls / len(y)
+                yield ls, len(y)
                 if self.trackers is not None and self.cfg.train.log_every and \
                         self.step % self.cfg.train.log_every == 0:
                     self.trackers.step(self.step, ls.item() / len(y), tally.lr)
@@ -440,8 +441,8 @@ class Trainer:
         done, epoch = 0, first_epoch
         while done < n and self.status != "diverged":
             before = done
-            for loss in self._epoch_steps(epoch, _Tally(self.device)):
-                yield float(loss.item())
+            for loss_sum, images in self._epoch_steps(epoch, _Tally(self.device)):
+                yield loss_sum.item() / images
                 done += 1
                 if done >= n:
                     return
