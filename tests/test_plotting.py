@@ -31,6 +31,8 @@ def test_save_figure_writes_each_format(tmp_path, suffix, magic):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp file left behind"
     if suffix != "png":  # no timestamp and no random element ids inside: the same figure, the same bytes
         assert figure_bytes(_figure(), suffix) == path.read_bytes()
+        assert b"CreationDate" not in path.read_bytes() and b"<dc:date>" not in path.read_bytes(), \
+            "a date stamp makes the bytes differ whenever two saves straddle a second"
 
 
 def test_unknown_format_is_refused(tmp_path):

@@ -39,13 +39,17 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize: Tuple[float, float] = (6
     return fig, axes
 
 
+_NO_DATE = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}
+
+
 def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = DPI) -> bytes:
     if fmt not in FORMATS:
         raise ValueError(f"figure format {fmt!r}: use one of {', '.join(FORMATS)}")
     buf = io.BytesIO()
     with matplotlib.rc_context(STYLE):
-        # a fixed date keeps SVG/PDF bytes identical between runs of the same figure
-        fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt in ("svg", "pdf") else None)
+        # no date keeps SVG/PDF bytes identical between runs of the same figure (the PDF backend calls it
+        # CreationDate; passing SVG's "Date" to it is silently ignored and the stamp changes every second)
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata=_NO_DATE.get(fmt))
     return buf.getvalue()
 
 
