@@ -86,10 +86,9 @@ def test_default_is_the_course_first_lab():
 
 def test_augment_extra_takes_any_registered_augmentation_and_checks_it():
     from cnnlab.experiments.spec import identity_hash
-    from cnnlab.training.trainer import augment_specs
 
     cfg = load_config(None, ["augment.flip=0.5", "augment.extra=[{name: cutout, size: 8, count: 2}]"])
-    assert augment_specs(cfg.augment) == [{"name": "flip", "p": 0.5}, {"name": "cutout", "size": 8, "count": 2}]
+    assert cfg.augment.pipeline == [{"name": "flip", "p": 0.5}, {"name": "cutout", "size": 8, "count": 2}]
     for bad, words in (("[{name: blur}]", "unknown augmentation 'blur'"),
                        ("[{name: cutout, radius: 3}]", "does not take option(s) 'radius'"),
                        ("[{size: 3}]", "each entry needs a name")):
@@ -99,3 +98,77 @@ def test_augment_extra_takes_any_registered_augmentation_and_checks_it():
     plain = load_config(None, [])
     assert identity_hash(plain) != identity_hash(cfg)
     assert identity_hash(plain) == identity_hash(load_config(None, ["augment.extra=[]"]))
+
+
+# The augmentation is one ordered list of registry specs; the classic keys are shorthand for its entries.
+
+def test_augment_pipeline_and_its_shorthand_are_one_config_with_one_identity():
+    from cnnlab.experiments.spec import flatten_config, identity_hash
+
+    short = load_config(None, ["augment.crop=4", "augment.flip=0.5", "augment.cutout=16"])
+    listed = load_config(None, ["augment.pipeline=[{name: crop, padding: 4}, flip, {name: cutout, size: 16}]"])
+    expected = [{"name": "crop", "padding": 4, "mode": "zeros"}, {"name": "flip", "p": 0.5},
+                {"name": "cutout", "size": 16, "count": 1}]  # options left out take the augmentation's defaults
+    assert short.augment.pipeline == listed.augment.pipeline == expected
+    assert identity_hash(short) == identity_hash(listed)
+    assert (listed.augment.crop, listed.augment.flip, listed.augment.cutout) == (4, 0.5, 16)
+    # identities recorded before the pipeline existed (computed by the code of a406e03): sweeps resume, not rerun
+    assert identity_hash(load_config(None, [])) == "12a06d13f8"
+    assert identity_hash(load_config(None, ["augment.crop=4", "augment.flip=0.5"])) == "cd7d7c2905"
+    assert identity_hash(load_config(None, [
+        "augment.cutout=16", "augment.cutout_count=2", "augment.repeats=4", "augment.crop=4",
+        "augment.crop_mode=reflect", "augment.flip=0.5"])) == "661204b6eb"
+    # an order the classic keys cannot say is its own run, shown as the list
+    flipped_first = load_config(None, ["augment.pipeline=[flip, {name: crop, padding: 4}]"])
+    assert identity_hash(flipped_first) != identity_hash(short)
+    flat = flatten_config(flipped_first.to_dict())
+    assert flat["augment.pipeline"][0]["name"] == "flip" and "augment.crop" not in flat
+    assert flatten_config(short.to_dict())["augment.cutout"] == 16  # a column reports can vary and answer by
+
+
+def test_shorthand_edits_a_given_pipeline_in_place():
+    base = {"augment": {"pipeline": [{"name": "crop", "padding": 4}, "flip", {"name": "cutout", "size": 8}]}}
+    names = lambda cfg: [(e["name"], e.get("size", e.get("padding"))) for e in cfg.augment.pipeline]  # noqa: E731
+    assert names(load_config(None, ["augment.cutout=16"], base=base)) == [("crop", 4), ("flip", None), ("cutout", 16)]
+    assert names(load_config(None, ["augment.cutout=0"], base=base)) == [("crop", 4), ("flip", None)]
+    assert names(load_config(None, ["augment.crop=0", "augment.cutout=0"], base=base)) == [("flip", None)]
+    only_cutout = {"augment": {"pipeline": [{"name": "cutout", "size": 8}]}}
+    # a classic key that adds its augmentation puts it in the classic order, ahead of the rest
+    assert names(load_config(None, ["augment.flip=0.5", "augment.crop=2"], base=only_cutout)) == \
+        [("crop", 2), ("flip", None), ("cutout", 8)]
+    assert load_config(None, ["augment.cutout_count=3"], base=base).augment.pipeline[2]["count"] == 3
+
+
+def test_old_config_files_with_the_classic_keys_still_read(tmp_path):
+    from cnnlab.training.config import config_from_dict
+
+    saved = RunConfig().to_dict()  # a config.yaml / checkpoint written before the pipeline existed
+    saved["augment"] = {"crop": 4, "crop_mode": "zeros", "flip": 0.5, "cutout": 0, "cutout_count": 1, "repeats": 2,
+                        "extra": []}
+    cfg = config_from_dict(saved)
+    assert [e["name"] for e in cfg.augment.pipeline] == ["crop", "flip"] and cfg.augment.repeats == 2
+    assert "crop:" not in yaml.safe_dump(cfg.to_dict()["augment"])  # written back as the list only
+
+
+@pytest.mark.parametrize("override, words", [
+    ("augment.pipeline=[{name: flip, p: 2}]", "augment.pipeline[0]': augmentation 'flip': p must be a probability"),
+    ("augment.pipeline=[{name: blur}]", "augment.pipeline[0]': unknown augmentation 'blur'"),
+    ("augment.pipeline=[{name: crop, pad: 4}]", "does not take option(s) 'pad'"),
+    ("augment.pipeline=3", "augment.pipeline[0]': expected Dict"),
+    ("augment.crop=-1", "'augment.crop': must be >= 0"),
+    ("augment.crop_mode=wrap", "'augment.crop_mode': 'wrap' is not allowed"),
+    ("augment.cutout=yes", "'augment.cutout': expected int"),
+])
+def test_bad_augmentation_is_refused_naming_the_key(override, words):
+    with pytest.raises(CnnlabError, match=re.escape(words)):
+        load_config(None, [override])
+
+
+def test_help_config_lists_the_pipeline_and_its_shorthand():
+    from cnnlab.training.config import check_key, describe_keys
+
+    keys = [k for k, _, _ in describe_keys()]
+    at = keys.index("augment.pipeline")
+    assert keys[at + 1:at + 7] == ["augment.crop", "augment.crop_mode", "augment.flip", "augment.cutout",
+                                   "augment.cutout_count", "augment.extra"]
+    assert check_key("augment.cutout", "spec axis") == "augment.cutout"  # sweeps may still vary it

@@ -53,6 +53,7 @@ import yaml
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.answers import check_answer
 from cnnlab.experiments.figures import check_figure
+from cnnlab.training.augment_spelling import view as augment_view
 from cnnlab.training.config import (SEED_KEY, RunConfig, check_key, config_from_dict, config_keys, merge,
                                    parse_override, read_config_file, read_yaml, set_dotted)
 
@@ -408,27 +409,24 @@ def _points(g: Group, axes_override: Dict[str, list]) -> List[List[Tuple[str, An
     return [r + p for r in rows for p in grid]
 
 
-# Keys added to the config after runs were recorded, with the value that means "as before": left out of the identity
-# while they hold it, so that adding a key does not turn every recorded run into a new one.
-NEUTRAL_KEYS = {"augment.extra": []}
-
-
 def identity_hash(cfg: RunConfig) -> str:
+    """A run's identity: its flattened config without the machine keys. The augmentation enters as the classic keys
+    where they express it (augment_spelling.view), so runs recorded before `augment.pipeline` keep their hash."""
     flat = flatten_config(cfg.to_dict())
     for k in MACHINE_KEYS:
         flat.pop(k, None)
-    for k, neutral in NEUTRAL_KEYS.items():
-        if flat.get(k) == neutral:
-            flat.pop(k)
     text = yaml.safe_dump(flat, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def flatten_config(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    """A config dict -> {dotted key: value}; model.options stays one value."""
+    """A config dict -> {dotted key: value}; model.options stays one value, and augment.pipeline shows as the
+    classic keys (augment.crop, augment.flip, ...) wherever they can say it."""
     out = {}
     for k, v in tree.items():
         key = prefix + k
+        if key == "augment" and isinstance(v, dict) and isinstance(v.get("pipeline"), list):
+            v = {**{n: x for n, x in v.items() if n != "pipeline"}, **augment_view(v["pipeline"])}
         if isinstance(v, dict) and key != "model.options":
             out.update(flatten_config(v, key + "."))
         else:

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from cnnlab.errors import CnnlabError
+from cnnlab.training.augment_spelling import SHORTHAND_HELP, apply_shorthand, classic_value
 from cnnlab.training.tracking import check_mlflow_uri
 
 
@@ -58,17 +59,20 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    crop: int = F(0, "random-crop padding in pixels (4 is the classic CIFAR setting); 0: no crop", min=0,
-                 max=256)
-    crop_mode: str = F("zeros", "how the padding is filled", choices=("zeros", "reflect"))
-    flip: float = F(0.0, "probability of a horizontal flip per image", min=0, max=1)
-    cutout: int = F(0, "Cutout hole side in pixels (DeVries & Taylor 2017); 0: off", min=0, max=4096)
-    cutout_count: int = F(1, "Cutout holes per image", min=1, max=1000)
+    pipeline: List[Dict[str, Any]] = F([], "augmentations in order, each a registry name with its options (see "
+                                           "`cnnlab.data.augment.AUGMENTATIONS`): [{name: crop, padding: 4}, "
+                                           "{name: flip}, {name: cutout, size: 16}]; options left out take the "
+                                           "augmentation's defaults. augment.crop / flip / cutout / crop_mode / "
+                                           "cutout_count / extra are shorthand for its entries")
     repeats: int = F(1, "batch augmentation M (Hoffer et al. 2019): each image appears M times per batch, each copy "
                         "augmented independently; the step sees batch.size x M images", min=1, max=1024)
-    extra: List[Dict[str, Any]] = F([], "further augmentations by registry name, after crop/flip/cutout: "
-                                        "[{name: cutout, size: 8}, ...]; an unknown name is refused with the "
-                                        "list of known ones")
+
+    # The classic keys, read from the pipeline (what `augment.crop` etc. mean for it; see augment_spelling).
+    crop = property(lambda self: classic_value(self.pipeline, "crop"))
+    crop_mode = property(lambda self: classic_value(self.pipeline, "crop_mode"))
+    flip = property(lambda self: classic_value(self.pipeline, "flip"))
+    cutout = property(lambda self: classic_value(self.pipeline, "cutout"))
+    cutout_count = property(lambda self: classic_value(self.pipeline, "cutout_count"))
 
 
 @dataclass
@@ -244,6 +248,8 @@ def _coerce(value: Any, tp, key: str, choices: Optional[tuple] = None) -> Any:
 def _build(cls, data: Dict[str, Any], prefix: str = ""):
     if not isinstance(data, dict):
         raise CnnlabError(f"config section {prefix.rstrip('.') or '<top>'!r} must be a mapping, got {data!r}")
+    if cls is AugmentConfig:
+        data = _augment_section(data, prefix)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
@@ -263,6 +269,32 @@ def _build(cls, data: Dict[str, Any], prefix: str = ""):
         else:
             kwargs[f.name] = _coerce(data[f.name], tp, prefix + f.name, f.metadata.get("choices"))
     return cls(**kwargs)
+
+
+# The shorthand keys' types and bounds (as when they were fields): checked under the name the user wrote.
+_SHORTHAND_FIELDS = {
+    "crop": (int, F(0, SHORTHAND_HELP["crop"], min=0, max=256)),
+    "crop_mode": (str, F("zeros", SHORTHAND_HELP["crop_mode"], choices=("zeros", "reflect"))),
+    "flip": (float, F(0.0, SHORTHAND_HELP["flip"], min=0, max=1)),
+    "cutout": (int, F(0, SHORTHAND_HELP["cutout"], min=0, max=4096)),
+    "cutout_count": (int, F(1, SHORTHAND_HELP["cutout_count"], min=1, max=1000)),
+    "extra": (List[Dict[str, Any]], F([], SHORTHAND_HELP["extra"])),
+}
+
+
+def _augment_section(data: Dict[str, Any], prefix: str) -> Dict[str, Any]:
+    """Check the shorthand keys of an `augment` mapping, then turn them into pipeline entries (augment_spelling)."""
+    data = dict(data)
+    for key, (tp, f) in _SHORTHAND_FIELDS.items():
+        if key in data:
+            m = f.metadata
+            data[key] = _coerce(data[key], tp, prefix + key, m.get("choices"))
+            if m.get("choices") and data[key] not in m["choices"]:
+                raise CnnlabError(f"config key {prefix + key!r}: {data[key]!r} is not allowed; choose one of "
+                                  f"{', '.join(m['choices'])}")
+            if not isinstance(data[key], list):
+                _check_number(prefix + key, data[key], m)
+    return apply_shorthand(data)
 
 
 def _check_bounds(obj, prefix: str = "") -> None:
@@ -325,7 +357,7 @@ def _check_names(cfg: RunConfig) -> None:
         raise CnnlabError(f"config key 'model.options': {e}") from None
     named(OPTIMIZERS, "optim.name", cfg.optim.name)
     named(SCHEDULES, "schedule.name", cfg.schedule.name)
-    _check_augment_extra(cfg.augment.extra)
+    _check_augment_pipeline(cfg.augment)
     if cfg.batch.policy == "cyclical" and cfg.batch.min > cfg.batch.max:
         raise CnnlabError(f"config keys 'batch.min' ({cfg.batch.min}) must be <= 'batch.max' ({cfg.batch.max})")
     if len(cfg.optim.betas) != 2:
@@ -335,21 +367,30 @@ def _check_names(cfg: RunConfig) -> None:
     check_mlflow_uri(cfg.train.mlflow)
 
 
-def _check_augment_extra(specs: List[Dict[str, Any]]) -> None:
-    """Each augment.extra entry names a registered augmentation and only options it takes."""
+def _check_augment_pipeline(aug: AugmentConfig) -> None:
+    """Each pipeline entry names a registered augmentation with options it takes and values it accepts (built once
+    to let it check them); the entry is completed with the augmentation's defaults, so that {name: flip} and
+    {name: flip, p: 0.5} are one config, with one identity."""
+    import inspect
+
     from cnnlab.data.augment import AUGMENTATIONS
     from cnnlab.registry import check_kwargs
 
-    for i, spec in enumerate(specs):
-        key = f"augment.extra[{i}]"
+    for i, spec in enumerate(aug.pipeline):
+        key = f"augment.pipeline[{i}]"
         if not isinstance(spec.get("name"), str):
             raise CnnlabError(f"config key {key!r}: each entry needs a name, e.g. {{name: cutout, size: 8}}; "
                               f"got {spec!r}")
+        options = {k: v for k, v in spec.items() if k != "name"}
         try:
-            check_kwargs(AUGMENTATIONS.get(spec["name"]), {k: v for k, v in spec.items() if k != "name"},
-                         f"augmentation {spec['name']!r}")
+            ctor = AUGMENTATIONS.get(spec["name"])
+            check_kwargs(ctor, options, f"augmentation {spec['name']!r}")
+            ctor(**options)
         except CnnlabError as e:
             raise CnnlabError(f"config key {key!r}: {e}") from None
+        defaults = {k: p.default for k, p in inspect.signature(ctor).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        aug.pipeline[i] = {"name": spec["name"], **defaults, **options}
 
 
 def check_device_kind(name: str) -> None:
@@ -506,9 +547,14 @@ def schema(cls=RunConfig, prefix: str = "") -> Dict[str, tuple]:
         if dataclasses.is_dataclass(tp):
             out.update(schema(tp, prefix + f.name + "."))
         else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            out[prefix + f.name] = (tp, f.metadata, default)
+            out[prefix + f.name] = (tp, f.metadata, _default(f))
+        if cls is AugmentConfig and f.name == "pipeline":  # the shorthand is read like any key, so it is listed
+            out.update({prefix + k: (t, sf.metadata, _default(sf)) for k, (t, sf) in _SHORTHAND_FIELDS.items()})
     return out
+
+
+def _default(f) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 def describe_keys() -> List[tuple]:

@@ -49,19 +49,6 @@ from cnnlab.training.tracking import Trackers
 CHECK_EVERY = 10  # optimizer steps between reads of the loss (divergence check, progress bar)
 
 
-def augment_specs(aug) -> List[dict]:
-    """AugmentConfig -> the data layer's augmentation specs: crop, flip, cutout (the classic keys), then augment.extra
-    as given (any registered augmentation: a new one needs its registration only)."""
-    specs = []
-    if aug.crop:
-        specs.append({"name": "crop", "padding": aug.crop, "mode": aug.crop_mode})
-    if aug.flip:
-        specs.append({"name": "flip", "p": aug.flip})
-    if aug.cutout:
-        specs.append({"name": "cutout", "size": aug.cutout, "count": aug.cutout_count})
-    return specs + [dict(s) for s in aug.extra]
-
-
 def load_data(cfg: RunConfig) -> Dataset:
     d = cfg.data
     return load_dataset(d.name, root=d.root, val_size=d.val_size, seed=d.seed, train_subset=d.train_subset,
@@ -265,7 +252,7 @@ class Trainer:
 
     def _loader(self, split, batch_size, train: bool) -> BatchLoader:
         c = self.cfg
-        return BatchLoader(split, batch_size, shuffle=train, augment=augment_specs(c.augment) if train else None,
+        return BatchLoader(split, batch_size, shuffle=train, augment=c.augment.pipeline if train else None,
                            repeats=c.augment.repeats if train else 1, mean=self.ds.mean, std=self.ds.std,
                            device=self.device, channels_last=c.train.channels_last, drop_last=train,
                            seed=c.train.seed, rank=self.rank if train else 0,
