@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
 import typing
 from dataclasses import dataclass, field
@@ -371,9 +372,7 @@ def _check_augment_pipeline(aug: AugmentConfig) -> None:
     """Each pipeline entry names a registered augmentation with options it takes and values it accepts (built once
     to let it check them); the entry is completed with the augmentation's defaults, so that {name: flip} and
     {name: flip, p: 0.5} are one config, with one identity."""
-    import inspect
-
-    from cnnlab.data.augment import AUGMENTATIONS
+    from cnnlab.data.augment import AUGMENTATIONS  # here: the data layer loads torch, and reading a config does not
     from cnnlab.registry import check_kwargs
 
     for i, spec in enumerate(aug.pipeline):

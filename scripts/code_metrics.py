@@ -1,0 +1,93 @@
+"""The seams measure of issue #16, from the source alone: import circles between cnnlab modules, functions over 40
+lines, imports inside functions, and the length of two modules. Run at any commit to compare:
+
+    python scripts/code_metrics.py                 # the working tree
+    python scripts/code_metrics.py --rev da499df   # a commit, read with `git show` (nothing is checked out)
+
+An import circle is a pair of modules that import each other (at module top or inside functions); a package's
+`__init__` importing its own submodule is not counted. Duplicated blocks are the tool library's `duplicates`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WATCHED = ("src/cnnlab/analysis/common.py", "src/cnnlab/experiments/store.py")
+
+
+def sources(rev: str | None) -> dict:
+    """{module name: source text} of every file under src/cnnlab."""
+    if rev is None:
+        files = {str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "src/cnnlab").rglob("*.py")}
+    else:
+        names = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "src/cnnlab"], cwd=ROOT, check=True,
+                               capture_output=True, text=True).stdout.split()
+        files = {n: subprocess.run(["git", "show", f"{rev}:{n}"], cwd=ROOT, check=True, capture_output=True,
+                                   text=True).stdout for n in names if n.endswith(".py")}
+    return {_module(path): (path, text) for path, text in files.items()}
+
+
+def _module(path: str) -> str:
+    parts = Path(path).with_suffix("").parts[1:]  # drop "src"
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(tree: ast.AST, module: str, is_package: bool) -> tuple:
+    """(modules imported anywhere, number of imports inside functions)."""
+    found, inner = set(), 0
+    for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+        inner += sum(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(fn))
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            target = ".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else [])) \
+                if node.level else node.module
+            found.add(target)
+            found.update(f"{target}.{a.name}" for a in node.names)  # `from pkg import submodule`
+    return {m for m in found if m and m.startswith("cnnlab")}, inner
+
+
+def measure(rev: str | None) -> dict:
+    mods = sources(rev)
+    graph, inner, long_functions = {}, 0, []
+    for name, (path, text) in mods.items():
+        tree = ast.parse(text)
+        deps, n = _imports(tree, name, path.endswith("__init__.py"))
+        graph[name] = {d for d in deps if d in mods and d != name}
+        inner += n
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.end_lineno - fn.lineno + 1 > 40:
+                long_functions.append(f"{name}.{fn.name} ({fn.end_lineno - fn.lineno + 1})")
+    circles = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a]
+                      if a in graph.get(b, ()) and not (b.startswith(a + ".") or a.startswith(b + "."))})
+    lines = {}
+    for path in WATCHED:
+        text = next((t for p, t in mods.values() if p == path), None)
+        lines[path] = None if text is None else len(text.splitlines())
+    return {"circles": circles, "long_functions": sorted(long_functions), "inner_imports": inner, "lines": lines}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rev", help="a git commit to measure instead of the working tree")
+    ap.add_argument("--list", action="store_true", help="also list the circles and the long functions")
+    args = ap.parse_args()
+    m = measure(args.rev)
+    print(f"{args.rev or 'working tree'}: import circles {len(m['circles'])}, functions over 40 lines "
+          f"{len(m['long_functions'])}, in-function imports {m['inner_imports']}, "
+          + ", ".join(f"{Path(p).name} {n} lines" for p, n in m["lines"].items()))
+    if args.list:
+        for c in m["circles"]:
+            print("  circle:", " <-> ".join(c))
+        for f in m["long_functions"]:
+            print("  long:", f)
+
+
+if __name__ == "__main__":
+    main()
