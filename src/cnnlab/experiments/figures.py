@@ -67,11 +67,12 @@ class Entry:
         """Share of weights with |w| < threshold in the best checkpoint; None without one on this machine."""
         from cnnlab.analysis.weights import sparsity
         from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
+        from cnnlab.training.ema import served_weights
 
         cache = self.__dict__.setdefault("_sparsity", {})  # a report asks for it per table, answer and CSV row
         if threshold not in cache:
             path = find_checkpoint(self.run_dir, "best") if self.run_dir and self.run_dir.is_dir() else None
-            cache[threshold] = None if path is None else sparsity(load_checkpoint(path)["model"], threshold)
+            cache[threshold] = None if path is None else sparsity(served_weights(load_checkpoint(path)), threshold)
         return cache[threshold]
 
     def metric(self, key: str) -> Optional[float]:
@@ -379,13 +380,14 @@ def weights(entries: List[Entry], checkpoint: str = "best", threshold: float = 1
     """Per-layer weight histograms of every run with a checkpoint here (cnnlab.analysis.weights), overlaid."""
     from cnnlab.analysis.weights import plot_histograms, weight_stats
     from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
+    from cnnlab.training.ema import served_weights
 
     names = labels(entries)
     states = {}
     for e in entries:
         path = find_checkpoint(e.run_dir, checkpoint) if e.run_dir and e.run_dir.is_dir() else None
         if path is not None:
-            states[names[e.name]] = load_checkpoint(path)["model"]
+            states[names[e.name]] = served_weights(load_checkpoint(path))
     if not states:
         return None
     stats = weight_stats(states, threshold=threshold)

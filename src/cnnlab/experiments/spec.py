@@ -409,12 +409,20 @@ def _points(g: Group, axes_override: Dict[str, list]) -> List[List[Tuple[str, An
     return [r + p for r in rows for p in grid]
 
 
+# Keys added to the config after runs were recorded, with the value that means "as before": left out of the identity
+# while they hold it, so that adding a key does not turn every recorded run into a new one.
+NEUTRAL_KEYS = {"train.ema": 0.0}
+
+
 def identity_hash(cfg: RunConfig) -> str:
     """A run's identity: its flattened config without the machine keys. The augmentation enters as the classic keys
     where they express it (augment_spelling.view), so runs recorded before `augment.pipeline` keep their hash."""
     flat = flatten_config(cfg.to_dict())
     for k in MACHINE_KEYS:
         flat.pop(k, None)
+    for k, neutral in NEUTRAL_KEYS.items():
+        if flat.get(k) == neutral:
+            flat.pop(k)
     text = yaml.safe_dump(flat, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 

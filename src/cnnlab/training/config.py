@@ -157,6 +157,10 @@ class TrainConfig:
                                   "one-hot); validation always reports cross-entropy",
                   choices=("cross_entropy", "multi_margin", "mse"))
     label_smoothing: float = F(0.0, "label smoothing of the cross-entropy loss", min=0, lt=1)
+    ema: float = F(0.0, "decay of an exponential moving average of the weights and BN statistics, updated every "
+                        "optimizer step (warmed up as min(decay, (1+n)/(10+n))); validation, best.pt, evaluate, "
+                        "predict and export use the average; e.g. 0.999 (a half-life of ~690 steps); 0: off",
+                   min=0, lt=1)
     targets: List[float] = F([], "validation accuracies (0-1) whose first epoch and wall time are recorded",
                              gt=0, max=1)
     diverge_factor: float = F(4.0, "a loss above this many times max(initial loss, ln classes), or NaN/inf, "

@@ -21,6 +21,7 @@ from cnnlab.fileio import atomic_write_text
 from cnnlab.training import runtime
 from cnnlab.training.checkpoint import MODEL_KEYS, apply_model_state, find_checkpoint, load_checkpoint
 from cnnlab.training.config import RunConfig, config_from_dict
+from cnnlab.training.ema import served_weights
 from cnnlab.data.core import Split
 from cnnlab.training.evaluation import predict_probs, scores
 from cnnlab.training.trainer import build_model, load_data
@@ -55,7 +56,7 @@ def run_checkpoint(run_dir, which: str = "best") -> Path:
 
 def load_weights(run_dir, which: str = "best") -> dict:
     """The model state_dict of a run's checkpoint (no dataset loaded): for weight histograms and filters."""
-    return load_checkpoint(run_checkpoint(run_dir, which))["model"]
+    return served_weights(load_checkpoint(run_checkpoint(run_dir, which)))
 
 
 def load_run(run_dir, which: str = "best", data_root: Optional[str] = None, device: str = "auto",
@@ -72,7 +73,7 @@ def load_run(run_dir, which: str = "best", data_root: Optional[str] = None, devi
     dev = runtime.select_device(device)
     ds = load_data(cfg)
     model = build_model(cfg, ds)
-    apply_model_state(model, ckpt["model"], path)
+    apply_model_state(model, served_weights(ckpt), path)
     return LoadedRun(cfg, model.to(dev).eval(), ds, dev, path)
 
 

@@ -39,6 +39,7 @@ from cnnlab.training.checkpoint import (MODEL_KEYS, RESUME_KEYS, apply_model_sta
                                         save_checkpoint, set_rng_state, unwrap)
 from cnnlab.training.config import RunConfig, config_from_dict, parse_override, set_dotted
 from cnnlab.training.distributed import DistInfo, all_reduce_sum, broadcast_object, init_from_env
+from cnnlab.training.ema import WeightAverage
 from cnnlab.training.losses import build_loss, describe as describe_loss
 from cnnlab.training.optim import build_optimizer, l1_penalty
 from cnnlab.training.plots import save_curves
@@ -143,6 +144,7 @@ class Trainer:
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.ema = WeightAverage(self.model, cfg.train.ema) if cfg.train.ema else None
         self.criterion = build_loss(cfg.train.loss, cfg.train.label_smoothing)
         self.train_loader = self._loader(self.ds.train, self._rank_batch(cfg.batch.size), train=True)
         self.val_loader = self._loader(self.ds.val, cfg.batch.eval_size, train=False) if self.ds.val else None
@@ -268,6 +270,8 @@ class Trainer:
              "epoch": self.epoch, "step": self.step, "time": self.time, "rng": rng_state(),
              "best": dict(self.best), "targets": dict(self.targets), "initial_loss": self.initial_loss,
              "status": self.status, "stop_reason": self.stop_reason, "batch": dataclasses.asdict(self.cfg.batch)}
+        if self.ema is not None:
+            s["ema"] = self.ema.state_dict()
         return copy.deepcopy(s) if copy_tensors else s
 
     def load_state(self, s: dict) -> None:
@@ -285,6 +289,10 @@ class Trainer:
     def _load_training_state(self, s: dict) -> None:
         # load_state_dict copies the tensors in, but optimizers keep references to non-tensor state: copy it first
         self.optimizer.load_state_dict(copy.deepcopy(s["optimizer"]))
+        if self.ema is not None:
+            if "ema" not in s:
+                raise KeyError("ema: the checkpoint has no weight average, but train.ema is set")
+            self.ema.load_state_dict(s["ema"])
         self.scheduler.load_state_dict(copy.deepcopy(s["scheduler"]))
         self.scaler.load_state_dict(s["scaler"])
         set_rng_state(s["rng"])
@@ -370,6 +378,8 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
+        if self.ema is not None:
+            self.ema.update(unwrap(self.model))
         return loss_sum, correct
 
     def _epoch_steps(self, epoch: int, tally: "_Tally") -> Iterator[tuple]:
@@ -507,7 +517,8 @@ class Trainer:
         epoch, t0 = self.epoch, time.perf_counter()
         row = {"epoch": epoch + 1, **self.train_one_epoch(epoch)}
         if self.val_loader is not None:
-            v = evaluate(self.forward, self.val_loader, self.device, self.amp)
+            v = evaluate(self.ema.module if self.ema is not None else self.forward, self.val_loader, self.device,
+                         self.amp)
             row.update(val_loss=v["loss"], val_acc=v["acc"])
         self.time += time.perf_counter() - t0
         row["time"] = self.time

@@ -1,0 +1,96 @@
+"""The weight average (train.ema) on real CIFAR-10 images: its recurrence against a hand computation, validation and
+the served checkpoint weights coming from the average, exact resume with it, and identities that do not move."""
+
+import csv
+import math
+
+import pytest
+import torch
+
+from cnnlab.training.config import load_config
+from cnnlab.training.ema import served_weights, warmed_decay
+from cnnlab.training.checkpoint import load_checkpoint
+from cnnlab.training.inference import evaluate_run, load_run
+from cnnlab.training.trainer import Trainer, resume
+
+TINY = ["data.train_subset=300", "data.val_subset=100", "batch.size=50", "batch.eval_size=100", "train.epochs=2",
+        "optim.lr=0.05", "model.options.batch_norm=true", "train.amp=none"]
+
+
+@pytest.fixture
+def cfg_for(shared_data, session_cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("CNNLAB_CACHE", str(session_cache))
+
+    def make(*overrides):
+        return load_config(None, TINY + [f"data.root={shared_data}", f"out={tmp_path / 'runs'}", "name=t",
+                                         *overrides])
+    return make
+
+
+def test_decay_warms_up_then_holds():
+    assert warmed_decay(0.999, 0) == pytest.approx(0.1) and warmed_decay(0.999, 1) == pytest.approx(2 / 11)
+    assert warmed_decay(0.9, 80) == 0.9 and warmed_decay(0.999, 10**6) == 0.999
+
+
+def test_average_follows_its_recurrence_over_parameters_and_bn_statistics(cfg_for):
+    t = Trainer(cfg_for("train.ema=0.5", "name=rec"), write=False, log=lambda s: None)
+    keys = [k for k, v in t.model.state_dict().items() if v.is_floating_point()]
+    expected = None
+    for n, _ in enumerate(t.steps(5)):
+        now = {k: v.detach().clone().float() for k, v in t.model.state_dict().items() if k in keys}
+        if expected is None:
+            expected = now  # the first update copies the weights
+        else:
+            d = warmed_decay(0.5, n)
+            expected = {k: d * expected[k] + (1 - d) * now[k] for k in keys}
+    got = t.ema.module.state_dict()
+    assert t.ema.updates == 5
+    assert any("running_mean" in k for k in keys)  # BN statistics are averaged too
+    for k in keys:
+        torch.testing.assert_close(got[k].float(), expected[k], rtol=1e-5, atol=1e-6)
+    live = dict(t.model.state_dict())
+    assert not all(torch.equal(got[k], live[k]) for k in keys), "the average must differ from the live weights"
+    assert not t.ema.module.training
+
+
+def test_validation_and_the_served_checkpoint_use_the_average(cfg_for, tmp_path):
+    summary = Trainer(cfg_for("train.ema=0.9", "name=ema"), log=lambda s: None).fit()
+    run = tmp_path / "runs" / "ema"
+    best = load_checkpoint(run / "best.pt")
+    assert best["ema"]["updates"] == 6 * best["epoch"]  # 300 images / batch 50 = 6 steps per epoch
+    weights = served_weights(best)
+    assert any(not torch.equal(weights[k], best["model"][k]) for k in weights)
+    # evaluating the run folder (best.pt through load_run) gives back the recorded validation accuracy exactly
+    assert evaluate_run(load_run(run), "val")["acc"] == pytest.approx(summary["best_val_acc"])
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")  # the test's own patch
+def test_resume_with_an_average_equals_an_uninterrupted_run(cfg_for, tmp_path):
+    base = ["train.epochs=3", "train.ema=0.8", "augment.flip=0.5"]
+    Trainer(cfg_for(*base, "name=full"), log=lambda s: None).fit()
+    cut = Trainer(cfg_for(*base, "name=cut"), log=lambda s: None)
+    step = cut.optimizer.step
+
+    def interrupt(*args, **kwargs):  # mid-way through the second epoch
+        if cut.step == 9:
+            raise KeyboardInterrupt
+        return step(*args, **kwargs)
+
+    cut.optimizer.step = interrupt
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()
+    resume(tmp_path / "runs" / "cut", log=lambda s: None)
+    rows = [list(csv.DictReader(open(tmp_path / "runs" / n / "metrics.csv"))) for n in ("full", "cut")]
+    keys = ["epoch", "train_loss", "val_loss", "val_acc"]
+    assert [[r[k] for k in keys] for r in rows[0]] == [[r[k] for k in keys] for r in rows[1]]
+    a, b = (load_checkpoint(tmp_path / "runs" / n / "last.pt")["ema"] for n in ("full", "cut"))
+    assert a["updates"] == b["updates"] == 18
+    assert all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"])
+
+
+def test_ema_off_keeps_every_identity_and_on_is_a_new_run():
+    from cnnlab.experiments.spec import identity_hash
+
+    assert identity_hash(load_config(None, [])) == "12a06d13f8"  # as recorded before the key existed
+    assert identity_hash(load_config(None, ["train.ema=0.99"])) != "12a06d13f8"
+    assert math.isclose(load_config(None, ["train.ema=0.999"]).train.ema, 0.999)
