@@ -72,14 +72,17 @@ def test_every_image_once_per_epoch(split):
     assert rows == {tuple(r) for r in split.x.reshape(60, -1).tolist()}
 
 
-@pytest.mark.parametrize("world, repeats", [(2, 1), (3, 2), (4, 3)])
-def test_distributed_shards_add_up_to_the_single_process_batch(split, world, repeats):
+ALTERNATING = ["crop", {"name": "flip", "mode": "alternate"}, {"name": "cutout", "size": 8}]
+
+
+@pytest.mark.parametrize("world, repeats, aug", [(2, 1, AUG), (3, 2, AUG), (4, 3, AUG), (3, 2, ALTERNATING)])
+def test_distributed_shards_add_up_to_the_single_process_batch(split, world, repeats, aug):
     """Rank r takes positions r, r+W, ... of every global batch, with the same augmentation the single process
     gives those positions: DDP with W processes sees exactly the single-process batch."""
     per_rank = 4
-    single = BatchLoader(split, per_rank * world, shuffle=True, augment=AUG, repeats=repeats, mean=MEAN, std=STD,
+    single = BatchLoader(split, per_rank * world, shuffle=True, augment=aug, repeats=repeats, mean=MEAN, std=STD,
                          seed=7, drop_last=True)
-    ranks = [BatchLoader(split, per_rank, shuffle=True, augment=AUG, repeats=repeats, mean=MEAN, std=STD, seed=7,
+    ranks = [BatchLoader(split, per_rank, shuffle=True, augment=aug, repeats=repeats, mean=MEAN, std=STD, seed=7,
                          drop_last=True, rank=r, world_size=world) for r in range(world)]
     for ld in [single, *ranks]:
         ld.set_epoch(5)
@@ -92,6 +95,38 @@ def test_distributed_shards_add_up_to_the_single_process_batch(split, world, rep
         for r, (rx, ry) in enumerate(shards):
             assert torch.equal(rx.view(per_rank, repeats, *rx.shape[1:]), sx[r::world])
             assert torch.equal(ry.view(per_rank, repeats), sy[r::world])
+
+
+def _flipped_per_slot(loader, split, epoch):
+    """{(image, copy): was it mirrored} for one epoch of a flip-only loader."""
+    loader.set_epoch(epoch)
+    order, m, seen = loader.order(), loader.repeats, {}
+    original = loader.normalise(split.x.clone())
+    for b, (x, _) in enumerate(loader):
+        idx = order[b * loader.batch_size:(b + 1) * loader.batch_size].repeat_interleave(m)
+        for k, (img, i) in enumerate(zip(x, idx.tolist())):
+            plain, mirrored = torch.equal(img, original[i]), torch.equal(img, original[i].flip(-1))
+            assert plain != mirrored, "each image is either itself or its mirror image"
+            seen[(i, k % m)] = mirrored
+    return seen
+
+
+def test_alternating_flip_shows_each_image_both_ways_every_two_epochs(split):
+    loader = BatchLoader(split, 12, shuffle=True, augment=[{"name": "flip", "mode": "alternate"}], repeats=2, seed=3)
+    e0, e1, e2 = (_flipped_per_slot(loader, split, e) for e in (0, 1, 2))
+    assert len(e0) == 120 and set(e0) == set(e1)
+    assert all(e0[k] != e1[k] for k in e0), "odd epochs flip exactly the slots the even ones left"
+    assert e2 == e0, "the coins are drawn once per seed, not per epoch"
+    assert 0.3 < sum(e0.values()) / len(e0) < 0.7
+    assert any(e0[(i, 0)] != e0[(i, 1)] for i in range(60)), "copies of an image have coins of their own"
+    other = BatchLoader(split, 12, shuffle=True, augment=[{"name": "flip", "mode": "alternate"}], repeats=2, seed=4)
+    assert _flipped_per_slot(other, split, 0) != e0
+    # the random flip is untouched by the slots the loader now passes: the same draws as sampling without them
+    from cnnlab.data.augment import build_augmentation
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    plain = build_augmentation(["crop", "flip"])
+    with_slots = plain.sample(8, g1, slots=None)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(with_slots, plain.sample(8, g2)) for k in a)
 
 
 def test_batch_augmentation_repeats_each_image_with_independent_copies(split):

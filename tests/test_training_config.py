@@ -88,7 +88,8 @@ def test_augment_extra_takes_any_registered_augmentation_and_checks_it():
     from cnnlab.experiments.spec import identity_hash
 
     cfg = load_config(None, ["augment.flip=0.5", "augment.extra=[{name: cutout, size: 8, count: 2}]"])
-    assert cfg.augment.pipeline == [{"name": "flip", "p": 0.5}, {"name": "cutout", "size": 8, "count": 2}]
+    assert cfg.augment.pipeline == [{"name": "flip", "p": 0.5, "mode": "random"},
+                                   {"name": "cutout", "size": 8, "count": 2}]
     for bad, words in (("[{name: blur}]", "unknown augmentation 'blur'"),
                        ("[{name: cutout, radius: 3}]", "does not take option(s) 'radius'"),
                        ("[{size: 3}]", "each entry needs a name")):
@@ -107,7 +108,7 @@ def test_augment_pipeline_and_its_shorthand_are_one_config_with_one_identity():
 
     short = load_config(None, ["augment.crop=4", "augment.flip=0.5", "augment.cutout=16"])
     listed = load_config(None, ["augment.pipeline=[{name: crop, padding: 4}, flip, {name: cutout, size: 16}]"])
-    expected = [{"name": "crop", "padding": 4, "mode": "zeros"}, {"name": "flip", "p": 0.5},
+    expected = [{"name": "crop", "padding": 4, "mode": "zeros"}, {"name": "flip", "p": 0.5, "mode": "random"},
                 {"name": "cutout", "size": 16, "count": 1}]  # options left out take the augmentation's defaults
     assert short.augment.pipeline == listed.augment.pipeline == expected
     assert identity_hash(short) == identity_hash(listed)
@@ -124,6 +125,10 @@ def test_augment_pipeline_and_its_shorthand_are_one_config_with_one_identity():
     flat = flatten_config(flipped_first.to_dict())
     assert flat["augment.pipeline"][0]["name"] == "flip" and "augment.crop" not in flat
     assert flatten_config(short.to_dict())["augment.cutout"] == 16  # a column reports can vary and answer by
+    # an option the classic keys cannot say (the alternating flip) makes the run new and shows the list
+    alternating = load_config(None, ["augment.pipeline=[{name: flip, mode: alternate}]"])
+    assert identity_hash(alternating) != identity_hash(load_config(None, ["augment.flip=0.5"]))
+    assert flatten_config(alternating.to_dict())["augment.pipeline"][0]["mode"] == "alternate"
 
 
 def test_shorthand_edits_a_given_pipeline_in_place():

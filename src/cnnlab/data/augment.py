@@ -8,7 +8,10 @@ rows, so N processes see exactly what one process sees.
 
 - `crop` (padding=4, mode="zeros"|"reflect"): random translation by up to `padding` pixels, i.e. a random 32x32 crop
   of the padded image (torchvision `RandomCrop(32, padding=4)`).
-- `flip` (p=0.5): horizontal flip with probability p.
+- `flip` (p=0.5, mode="random"|"alternate"): horizontal flip with probability p. `alternate` is Jordan 2024's
+  alternating flip ("94% on CIFAR-10 in 3.29 seconds", section 3.6): in even epochs each image is flipped by a coin
+  of its own, drawn once per (seed, image, copy), and in odd epochs exactly the images that were not, so that every
+  two epochs show each image both ways instead of leaving a quarter of them unflipped or flipped twice.
 - `cutout` (size=8, count=1): square holes set to zero after normalisation, i.e. to the mean pixel (DeVries & Taylor
   2017, "Improved Regularization of CNNs with Cutout"; the centre may lie anywhere, so holes can be clipped).
 
@@ -20,6 +23,8 @@ run after normalisation; all others run on uint8, which is four times less memor
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -32,13 +37,30 @@ AUGMENTATIONS = Registry("augmentation")
 Params = Dict[str, torch.Tensor]  # per-image parameters, first dimension = batch
 
 
+@dataclass
+class Slots:
+    """Where the n images of a draw come from, for transforms whose parameters depend on it (the alternating flip):
+    each slot's index into the split and copy number (batch augmentation), the epoch, the seed, and the split's
+    size and copies per image."""
+    image: torch.Tensor
+    copy: torch.Tensor
+    epoch: int
+    seed: int
+    population: int
+    repeats: int
+
+
 class Augmentation:
-    """sample(n, generator) -> per-image parameters (CPU); apply(x, params) -> augmented batch."""
+    """sample(n, generator) -> per-image parameters (CPU); apply(x, params) -> augmented batch. A transform that needs
+    to know which images it draws for overrides `sample_at` (the loader passes Slots; elsewhere it is None)."""
 
     float_only = False  # True: must run on normalised float values
 
     def sample(self, n: int, generator: Optional[torch.Generator]) -> Params:
         raise NotImplementedError
+
+    def sample_at(self, n: int, generator: Optional[torch.Generator], slots: Optional[Slots]) -> Params:
+        return self.sample(n, generator)
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         raise NotImplementedError
@@ -136,24 +158,43 @@ class RandomCrop(IndexMap):
 class RandomFlip(IndexMap):
     """Mirror each image left-right with probability p."""
 
-    def __init__(self, p: float = 0.5):
+    def __init__(self, p: float = 0.5, mode: str = "random"):
         _check(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1,
                f"augmentation 'flip': p must be a probability in [0, 1], got {p!r}")
-        self.p = float(p)
+        _check(mode in ("random", "alternate"), f"augmentation 'flip': mode must be 'random' or 'alternate', got "
+                                               f"{mode!r}")
+        self.p, self.mode = float(p), mode
         self._tables: Dict[int, torch.Tensor] = {}
+        self._coins: Dict[tuple, torch.Tensor] = {}
 
     def sample(self, n, generator):
         return {"flip": torch.rand(n, generator=generator) < self.p}
+
+    def sample_at(self, n, generator, slots):
+        if self.mode == "random" or slots is None:  # without slots (a preview), alternate has no epochs to alternate
+            return self.sample(n, generator)
+        coins = self._coin_table(slots.seed, slots.population, slots.repeats)
+        flip = coins.index_select(0, slots.image * slots.repeats + slots.copy)
+        return {"flip": flip ^ bool(slots.epoch % 2)}
+
+    def _coin_table(self, seed: int, population: int, repeats: int) -> torch.Tensor:
+        """One coin per (image, copy), from a generator of the seed alone: the same in every epoch."""
+        key = (seed, population, repeats)
+        if key not in self._coins:
+            digest = hashlib.sha256(f"cnnlab:alternating-flip:{seed}".encode()).digest()
+            gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+            self._coins = {key: torch.rand(population * repeats, generator=gen) < self.p}
+        return self._coins[key]
 
     def maps(self, params, h, w):
         both = _table(self._tables, w, lambda size: torch.stack([torch.arange(size), torch.arange(size).flip(0)]))
         return None, both.index_select(0, params["flip"].long())
 
     def __repr__(self):
-        return f"flip(p={self.p})"
+        return f"flip(p={self.p})" if self.mode == "random" else f"flip(p={self.p}, mode='alternate')"
 
     def describe(self) -> str:
-        return f"horizontal flip (p={self.p:g})"
+        return f"horizontal flip (p={self.p:g}" + (", alternating by epoch)" if self.mode == "alternate" else ")")
 
 
 @AUGMENTATIONS.register("cutout")
@@ -213,8 +254,8 @@ class Pipeline:
         """Plain words for titles and reports: 'random crop (pad 4 px, zeros) + horizontal flip (p=0.5)'."""
         return " + ".join(getattr(t, "describe", lambda t=t: repr(t))() for t in self.transforms) or "none"
 
-    def sample(self, n: int, generator: Optional[torch.Generator]) -> List[Params]:
-        return [t.sample(n, generator) for t in self.transforms]
+    def sample(self, n: int, generator: Optional[torch.Generator], slots: Optional[Slots] = None) -> List[Params]:
+        return [t.sample_at(n, generator, slots) for t in self.transforms]
 
     @property
     def starts_with_map(self) -> bool:

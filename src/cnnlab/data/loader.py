@@ -23,7 +23,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data.augment import build_augmentation, select
+from cnnlab.data.augment import Slots, build_augmentation, select
 from cnnlab.data.core import Split
 from cnnlab.errors import CnnlabError
 
@@ -140,7 +140,10 @@ class BatchLoader:
         if not len(self.pipeline):
             return idx, None
         # parameters for the whole global batch, this rank's rows kept (identical to a single process)
-        params = self.pipeline.sample(len(batch) * self.repeats, gen)
+        m = self.repeats
+        slots = Slots(image=batch.repeat_interleave(m), copy=torch.arange(m).repeat(len(batch)), epoch=self.epoch,
+                      seed=self.seed, population=len(self.x), repeats=m)
+        params = self.pipeline.sample(len(batch) * m, gen, slots)
         if self.world_size > 1:
             params = select(params, (mine[:, None] * self.repeats + torch.arange(self.repeats)).reshape(-1))
         return idx, params

@@ -39,6 +39,8 @@ SHORTHAND_HELP = {
     "cutout_count": "shorthand for the cutout entry's count: holes per image",
     "extra": "shorthand: entries appended to augment.pipeline, e.g. [{name: cutout, size: 8}]",
 }
+# Options added to an augmentation after the classic keys, at the value that means what the classic key meant.
+NEUTRAL_OPTIONS = {("flip", "mode"): "random"}
 # The values a config had before the pipeline existed, when it named no such augmentation.
 CLASSIC_DEFAULTS = {"crop": 0, "crop_mode": "zeros", "flip": 0.0, "cutout": 0, "cutout_count": 1}
 
@@ -99,7 +101,7 @@ def view(pipeline: List[Dict[str, Any]]) -> Dict[str, Any]:
             rest = pipeline[i:]
             break
         rank = CLASSIC.index(name)
-        options = {k: v for k, v in entry.items() if k != "name"}
+        options = {k: v for k, v in entry.items() if k != "name" and NEUTRAL_OPTIONS.get((name, k), k) != v}
         keys = {opt: key for key, (n, opt, _) in SHORTHAND.items() if n == name}
         main = next(k for k in keys.values() if k in CLASSIC)
         if set(options) - set(keys) or options.get(SHORTHAND[main][1]) in (0, None, False):
