@@ -346,6 +346,8 @@ def target(entries: List[Entry], target: Optional[float] = None, x: Optional[str
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.margins(x=0.3)
         ax.set(xlabel=unit, title=f"{unit} to {target:.0%} validation accuracy")
+        if x:
+            ax.set_ylabel(x)  # the bars' labels are values of this key: say which
         ax.grid(alpha=0.3, axis="x")
     return Drawn(f"Epochs and time to {target:.0%} validation accuracy", fig, rows)
 
