@@ -32,6 +32,19 @@ def session_cache(tmp_path_factory) -> Path:
     return Path(env) if env else tmp_path_factory.mktemp("cnnlab-cache")
 
 
+@pytest.fixture
+def config_on_data(shared_data, session_cache, monkeypatch, tmp_path):
+    """make(*overrides): a run config over the shared data, its run folder `t` under tmp_path/runs (a later
+    `name=...` override wins), decoding into the session's cache."""
+    from cnnlab.training.config import load_config
+
+    monkeypatch.setenv("CNNLAB_CACHE", str(session_cache))
+
+    def make(*overrides):
+        return load_config(None, [f"data.root={shared_data}", f"out={tmp_path / 'runs'}", "name=t", *overrides])
+    return make
+
+
 # -- the count of hostile inputs that the fuzz tests generated (README, reliability table) -------------------------
 # Each test that feeds cnnlab a bad input calls `count_bad_input()`; the total is printed at the end of the run,
 # summed over pytest-xdist workers (each worker reports its count through `workeroutput`).

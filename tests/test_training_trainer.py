@@ -17,13 +17,8 @@ TINY = ["data.train_subset=300", "data.val_subset=100", "batch.size=50", "batch.
 
 
 @pytest.fixture
-def cfg_for(shared_data, session_cache, monkeypatch, tmp_path):
-    monkeypatch.setenv("CNNLAB_CACHE", str(session_cache))
-
-    def make(*overrides):
-        return load_config(None, TINY + [f"data.root={shared_data}", f"out={tmp_path / 'runs'}", "name=t",
-                                         *overrides])
-    return make
+def cfg_for(config_on_data):
+    return lambda *overrides: config_on_data(*TINY, *overrides)
 
 
 def test_run_folder_holds_everything(cfg_for):
