@@ -1,7 +1,7 @@
 """The weight average (train.ema) on real CIFAR-10 images: its recurrence against a hand computation, validation and
-the served checkpoint weights coming from the average, exact resume with it, and identities that do not move."""
+the served checkpoint weights coming from the average, and identities that do not move (exact resume with it:
+test_training_trainer.py)."""
 
-import csv
 import math
 
 import pytest
@@ -11,7 +11,7 @@ from cnnlab.training.config import load_config
 from cnnlab.training.ema import served_weights, warmed_decay
 from cnnlab.training.checkpoint import load_checkpoint
 from cnnlab.training.inference import evaluate_run, load_run
-from cnnlab.training.trainer import Trainer, resume
+from cnnlab.training.trainer import Trainer
 
 TINY = ["data.train_subset=300", "data.val_subset=100", "batch.size=50", "batch.eval_size=100", "train.epochs=2",
         "optim.lr=0.05", "model.options.batch_norm=true", "train.amp=none"]
@@ -57,30 +57,6 @@ def test_validation_and_the_served_checkpoint_use_the_average(cfg_for, tmp_path)
     assert any(not torch.equal(weights[k], best["model"][k]) for k in weights)
     # evaluating the run folder (best.pt through load_run) gives back the recorded validation accuracy exactly
     assert evaluate_run(load_run(run), "val")["acc"] == pytest.approx(summary["best_val_acc"])
-
-
-@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")  # the test's own patch
-def test_resume_with_an_average_equals_an_uninterrupted_run(cfg_for, tmp_path):
-    base = ["train.epochs=3", "train.ema=0.8", "augment.flip=0.5"]
-    Trainer(cfg_for(*base, "name=full"), log=lambda s: None).fit()
-    cut = Trainer(cfg_for(*base, "name=cut"), log=lambda s: None)
-    step = cut.optimizer.step
-
-    def interrupt(*args, **kwargs):  # mid-way through the second epoch
-        if cut.step == 9:
-            raise KeyboardInterrupt
-        return step(*args, **kwargs)
-
-    cut.optimizer.step = interrupt
-    with pytest.raises(KeyboardInterrupt):
-        cut.fit()
-    resume(tmp_path / "runs" / "cut", log=lambda s: None)
-    rows = [list(csv.DictReader(open(tmp_path / "runs" / n / "metrics.csv"))) for n in ("full", "cut")]
-    keys = ["epoch", "train_loss", "val_loss", "val_acc"]
-    assert [[r[k] for k in keys] for r in rows[0]] == [[r[k] for k in keys] for r in rows[1]]
-    a, b = (load_checkpoint(tmp_path / "runs" / n / "last.pt")["ema"] for n in ("full", "cut"))
-    assert a["updates"] == b["updates"] == 18
-    assert all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"])
 
 
 def test_ema_off_keeps_every_identity_and_on_is_a_new_run():

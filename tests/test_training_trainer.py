@@ -44,8 +44,9 @@ def test_run_folder_holds_everything(cfg_for):
 
 
 @pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")  # the test's own patch
-def test_resume_after_interruption_equals_uninterrupted(cfg_for, tmp_path):
-    base = ["train.epochs=3", "augment.crop=4", "augment.flip=0.5", "model.options.dropout=0.3"]
+@pytest.mark.parametrize("extra", [[], ["train.ema=0.8"]], ids=["plain", "weight-average"])
+def test_resume_after_interruption_equals_uninterrupted(cfg_for, tmp_path, extra):
+    base = ["train.epochs=3", "augment.crop=4", "augment.flip=0.5", "model.options.dropout=0.3", *extra]
     full = Trainer(cfg_for(*base, "name=full")).fit()
 
     cut = Trainer(cfg_for(*base, "name=cut"))
@@ -65,6 +66,10 @@ def test_resume_after_interruption_equals_uninterrupted(cfg_for, tmp_path):
     keys = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "batch_size"]
     assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
     assert resumed["best_val_acc"] == full["best_val_acc"]
+    if extra:  # the weight average is part of the state: resumed, it ends as the uninterrupted run's
+        ea, eb = (torch.load(tmp_path / "runs" / n / "last.pt", weights_only=True)["ema"] for n in ("full", "cut"))
+        assert ea["updates"] == eb["updates"] == 18
+        assert all(torch.equal(ea["weights"][k], eb["weights"][k]) for k in ea["weights"])
 
 
 def test_divergence_at_lr_1_is_detected(cfg_for):
