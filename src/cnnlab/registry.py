@@ -63,6 +63,12 @@ def _norm(name: str) -> str:
     return name.lower().replace("-", "_")
 
 
+def keyword_defaults(fn: Callable) -> Dict[str, Any]:
+    """The defaults of `fn`'s keyword arguments, e.g. a registry entry's options as they are when left out."""
+    params = inspect.signature(fn).parameters.items()
+    return {k: p.default for k, p in params if p.default is not inspect.Parameter.empty}
+
+
 def check_kwargs(fn: Callable, kwargs: Dict[str, Any], what: str) -> None:
     """Raise CnnlabError if `fn` does not accept every key of `kwargs` (unless it takes **kwargs)."""
     sig = inspect.signature(fn)

@@ -10,13 +10,12 @@ options fail with the list of valid options (Registry.build).
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
 
-from cnnlab.registry import Registry
+from cnnlab.registry import Registry, keyword_defaults
 
 MODELS = Registry("model")
 _DESCRIPTIONS: Dict[str, str] = {}
@@ -48,8 +47,7 @@ def list_models() -> List[str]:
 
 def default_args(name: str) -> Dict[str, Any]:
     """The constructor's keyword defaults, e.g. {'num_classes': 10, 'in_channels': 3, 'input_size': 32, ...}."""
-    sig = inspect.signature(MODELS.get(name))
-    return {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+    return keyword_defaults(MODELS.get(name))
 
 
 @functools.lru_cache(maxsize=None)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import math
 import typing
 from dataclasses import dataclass, field
@@ -292,13 +291,8 @@ def _augment_section(data: Dict[str, Any], prefix: str) -> Dict[str, Any]:
     data = dict(data)
     for key, (tp, f) in _SHORTHAND_FIELDS.items():
         if key in data:
-            m = f.metadata
-            data[key] = _coerce(data[key], tp, prefix + key, m.get("choices"))
-            if m.get("choices") and data[key] not in m["choices"]:
-                raise CnnlabError(f"config key {prefix + key!r}: {data[key]!r} is not allowed; choose one of "
-                                  f"{', '.join(m['choices'])}")
-            if not isinstance(data[key], list):
-                _check_number(prefix + key, data[key], m)
+            data[key] = _coerce(data[key], tp, prefix + key, f.metadata.get("choices"))
+            _check_value(prefix + key, data[key], f.metadata)
     return apply_shorthand(data)
 
 
@@ -309,16 +303,19 @@ def _check_bounds(obj, prefix: str = "") -> None:
         if dataclasses.is_dataclass(value):
             _check_bounds(value, key + ".")
             continue
-        m = f.metadata
-        if value is None or not m:
-            continue
-        if m.get("choices") and value not in m["choices"]:
-            raise CnnlabError(f"config key {key!r}: {value!r} is not allowed; choose one of {', '.join(m['choices'])}")
-        if isinstance(value, list):
-            for i, item in enumerate(value):
-                _check_number(f"{key}[{i}]", item, m)
-        else:
-            _check_number(key, value, m)
+        if value is not None and f.metadata:
+            _check_value(key, value, f.metadata)
+
+
+def _check_value(key: str, value: Any, m: Dict[str, Any]) -> None:
+    """One value against its field's choices and bounds (each item of a list)."""
+    if m.get("choices") and value not in m["choices"]:
+        raise CnnlabError(f"config key {key!r}: {value!r} is not allowed; choose one of {', '.join(m['choices'])}")
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_number(f"{key}[{i}]", item, m)
+    else:
+        _check_number(key, value, m)
 
 
 def _check_number(key: str, value: Any, m: Dict[str, Any]) -> None:
@@ -377,7 +374,7 @@ def _check_augment_pipeline(aug: AugmentConfig) -> None:
     to let it check them); the entry is completed with the augmentation's defaults, so that {name: flip} and
     {name: flip, p: 0.5} are one config, with one identity."""
     from cnnlab.data.augment import AUGMENTATIONS  # here: the data layer loads torch, and reading a config does not
-    from cnnlab.registry import check_kwargs
+    from cnnlab.registry import check_kwargs, keyword_defaults
 
     for i, spec in enumerate(aug.pipeline):
         key = f"augment.pipeline[{i}]"
@@ -391,9 +388,7 @@ def _check_augment_pipeline(aug: AugmentConfig) -> None:
             ctor(**options)
         except CnnlabError as e:
             raise CnnlabError(f"config key {key!r}: {e}") from None
-        defaults = {k: p.default for k, p in inspect.signature(ctor).parameters.items()
-                    if p.default is not inspect.Parameter.empty}
-        aug.pipeline[i] = {"name": spec["name"], **defaults, **options}
+        aug.pipeline[i] = {"name": spec["name"], **keyword_defaults(ctor), **options}
 
 
 def check_device_kind(name: str) -> None:
