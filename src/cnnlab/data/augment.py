@@ -55,6 +55,7 @@ class Augmentation:
     to know which images it draws for overrides `sample_at` (the loader passes Slots; elsewhere it is None)."""
 
     float_only = False  # True: must run on normalised float values
+    needs_slots = False  # True: sample_at reads the Slots (the loader builds them only then)
 
     def sample(self, n: int, generator: Optional[torch.Generator]) -> Params:
         raise NotImplementedError
@@ -164,6 +165,7 @@ class RandomFlip(IndexMap):
         _check(mode in ("random", "alternate"), f"augmentation 'flip': mode must be 'random' or 'alternate', got "
                                                f"{mode!r}")
         self.p, self.mode = float(p), mode
+        self.needs_slots = mode == "alternate"
         self._tables: Dict[int, torch.Tensor] = {}
         self._coins: Dict[tuple, torch.Tensor] = {}
 
@@ -253,6 +255,11 @@ class Pipeline:
     def describe(self) -> str:
         """Plain words for titles and reports: 'random crop (pad 4 px, zeros) + horizontal flip (p=0.5)'."""
         return " + ".join(getattr(t, "describe", lambda t=t: repr(t))() for t in self.transforms) or "none"
+
+    @property
+    def uses_slots(self) -> bool:
+        """True when a transform draws by image and epoch (the loader then builds Slots; otherwise it need not)."""
+        return any(t.needs_slots for t in self.transforms)
 
     def sample(self, n: int, generator: Optional[torch.Generator], slots: Optional[Slots] = None) -> List[Params]:
         return [t.sample_at(n, generator, slots) for t in self.transforms]

@@ -142,7 +142,7 @@ class BatchLoader:
         # parameters for the whole global batch, this rank's rows kept (identical to a single process)
         m = self.repeats
         slots = Slots(image=batch.repeat_interleave(m), copy=torch.arange(m).repeat(len(batch)), epoch=self.epoch,
-                      seed=self.seed, population=len(self.x), repeats=m)
+                      seed=self.seed, population=len(self.x), repeats=m) if self.pipeline.uses_slots else None
         params = self.pipeline.sample(len(batch) * m, gen, slots)
         if self.world_size > 1:
             params = select(params, (mine[:, None] * self.repeats + torch.arange(self.repeats)).reshape(-1))
