@@ -101,9 +101,14 @@ def test_loss_band_and_smoothness_compare_without_and_with_bn(cli, shared_data, 
     assert {x["label"] for x in r} == {"relu", "tanh"} and all(float(x["beta_eff"]) > 0 for x in r)
 
 
-def test_landscape_1d_and_2d(cli, runs, tmp_path):
+def test_landscape_1d_and_2d(cli, runs, tmp_path, monkeypatch):
+    import cnnlab.analysis.common as common
+    titles, save = [], common.save_figure
+    monkeypatch.setattr(common, "save_figure", lambda fig, path, **kw: titles.append(fig.axes[0].get_title())
+                        or save(fig, path, **kw))
     code, out, _ = cli("landscape", runs / "plain", "--subset", 100, "--points", 5, "--out", tmp_path)
     assert code == 0, out
+    assert titles == ["plain (simplenn): 1-D loss landscape (100 images)"]  # the run and its model are named
     assert "expected cost 500 forward image passes" in out
     assert len(rows(tmp_path / "landscape-1d.csv")) == 5
     code, out, _ = cli("landscape", runs / "plain", "--subset", 50, "--dims", 2, "--points", 3, "--split", "val")

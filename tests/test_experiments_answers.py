@@ -130,6 +130,11 @@ def test_paired_compares_two_values_of_a_key_within_each_variant_and_best_can_be
     text = say(entries, kind="paired", key="model.options.dropout", a=0.5, b=0.0, metrics="best_val_acc")
     assert text.startswith("model.options.dropout=0.5 against model.options.dropout=0, per variant: variant adam: ")
     assert "55.00% against 50.00%, +5.00 points (higher" in text and "38.00% against 40.00%, -2.00 points (lower" in text
+    blown = entries + [run("adagrad_d=0", 0.2, variant="adagrad", diverged=True, **{"model.options.dropout": 0.0}),
+                       run("adagrad_d=0.5", 0.5, variant="adagrad", **{"model.options.dropout": 0.5})]
+    text = say(blown, kind="paired", key="model.options.dropout", a=0.5, b=0.0, metrics="wall_time")
+    assert "variant adagrad: not compared (variant=adagrad, model.options.dropout=0 diverged)" in text
+    assert "variant adam: training time 100 s against 100 s" in text
     scoped = say(entries, kind="best", key="variant", where={"model.options.dropout": 0.5})
     assert scoped.startswith("Best variant by best validation accuracy among runs with model.options.dropout=0.5: "
                              "adam (55.00%), 17.00 points ahead of sgd")

@@ -344,6 +344,8 @@ def _landscape(args) -> int:
     else:
         res = landscape_2d(run.model, data, points, args.span, args.seed, ax=axes[0][0])
         line = res.line(Path(args.run_dir).name)
+    ax = axes[0][0]  # name the run and its model, so two landscapes side by side in a report can be told apart
+    ax.set_title(f"{Path(args.run_dir).name} ({run.cfg.model.name}): {ax.get_title()}")
     print(line)
     _write(_run_out(args), f"landscape-{args.dims}d", fig, res.rows(), lines=[line])
     return 0

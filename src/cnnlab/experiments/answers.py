@@ -186,6 +186,12 @@ def compare(entries: List[Entry], a: Selector, b: Selector,
     la, lb = _label(a), _label(b)
     if not ra or not rb:
         return f"{la} against {lb}: not answered yet ({'no finished run of ' + (la if not ra else lb)})."
+    # A diverged run's numbers are those of the step it was stopped at (its wall time ~0, its loss the blow-up):
+    # compared with a finished run they would read as a margin, so they are left out and named instead.
+    gone = [lab for lab, rs in ((la, ra), (lb, rb)) if all(e.summary.get("diverged") for e in rs)]
+    if gone:
+        return f"{la} against {lb}: not compared ({' and '.join(gone)} diverged)."
+    ra, rb = [e for e in ra if not e.summary.get("diverged")], [e for e in rb if not e.summary.get("diverged")]
     parts = []
     for key in ([metrics] if isinstance(metrics, str) else list(metrics)):
         sa, sb = stat(ra, key), stat(rb, key)
