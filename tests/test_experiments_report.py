@@ -89,6 +89,20 @@ def test_runs_csv_has_one_row_per_run_with_the_numbers(swept):
     assert rows[0]["status"] == "diverged"
 
 
+def test_a_key_set_by_a_group_shows_its_value_beside_the_runs_that_vary_it():
+    import csv
+    import io
+
+    from cnnlab.experiments.report import Source, runs_csv
+
+    done = {"best_val_acc": 0.7, "wall_time": 10.0}
+    entries = [Entry("standard", {"group": "standard"}, "finished", done, config={"augment.repeats": 1}),
+               Entry("ba_repeats=4", {"group": "ba", "augment.repeats": 4}, "finished", done,
+                     config={"augment.repeats": 4})]
+    rows = list(csv.DictReader(io.StringIO(runs_csv([Source("09", entries=entries)]))))
+    assert [(r["group"], r["augment.repeats"]) for r in rows] == [("standard", "1"), ("ba", "4")]
+
+
 def test_markdown_twin_has_the_same_table_and_png_files(swept):
     tmp, _, _ = swept
     md = (tmp / "rep" / "lr.md").read_text()

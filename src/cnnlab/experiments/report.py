@@ -245,7 +245,7 @@ def table(source: Source) -> tuple:
     if len(keys) > WIDE_KEYS:  # many differing keys (different recipes): they go to their own table, transposed
         keys = []
     header = ["run", "best val acc", *keys, *[h for h, _ in cols]]
-    rows = [[e.name, _pct((e.summary or {}).get("best_val_acc")), *[_cell(e.varied.get(k)) for k in keys],
+    rows = [[e.name, _pct((e.summary or {}).get("best_val_acc")), *[_cell(e.value(k)) for k in keys],
              *[cells[h][i] for h, _ in cols]] for i, e in enumerate(entries)]
     words = {"status": lambda v: f"status {v}", "params": lambda v: f"{v} parameters",
              "diverged": lambda v: "none diverged" if v == "no" else "all diverged"}
@@ -318,7 +318,10 @@ def runs_csv(sources: Sequence[Source]) -> str:
     w.writeheader()
     for src, e in entries:
         s = e.summary or {}
-        row = {"run": e.name, "source": src.title, **{k: _csv_value(v) for k, v in e.varied.items()},
+        # a key another run varied is read from this run's own config when it is not one of its axes (a group's
+        # `set: {augment.repeats: 1}` beside a grid over it), so no cell is blank that has a value
+        row = {"run": e.name, "source": src.title, **{k: _csv_value(e.value(k)) for k in keys},
+               **{k: e.varied[k] for k in ("group", "variant") if k in e.varied},
                **{k: s.get(k) for k in CSV_RESULTS if k in s}, "status": e.state, "wall_s": s.get("wall_time"),
                "weight_sparsity": e.sparsity() if e.summary else None}
         for t in targets:
