@@ -338,3 +338,13 @@ def test_runs_of_different_recipes_get_a_transposed_settings_table():
            Entry("y", {"optim.lr": 0.2, "model.options.batch_norm": True}, "finished", {}, [], {})]
     assert labels(few) == {"x": "lr=0.1", "y": "lr=0.2"}  # only what differs, short
     assert settings_table(Source("few", entries=few)) is None
+
+
+def test_bars_with_a_hue_share_one_legend_below_the_panels():
+    entries = [Entry(f"{o}_d={d}", {"variant": o, "model.options.dropout": d}, "finished",
+                     {"best_val_acc": acc, "wall_time": t}) for o, d, acc, t in
+               (("adam", 0.0, 0.5, 100.0), ("adam", 0.5, 0.55, 130.0), ("sgd", 0.0, 0.4, 90.0), ("sgd", 0.5, 0.38, 120.0))]
+    fig = draw("bars", entries, y=["wall_time", "best_val_acc"], by="variant", hue="model.options.dropout").fig
+    assert [ax.get_legend() for ax in fig.axes] == [None, None]  # beside a panel it crowded the next one
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["model.options.dropout=0", "model.options.dropout=0.5"]

@@ -298,8 +298,9 @@ def bars(entries: List[Entry], y: Union[str, List[str]] = "wall_time", by: Optio
         name = LABELS.get(metric, metric)
         ax.set(xlabel=_axis_label([metric]), title=name + (f" by {by}" if by else ""))
         ax.grid(alpha=0.3, axis="x")
-        if hue:
-            _legend_outside(ax)
+    if hue:  # one legend for all panels (they share the colours), below them: beside each it would crowd the next
+        handles, names_ = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, names_, loc="outside lower center", ncol=min(len(hues), 4))
     return Drawn(", ".join(LABELS.get(m, m) for m in ys) + (f" by {by}" if by else " per run"), fig, rows)
 
 
