@@ -348,3 +348,22 @@ def test_bars_with_a_hue_share_one_legend_below_the_panels():
     assert [ax.get_legend() for ax in fig.axes] == [None, None]  # beside a panel it crowded the next one
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == ["model.options.dropout=0", "model.options.dropout=0.5"]
+
+
+def test_runs_renamed_by_the_spec_are_left_out_and_other_runs_stay_out_of_the_answers(swept, tmp_path):
+    tmp, _, _ = swept
+    spec = tmp_path / "lr.yaml"  # the same sweep (lr/default) with its runs renamed and lr=1e5 no longer planned
+    spec.write_text(yaml.safe_dump({"question": "Which lr?", "base": TINY,
+                                    "variants": {"fast": {"optim.lr": 0.05}, "slow": {"optim.lr": 0.01}},
+                                    "report": {"answers": [{"kind": "best", "key": "optim.lr"}]}}))
+    out = tmp_path / "rep" / "report.html"
+    assert run_cli(["report", str(spec), "--out", str(out), "--runs-out", str(tmp / "runs")]) == 0
+    md = out.with_suffix(".md").read_text()
+    assert "2 earlier run(s) with the settings of planned runs under older names (lr=0.05, lr=0.01) are left out" in md
+    assert "1 more run(s) of this spec and profile ran with other settings" in md
+    import json
+
+    (source,) = json.loads((out.parent / "answers.json").read_text())
+    assert (source["runs"], source["runs_done"]) == (2, 0)  # the cost of the plan's runs, not of the other one
+    (answer,) = source["answers"]
+    assert "not answered yet" in answer["text"] and "100000" not in answer["text"]  # lr=1e5 is listed, not used

@@ -55,6 +55,7 @@ class Entry:
     metrics: List[dict] = field(default_factory=list)
     config: Dict[str, Any] = field(default_factory=dict)   # flat: dotted key -> value
     run_dir: Optional[Path] = None
+    outside_plan: bool = False             # a store record the spec's plan does not name (other key=value settings)
 
     def value(self, key: str) -> Any:
         if key in self.varied:

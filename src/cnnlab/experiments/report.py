@@ -48,6 +48,11 @@ class Source:
     spec_path: Optional[Path] = None       # the spec it came from (its text goes into the PDF's code appendix)
     answers: List[Dict[str, Any]] = field(default_factory=list)   # the spec's report.answers (answers.py)
 
+    @property
+    def planned(self) -> List[Entry]:
+        """The runs the spec's plan names: what its answers and figures are computed from."""
+        return [e for e in self.entries if not e.outside_plan]
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Collecting runs.
@@ -144,12 +149,21 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
                       flatten_config(run.config.to_dict()), run_dir)
         entries.append(e)
     planned = {run.key for run in runs}
-    others = [_other_entry(rec) for key, rec in records.items() if key not in planned and rec.summary]
+    # A record under another name but with a planned run's settings (the spec renamed its runs, e.g. when a profile
+    # gained `seeds`) is the same computation again: listing it would count one seed twice in every mean.
+    same = {run.key.rsplit("@", 1)[-1] for run in runs}
+    outside = [(key, rec) for key, rec in records.items() if key not in planned and rec.summary]
+    renamed = [key for key, _ in outside if key.rsplit("@", 1)[-1] in same]
+    others = [_other_entry(rec) for key, rec in outside if key not in renamed]
     title = f"{spec.name} ({prof.name} profile)" if prof else spec.name
     notes = [f"spec {path}; {len(runs)} runs; store {url}"]
+    if renamed:
+        notes.append(f"{len(renamed)} earlier run(s) with the settings of planned runs under older names "
+                     f"({', '.join(k.rsplit('@', 1)[0] for k in renamed[:4])}{'...' if len(renamed) > 4 else ''}) "
+                     "are left out")
     if others:
         notes.append(f"{len(others)} more run(s) of this spec and profile ran with other settings (key=value "
-                     "overrides) and are listed after the planned runs")
+                     "overrides): they are listed after the planned runs, and the answers and figures leave them out")
         entries += others
     if prof and prof.description:
         notes.append(f"profile {prof.name}: {prof.description}")
@@ -162,9 +176,9 @@ def _other_entry(rec) -> Entry:
     folder = Path(rec.summary.get("run") or "")
     if folder.name and (folder / "config.yaml").exists():
         e = entry_from_folder(folder)
-        e.state = rec.state
+        e.state, e.outside_plan = rec.state, True
         return e
-    return Entry(folder.name or rec.key, {}, rec.state, rec.summary, rec.metrics, {}, None)
+    return Entry(folder.name or rec.key, {}, rec.state, rec.summary, rec.metrics, {}, None, outside_plan=True)
 
 
 def collect(inputs: Sequence[str], profile: Optional[str] = None, store: Optional[str] = None,
@@ -342,7 +356,7 @@ def figures(source: Source) -> List[Drawn]:
     drawn = []
     for spec in [{"kind": "curves"}, *source.figures]:
         opts = {k: v for k, v in spec.items() if k != "kind"}
-        d = draw(spec["kind"], source.entries, **opts)
+        d = draw(spec["kind"], source.planned, **opts)
         if d is not None:
             drawn.append(d)
     return drawn
@@ -452,7 +466,7 @@ class Report:
             figs = [(d.title, figure_bytes(d.fig, "svg"), figure_bytes(d.fig, "png"), d.note) for d in figures(s)]
             figs += [(f"analysis: {p.parent.name}/{p.name}", None, p.read_bytes(), "") for p in analysis_pngs(s)]
             out.append(Built(s, header, rows, note, figs, best_evaluation(s),
-                             answer_all(s.answers, s.entries, s.analysis_dir)))
+                             answer_all(s.answers, s.planned, s.analysis_dir)))
         return out
 
 
@@ -609,9 +623,9 @@ def answers_json(built: List[Built]) -> str:
     README's Results table is generated from these files: scripts/readme_results.py)."""
     out = []
     for b in built:
-        done = [e for e in b.source.entries if e.summary]
-        out.append({"source": b.source.title, "spec": str(b.source.spec_path or ""), "ran": ran_line(b.source.entries),
-                    "runs": len(b.source.entries), "runs_done": len(done),
+        done = [e for e in b.source.planned if e.summary]
+        out.append({"source": b.source.title, "spec": str(b.source.spec_path or ""), "ran": ran_line(b.source.planned),
+                    "runs": len(b.source.planned), "runs_done": len(done),
                     "wall_s": round(sum((e.summary or {}).get("wall_time") or 0 for e in done), 1),
                     "answers": [{"question": a.question, "kind": a.kind, "text": a.text} for a in b.answers]})
     return json.dumps(out, indent=1, ensure_ascii=False) + "\n"
