@@ -367,3 +367,14 @@ def test_runs_renamed_by_the_spec_are_left_out_and_other_runs_stay_out_of_the_an
     assert (source["runs"], source["runs_done"]) == (2, 0)  # the cost of the plan's runs, not of the other one
     (answer,) = source["answers"]
     assert "not answered yet" in answer["text"] and "100000" not in answer["text"]  # lr=1e5 is listed, not used
+
+
+def test_figure_labels_read_unvaried_keys_from_the_config_and_target_bars_name_their_seed():
+    entries = [Entry(f"{g}_seed={sd}", {"group": g, "augment.repeats": m, "train.seed": sd} if m > 1 else
+                     {"group": g, "train.seed": sd}, "finished", {"best_val_acc": 0.7, "wall_time": 10.0},
+                     [{"epoch": 1, "val_acc": 0.7, "time": 10.0}], {"augment.repeats": m, "train.targets": [0.6]})
+               for g, m in (("standard", 1), ("ba", 4)) for sd in (0, 1)]
+    fig = draw("bars", entries, y="wall_time").fig
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["standard, repeats=1", "ba, repeats=4"]
+    fig = draw("target", entries, x="augment.repeats").fig
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["1, seed 0", "1, seed 1", "4, seed 0", "4, seed 1"]

@@ -124,8 +124,8 @@ def labels(entries: Sequence[Entry], skip: Sequence[str] = ()) -> Dict[str, str]
     differ = [k for k in keys if len({_fmt(e.varied.get(k)) for e in entries}) > 1]
     short = short_keys(differ)
     out = {}
-    for e in entries:
-        parts = [str(e.varied.get(k)) if k in ("variant", "group") else f"{short[k]}={_fmt(e.varied.get(k))}"
+    for e in entries:  # a key this run does not vary is read from its config ("repeats=1", not "repeats=None")
+        parts = [str(e.value(k)) if k in ("variant", "group") else f"{short[k]}={_fmt(e.value(k))}"
                  for k in differ]
         out[e.name] = ", ".join(parts) or e.name
     if any(len(v) > LABEL_MAX for v in out.values()):  # different recipes differ everywhere: their names say more
@@ -331,7 +331,9 @@ def target(entries: List[Entry], target: Optional[float] = None, x: Optional[str
     names = labels(done)
     fig, axes = new_figure(1, 2, figsize=(11, 1.4 + 0.32 * len(done)))
     rows = []
-    cats = [(_fmt(e.value(x)) if x else names[e.name]) for e in done]
+    seeds = len({e.varied.get(SEED_KEY) for e in done}) > 1  # repeats of one value: tell their bars apart
+    cats = [(_fmt(e.value(x)) + (f", seed {e.varied.get(SEED_KEY)}" if seeds else "") if x else names[e.name])
+            for e in done]
     for e in done:
         hit = reach(e, target)
         rows.append({"run": e.name, **({x: e.value(x)} if x else {}), "epoch": hit and hit["epoch"],
