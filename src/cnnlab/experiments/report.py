@@ -30,7 +30,7 @@ import yaml
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.answers import WORDS, Answer, answer_all, setting_name, show_stat, stat
 from cnnlab.experiments.figures import Drawn, Entry, draw, had_target, reach
-from cnnlab.experiments.spec import MACHINE_KEYS, flatten_config
+from cnnlab.experiments.spec import MACHINE_KEYS, flatten_config, split_key
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable
 from cnnlab.plotting import figure_bytes
 from cnnlab.training.config import SEED_KEY
@@ -151,15 +151,15 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
     planned = {run.key for run in runs}
     # A record under another name but with a planned run's settings (the spec renamed its runs, e.g. when a profile
     # gained `seeds`) is the same computation again: listing it would count one seed twice in every mean.
-    same = {run.key.rsplit("@", 1)[-1] for run in runs}
+    same = {split_key(run.key)[1] for run in runs}
     outside = [(key, rec) for key, rec in records.items() if key not in planned and rec.summary]
-    renamed = [key for key, _ in outside if key.rsplit("@", 1)[-1] in same]
+    renamed = [key for key, _ in outside if split_key(key)[1] in same]
     others = [_other_entry(rec) for key, rec in outside if key not in renamed]
     title = f"{spec.name} ({prof.name} profile)" if prof else spec.name
     notes = [f"spec {path}; {len(runs)} runs; store {url}"]
     if renamed:
         notes.append(f"{len(renamed)} earlier run(s) with the settings of planned runs under older names "
-                     f"({', '.join(k.rsplit('@', 1)[0] for k in renamed[:4])}{'...' if len(renamed) > 4 else ''}) "
+                     f"({', '.join(split_key(k)[0] for k in renamed[:4])}{'...' if len(renamed) > 4 else ''}) "
                      "are left out")
     if others:
         notes.append(f"{len(others)} more run(s) of this spec and profile ran with other settings (key=value "

@@ -501,3 +501,9 @@ def _check_unique(spec: Spec, runs: List[Run]) -> None:
             raise CnnlabError(f"{spec.where()}: two runs are both named {r.name!r} (repeated axis values, or values "
                               "that print alike); make the axis values distinct")
         seen[r.name] = r
+
+
+def split_key(key: str) -> Tuple[str, str]:
+    """A run's store key (`name@identity`, as `Run.key` is built) -> (name, identity hash)."""
+    name, _, identity = key.rpartition("@")
+    return name, identity

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.spec import Run, Spec, expand, identity_hash, load_spec, sweep_folder
+from cnnlab.experiments.spec import Run, Spec, expand, identity_hash, load_spec, split_key, sweep_folder
 from cnnlab.experiments.store import DEFAULT_STORE, Claim, Record, ResultStore
 
 DONE_STATES = ("finished", "diverged", "stopped")
@@ -97,7 +97,7 @@ def folder_state(run: Run) -> str:
         saved = identity_hash(config_from_dict(folder.read_config()))
     except CnnlabError:
         return "stale"
-    if saved != run.key.rsplit("@", 1)[1]:
+    if saved != split_key(run.key)[1]:
         return "stale"
     if find_checkpoint(folder.path, "last") is not None:
         return "resume"
