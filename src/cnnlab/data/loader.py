@@ -23,7 +23,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data.augment import Slots, build_augmentation, select
+from cnnlab import arguments as A
+from cnnlab.arguments import checked
+from cnnlab.data.augment import Augmentation, Pipeline, Slots, build_augmentation, select
 from cnnlab.data.core import Split
 from cnnlab.errors import CnnlabError
 
@@ -36,10 +38,10 @@ def epoch_generator(seed: int, epoch: int, purpose: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def _whole(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise CnnlabError(f"BatchLoader: {name} must be a whole number >= {low}, got {value!r}")
-    return value
+_AUGMENT = A.instance(Pipeline, "'crop,flip', a list of augmentation names or {name: ..., options} dicts, or a "
+                      "Pipeline", convert=build_augmentation, convertible=(str, dict, list, tuple, Augmentation))
+# mean / std: one number per channel (the body checks the count and that std is positive)
+_STATS = A.either(A.sequence(A.number(), min_len=1, what="a list"), A.instance(torch.Tensor, "a tensor"))
 
 
 class BatchLoader:
@@ -48,14 +50,18 @@ class BatchLoader:
     `batch_size` may be changed between epochs (cyclical batch-size schedules); `set_epoch(e)` selects the epoch.
     """
 
+    @checked(split=A.instance(Split, "a Split (e.g. dataset.train)"), batch_size=A.integer(1, 2**31),
+             shuffle=A.flag(), augment=_AUGMENT.or_none(),
+             repeats=A.integer(1, 1024), mean=_STATS.or_none(), std=_STATS.or_none(),
+             device=A.either(A.text(what="a device name"), A.instance(torch.device, "a torch.device")),
+             dtype=A.instance(torch.dtype, "a torch.dtype"), channels_last=A.flag(), drop_last=A.flag(),
+             seed=A.integer(0, 2**63 - 1), rank=A.integer(0, 2**16), world_size=A.integer(1, 2**16),
+             threads=A.either(A.integer(1, 4096), A.text(("auto",))).or_none())
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool = False, augment=None, repeats: int = 1,
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None, device="cpu",
                  dtype: torch.dtype = torch.float32, channels_last: bool = False, drop_last: bool = False,
                  seed: int = 0, rank: int = 0, world_size: int = 1, threads: Union[int, str, None] = "auto"):
-        self.batch_size = _whole(batch_size, "batch_size", 1)
-        self.repeats = _whole(repeats, "repeats", 1)
-        self.world_size = _whole(world_size, "world_size", 1)
-        self.rank = _whole(rank, "rank", 0)
+        self.batch_size, self.repeats, self.world_size, self.rank = batch_size, repeats, world_size, rank
         if self.rank >= self.world_size:
             raise CnnlabError(f"BatchLoader: rank {rank} must be below world_size {world_size}")
         self.shuffle, self.drop_last, self.seed = bool(shuffle), bool(drop_last), int(seed)
@@ -66,9 +72,7 @@ class BatchLoader:
         # Why: measured on 2 cores (CIFAR crop+flip, batch 128), the process's 2 threads give ~300k images/s on idle
         # cores but collapse to 2-13k as soon as another job holds a core (every OpenMP barrier waits for a
         # descheduled thread), where one thread keeps ~200k. The batches are identical either way; only speed differs.
-        if isinstance(threads, str) and threads != "auto":
-            raise CnnlabError(f"BatchLoader: threads must be 'auto', None or a whole number >= 1, got {threads!r}")
-        self.threads = threads if threads in (None, "auto") else _whole(threads, "threads", 1)
+        self.threads = threads
         self._chooser = _ThreadChooser(self.threads if self.device.type == "cpu" else None)
         self.epoch = 0
         # moved to the device once; every batch is then an index_select on the device. When the augmentation starts

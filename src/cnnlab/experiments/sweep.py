@@ -19,11 +19,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from cnnlab import arguments as A
+from cnnlab.arguments import check_arguments
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.spec import Run, Spec, expand, identity_hash, load_spec, split_key, sweep_folder
 from cnnlab.experiments.store import DEFAULT_STORE, Claim, Record, ResultStore
+from cnnlab.training.config import OVERRIDES
 
 DONE_STATES = ("finished", "diverged", "stopped")
+
+
+# What each option accepts (checked when the options are made, so a mistake surfaces before any worker starts).
+_SWEEP_OPTIONS = dict(
+    spec_path=A.Accepts("a spec path (str or Path)", lambda v: os.fspath(A.path().check(v))),
+    profile=A.text().or_none(),
+    overrides=OVERRIDES,
+    out=A.Accepts("a folder (str or Path)", lambda v: os.fspath(A.path().check(v))),
+    store=A.text(what="a store URL or path").or_none(), workers=A.integer(1, 1024),
+    max_runs=A.integer(1, 10**7).or_none(), heartbeat=A.number(gt=0, high=1e6), grace=A.number(gt=0, high=1e8))
 
 
 @dataclass
@@ -38,6 +51,9 @@ class SweepOptions:
     max_runs: Optional[int] = None                        # stop a worker after this many runs (tests, time slices)
     heartbeat: float = 30.0                               # seconds between heartbeats of a running run
     grace: float = 300.0                                  # seconds without heartbeat before a run counts as lost
+
+    def __post_init__(self):
+        check_arguments("SweepOptions", _SWEEP_OPTIONS, self.__dict__)
 
     def store_url(self) -> str:
         return self.store or str(Path(self.out) / DEFAULT_STORE)

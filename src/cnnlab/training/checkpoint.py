@@ -121,6 +121,9 @@ def apply_model_state(model: nn.Module, state: Dict[str, Any], path) -> None:
                           "the file is damaged or from another model") from None
 
 
+CHECKPOINT_CHOICES = ("best", "last")  # which checkpoint of a run folder to load (`which`)
+
+
 def find_checkpoint(run_dir, which: str = "best") -> Optional[Path]:
     """best.pt (or last.pt) in a run folder, falling back to the other one."""
     run_dir = Path(run_dir)

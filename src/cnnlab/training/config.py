@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from cnnlab import arguments as A
 from cnnlab.errors import CnnlabError
 from cnnlab.training.augment_spelling import SHORTHAND_HELP, apply_shorthand, classic_value
 from cnnlab.training.tracking import check_mlflow_uri
@@ -190,11 +192,28 @@ class RunConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self):
+        # RunConfig(...) made by hand (api.RunConfig): the types are checked here, the values by `validate`
+        A.check_arguments("RunConfig", _RUN_CONFIG_FIELDS, self.__dict__)
+
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _section(cls, name: str) -> A.Accepts:
+    """A section of RunConfig: its dataclass, or a dict of its keys (built and type-checked as a config file is)."""
+    return A.instance(cls, f"{cls.__name__}(...) or a dict of its keys", convert=lambda d: _build(cls, d, name + "."),
+                      convertible=(dict,))
+
+
+_FOLDER = A.Accepts("a folder (str or Path)", lambda v: os.fspath(A.path().check(v)))
+_RUN_CONFIG_FIELDS = dict(name=A.text(what="a run name").or_none(), out=_FOLDER, data=_section(DataConfig, "data"),
+                          augment=_section(AugmentConfig, "augment"), model=_section(ModelConfig, "model"),
+                          optim=_section(OptimConfig, "optim"), schedule=_section(ScheduleConfig, "schedule"),
+                          batch=_section(BatchConfig, "batch"), train=_section(TrainConfig, "train"))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -438,6 +457,18 @@ def parse_override(text: str) -> tuple:
     except yaml.YAMLError:
         value = raw
     return key, value
+
+
+def _one_override(text: Any) -> str:
+    if not isinstance(text, str):
+        raise A.Refused()
+    parse_override(text)  # a CnnlabError naming the override if it is not key=value
+    return text
+
+
+# What a Python caller may pass as overrides (api.config, api.train, SweepOptions ...): a list of key=value strings,
+# or one such string, taken as a one-item list (iterating it would give one override per character).
+OVERRIDES = A.sequence(A.Accepts("a 'key=value' string", _one_override), what="a list", one=True)
 
 
 def set_dotted(tree: Dict[str, Any], key: str, value: Any) -> None:

@@ -29,6 +29,8 @@ from typing import Callable, Dict, Iterator, List, Optional
 import torch
 import torch.nn.functional as Fn
 
+from cnnlab import arguments as A
+from cnnlab.arguments import checked
 from cnnlab.data import Dataset, load_dataset
 from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import CnnlabError
@@ -123,6 +125,10 @@ class Trainer:
     `train_one_epoch`, `steps`, `state`, `load_state`, `use_batch`, `check_initial_loss`, `checkpoint`, `summary`.
     Everything starting with `_` is internal."""
 
+    @checked(cfg=A.instance(RunConfig, "a RunConfig (api.config(dict_or_yaml_path, overrides))"),
+             run_dir=A.path().or_none(), resume=A.flag(), overwrite=A.flag(), log=A.function(),
+             epoch_hook=A.function().or_none(), write=A.flag(), dist=A.instance(DistInfo, "a DistInfo").or_none(),
+             reopen=A.flag())
     def __init__(self, cfg: RunConfig, run_dir: Optional[Path] = None, *, resume: bool = False,
                  overwrite: bool = False, log: Callable[[str], None] = print,
                  epoch_hook: Optional[Callable] = None, write: bool = True,
