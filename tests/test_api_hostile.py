@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import resource
 
 import pytest
 import torch
@@ -155,10 +156,20 @@ def test_every_argument_has_a_contract_in_its_docstring():
             assert f"    {p.name}: " in fn.__doc__, (name, p.name)
 
 
+MAX_GROWTH = 512 * 2**20  # bytes of peak RSS one refused call may add: the checks come before any allocation
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
 def refused(fn, kwargs, param):
-    """Call fn(**kwargs); it must refuse with an allowed error naming `param`. Returns the message."""
+    """Call fn(**kwargs); it must refuse with an allowed error naming `param` (quoted) in one line, without raising
+    the process's peak memory. Returns the message."""
+    before = _peak_rss()
     with pytest.raises(Exception) as e:
         fn(**kwargs)
+    assert _peak_rss() - before < MAX_GROWTH, f"{fn.__name__}({param}=...) allocated before refusing"
     assert isinstance(e.value, ALLOWED), f"{type(e.value).__name__}: {e.value}"
     msg = str(e.value)
     assert f"'{param}'" in msg and len(msg.splitlines()) == 1, msg
@@ -176,15 +187,13 @@ def test_a_wrong_argument_is_refused_by_name(valid, name, param, value, monkeypa
 def test_a_missing_or_unknown_argument_is_named(valid):
     for name in PUBLIC:
         fn = api.__dict__[name]
-        count_bad_input()
-        msg = refused(fn, {**valid[name], "no_such_argument": 1}, "no_such_argument") \
-            if not any(p.kind == p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()) else None
+        if not any(p.kind == p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()):
+            count_bad_input()
+            refused(fn, {**valid[name], "no_such_argument": 1}, "no_such_argument")
         for p in _params(name):
             if p.default is inspect.Parameter.empty:
                 count_bad_input()
-                args = {k: v for k, v in valid[name].items() if k != p.name}
-                msg = refused(fn, args, p.name)
-        del msg
+                refused(fn, {k: v for k, v in valid[name].items() if k != p.name}, p.name)
 
 
 # -- the examples of issue #25 --------------------------------------------------------------------------------------
@@ -223,6 +232,13 @@ def test_a_model_too_big_for_memory_is_refused_before_it_is_built():
     count_bad_input()
     msg = refused(api.create_model, {"name": "simplenn", "input_size": 10**6}, "input_size")
     assert "parameters" in msg and "GiB" in msg
+
+
+def test_a_summary_input_too_big_for_memory_is_refused_before_it_is_made():
+    count_bad_input()
+    msg = refused(api.summarize, {"model": api.create_model("simplenn"), "input_shape": (3, 2**16, 2**16),
+                                  "batch_size": 2**20}, "batch_size")
+    assert "GiB" in msg
 
 
 def test_load_dataset_seed_and_load_run_which(valid, shared_data):

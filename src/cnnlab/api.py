@@ -148,11 +148,11 @@ def api_function(then=None, **accepts: A.Accepts):
 
 # -- configs and training ---------------------------------------------------------------------------------------------
 
-@api_function(source=CONFIG_SOURCE, overrides=OVERRIDES, data_root=PATH.or_none())
+@api_function(source=CONFIG_SOURCE, overrides=OVERRIDES.or_none(), data_root=PATH.or_none())
 def config(source: ConfigLike = None, overrides: Sequence[str] = (), data_root: Optional[str] = None) -> RunConfig:
-    """A validated RunConfig from a YAML path, a (nested) dict, or a RunConfig, plus `key=value` overrides.
-    `data_root` sets `data.root` (as `--data-root` does)."""
-    extra = list(overrides) + ([f"data.root={data_root}"] if data_root is not None else [])
+    """A validated RunConfig from a YAML path, a (nested) dict, or a RunConfig, plus `key=value` overrides (a list,
+    or one string as one override). `data_root` sets `data.root` (as `--data-root` does)."""
+    extra = list(overrides or ()) + ([f"data.root={data_root}"] if data_root is not None else [])
     if isinstance(source, RunConfig):
         return _config.load_config(None, extra, base=source.to_dict())
     if isinstance(source, dict):
@@ -160,7 +160,7 @@ def config(source: ConfigLike = None, overrides: Sequence[str] = (), data_root: 
     return _config.load_config(source, extra)
 
 
-@api_function(source=CONFIG_SOURCE, overrides=OVERRIDES, data_root=PATH.or_none(), overwrite=FLAG, log=LOG)
+@api_function(source=CONFIG_SOURCE, overrides=OVERRIDES.or_none(), data_root=PATH.or_none(), overwrite=FLAG, log=LOG)
 def train(source: ConfigLike = None, overrides: Sequence[str] = (), data_root: Optional[str] = None, *,
           overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
     """Train one run (as `cnnlab train` does) and return its summary (also in RUN/summary.json)."""
@@ -231,7 +231,7 @@ def _input_fits(where: str, args: dict) -> None:
     need = args.get("batch_size", 1) * math.prod(shape) * p.element_size()
     have = system.available_memory() if p.device.type == "cpu" else None
     if have is not None and need > have:
-        raise CnnlabError(f"{where}: an input of batch_size x input_shape = {args.get('batch_size', 1):,} x "
+        raise CnnlabError(f"{where}: an input of 'batch_size' x 'input_shape' = {args.get('batch_size', 1):,} x "
                           f"{tuple(shape)} needs {need / 2**30:,.1f} GiB, more than the {have / 2**30:,.1f} GiB "
                           "available; make batch_size or input_shape smaller, or build the model under "
                           "torch.device('meta')")

@@ -59,7 +59,7 @@ class Accepts:
         if value is None and self.optional:
             return None
         if value is None:
-            raise Refused("is required (got None)")
+            raise Refused()
         return self.check(value)
 
     def or_none(self) -> "Accepts":
