@@ -5,8 +5,9 @@ AttributeError, KeyError, IndexError or RuntimeError from inside, and never an a
 The generated cases: for each parameter of each public callable (`api.__all__`), with every other argument valid,
 None where it is required, a string where a number, list, flag, callable or object is expected, a number where a
 string or path is expected, -1, 2**64, NaN and infinity where a number is expected, an empty list where a list is
-required, a dict where an object is expected, and a list holding a wrong item. A hostile value that the argument's
-contract documents as accepted (e.g. a single "key=value" string for `overrides`) is not generated."""
+required, a dict where an object is expected, a list holding a wrong item, and a string outside the choices. A value
+that the argument's contract documents as accepted (a str where a path is taken, a dict where a dict converts, a
+single "key=value" string for `overrides`) is not generated. Each hostile call counts once (conftest.py)."""
 
 from __future__ import annotations
 
@@ -61,13 +62,18 @@ HOSTILE = {  # shape -> values that are wrong for every argument of that shape
 }
 
 
+def _contract(fn, p) -> str:
+    """What the parameter accepts, in words (as its docstring lists it); '' for the dataclasses' fields."""
+    a = getattr(_init(fn), "accepts", {}).get(p.name)
+    return a.text if a is not None else ""
+
+
 def _documented(fn, p, value) -> bool:
     """A value the parameter's contract says it accepts: a str or path where a path (run folder, spec) is taken, a
     dict where a dict converts, one override string."""
-    text = getattr(_init(fn), "accepts", {}).get(p.name)
-    text = text.text if text is not None else ""
+    text = _contract(fn, p)
     if isinstance(value, str):
-        return any(w in text for w in ("path", "folder", "string", "name", "one of"))
+        return any(w in text for w in ("path", "folder", "string", "name")) and "one of" not in text
     if isinstance(value, dict):
         return "dict" in text
     return False
@@ -81,6 +87,7 @@ def cases():
             if p.default is inspect.Parameter.empty:
                 values = [None] + values + ([[]] if _shape(p) in ("list", "object") else [{}])
             values += [{"a": 1}] if _shape(p) == "object" else []
+            values += ["no-such-choice"] if "one of" in _contract(fn, p) else []
             for v in values:
                 if not _documented(fn, p, v):
                     yield pytest.param(name, p.name, v, id=f"{name}-{p.name}-{type(v).__name__}:{str(v)[:12]}")
