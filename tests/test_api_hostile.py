@@ -275,3 +275,15 @@ def test_valid_calls_still_work(valid):
     assert api.model_info("simplenn")["params"] > 0
     assert math.isclose(api.config(None, ["optim.lr=0.2"]).optim.lr, 0.2)
     assert isinstance(api.RunConfig(data={"name": "fashion-mnist"}).data, api.config().data.__class__)
+
+
+def test_a_parameter_without_a_contract_is_refused_when_the_module_loads():
+    """So that a parameter added later cannot go unchecked: `checked` wants a contract for every parameter."""
+    from cnnlab.arguments import checked, integer
+
+    def f(a, b=1):
+        return a + b
+
+    with pytest.raises(TypeError, match=r"no contract for \['b'\]"):
+        checked(a=integer(0, 9))(f)
+    assert checked(a=integer(0, 9), b=integer(0, 9))(f)(2, b=3) == 5
