@@ -36,7 +36,8 @@ _SWEEP_OPTIONS = dict(
     overrides=OVERRIDES,
     out=A.Accepts("a folder (str or Path)", lambda v: os.fspath(A.path().check(v))),
     store=A.text(what="a store URL or path").or_none(), workers=A.integer(1, 1024),
-    max_runs=A.integer(1, 10**7).or_none(), heartbeat=A.number(gt=0, high=1e6), grace=A.number(gt=0, high=1e8))
+    # heartbeat and grace: only finite numbers here; their bounds are the store's (it says why a grace is too short)
+    max_runs=A.integer(1, 10**7).or_none(), heartbeat=A.number(), grace=A.number())
 
 
 @dataclass
