@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import typing
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from cnnlab import arguments as A
+from cnnlab.arguments import checked
 from cnnlab import system
 from cnnlab.analysis import common as _common
 from cnnlab.analysis import landscape as _landscape
@@ -79,8 +81,8 @@ _SCHEMA = _config.schema()
 def _config_number(key: str) -> A.Accepts:
     """The contract of a config key's number (its type and bounds), for a function argument that means the same."""
     tp, meta, _ = _SCHEMA[key]
-    optional = tp is not int and tp is not float
-    if (int if not optional else Optional[int]) == tp:
+    optional = typing.get_origin(tp) is Union  # Optional[int] / Optional[float]
+    if (typing.get_args(tp)[0] if optional else tp) is int:
         low = meta["min"] if meta["min"] is not None else meta["gt"] + 1
         a = A.integer(low, meta["max"])
     else:
@@ -107,10 +109,6 @@ def _axes_list(min_len: int) -> A.Accepts:
     return A.Accepts(seq.text, check)
 
 
-def _load_run(run_dir):
-    return _inference.load_run(run_dir)
-
-
 def _run_folder(v):
     A.path().check(v)
     if not Path(v).is_dir():
@@ -134,21 +132,16 @@ TRAINER = A.instance(Trainer, "a Trainer (api.analysis_trainer(api.config(...)))
 CONFIG_SOURCE = A.either(A.instance(RunConfig, "a RunConfig"), A.mapping("a (nested) dict"),
                          A.path("a YAML path")).or_none()
 RUN = A.instance(_inference.LoadedRun, "a loaded run (api.load_run(run_dir)) or a run folder to load",
-                 convert=_load_run, convertible=(str, os.PathLike))
+                 convert=_inference.load_run, convertible=(str, os.PathLike))
 SPEC = A.instance(_spec.Spec, "a spec (api.load_spec(path)) or the path of one", convert=_spec.load_spec,
                   convertible=(str, os.PathLike))
 MODEL = A.instance(nn.Module, "a torch.nn.Module (api.create_model(name))")
 TENSOR = A.instance(torch.Tensor, "a torch.Tensor")
 
 
-def api_function(then=None, **accepts: A.Accepts):
-    """Check the arguments of a function re-exported here (see cnnlab.arguments.checked)."""
-    return A.checked(then=then, **accepts)
-
-
 # -- configs and training ---------------------------------------------------------------------------------------------
 
-@api_function(source=CONFIG_SOURCE, overrides=OVERRIDES.or_none(), data_root=PATH.or_none())
+@checked(source=CONFIG_SOURCE, overrides=OVERRIDES.or_none(), data_root=PATH.or_none())
 def config(source: ConfigLike = None, overrides: Sequence[str] = (), data_root: Optional[str] = None) -> RunConfig:
     """A validated RunConfig from a YAML path, a (nested) dict, or a RunConfig, plus `key=value` overrides (a list,
     or one string as one override). `data_root` sets `data.root` (as `--data-root` does)."""
@@ -160,27 +153,27 @@ def config(source: ConfigLike = None, overrides: Sequence[str] = (), data_root: 
     return _config.load_config(source, extra)
 
 
-@api_function(source=CONFIG_SOURCE, overrides=OVERRIDES.or_none(), data_root=PATH.or_none(), overwrite=FLAG, log=LOG)
+@checked(source=CONFIG_SOURCE, overrides=OVERRIDES.or_none(), data_root=PATH.or_none(), overwrite=FLAG, log=LOG)
 def train(source: ConfigLike = None, overrides: Sequence[str] = (), data_root: Optional[str] = None, *,
           overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
     """Train one run (as `cnnlab train` does) and return its summary (also in RUN/summary.json)."""
     return Trainer(config(source, overrides, data_root), overwrite=overwrite, log=log).fit()
 
 
-config_from_dict = api_function(data=A.mapping("a (nested) dict of config sections"))(_config.config_from_dict)
-load_config = api_function(path=PATH.or_none(), overrides=OVERRIDES.or_none(),
+config_from_dict = checked(data=A.mapping("a (nested) dict of config sections"))(_config.config_from_dict)
+load_config = checked(path=PATH.or_none(), overrides=OVERRIDES.or_none(),
                            base=A.mapping("a (nested) dict").or_none())(_config.load_config)
-resume = api_function(run_dir=RUN_DIR, log=LOG, data_root=PATH.or_none(), overrides=OVERRIDES.or_none(),
+resume = checked(run_dir=RUN_DIR, log=LOG, data_root=PATH.or_none(), overrides=OVERRIDES.or_none(),
                       download=FLAG)(_trainer.resume)
 
 
-@api_function(run_dir=RUN_DIR)
+@checked(run_dir=RUN_DIR)
 def read_metrics(run_dir) -> List[dict]:
     """A run's metrics.csv: one dict per epoch (epoch, train_loss, train_acc, val_loss, val_acc, lr, time, ...)."""
     return RunFolder(Path(run_dir)).read_metrics()
 
 
-@api_function(run_dir=RUN_DIR)
+@checked(run_dir=RUN_DIR)
 def read_summary(run_dir) -> Optional[dict]:
     """A run's summary.json (None while it has not finished an epoch)."""
     return RunFolder(Path(run_dir)).read_summary()
@@ -188,8 +181,9 @@ def read_summary(run_dir) -> Optional[dict]:
 
 # -- data and models --------------------------------------------------------------------------------------------------
 
-load_dataset = api_function(
-    name=TEXT, root=PATH.or_none(), val_size=_config_number("data.val_size"), seed=_config_number("data.seed"),
+load_dataset = checked(
+    name=A.text(what="a dataset name (api.list_datasets())"), root=PATH.or_none(),
+    val_size=_config_number("data.val_size"), seed=_config_number("data.seed"),
     train_subset=_config_number("data.train_subset"), val_subset=_config_number("data.val_subset"), download=FLAG,
     cache_dir=PATH.or_none(), test_size=_config_number("data.test_size"))(_load_dataset)
 
@@ -215,10 +209,11 @@ def _model_fits(where: str, args: dict) -> None:
                           "'in_channels', the width options) smaller")
 
 
-create_model = api_function(then=_model_fits, name=TEXT, num_classes=A.integer(1, 10**6).or_none(),
+MODEL_NAME = A.text(what="a model name (api.list_models())")
+create_model = checked(then=_model_fits, name=MODEL_NAME, num_classes=A.integer(1, 10**6).or_none(),
                             in_channels=A.integer(1, 2**12).or_none(),
                             input_size=A.integer(1, BIG).or_none())(_models.create_model)
-model_info = api_function(name=TEXT)(_models.model_info)
+model_info = checked(name=MODEL_NAME)(_models.model_info)
 
 
 def _input_fits(where: str, args: dict) -> None:
@@ -237,24 +232,24 @@ def _input_fits(where: str, args: dict) -> None:
                           "torch.device('meta')")
 
 
-summarize = api_function(then=_input_fits, model=MODEL,
+summarize = checked(then=_input_fits, model=MODEL,
                          input_shape=A.sequence(A.integer(1, 2**16), min_len=3, max_len=3, what="(C, H, W) as"
                                                 " a list").or_none(),
                          batch_size=_config_number("batch.size"),
                          dtype=A.instance(torch.dtype, "a torch.dtype"))(_summary.summarize)
-format_table = api_function(s=A.instance(_summary.Summary, "a Summary (api.summarize(model)) or a model to "
+format_table = checked(s=A.instance(_summary.Summary, "a Summary (api.summarize(model)) or a model to "
                                                            "summarise", convert=_summary.summarize,
                                          convertible=(nn.Module,)))(_summary.format_table)
-initial_loss_check = api_function(model=MODEL, x=TENSOR, y=TENSOR,
+initial_loss_check = checked(model=MODEL, x=TENSOR, y=TENSOR,
                                   tolerance=A.number(gt=0, high=1e6))(_sanity.initial_loss_check)
 
 
 # -- using a run ------------------------------------------------------------------------------------------------------
 
-load_run = api_function(run_dir=RUN_DIR, which=A.text(CHECKPOINT_CHOICES), data_root=PATH.or_none(),
+load_run = checked(run_dir=RUN_DIR, which=A.text(CHECKPOINT_CHOICES), data_root=PATH.or_none(),
                         device=TEXT, download=FLAG)(_inference.load_run)
-evaluate_run = api_function(run=RUN, split=SPLIT_NAME, tta=TTA)(_inference.evaluate_run)
-predictions = api_function(run=RUN, split=SPLIT_NAME, tta=TTA,
+evaluate_run = checked(run=RUN, split=SPLIT_NAME, tta=TTA)(_inference.evaluate_run)
+predictions = checked(run=RUN, split=SPLIT_NAME, tta=TTA,
                            images=A.instance(Split, "a Split (images of your own)").or_none())(_inference.predictions)
 
 
@@ -272,7 +267,7 @@ def _predictions_agree(where: str, args: dict) -> None:
         raise CnnlabError(f"{where}: argument 'labels' holds a class index >= len(classes) = {len(classes)}")
 
 
-write_predictions = api_function(
+write_predictions = checked(
     then=_predictions_agree, path=PATH, ids=A.sequence(A.either(A.text(), A.integer(0, 2**63 - 1)), what="a list"),
     labels=A.sequence(A.integer(0, 10**6), what="a list"), force=FLAG,
     classes=A.sequence(A.text(), min_len=1, what="a list").or_none(),
@@ -292,21 +287,21 @@ def _pixels_fit(where: str, args: dict) -> None:
                           f"{w * dpi:,.0f} x {h * dpi:,.0f} pixels, more than {MAX_PIXELS:,}; use a smaller dpi")
 
 
-new_figure = api_function(nrows=A.integer(1, 100), ncols=A.integer(1, 100),
+new_figure = checked(nrows=A.integer(1, 100), ncols=A.integer(1, 100),
                           figsize=A.sequence(A.number(gt=0, high=200, what="inches"), min_len=2, max_len=2,
                                              what="(width, height) as a list"),
                           squeeze=FLAG)(_plotting.new_figure)
-save_figure = api_function(then=_pixels_fit, fig=A.instance(_plotting.Figure, "a matplotlib Figure"), path=PATH,
+save_figure = checked(then=_pixels_fit, fig=A.instance(_plotting.Figure, "a matplotlib Figure"), path=PATH,
                            dpi=A.integer(1, 2400))(_plotting.save_figure)
-plot_curves = api_function(
+plot_curves = checked(
     runs=A.mapping("a dict of label -> metrics rows (e.g. {'run': api.read_metrics(run_dir)})", min_len=1,
                    value=A.sequence(A.mapping("a dict"), what="a list")),
     axes=_axes_list(2).or_none(), train_loss_label=TEXT)(_plots.plot_curves)
-weight_stats = api_function(
+weight_stats = checked(
     states=A.mapping("a dict of label -> state dict (e.g. {'run': model.state_dict()})", min_len=1,
                      value=A.mapping("a state dict")),
     threshold=A.number(gt=0, high=1e6), bins=A.integer(1, 10**4))(_weights.weight_stats)
-plot_histograms = api_function(
+plot_histograms = checked(
     stats=A.sequence(A.instance(_weights.WeightStats, "a WeightStats"), min_len=1,
                      what="a list (api.weight_stats(...))"),
     axes=_axes_list(1).or_none(), max_layers=A.integer(1, 1000))(_weights.plot_histograms)
@@ -314,28 +309,28 @@ plot_histograms = api_function(
 
 # -- analyses ---------------------------------------------------------------------------------------------------------
 
-analysis_trainer = api_function(
+analysis_trainer = checked(
     cfg=A.instance(RunConfig, "a RunConfig, or a dict or YAML path for api.config", convert=config,
                    convertible=(dict, str, os.PathLike)),
     log=LOG.or_none())(_common.analysis_trainer)
-lr_range_test = api_function(trainer=TRAINER, start=LR, end=LR, steps=A.integer(2, BIG), mode=A.text(_range.LR_MODES),
+lr_range_test = checked(trainer=TRAINER, start=LR, end=LR, steps=A.integer(2, BIG), mode=A.text(_range.LR_MODES),
                              beta=A.number(0, lt=1), diverge=A.number(gt=1, high=1e6), rule=LR_RULE,
                              ax=AXES)(_range.lr_range_test)
-lr_sweep = api_function(trainer=TRAINER, lrs=A.sequence(LR, min_len=1), epochs=_config_number("train.epochs"),
+lr_sweep = checked(trainer=TRAINER, lrs=A.sequence(LR, min_len=1), epochs=_config_number("train.epochs"),
                         rule=LR_RULE, log=LOG, ax=AXES)(_range.lr_sweep)
-candidates = api_function(k=A.integer(2, 10**4), low=LR, high=LR)(_range.candidates)
-batch_sizes = api_function(low=BATCH, high=BATCH)(_range.batch_sizes)
-batch_range_test = api_function(trainer=TRAINER, sizes=A.sequence(BATCH, min_len=2), steps=STEPS,
+candidates = checked(k=A.integer(2, 10**4), low=LR, high=LR)(_range.candidates)
+batch_sizes = checked(low=BATCH, high=BATCH)(_range.batch_sizes)
+batch_range_test = checked(trainer=TRAINER, sizes=A.sequence(BATCH, min_len=2), steps=STEPS,
                                 micro=_config_number("batch.micro"), log=LOG, ax=AXES)(_range.batch_range_test)
-loss_band = api_function(trainer=TRAINER, lrs=A.sequence(LR, min_len=1), steps=STEPS, label=TEXT, log=LOG, ax=AXES,
+loss_band = checked(trainer=TRAINER, lrs=A.sequence(LR, min_len=1), steps=STEPS, label=TEXT, log=LOG, ax=AXES,
                          color=TEXT, gradients=FLAG, ax_grad=AXES)(_landscape.loss_band)
 
 
 # -- sweeps and reports -----------------------------------------------------------------------------------------------
 
-load_spec = api_function(path=PATH)(_spec.load_spec)
-expand = api_function(spec=SPEC, profile=TEXT.or_none(), overrides=OVERRIDES.or_none(), out=PATH)(_spec.expand)
-sweep = api_function(opts=A.instance(SweepOptions, "SweepOptions(spec_path=...)"), log=LOG)(_sweep.sweep)
-make_report = api_function(inputs=A.sequence(PATH, min_len=1, what="a list", one=True), out=PATH,
+load_spec = checked(path=PATH)(_spec.load_spec)
+expand = checked(spec=SPEC, profile=TEXT.or_none(), overrides=OVERRIDES.or_none(), out=PATH)(_spec.expand)
+sweep = checked(opts=A.instance(SweepOptions, "SweepOptions(spec_path=...)"), log=LOG)(_sweep.sweep)
+make_report = checked(inputs=A.sequence(PATH, min_len=1, what="a list", one=True), out=PATH,
                            profile=TEXT.or_none(), store=TEXT.or_none(), runs_out=PATH, title=TEXT.or_none(),
                            command=TEXT, pdf=FLAG)(_report.make_report)
