@@ -46,7 +46,7 @@ from cnnlab.experiments import report as _report
 from cnnlab.experiments import spec as _spec
 from cnnlab.experiments import sweep as _sweep
 from cnnlab.experiments.sweep import SweepOptions
-from cnnlab.models import MODELS, list_models
+from cnnlab.models import list_models
 from cnnlab.models import registry as _models
 from cnnlab.models import sanity as _sanity
 from cnnlab.models import summary as _summary
@@ -193,9 +193,7 @@ def _model_fits(where: str, args: dict) -> None:
     model whose float32 weights alone exceed the memory left: input_size=10**6 must fail in a second, not swap."""
     kwargs = {k: args[k] for k in ("num_classes", "in_channels", "input_size") if args.get(k) is not None}
     try:
-        with torch.device("meta"):
-            model = MODELS.build(args["name"], **kwargs, **args.get("options", {}))
-        params = sum(p.numel() for p in model.parameters())
+        params = _models.count_params(args["name"], **kwargs, **args.get("options", {}))
     except CnnlabError:
         raise
     except Exception:  # a model that cannot be built on meta is built for real and fails there, if at all

@@ -50,12 +50,17 @@ def default_args(name: str) -> Dict[str, Any]:
     return keyword_defaults(MODELS.get(name))
 
 
+def count_params(name: str, **kwargs: Any) -> int:
+    """Parameters of `create_model(name, **kwargs)`, built on the meta device: shapes only, no memory and no init cost
+    (VGG19 has 144 M parameters; input_size=10**6 would ask for terabytes), so a caller can refuse before building."""
+    with torch.device("meta"):
+        model = MODELS.build(name, **kwargs)
+    return sum(p.numel() for p in model.parameters())
+
+
 @functools.lru_cache(maxsize=None)
 def _param_count(name: str) -> int:
-    # Built on the meta device: shapes only, no memory and no init cost (VGG19 has 144 M parameters).
-    with torch.device("meta"):
-        model = MODELS.build(name)
-    return sum(p.numel() for p in model.parameters())
+    return count_params(name)
 
 
 def model_info(name: str) -> Dict[str, Any]:
