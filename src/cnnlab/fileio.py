@@ -81,3 +81,85 @@ def check_writable(path: PathLike, what: str = "output") -> Path:
         raise CnnlabError(f"cannot write {what} {str(path)!r} ({e.strerror or e}); choose a writable location") \
             from None
     return path
+
+
+class OwnerLock:
+    """An exclusive, non-blocking lock on a file, held for as long as its owner lives.
+
+    `flock` (POSIX) or `msvcrt.locking` (Windows) on a lock file that is never deleted: the operating system releases
+    the lock when the holding process dies, however it dies (SIGKILL, power loss of a container), so a killed run can
+    be resumed at once, while a live one cannot be taken over. The file is never unlinked because an unlink races
+    with a second process that has already opened the old file: both would then hold "the" lock. The file holds the
+    owner's pid, host and command line, only to name it in the refusal (the lock itself is the truth).
+    """
+
+    def __init__(self, path: PathLike):
+        self.path = Path(path)
+        self._fd: Optional[int] = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> Optional[str]:
+        """Take the lock; returns None, or (when another process holds it) what that file says of its owner."""
+        if self._fd is not None:
+            return None
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(self.path, flags, 0o666)
+        try:
+            if not _try_lock(fd):
+                return _read_owner(fd) or "another process"
+            os.ftruncate(fd, 0)
+            os.write(fd, _owner_text().encode("utf-8", "replace"))
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return None
+
+    def release(self) -> None:
+        """Let go (the file stays, emptied of the owner's name). Safe to call twice."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)  # closing the descriptor releases a flock/msvcrt lock
+
+    def __del__(self):  # a forgotten owner (an object dropped without release) must not keep the folder forever
+        with contextlib.suppress(Exception):
+            self.release()
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _owner_text() -> str:
+    import shlex
+    import socket
+    import sys
+    import time
+    cmd = shlex.join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])[:300]
+    return f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: {cmd}\n"
+
+
+def _read_owner(fd: int) -> str:
+    with contextlib.suppress(OSError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 1000).decode("utf-8", "replace").strip()
+    return ""

@@ -73,7 +73,9 @@ def register(sub) -> None:
                                    "it. A JSON file beside it lists the classes and the input contract.")
     p.add_argument("run_dir")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    p.add_argument("--out", help="file to write (default RUN_DIR/model.onnx or RUN_DIR/model.torchscript.pt)")
+    p.add_argument("--out", help="file to write (default RUN_DIR/model.onnx or RUN_DIR/model.torchscript.pt); "
+                                 "its metadata goes to OUT.json")
+    p.add_argument("--force", action="store_true", help="replace an existing export file (never a run's own files)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     add_data_root(p)
     p.set_defaults(func=_export)
@@ -178,13 +180,13 @@ def _predict(args) -> int:
 
 
 def _export(args) -> int:
-    from cnnlab.training.export import export_run
+    from cnnlab.training.export import FORMATS, check_export_paths, export_run
     from cnnlab.training.inference import load_run
 
-    if args.out:
-        check_writable(args.out, "export file")  # before the model and data are loaded
+    # before the model and data are loaded: an export that would replace a file is refused at once
+    if args.out or (Path(args.run_dir) / "config.yaml").is_file():
+        check_export_paths(args.out or Path(args.run_dir) / f"model{FORMATS[args.format]}", args.force)
     paths = export_run(load_run(args.run_dir, args.checkpoint, args.data_root, device="cpu",
-                                download=args.download), args.format,
-                       args.out)
+                                download=args.download), args.format, args.out, force=args.force)
     print(f"wrote {paths['model']} ({args.format}) and {paths['metadata']}")
     return 0

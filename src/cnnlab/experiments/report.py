@@ -30,7 +30,7 @@ import yaml
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.answers import WORDS, Answer, answer_all, setting_name, show_stat, stat
 from cnnlab.experiments.figures import Drawn, Entry, draw, had_target, reach
-from cnnlab.experiments.spec import MACHINE_KEYS, flatten_config, split_key
+from cnnlab.experiments.spec import MACHINE_KEYS, flatten_config, run_folder, split_key
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable
 from cnnlab.plotting import figure_bytes
 from cnnlab.training.config import SEED_KEY
@@ -135,7 +135,7 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
         records = store.records(sid)
     entries = []
     for run in runs:
-        run_dir = Path(run.config.out) / run.config.name
+        run_dir = run_folder(run)
         rec = records.get(run.key)
         if rec is not None and rec.summary:
             e = Entry(run.name, run.varied, rec.state, rec.summary, rec.metrics, flatten_config(run.config.to_dict()),

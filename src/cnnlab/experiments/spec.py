@@ -54,6 +54,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.experiments.answers import check_answer
 from cnnlab.experiments.figures import check_figure
 from cnnlab.training.augment_spelling import view as augment_view
+from cnnlab.training.runfolder import RunFolder
 from cnnlab.training.config import (SEED_KEY, RunConfig, check_key, config_from_dict, config_keys, merge,
                                    parse_override, read_config_file, read_yaml, set_dotted)
 
@@ -67,6 +68,16 @@ ANALYSIS_KEYS = ("name", "args", "description", "profiles")
 MACHINE_KEYS = ("name", "out", "data.root", "data.download", "train.device", "train.threads", "train.progress",
                 "train.tensorboard")
 _SAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+
+
+def check_component(name: Any, what: str) -> str:
+    """A name that becomes one folder name (spec, profile, group, variant, analysis step): letters, digits and
+    . _ + = -, not made of dots alone ('..' would lead out of the sweep's out/ folder), at most 100 characters."""
+    if (not isinstance(name, str) or not name or _SAFE.sub("", name) != name or set(name) == {"."}
+            or len(name) > 100):
+        raise CnnlabError(f"{what} {name!r} must be a word of letters, digits, . _ + = - (not dots alone, at most "
+                          "100 characters): it names a folder")
+    return name
 
 
 @dataclass
@@ -201,8 +212,7 @@ def _variants(data: Any, where: str) -> Dict[str, Dict[str, Any]]:
     data = _mapping(data, where)
     out = {}
     for name, overrides in data.items():
-        if not isinstance(name, str) or not _SAFE.sub("", name) == name or not name:
-            raise CnnlabError(f"{where}: variant name {name!r} must be a word of letters, digits, . _ + = -")
+        check_component(name, f"{where}: variant name")
         out[name] = flatten(_mapping(overrides, f"{where} {name!r}"), f"{where} {name!r}")
     return out
 
@@ -255,8 +265,7 @@ def _analysis(data: Any, where: str) -> List[Dict[str, Any]]:
         step = _mapping(step, w)
         _check_fields(step, ANALYSIS_KEYS, w)
         name, args = step.get("name"), step.get("args")
-        if not isinstance(name, str) or _SAFE.sub("", name) != name or not name:
-            raise CnnlabError(f"{w} name must be a word (it names the output folder), got {name!r}")
+        check_component(name, f"{w} name")
         if not isinstance(args, list) or not args or not all(isinstance(a, (str, int, float)) for a in args):
             raise CnnlabError(f"{w} args must be a non-empty list of command-line words, got {args!r}")
         profiles = step.get("profiles")
@@ -305,7 +314,8 @@ def _groups(data: dict, where: str) -> List[Group]:
     groups_data = _mapping(data["groups"], f"{where} groups")
     if not groups_data:
         raise CnnlabError(f"{where} groups is empty; name at least one group or remove the key")
-    return [_group(str(n), _mapping(g, f"{where} group {n!r}"), f"{where} group {n!r}") for n, g in groups_data.items()]
+    return [_group(check_component(n, f"{where} group name"), _mapping(g, f"{where} group {n!r}"),
+                   f"{where} group {n!r}") for n, g in groups_data.items()]
 
 
 def _splits(data: dict, where: str) -> Tuple[Optional[str], List[str]]:
@@ -327,14 +337,13 @@ def parse_spec(data: Any, path: Optional[Path] = None, name: Optional[str] = Non
         raise CnnlabError(f"{where} must be a YAML mapping with base/grid/zip/variants/profiles, got "
                           f"{type(data).__name__}")
     _check_fields(data, SPEC_KEYS, where)
-    profiles = {str(n): _profile(str(n), p, f"{where} profile {n!r}")
+    profiles = {check_component(n, f"{where} profile name"): _profile(n, p, f"{where} profile {n!r}")
                 for n, p in _mapping(data.get("profiles"), f"{where} profiles").items()}
     default = data.get("default_profile", "quick" if "quick" in profiles else next(iter(profiles), None))
     if default is not None and default not in profiles:
         raise CnnlabError(f"{where} default_profile {default!r} is not one of its profiles: {', '.join(profiles)}")
-    spec_name = str(data.get("name") or name or (path.stem if path else "experiment"))
-    if _SAFE.sub("", spec_name) != spec_name:
-        raise CnnlabError(f"{where} name {spec_name!r} must be letters, digits, . _ + = - (it names a folder)")
+    spec_name = data.get("name") or name or (path.stem if path else "experiment")
+    check_component(spec_name, f"{where} name")
     predict, evaluate = _splits(data, where)
     spec = Spec(path, spec_name, str(data.get("question", "")).strip(), str(data.get("description", "")).strip(),
                 _base(data, path, where), _groups(data, where), profiles, default,
@@ -471,6 +480,29 @@ def expand(spec: Spec, profile: Optional[str] = None, overrides: Optional[List[s
 
 def sweep_folder(out, spec: Spec, prof: Optional[Profile]) -> Path:
     return Path(out) / spec.name / (prof.name if prof else "default")
+
+
+def folder_identity(path: Path) -> Optional[str]:
+    """The identity hash of the run a folder holds: None for no run (no config.yaml), "" for a damaged config."""
+    if not (path / "config.yaml").exists():
+        return None
+    try:
+        return identity_hash(config_from_dict(RunFolder(path).read_config()))
+    except CnnlabError:
+        return ""
+
+
+def run_folder(run: Run) -> Path:
+    """Where a run lives: out/<spec>/<profile>/<name>, or <name>@<identity> when <name> already holds a run of
+    another config (the spec changed, or another sweep of the spec with other key=value overrides ran first).
+    Two identities never share a folder: the other run's files, and the store record that points at them, stay
+    as they were instead of being started over."""
+    base = Path(run.config.out)
+    name, identity = split_key(run.key)
+    planned = base / name
+    if folder_identity(planned) in (None, identity):
+        return planned
+    return base / f"{name}@{identity}"
 
 
 def _make_run(spec, prof, g, vname, vset, point, short, cli, sweep_dir) -> Run:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.spec import Run, Spec, expand, identity_hash, load_spec, split_key, sweep_folder
+from cnnlab.experiments.spec import (Run, Spec, expand, folder_identity, load_spec, run_folder, split_key,
+                                     sweep_folder)
 from cnnlab.experiments.store import DEFAULT_STORE, Claim, Record, ResultStore
 
 DONE_STATES = ("finished", "diverged", "stopped")
@@ -84,22 +85,17 @@ def _logger(run: Run, worker: str, log: Callable[[str], None]) -> Callable[[str]
 
 
 def folder_state(run: Run) -> str:
-    """What the run folder holds: new (nothing usable), resume (last.pt of this very config), stale (another
-    config: it is started over), done (finished per summary.json with this config)."""
+    """What the run's folder (run.config.name, placed by run_folder) holds: new (nothing usable), resume (last.pt
+    of this very config), stale (a damaged config in the folder named by this run's identity: started over)."""
     from cnnlab.training.checkpoint import find_checkpoint
-    from cnnlab.training.config import config_from_dict
-    from cnnlab.training.runfolder import RunFolder
 
-    folder = RunFolder(Path(run.config.out) / run.config.name)
-    if not (folder.path / "config.yaml").exists():
+    path = Path(run.config.out) / run.config.name
+    found = folder_identity(path)
+    if found is None:
         return "new"
-    try:
-        saved = identity_hash(config_from_dict(folder.read_config()))
-    except CnnlabError:
+    if found != split_key(run.key)[1]:
         return "stale"
-    if saved != split_key(run.key)[1]:
-        return "stale"
-    if find_checkpoint(folder.path, "last") is not None:
+    if find_checkpoint(path, "last") is not None:
         return "resume"
     return "new"
 
@@ -118,7 +114,7 @@ def train_run(run: Run, log: Callable[[str], None], threads: int = 0) -> dict:
         cfg.train.threads = threads
     state = folder_state(run)
     if state == "stale":
-        log("the run folder holds a run of a different config (the spec changed): starting it over")
+        log("the run folder's config.yaml is damaged: starting the run over")
     path = Path(cfg.out) / cfg.name
     trainer = Trainer(cfg, path, resume=state == "resume", overwrite=state != "resume", log=log)
     return trainer.fit()
@@ -193,6 +189,11 @@ def worker_loop(opts: SweepOptions, since: float, worker: str = "w0", threads: i
         if claim is None:
             break
         run = by_key[claim.key]
+        placed = run_folder(run)
+        if placed.name != run.config.name:
+            log(f"[{worker} {run.name}] {Path(run.config.out) / run.config.name} holds a run of another config; "
+                f"this one goes to {placed}")
+            run.config.name = placed.name
         rlog = _logger(run, worker, log)
         if claim.resumed:
             rlog("earlier attempt found: resuming its folder where possible")
@@ -289,7 +290,7 @@ def status_rows(opts: SweepOptions) -> List[dict]:
         rec = records.pop(r.key, None)
         best = (rec.summary or {}).get("best_val_acc") if rec else None
         rows.append({"run": r.name, "state": rec.state if rec else "pending", "best_val_acc": best,
-                     "folder": str(Path(r.config.out) / r.config.name), "planned": True})
+                     "folder": str(run_folder(r)), "planned": True})
     # Runs of the same spec and profile with other settings (a sweep started with key=value overrides): they ran,
     # so they are listed, marked as not part of this plan, rather than hidden behind "pending" rows.
     for rec in records.values():
@@ -344,7 +345,7 @@ def _fill(arg: str, cmd: AnalysisCommand, by_name: Dict[str, Run], out: Path, pl
                                   f"{plan.profile!r}; runs: {', '.join(by_name)}")
             run = by_name[name]
             if kind == "run":
-                return str(Path(run.config.out) / run.config.name)
+                return str(run_folder(run))
             path = out / f"{name}.yaml"
             cmd.files[path] = run.config.to_yaml()
             return str(path)

@@ -168,10 +168,20 @@ class Trainer:
         self.trackers = None
         if self.write:
             need = 3 * 4 * self.params * 3 + (1 << 20)  # best+last+prev, fp32 weights + ~2 optimizer slots, +1 MiB
-            self.folder.prepare(resume=resume, overwrite=overwrite, need_bytes=need)
-            self.folder.write_config(cfg)
-        if resume:
-            self._restore()
+            self.folder.prepare(resume=resume, overwrite=overwrite, need_bytes=need)  # from here on, we own it
+        try:
+            if self.write:
+                self.folder.write_config(cfg)
+            if resume:
+                self._restore()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Give up ownership of the run folder; fit() does it when the run ends, however it ends (a later fit() of
+        the same trainer takes it again)."""
+        self.folder.release()
 
     # -- parts ---------------------------------------------------------------------------------------------------
     def _resolve_amp(self):
@@ -479,6 +489,8 @@ class Trainer:
         self.log(f"run {self.folder.path}: {c.model.name} ({self.params:,} parameters) on {c.data.name} "
                  f"[{len(self.ds.train):,} train / {len(self.ds.val) if self.ds.val else 0:,} val], "
                  f"device {runtime.describe_device(self.device)}, amp {self.amp_note}")
+        if self.write:
+            self.folder.own()  # held since __init__; taken again by a second fit() after the first released it
         if self.initial_loss is None:
             self.initial_loss = self.check_initial_loss()
         if self.write:
@@ -488,14 +500,19 @@ class Trainer:
                 self._run_epoch()
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI: record it, then let it go on up
             self._interrupted()
+            self.close()
             raise
         except BaseException:  # an error stops the run: close the trackers (an MLflow run left open blocks the next)
             if self.trackers is not None:
                 self.trackers.end({**self.summary(), "status": "error"})
+            self.close()
             raise
         if self.status == "running":
             self.status = "finished"
-        return self.finish()
+        try:
+            return self.finish()
+        finally:
+            self.close()
 
     def _interrupted(self) -> None:
         """Record the interruption in summary.json (last.pt stays the last whole epoch's) and say how to go on."""
