@@ -141,7 +141,7 @@ def test_two_sweeps_with_different_overrides_never_share_a_run_folder(data, tmp_
     # the first sweep's run is untouched, the second went beside it, under its own identity
     assert (first / "best.pt").read_bytes() == weights and (first / "config.yaml").read_text() == first_cfg
     others = [p for p in first.parent.iterdir() if p.name.startswith("lr=0.01@")]
-    assert len(others) == 1 and "holds a run of another config" in printed
+    assert len(others) == 1 and "is taken (a run of another config" in printed
     assert yaml.safe_load((others[0] / "config.yaml").read_text())["train"]["seed"] == 2
     # the store's two records point at two folders, each holding its own run
     from cnnlab.experiments.store import ResultStore
@@ -291,3 +291,24 @@ def test_a_store_that_is_not_a_store_is_one_line(kind, data, tmp_path, capsys, b
     if before is not None:
         assert target.read_bytes() == before
     assert not list(tmp_path.rglob("best.pt"))  # nothing trained into a store that would have lost it
+
+
+def test_two_sweep_processes_with_different_overrides_started_together(data, tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"base": {"data": {"name": "fashion-mnist", "train_subset": 4000,
+                                                      "val_subset": 100},
+                                             "batch": {"size": 50}, "model": {"name": "simplenn"},
+                                             "train": {"epochs": 3, "progress": "off", "threads": 1}},
+                                    "grid": {"optim.lr": [0.01]}}))
+    out = tmp_path / "g"
+    procs = [_cnnlab("sweep", str(spec), "--out", str(out), f"train.seed={s}") for s in (1, 2)]
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    assert [r[2] for r in results] == [0, 0], results
+    folders = sorted((out / "s" / "default").iterdir())
+    assert len(folders) == 2, folders  # lr=0.01 and lr=0.01@<identity>, one run each
+    seeds = sorted(yaml.safe_load((f / "config.yaml").read_text())["train"]["seed"] for f in folders)
+    assert seeds == [1, 2]
+    for f in folders:
+        summary = json.loads((f / "summary.json").read_text())
+        assert summary["run"] == str(f) and summary["epochs_done"] == 3
+        assert len((f / "metrics.csv").read_text().splitlines()) == 4

@@ -109,7 +109,9 @@ class OwnerLock:
         fd = os.open(self.path, flags, 0o666)
         try:
             if not _try_lock(fd):
-                return _read_owner(fd) or "another process"
+                owner = _read_owner(fd) or "another process"
+                os.close(fd)
+                return owner
             os.ftruncate(fd, 0)
             os.write(fd, _owner_text().encode("utf-8", "replace"))
         except BaseException:

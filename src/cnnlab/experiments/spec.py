@@ -39,6 +39,7 @@ are never mistaken for the new runs. Errors name the spec file and the key or ru
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import hashlib
@@ -503,6 +504,31 @@ def run_folder(run: Run) -> Path:
     if folder_identity(planned) in (None, identity):
         return planned
     return base / f"{name}@{identity}"
+
+
+def own_run_folder(run: Run) -> RunFolder:
+    """run_folder, decided while holding the folder (RunFolder.own): two sweep processes that start the same run
+    name under different configs at the same moment cannot both pick <name>. A planned folder that another process
+    owns is training another identity (the store hands each identity to one worker), so this run goes beside it,
+    as it does beside a link. What cannot be done here (an unwritable out/) the trainer refuses in one line."""
+    base = Path(run.config.out)
+    name, identity = split_key(run.key)
+    planned, beside = base / name, base / f"{name}@{identity}"
+    folder = RunFolder(planned)
+    try:
+        if not planned.is_symlink():
+            planned.mkdir(parents=True, exist_ok=True)
+            folder.own()
+            if folder_identity(planned) in (None, identity):
+                return folder
+            folder.release()
+    except (CnnlabError, OSError):
+        folder.release()
+    folder = RunFolder(beside)
+    with contextlib.suppress(CnnlabError, OSError):
+        beside.mkdir(parents=True, exist_ok=True)
+        folder.own()
+    return folder
 
 
 def _make_run(spec, prof, g, vname, vset, point, short, cli, sweep_dir) -> Run:

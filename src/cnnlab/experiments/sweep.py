@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.spec import (Run, Spec, expand, folder_identity, load_spec, run_folder, split_key,
-                                     sweep_folder)
+from cnnlab.experiments.spec import (Run, Spec, expand, folder_identity, load_spec, own_run_folder, run_folder,
+                                     split_key, sweep_folder)
 from cnnlab.experiments.store import DEFAULT_STORE, Claim, Record, ResultStore
 
 DONE_STATES = ("finished", "diverged", "stopped")
@@ -100,7 +100,7 @@ def folder_state(run: Run) -> str:
     return "new"
 
 
-def train_run(run: Run, log: Callable[[str], None], threads: int = 0) -> dict:
+def train_run(run: Run, log: Callable[[str], None], threads: int = 0, folder=None) -> dict:
     """Train (or resume) one run into its folder; returns the trainer's summary.
 
     Resuming goes through Trainer(resume=True) with the planned config rather than `trainer.resume(dir)`, which
@@ -115,7 +115,7 @@ def train_run(run: Run, log: Callable[[str], None], threads: int = 0) -> dict:
     state = folder_state(run)
     if state == "stale":
         log("the run folder's config.yaml is damaged: starting the run over")
-    path = Path(cfg.out) / cfg.name
+    path = folder if folder is not None else Path(cfg.out) / cfg.name  # the RunFolder own_run_folder holds
     trainer = Trainer(cfg, path, resume=state == "resume", overwrite=state != "resume", log=log)
     return trainer.fit()
 
@@ -145,10 +145,10 @@ def _evaluate(run: Run, splits: List[str], log) -> dict:
     return out
 
 
-def execute(store: ResultStore, claim: Claim, run: Run, plan: Plan, log, threads: int = 0) -> str:
+def execute(store: ResultStore, claim: Claim, run: Run, plan: Plan, log, threads: int = 0, folder=None) -> str:
     """Run one claimed run to its end and record it; returns its final state."""
     try:
-        summary = train_run(run, log, threads)
+        summary = train_run(run, log, threads, folder)
         from cnnlab.training.runfolder import read_metrics_csv
         metrics = read_metrics_csv(Path(run.config.out) / run.config.name / "metrics.csv")
         if summary["status"] in ("finished", "stopped"):
@@ -189,15 +189,18 @@ def worker_loop(opts: SweepOptions, since: float, worker: str = "w0", threads: i
         if claim is None:
             break
         run = by_key[claim.key]
-        placed = run_folder(run)
-        if placed.name != run.config.name:
-            log(f"[{worker} {run.name}] {Path(run.config.out) / run.config.name} holds a run of another config; "
-                f"this one goes to {placed}")
-            run.config.name = placed.name
+        folder = own_run_folder(run)
+        if folder.path.name != run.config.name:
+            log(f"[{worker} {run.name}] {Path(run.config.out) / run.config.name} is taken (a run of another config, "
+                f"a live process or a link); this run goes to {folder.path}")
+            run.config.name = folder.path.name
         rlog = _logger(run, worker, log)
         if claim.resumed:
             rlog("earlier attempt found: resuming its folder where possible")
-        state = execute(store, claim, run, plan, rlog, threads)
+        try:
+            state = execute(store, claim, run, plan, rlog, threads, folder)
+        finally:
+            folder.release()
         counts[state] = counts.get(state, 0) + 1
         done += 1
     return counts

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Union
 
 import torch
 import torch.nn.functional as Fn
@@ -123,7 +123,7 @@ class Trainer:
     `train_one_epoch`, `steps`, `state`, `load_state`, `use_batch`, `check_initial_loss`, `checkpoint`, `summary`.
     Everything starting with `_` is internal."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Optional[Path] = None, *, resume: bool = False,
+    def __init__(self, cfg: RunConfig, run_dir: Optional[Union[Path, RunFolder]] = None, *, resume: bool = False,
                  overwrite: bool = False, log: Callable[[str], None] = print,
                  epoch_hook: Optional[Callable] = None, write: bool = True,
                  dist: Optional[DistInfo] = None, reopen: bool = False):
@@ -164,7 +164,9 @@ class Trainer:
         self.initial_loss: Optional[float] = None
         self.stop_reason: Optional[str] = None
         self.saved_epoch: Optional[int] = None  # epoch of the last checkpoint written (or resumed from)
-        self.folder = RunFolder(run_dir or Path(cfg.out) / (cfg.name or broadcast_object(default_run_name(cfg))))
+        # a RunFolder may come already owned (a sweep decides where a run goes while holding the folder)
+        self.folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(
+            run_dir or Path(cfg.out) / (cfg.name or broadcast_object(default_run_name(cfg))))
         self.trackers = None
         if self.write:
             need = 3 * 4 * self.params * 3 + (1 << 20)  # best+last+prev, fp32 weights + ~2 optimizer slots, +1 MiB
