@@ -181,7 +181,8 @@ def options_of(fn: Callable, skip=("entries", "num_classes", "in_channels", "inp
     for name, p in inspect.signature(fn).parameters.items():
         if name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
-        parts.append(f"`{name}`" if p.default is inspect.Parameter.empty else f"`{name}={p.default!r}`")
+        default = f"{p.default:.6g}" if isinstance(p.default, float) else repr(p.default)
+        parts.append(f"`{name}`" if p.default is inspect.Parameter.empty else f"`{name}={default}`")
     return ", ".join(parts)
 
 
@@ -195,7 +196,8 @@ def models_section() -> str:
     for name in MODELS.names():
         info = model_info(name)
         shape = "×".join(map(str, info["input_shape"]))
-        rows.append([f"`{name}`", shape, str(info["num_classes"]), f"{info['params']:,}", cell(info["description"]),
+        classes = "—" if info["num_classes"] is None else str(info["num_classes"])  # an Inception module alone
+        rows.append([f"`{name}`", shape, classes, f"{info['params']:,}", cell(info["description"]),
                      cell(options_of(MODELS.get(name)))])
     return ("## Models\n\n`model.name` in a config, `create_model(name, **options)` in Python; options go in "
             "`model.options`. Parameters are counted at the defaults (`cnnlab models`, `cnnlab summary NAME`).\n\n"
