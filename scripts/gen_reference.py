@@ -139,8 +139,7 @@ def _argument_row(parser: argparse.ArgumentParser, action: argparse.Action) -> L
     if action.choices and not isinstance(action, argparse._SubParsersAction):
         text += " (one of: " + ", ".join(map(str, action.choices)) + ")"
     default = action.default
-    shown = "" if default in (None, False, argparse.SUPPRESS) or action.nargs == 0 and default is False \
-        else code(default)
+    shown = "" if default is None or default is False or default == argparse.SUPPRESS else code(default)
     return [f"`{cell(flags)}`", shown, cell(text)]
 
 
