@@ -3,7 +3,7 @@
 - reference/config.md, reference/cli.md, reference/registries.md: written by scripts/gen_reference.py from the config
   schema, the argparse parser and the registries at every build, so the reference cannot drift from the code.
 - results/**: the committed reports (results/<recipe>/report.md with its figures, runs.csv, answers.json, and the
-  Lab 3 runs' files), served under the same paths, so the results page links to them as the README does.
+  Lab 3 runs' files), served under the same paths, so the results page links to them as the README did.
 """
 
 from __future__ import annotations
