@@ -140,3 +140,17 @@ def test_summary_example_gives_the_documented_parameter_count(capsys):
     assert "82,030" in line
     assert cnnlab_main(["summary", "simplenn"]) == 0
     assert "82,030" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("doc", ["guide/models.md", "guide/data.md"])
+def test_python_examples_of_the_guides_run(doc, shared_data, session_cache, monkeypatch):
+    """The Python blocks of a guide, in order, in one namespace, against the real data (docs/api.md has its own)."""
+    monkeypatch.setenv("CNNLAB_CACHE", str(session_cache))
+    code = "\n".join(re.findall(r"```python\n(.*?)```", (REPO / "docs" / doc).read_text(encoding="utf-8"), re.S))
+    assert code
+    ns = {}
+    exec(compile(code.replace('"../shared/data"', repr(str(shared_data))), doc, "exec"), ns)
+    if doc == "guide/data.md":
+        assert len(ns["ds"].train) == 45000 and tuple(ns["x"].shape) == (128, 3, 32, 32)
+    else:
+        assert ns["model"].input_shape == (3, 32, 32)
