@@ -6,7 +6,7 @@ with its numbers and its margin; nothing in a generated report is written by han
     report:
       answers:
         - {kind: compare, a: bn, b: no_bn, metrics: [best_val_acc, final_train_acc],  # variant, group or run name
-           question: "HW2 Lab 2(b)i"}               # optional: the course question it answers (README Results)
+           question: "HW2 Lab 2(b)i"}               # optional: the course question it answers (docs/results.md)
         - {kind: compare, a: {optim.l1: 1.0e-4}, b: {optim.weight_decay: 1.0e-3}, metrics: weight_sparsity}
         - {kind: best, key: optim.lr, by: best_val_acc, group: l2}                # every value, ranked
         - {kind: best, key: variant, by: test_acc, where: {model.options.dropout: 0.5}}  # among some runs only

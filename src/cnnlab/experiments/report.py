@@ -620,7 +620,7 @@ def runs_csv_path(html_path: Path) -> Path:
 
 def answers_json(built: List[Built]) -> str:
     """answers.json: per source, its answers with the course question each answers, and what the runs cost (the
-    README's Results table is generated from these files: scripts/readme_results.py)."""
+    Results page, docs/results.md, is generated from these files: scripts/readme_results.py)."""
     out = []
     for b in built:
         done = [e for e in b.source.planned if e.summary]
