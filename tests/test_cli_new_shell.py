@@ -140,6 +140,9 @@ def test_the_terminal_says_accuracy_in_percent_one_line_per_epoch_and_the_amp_no
     assert re.search(r"finished: best val acc \d+\.\d\d% at epoch", out)
     assert not re.search(r"acc 0\.\d{3}", out)
     assert sum(line.count("amp auto") for line in lines) == 1
+    from cnnlab.training.trainer import show_metric  # what early stopping and `cnnlab tune` print for a metric
+
+    assert show_metric("val_acc", 0.6543) == "65.43%" and show_metric("val_loss", 1.5) == "1.5000"
     assert main(["evaluate", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert f"wrote {tmp_path / 'r' / 'evaluation-val.json'}, confusion-val.csv and confusion-val.png" in out

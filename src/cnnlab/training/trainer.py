@@ -56,6 +56,11 @@ def percent(fraction: float, digits: int = 2) -> str:
     return f"{100 * fraction:.{digits}f}%"
 
 
+def show_metric(name: str, value: float) -> str:
+    """A metrics.csv value as the terminal shows it: an accuracy (`*_acc`) in %, a loss with 4 decimals."""
+    return percent(value) if name.endswith("_acc") else f"{value:.4f}"
+
+
 def load_data(cfg: RunConfig) -> Dataset:
     """The run's dataset; `cfg.data.root` then holds the absolute root it was found under, so that the config saved
     in the run folder and its checkpoints says where the data was, and `evaluate`, `predict`, `report` and `export`
@@ -574,9 +579,8 @@ class Trainer:
             if values:
                 best = max(range(len(values)), key=lambda i: (values[i], -i))  # the first epoch at the best value
                 if len(values) - 1 - best >= t.patience:
-                    value = percent(values[best]) if t.monitor == "val_acc" else f"{sign * values[best]:.4f}"
                     return (f"early stopping: {t.monitor} has not improved for {t.patience} epochs (best "
-                            f"{value} at epoch {best + 1})")
+                            f"{show_metric(t.monitor, sign * values[best])} at epoch {best + 1})")
         return None
 
     def _record(self, row: dict) -> None:
@@ -718,18 +722,19 @@ def resume(run_dir, log=print, data_root: Optional[str] = None, overrides: Optio
     for text in overrides or []:
         key, value = parse_override(text)
         if key not in RESUME_KEYS_CHANGEABLE:
-            raise CnnlabError(f"{spelling.resume_name}: {key!r} cannot change in a resumed run (it would no longer be the same run); "
-                              f"only {', '.join(RESUME_KEYS_CHANGEABLE)} can; start a new run for other changes")
+            raise CnnlabError(f"{spelling.resume_name}: {key!r} cannot change in a resumed run (it would no longer be "
+                              f"the same run); only {', '.join(RESUME_KEYS_CHANGEABLE)} can; start a new run for other "
+                              "changes")
         set_dotted(tree, key, value)
     new = config_from_dict(tree)
     if new.train.epochs != cfg.train.epochs:
         if new.schedule.name in LENGTH_PLANNED:
-            raise CnnlabError(f"{spelling.resume_name} with train.epochs={new.train.epochs}: schedule {new.schedule.name!r} is "
-                              f"planned over the run's {cfg.train.epochs} epochs and cannot be extended; start a new "
-                              "run")
+            raise CnnlabError(f"{spelling.resume_name} with train.epochs={new.train.epochs}: schedule "
+                              f"{new.schedule.name!r} is planned over the run's {cfg.train.epochs} epochs and cannot "
+                              "be extended; start a new run")
         if new.train.epochs < done:
-            raise CnnlabError(f"{spelling.resume_name} with train.epochs={new.train.epochs}: the run has already trained {done} "
-                              "epochs")
+            raise CnnlabError(f"{spelling.resume_name} with train.epochs={new.train.epochs}: the run has already "
+                              f"trained {done} epochs")
         log(f"extending {folder.path} from {cfg.train.epochs} to {new.train.epochs} epochs; the "
             f"{new.schedule.name} schedule continues where it was")
     use_data_root(new, data_root)
