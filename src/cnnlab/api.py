@@ -35,8 +35,8 @@ from cnnlab.plotting import new_figure, save_figure
 from cnnlab.training.config import RunConfig, config_from_dict, load_config
 from cnnlab.training.inference import evaluate_run, load_run, predictions, write_predictions
 from cnnlab.training.plots import plot_curves
-from cnnlab.training.runfolder import RunFolder
-from cnnlab.training.trainer import Trainer, resume
+from cnnlab.training.runfolder import API, RunFolder
+from cnnlab.training.trainer import Trainer, resume as _resume
 
 __all__ = ["BatchLoader", "CnnlabError", "RunConfig", "SweepOptions", "Trainer", "analysis_trainer",
            "batch_range_test", "batch_sizes", "candidates", "config", "config_from_dict", "create_model",
@@ -65,7 +65,15 @@ def config(source: ConfigLike = None, overrides: Sequence[str] = (), data_root: 
 def train(source: ConfigLike = None, overrides: Sequence[str] = (), data_root: Optional[str] = None, *,
           overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
     """Train one run (as `cnnlab train` does) and return its summary (also in RUN/summary.json)."""
-    return Trainer(config(source, overrides, data_root), overwrite=overwrite, log=log).fit()
+    return Trainer(config(source, overrides, data_root), overwrite=overwrite, log=log, spelling=API).fit()
+
+
+def resume(run_dir, log: Callable[[str], None] = print, data_root: Optional[str] = None,
+           overrides: Optional[Sequence[str]] = None, download: bool = False) -> dict:
+    """Continue the run in `run_dir` from its last.pt (as `cnnlab train --resume`); `overrides` may extend it
+    (`["train.epochs=30"]`). Returns its summary."""
+    return _resume(run_dir, log=log, data_root=data_root, overrides=list(overrides or []), download=download,
+                   spelling=API)
 
 
 def read_metrics(run_dir) -> List[dict]:

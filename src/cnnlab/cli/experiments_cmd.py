@@ -123,6 +123,7 @@ def _report(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     from cnnlab.experiments.tune import TuneOptions, make_plan, open_study, tune
     from cnnlab.experiments.tune_report import write_tune_report
+    from cnnlab.training.trainer import show_metric
 
     overrides = list(args.overrides) + data_overrides(args)
     opts = TuneOptions(args.spec, args.profile, overrides, args.out, args.store, args.trials, args.timeout,
@@ -134,7 +135,7 @@ def _tune(args: argparse.Namespace) -> int:
     path = write_tune_report(study, plan)
     best = study.best_trial if any(t.value is not None for t in study.trials) else None
     if best is not None:
-        print(f"best: trial {best.number}, {plan.tune.metric} {best.value:.4f}, "
+        print(f"best: trial {best.number}, {plan.tune.metric} {show_metric(plan.tune.metric, best.value)}, "
               + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()))
     print(f"wrote {path} (and trials.csv, history.png, best-N.yaml beside it)")
     return 0

@@ -141,7 +141,7 @@ def _evaluate(run: Run, splits: List[str], log) -> dict:
     for split in splits:
         res = evaluate_run(loaded, split)
         out[f"{split}_loss"], out[f"{split}_acc"] = res["loss"], res["acc"]
-        log(f"best checkpoint on {split}: loss {res['loss']:.4f} acc {res['acc']:.4f}")
+        log(f"best checkpoint on {split}: loss {res['loss']:.4f} acc {100 * res['acc']:.2f}%")
     return out
 
 

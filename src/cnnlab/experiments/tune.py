@@ -281,7 +281,7 @@ def ended(study: optuna.Study) -> int:
 
 # -- one trial ------------------------------------------------------------------------------------------------------
 def objective(plan: Plan, log: Callable[[str], None]):
-    from cnnlab.training.trainer import Trainer
+    from cnnlab.training.trainer import Trainer, show_metric
 
     metric, sign = plan.tune.metric, 1 if plan.tune.direction == "maximize" else -1
 
@@ -311,9 +311,9 @@ def objective(plan: Plan, log: Callable[[str], None]):
         best = max(values_seen, key=lambda v: sign * v)
         if "pruned_at" in trial.user_attrs:
             log(f"trial {trial.number}: {shown} -> pruned at epoch {trial.user_attrs['pruned_at']} "
-                f"({metric} {best:.4f})")
+                f"({metric} {show_metric(metric, best)})")
             raise optuna.TrialPruned()
-        log(f"trial {trial.number}: {shown} -> {metric} {best:.4f} ({summary['wall_time']:.1f} s)")
+        log(f"trial {trial.number}: {shown} -> {metric} {show_metric(metric, best)} ({summary['wall_time']:.1f} s)")
         return best
     return run
 

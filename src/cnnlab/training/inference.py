@@ -24,7 +24,7 @@ from cnnlab.training.config import RunConfig, config_from_dict
 from cnnlab.training.ema import served_weights
 from cnnlab.data.core import Split
 from cnnlab.training.evaluation import predict_probs, scores
-from cnnlab.training.trainer import build_model, load_data
+from cnnlab.training.trainer import build_model, load_data, use_data_root
 
 
 @dataclass
@@ -67,8 +67,7 @@ def load_run(run_dir, which: str = "best", data_root: Optional[str] = None, devi
         cfg = config_from_dict(ckpt["config"])
     except CnnlabError as e:
         raise CnnlabError(f"checkpoint {str(path)!r} holds a config cnnlab cannot use: {e}") from None
-    if data_root is not None:
-        cfg.data.root = data_root
+    use_data_root(cfg, data_root)
     cfg.data.download = download
     dev = runtime.select_device(device)
     ds = load_data(cfg)
@@ -112,7 +111,7 @@ def write_predictions(path, ids, labels, force: bool = False, classes=None, prob
     per class (p_<class>)."""
     path = Path(path)
     if path.exists() and not force:
-        raise CnnlabError(f"{str(path)!r} exists; pass --force to overwrite it, or choose another --out")
+        raise CnnlabError(f"{str(path)!r} exists; pass force=True to overwrite it, or choose another path")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if probs is None:

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -30,6 +31,20 @@ RUN_OUTPUTS = {"config.yaml", "metrics.csv", "summary.json", "best.pt", "last.pt
                "curves.png", "predictions.csv", "log.txt", "tb", "report.html", "report.md", "report_files",
                "evaluation.json", "confusion.csv", "confusion.png", "model.onnx", "model.onnx.json",
                "model.torchscript.pt", "model.torchscript.pt.json"}
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """How the caller says "replace the run" and "continue the run", so that a message advises the caller's own way:
+    `cnnlab train` takes flags, the Python API keyword arguments. `resume` is formatted with path=the run folder."""
+    overwrite: str
+    resume: str
+    resume_name: str
+
+
+CLI = Spelling("pass --overwrite", "cnnlab train --resume {path}", "--resume")
+API = Spelling("pass overwrite=True", "api.resume('{path}')", "api.resume")
+
 _NUM = (int, float, type(None))
 SUMMARY_TYPES = {"status": str, "best_val_acc": _NUM, "best_epoch": (int, type(None)), "final_train_acc": _NUM,
                  "final_val_acc": _NUM, "final_train_loss": _NUM, "wall_time": _NUM, "images_per_sec": _NUM,
@@ -46,7 +61,7 @@ class RunFolder:
         self._lock: Optional[OwnerLock] = None
 
     # -- preparation ---------------------------------------------------------------------------------------------
-    def prepare(self, *, resume: bool, overwrite: bool = False, need_bytes: int = 0) -> None:
+    def prepare(self, *, resume: bool, overwrite: bool = False, need_bytes: int = 0, spelling: Spelling = CLI) -> None:
         """Create the folder, become its one owner (see `own`), and check it is writable with room for the
         checkpoints, before any training."""
         p = self.path
@@ -68,8 +83,9 @@ class RunFolder:
         if self.holds_run() and not resume:
             if not overwrite:
                 self.release()
-                raise CnnlabError(f"run folder {str(p)!r} already holds a run; resume it with --resume {p}, "
-                                  "or choose another name (name=...), or pass --overwrite")
+                raise CnnlabError(f"run folder {str(p)!r} already holds a run; resume it with "
+                                  f"{spelling.resume.format(path=p)}, or choose another name (name=...), or "
+                                  f"{spelling.overwrite}")
             self.clear()
         free = shutil.disk_usage(p).free
         if resume:  # the checkpoints already there are replaced, not added to: count their space as free,

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as Fn
 
 from cnnlab.data import Dataset, load_dataset
+from cnnlab.data.paths import resolve_root
 from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
@@ -43,17 +44,45 @@ from cnnlab.training.ema import WeightAverage
 from cnnlab.training.losses import build_loss, describe as describe_loss
 from cnnlab.training.optim import build_optimizer, l1_penalty
 from cnnlab.training.plots import save_curves
-from cnnlab.training.runfolder import RunFolder, default_run_name
+from cnnlab.training.runfolder import CLI, RunFolder, Spelling, default_run_name
 from cnnlab.training.schedules import batch_size_at, build_schedule
 from cnnlab.training.tracking import Trackers
 
 CHECK_EVERY = 10  # optimizer steps between reads of the loss (divergence check, progress bar)
 
 
+def percent(fraction: float, digits: int = 2) -> str:
+    """An accuracy (a fraction) as the terminal and the reports write it: 0.6543 -> '65.43%'."""
+    return f"{100 * fraction:.{digits}f}%"
+
+
+def show_metric(name: str, value: float) -> str:
+    """A metrics.csv value as the terminal shows it: an accuracy (`*_acc`) in %, a loss with 4 decimals."""
+    return percent(value) if name.endswith("_acc") else f"{value:.4f}"
+
+
 def load_data(cfg: RunConfig) -> Dataset:
+    """The run's dataset; `cfg.data.root` then holds the absolute root it was found under, so that the config saved
+    in the run folder and its checkpoints says where the data was, and `evaluate`, `predict`, `report` and `export`
+    find it from a shell without CNNLAB_DATA. data.root is a machine key: it is not part of a run's identity."""
     d = cfg.data
-    return load_dataset(d.name, root=d.root, val_size=d.val_size, seed=d.seed, train_subset=d.train_subset,
-                        val_subset=d.val_subset, download=d.download, test_size=d.test_size)
+    ds = load_dataset(d.name, root=d.root, val_size=d.val_size, seed=d.seed, train_subset=d.train_subset,
+                      val_subset=d.val_subset, download=d.download, test_size=d.test_size)
+    d.root = os.path.abspath(resolve_root(d.root)[0])  # absolute, but a symbolic link kept as the user named it
+    return ds
+
+
+def use_data_root(cfg: RunConfig, data_root: Optional[str] = None) -> None:
+    """Where a saved run reads its data: an explicit `data_root` wins; else the root the run recorded, unless that
+    no longer exists (moved, another machine): then the usual resolution (CNNLAB_DATA, the per-user data directory),
+    said on stderr."""
+    if data_root is not None:
+        cfg.data.root = data_root
+    elif cfg.data.root and not Path(cfg.data.root).expanduser().exists():
+        path, how = resolve_root(None)
+        print(f"cnnlab: warning: the run's recorded data root {cfg.data.root!r} no longer exists; looking in "
+              f"{str(path)!r} ({how}) instead; give --data-root PATH to choose", file=sys.stderr)
+        cfg.data.root = None
 
 
 def build_model(cfg: RunConfig, ds: Dataset):
@@ -126,8 +155,9 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Optional[Union[Path, RunFolder]] = None, *, resume: bool = False,
                  overwrite: bool = False, log: Callable[[str], None] = print,
                  epoch_hook: Optional[Callable] = None, write: bool = True,
-                 dist: Optional[DistInfo] = None, reopen: bool = False):
+                 dist: Optional[DistInfo] = None, reopen: bool = False, spelling: Spelling = CLI):
         self.dist = dist or init_from_env()
+        self.spelling = spelling  # how messages say --overwrite / --resume: as `cnnlab train` or as the Python API
         self.rank, self.world_size = self.dist.rank, self.dist.world_size
         self.cfg, self.epoch_hook = cfg, epoch_hook
         self.reopen = reopen  # resume a finished or stopped run under a changed length or stop rule
@@ -170,7 +200,7 @@ class Trainer:
         self.trackers = None
         if self.write:
             need = 3 * 4 * self.params * 3 + (1 << 20)  # best+last+prev, fp32 weights + ~2 optimizer slots, +1 MiB
-            self.folder.prepare(resume=resume, overwrite=overwrite, need_bytes=need)  # from here on, we own it
+            self.folder.prepare(resume=resume, overwrite=overwrite, need_bytes=need, spelling=spelling)  # we own it
         try:
             if self.write:
                 self.folder.write_config(cfg)
@@ -423,7 +453,7 @@ class Trainer:
                         self.log(f"epoch {epoch + 1}: loss {mean:.4g} (limit {limit:.3g}): diverged, stopping")
                         return
                     if bar is not None:
-                        bar.set_postfix(loss=f"{mean:.3f}", acc=f"{tot_correct / tot_n:.3f}")
+                        bar.set_postfix(loss=f"{mean:.3f}", acc=percent(tot_correct / tot_n, 1))
                         bar.update(min(CHECK_EVERY, len(loader) - bar.n))
         finally:
             if bar is not None:
@@ -527,7 +557,7 @@ class Trainer:
                     self.trackers.end(summary)
         if self.write and self.saved_epoch is not None:
             self.log(f"interrupted during epoch {self.epoch + 1}; last.pt holds {self.saved_epoch} epochs; continue "
-                     f"with: cnnlab train --resume {self.folder.path}")
+                     f"with: {self.spelling.resume.format(path=self.folder.path)}")
         else:
             self.log(f"interrupted during epoch {self.epoch + 1}; no checkpoint was written (train.checkpoints=false "
                      "or before the first epoch ended), so the run cannot be resumed")
@@ -569,7 +599,7 @@ class Trainer:
                 best = max(range(len(values)), key=lambda i: (values[i], -i))  # the first epoch at the best value
                 if len(values) - 1 - best >= t.patience:
                     return (f"early stopping: {t.monitor} has not improved for {t.patience} epochs (best "
-                            f"{sign * values[best]:.4f} at epoch {best + 1})")
+                            f"{show_metric(t.monitor, sign * values[best])} at epoch {best + 1})")
         return None
 
     def _record(self, row: dict) -> None:
@@ -577,17 +607,19 @@ class Trainer:
         improved = val_acc is not None and math.isfinite(val_acc) and val_acc > self.best["val_acc"]
         if improved:
             self.best = {"val_acc": val_acc, "epoch": row["epoch"]}
+        reached = []
         for key in self.targets:
             if self.targets[key] is None and val_acc is not None and val_acc >= float(key):
                 self.targets[key] = {"epoch": row["epoch"], "time": row["time"]}
-                self.log(f"reached {float(key):.1%} validation accuracy at epoch {row['epoch']} "
-                         f"({row['time']:.1f} s)")
+                reached.append(f"{float(key):.1%}")
         mem = runtime.memory_used(self.device)
+        # one line per epoch, accuracies in % as the reports write them; a target reached is said on the same line
         self.log(f"epoch {row['epoch']}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
-                 f"acc {row['train_acc']:.4f}" + (f"  val loss {row['val_loss']:.4f} acc {val_acc:.4f}"
-                                                  if val_acc is not None else "")
+                 f"acc {percent(row['train_acc'])}" + (f"  val loss {row['val_loss']:.4f} acc {percent(val_acc)}"
+                                                       if val_acc is not None else "")
                  + f"  lr {row['lr']:.3g}  bs {row['batch_size']}  {row['images_per_sec']:,.0f} img/s  "
-                 f"{row['time']:.1f}s" + (f"  gpu mem {mem:,.0f} MiB" if mem else ""))
+                 f"{row['time']:.1f}s" + (f"  gpu mem {mem:,.0f} MiB" if mem else "")
+                 + (f"  reached {' and '.join(reached)} validation accuracy" if reached else ""))
         if not self.write:
             return
         with self._writing():
@@ -613,8 +645,9 @@ class Trainer:
             yield
         except OSError as e:
             what = os.path.basename(e.filename) if e.filename else "a file"
-            kept = (f"last.pt from epoch {self.saved_epoch} is intact; free space, then continue with: cnnlab train "
-                    f"--resume {self.folder.path}" if self.saved_epoch is not None else "no checkpoint was written yet")
+            kept = (f"last.pt from epoch {self.saved_epoch} is intact; free space, then continue with: "
+                    f"{self.spelling.resume.format(path=self.folder.path)}" if self.saved_epoch is not None
+                    else "no checkpoint was written yet")
             raise CnnlabError(f"cannot write {what} in {str(self.folder.path)!r} ({e.strerror or e}) after epoch "
                               f"{self.epoch}; {kept}") from None
 
@@ -655,7 +688,7 @@ class Trainer:
             with self._writing():
                 self._write_final(summary)
         best = summary["best_val_acc"]
-        self.log(f"{self.status}: best val acc {best:.4f} at epoch {summary['best_epoch']}, "
+        self.log(f"{self.status}: best val acc {percent(best)} at epoch {summary['best_epoch']}, "
                  f"{summary['wall_time']:.1f}s" if best is not None else f"{self.status}: {self.epoch} epochs")
         if self.write:
             self.log(f"run folder: {self.folder.path}")
@@ -695,7 +728,7 @@ LENGTH_PLANNED = ("cosine", "onecycle")  # schedules laid out over the run's len
 
 
 def resume(run_dir, log=print, data_root: Optional[str] = None, overrides: Optional[List[str]] = None,
-           download: bool = False, **kw) -> dict:
+           download: bool = False, spelling: Spelling = CLI, **kw) -> dict:
     """Continue the run in `run_dir` from its last.pt with its own config (the data may have moved: `data_root`).
 
     `overrides` may change only RESUME_KEYS_CHANGEABLE; `train.epochs=N` extends a finished run, whose schedule then
@@ -708,21 +741,21 @@ def resume(run_dir, log=print, data_root: Optional[str] = None, overrides: Optio
     for text in overrides or []:
         key, value = parse_override(text)
         if key not in RESUME_KEYS_CHANGEABLE:
-            raise CnnlabError(f"--resume: {key!r} cannot change in a resumed run (it would no longer be the same run); "
-                              f"only {', '.join(RESUME_KEYS_CHANGEABLE)} can; start a new run for other changes")
+            raise CnnlabError(f"{spelling.resume_name}: {key!r} cannot change in a resumed run (it would no longer be "
+                              f"the same run); only {', '.join(RESUME_KEYS_CHANGEABLE)} can; start a new run for other "
+                              "changes")
         set_dotted(tree, key, value)
     new = config_from_dict(tree)
     if new.train.epochs != cfg.train.epochs:
         if new.schedule.name in LENGTH_PLANNED:
-            raise CnnlabError(f"--resume with train.epochs={new.train.epochs}: schedule {new.schedule.name!r} is "
-                              f"planned over the run's {cfg.train.epochs} epochs and cannot be extended; start a new "
-                              "run")
+            raise CnnlabError(f"{spelling.resume_name} with train.epochs={new.train.epochs}: schedule "
+                              f"{new.schedule.name!r} is planned over the run's {cfg.train.epochs} epochs and cannot "
+                              "be extended; start a new run")
         if new.train.epochs < done:
-            raise CnnlabError(f"--resume with train.epochs={new.train.epochs}: the run has already trained {done} "
-                              "epochs")
+            raise CnnlabError(f"{spelling.resume_name} with train.epochs={new.train.epochs}: the run has already "
+                              f"trained {done} epochs")
         log(f"extending {folder.path} from {cfg.train.epochs} to {new.train.epochs} epochs; the "
             f"{new.schedule.name} schedule continues where it was")
-    if data_root is not None:
-        new.data.root = data_root
+    use_data_root(new, data_root)
     new.data.download = new.data.download or download
-    return Trainer(new, folder.path, resume=True, log=log, reopen=bool(overrides), **kw).fit()
+    return Trainer(new, folder.path, resume=True, log=log, reopen=bool(overrides), spelling=spelling, **kw).fit()
