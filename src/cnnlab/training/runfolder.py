@@ -33,7 +33,8 @@ RUN_OUTPUTS = {"config.yaml", "metrics.csv", "summary.json", "best.pt", "last.pt
 _NUM = (int, float, type(None))
 SUMMARY_TYPES = {"status": str, "best_val_acc": _NUM, "best_epoch": (int, type(None)), "final_train_acc": _NUM,
                  "final_val_acc": _NUM, "final_train_loss": _NUM, "wall_time": _NUM, "images_per_sec": _NUM,
-                 "params": (int, type(None)), "epochs_done": int, "targets": (dict, type(None)), "diverged": bool}
+                 "params": (int, type(None)), "epochs_done": int, "targets": (dict, type(None)), "diverged": bool,
+                 "end_train_loss": _NUM, "end_train_acc": _NUM, "end_train_images": (int, type(None))}
 CHECKPOINT_FILES = ("best.pt", "last.pt", "last.prev.pt")
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "batch_size", "epoch_time",
                   "images_per_sec", "time"]

@@ -48,6 +48,13 @@ from cnnlab.training.schedules import batch_size_at, build_schedule
 from cnnlab.training.tracking import Trackers
 
 CHECK_EVERY = 10  # optimizer steps between reads of the loss (divergence check, progress bar)
+# end_train_loss / end_train_acc: the final weights (the served ones: the EMA where train.ema is set) on the first
+# END_TRAIN_IMAGES images of the training split (the whole split when it is smaller), in eval mode and without
+# augmentation, once at the end of a finished or stopped run. Unlike final_train_loss (the mean over the last
+# epoch's augmented batches while the weights moved), it compares runs of different lengths and batch sizes: a
+# 1-epoch run's final_train_loss averages in its first steps from ln(classes). A fixed subset, not the whole split:
+# 10,000 images cost a fifth of a CIFAR-10 epoch's forward passes, and the split is already shuffled (data.seed).
+END_TRAIN_IMAGES = 10_000
 
 
 def load_data(cfg: RunConfig) -> Dataset:
@@ -162,6 +169,7 @@ class Trainer:
         self.targets: Dict[str, Optional[dict]] = {f"{t:g}": None for t in cfg.train.targets}
         self.status = "running"
         self.initial_loss: Optional[float] = None
+        self.end_train: Dict[str, float] = {}  # end_train_loss/_acc/_images, measured by finish() (not checkpointed)
         self.stop_reason: Optional[str] = None
         self.saved_epoch: Optional[int] = None  # epoch of the last checkpoint written (or resumed from)
         self.folder = RunFolder(run_dir or Path(cfg.out) / (cfg.name or broadcast_object(default_run_name(cfg))))
@@ -608,7 +616,7 @@ class Trainer:
                 "epochs_done": self.epoch, "best_val_acc": self.best["val_acc"] if self.best["epoch"] else None,
                 "best_epoch": self.best["epoch"], "final_train_acc": last.get("train_acc"),
                 "final_val_acc": last.get("val_acc"), "final_train_loss": last.get("train_loss"),
-                "final_val_loss": last.get("val_loss"), "stop_reason": self.stop_reason,
+                "final_val_loss": last.get("val_loss"), **self.end_train, "stop_reason": self.stop_reason,
                 "wall_time": self.time, "images_per_sec": sorted(ips)[len(ips) // 2] if ips else None,
                 "initial_loss": self.initial_loss, "ln_classes": math.log(self.ds.num_classes),
                 "targets": self.targets, "device": runtime.describe_device(self.device),
@@ -630,7 +638,17 @@ class Trainer:
         if self.trackers is not None:
             self.trackers.end(summary)
 
+    def measure_end_train(self) -> Dict[str, float]:
+        """end_train_loss / end_train_acc / end_train_images (see END_TRAIN_IMAGES): evaluation only, so the
+        weights, BN statistics and RNG are left as they were (exact resume is untouched)."""
+        split = self.ds.train.subset(min(END_TRAIN_IMAGES, len(self.ds.train)))
+        model = self.ema.module if self.ema is not None else self.forward
+        r = evaluate(model, self._loader(split, self.cfg.batch.eval_size, train=False), self.device, self.amp)
+        return {"end_train_loss": r["loss"], "end_train_acc": r["acc"], "end_train_images": len(split)}
+
     def finish(self) -> dict:
+        if self.status in ("finished", "stopped") and self.history:  # a diverged run's weights are not worth it
+            self.end_train = self.measure_end_train()
         summary = self.summary()
         if self.write:
             with self._writing():
