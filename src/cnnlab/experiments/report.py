@@ -139,8 +139,12 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
 
     spec = load_spec(path)
     prof = spec.profile(profile)
-    runs = expand(spec, profile, None, out)
+    kept = run_files / "analysis" if run_files is not None else None   # save_run_files' copy of the steps' results
+    runs = expand(spec, profile, None, out, [kept] if kept is not None else [])
     sweep_dir = sweep_folder(out, spec, prof)
+    analysis = sweep_dir / "analysis" if spec.analysis else None
+    if analysis is not None and not analysis.is_dir() and kept is not None and kept.is_dir():
+        analysis = kept
     url = store_url or str(Path(out) / DEFAULT_STORE)
     records = {}
     if "://" in url or Path(url).exists():  # reading must not create an empty store file
@@ -187,8 +191,8 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
                  and e.run_dir.parent == run_files)
     if copies:
         notes.append(f"{copies} run(s) read from their committed copies in {run_files} (no checkpoints there)")
-    return Source(title, spec.question or spec.description, entries, spec.figures,
-                  sweep_dir / "analysis" if spec.analysis else None, notes, Path(path), spec.answers,
+    return Source(title, spec.question or spec.description, entries, spec.figures, analysis, notes, Path(path),
+                  spec.answers,
                   {run.name: run.config.to_yaml() for run in runs}, run_files)
 
 
@@ -242,6 +246,23 @@ def save_run_files(sources: Sequence[Source]) -> List[Path]:  # the files writte
             dest.write_metrics(e.metrics)
             dest.write_summary(summary)
             written += [dest.path / f for f in RUN_FILES]
+        written += _save_analysis(s)
+    return written
+
+
+def _save_analysis(s: Source) -> List[Path]:
+    """The result lines (JSON) and figures (PNG) of the spec's analysis steps, into run_files/analysis/<step>/: the
+    report quotes and shows them, and a step that feeds runs decides their settings (spec.fed_settings)."""
+    if s.run_files is None or s.analysis_dir is None or not s.analysis_dir.is_dir():
+        return []
+    kept = s.run_files / "analysis"
+    if s.analysis_dir.resolve() == kept.resolve():
+        return []
+    written = []
+    for f in sorted(s.analysis_dir.glob("*/*")):
+        if f.suffix in (".json", ".png") and f.is_file():
+            atomic_write_bytes(kept / f.parent.name / f.name, f.read_bytes())
+            written.append(kept / f.parent.name / f.name)
     return written
 
 
