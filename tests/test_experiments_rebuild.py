@@ -132,8 +132,9 @@ def test_a_run_at_chance_is_did_not_learn_in_runs_csv_table_answers_and_legends(
     by_q = {a["question"]: a["text"] for a in answers(tmp)}
     assert "did not learn: stuck" in by_q["best lr"] and "stuck →" not in by_q["best lr"]
     assert by_q["ok vs stuck"].startswith("ok against stuck: not compared (stuck did not learn)")
+    summaries = (("ok", at(0.6, 1.2).summary), ("flat", at(0.1, 2.3).summary))
     entries = [Entry(n, {"variant": n}, "finished", s, [{"epoch": 1, "train_loss": 2.3, "val_acc": s["best_val_acc"]}],
-                     {"data.val_size": 5000}) for n, s in (("ok", at(0.6, 1.2).summary), ("flat", at(0.1, 2.3).summary))]
+                     {"data.val_size": 5000}) for n, s in summaries]
     drawn = draw("curves", entries)
     assert [row["run"] for row in drawn.rows] == ["ok", "flat (did not learn)"]
 

@@ -190,10 +190,9 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
     copies = sum(1 for e in entries if run_files is not None and e.run_dir is not None
                  and e.run_dir.parent == run_files)
     if copies:
-        notes.append(f"{copies} run(s) read from their committed copies in {run_files} (no checkpoints there)")
+        notes.append(f"{copies} run(s) read from the report's copies in {run_files} (no checkpoints there)")
     return Source(title, spec.question or spec.description, entries, spec.figures, analysis, notes, Path(path),
-                  spec.answers,
-                  {run.name: run.config.to_yaml() for run in runs}, run_files)
+                  spec.answers, {run.name: run.config.to_yaml() for run in runs}, run_files)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -225,9 +224,9 @@ def _run_copy(run_files: Optional[Path], run) -> Optional[Path]:
 
 def save_run_files(sources: Sequence[Source]) -> List[Path]:  # the files written
     """Write config.yaml, metrics.csv and summary.json of every planned run of a spec that has a result into its
-    source's run_files/<run name>/: the run folder's config.yaml (the planned config where the run ran on another machine),
-    the metrics and the summary the report used (the store's: it adds the sweep's evaluations, e.g. test_acc),
-    and the best checkpoint's weight sparsity where the checkpoint is here (the copy has no checkpoint)."""
+    source's run_files/<run name>/: the run folder's config.yaml (the planned config where the run ran on another
+    machine), the metrics and the summary the report used (the store's: it adds the sweep's evaluations, e.g.
+    test_acc), and the best checkpoint's weight sparsity where the checkpoint is here (the copy has no checkpoint)."""
     from cnnlab.training.runfolder import RunFolder
 
     written = []
@@ -584,7 +583,8 @@ def _html_table(b: Built, i: int) -> List[str]:
     parts = [f"<div class='table-wrap{' long' if len(b.rows) > 12 else ''}'><table class='runs' id='runs-{i}'>"
              "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in b.header) + "</tr></thead><tbody>"]
     for entry, row in zip(b.source.entries, b.rows):
-        cls = {"diverged": "diverged", "did not learn": "nolearn"}.get(entry.outcome, "" if entry.summary else "pending")
+        cls = {"diverged": "diverged", "did not learn": "nolearn"}.get(entry.outcome,
+                                                                       "" if entry.summary else "pending")
         cells = [f"<td{' class=best' if j == 1 and c == best else ''}>{e(c)}</td>" for j, c in enumerate(row)]
         parts.append(f"<tr class='{cls}'>" + "".join(cells) + "</tr>")
     parts.append("</tbody></table></div>")
