@@ -60,7 +60,10 @@ def register(sub) -> None:
                        description="Write a self-contained HTML page (figures embedded) and a Markdown twin: a table "
                                    "of runs, overlaid curves, and the spec's own figures.")
     p.add_argument("inputs", nargs="+", metavar="RUN_OR_SPEC", help="run folders, sweep folders, or specs (.yaml)")
-    p.add_argument("--out", default="report.html", help="HTML file (default report.html); the .md goes beside it")
+    p.add_argument("--out", default="report.html", help="HTML file (default report.html); the .md goes beside it, "
+                                                        "and for a spec each run's config, metrics and summary go "
+                                                        "to <stem>_runs/, which a later report reads where the "
+                                                        "store and the run folders are gone")
     p.add_argument("--profile", help="profile of the specs (default: each spec's default, usually quick)")
     p.add_argument("--store", help="results store of the specs' sweeps (default RUNS_OUT/cnnlab-store.journal)")
     p.add_argument("--runs-out", default="runs", help="the --out the sweeps ran with (default runs)")
