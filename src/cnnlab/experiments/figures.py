@@ -31,6 +31,7 @@ from cnnlab.registry import Registry, check_kwargs
 from cnnlab.training.config import SEED_KEY, check_key
 from cnnlab.training.losses import describe as describe_loss
 from cnnlab.training.plots import plot_curves
+from cnnlab.training.runfolder import END_TRAIN_IMAGES
 
 FIGURES = Registry("report figure")
 SUMMARY_METRICS = ("best_val_acc", "best_epoch", "final_train_acc", "final_val_acc", "final_train_loss", "wall_time",
@@ -44,10 +45,11 @@ LABELS = {"best_val_acc": "best validation accuracy", "final_train_acc": "final 
           "val_error": "validation error", "train_error": "training error", "train_loss": "training loss",
           "val_loss": "validation loss", "val_acc": "validation accuracy", "train_acc": "training accuracy",
           "test_acc": "test accuracy (best checkpoint)", "test_loss": "test loss (best checkpoint)",
-          # the trainer's END_TRAIN_IMAGES says what the end_train_* metrics measure, and why
+          # runfolder.END_TRAIN_IMAGES says what the end_train_* metrics measure, and why
           "final_train_loss": "last epoch's mean training loss (augmented batches, weights moving)",
-          "end_train_loss": "training loss of the final weights (eval mode, no augmentation, up to 10,000 images)",
-          "end_train_acc": "training accuracy of the final weights (eval mode, no augmentation, up to 10,000 images)"}
+          **{f"end_train_{m}": f"training {w} of the final weights (eval mode, no augmentation, up to "
+                               f"{END_TRAIN_IMAGES:,} training images)" for m, w in (("loss", "loss"),
+                                                                                    ("acc", "accuracy"))}}
 
 
 CHANCE_SIGMAS = 3          # best val acc this many binomial std above 1/classes is still chance (did_not_learn)

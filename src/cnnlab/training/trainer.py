@@ -43,18 +43,11 @@ from cnnlab.training.ema import WeightAverage
 from cnnlab.training.losses import build_loss, describe as describe_loss
 from cnnlab.training.optim import build_optimizer, l1_penalty
 from cnnlab.training.plots import save_curves
-from cnnlab.training.runfolder import RunFolder, default_run_name
+from cnnlab.training.runfolder import END_TRAIN_IMAGES, RunFolder, default_run_name
 from cnnlab.training.schedules import batch_size_at, build_schedule
 from cnnlab.training.tracking import Trackers
 
 CHECK_EVERY = 10  # optimizer steps between reads of the loss (divergence check, progress bar)
-# end_train_loss / end_train_acc: the final weights (the served ones: the EMA where train.ema is set) on the first
-# END_TRAIN_IMAGES images of the training split (the whole split when it is smaller), in eval mode and without
-# augmentation, once at the end of a finished or stopped run. Unlike final_train_loss (the mean over the last
-# epoch's augmented batches while the weights moved), it compares runs of different lengths and batch sizes: a
-# 1-epoch run's final_train_loss averages in its first steps from ln(classes). A fixed subset, not the whole split:
-# 10,000 images cost a fifth of a CIFAR-10 epoch's forward passes, and the split is already shuffled (data.seed).
-END_TRAIN_IMAGES = 10_000
 
 
 def load_data(cfg: RunConfig) -> Dataset:
@@ -127,7 +120,8 @@ class Trainer:
     Public (what analyses, experiments and notebooks may read): `cfg`, `ds` (the Dataset), `model` (plain, not
     DDP-wrapped), `optimizer`, `scheduler`, `criterion`, `train_loader`, `val_loader`, `params` (parameter count),
     `device`, `amp`, `history` (metrics rows), `epoch`, `step`, `status`, `folder`; methods `fit`,
-    `train_one_epoch`, `steps`, `state`, `load_state`, `use_batch`, `check_initial_loss`, `checkpoint`, `summary`.
+    `train_one_epoch`, `steps`, `state`, `load_state`, `use_batch`, `check_initial_loss`, `checkpoint`, `summary`,
+    `measure_end_train`.
     Everything starting with `_` is internal."""
 
     def __init__(self, cfg: RunConfig, run_dir: Optional[Path] = None, *, resume: bool = False,
@@ -639,8 +633,8 @@ class Trainer:
             self.trackers.end(summary)
 
     def measure_end_train(self) -> Dict[str, float]:
-        """end_train_loss / end_train_acc / end_train_images (see END_TRAIN_IMAGES): evaluation only, so the
-        weights, BN statistics and RNG are left as they were (exact resume is untouched)."""
+        """end_train_loss / end_train_acc / end_train_images (runfolder.END_TRAIN_IMAGES says what they measure):
+        evaluation only, so the weights, BN statistics and RNG are left as they were (exact resume is untouched)."""
         split = self.ds.train.subset(min(END_TRAIN_IMAGES, len(self.ds.train)))
         model = self.ema.module if self.ema is not None else self.forward
         r = evaluate(model, self._loader(split, self.cfg.batch.eval_size, train=False), self.device, self.amp)
