@@ -30,7 +30,10 @@ A spec answers one comparison (the course's "with and without BN", "six learning
 Precedence inside one run: config file < base < group.set < variant < profile.set < zip < grid < command line.
 A profile's `set` shrinks every run (its data, its epochs) but leaves what the axes vary alone; its `axes` replace
 an axis's values (fewer learning rates, smaller batch sizes), its `groups`/`variants` keep only the listed ones.
-An analysis step may name the `profiles` it belongs to (a cheap version for quick, the real one for full).
+An analysis step may name the `profiles` it belongs to (a cheap version for quick, the real one for full), and the
+runs it `feeds`: those runs take the settings the step suggests (`suggested batch.min=64 batch.max=1024` in its
+result lines), above the command line, once the step has run (`cnnlab sweep --analysis` runs feeding steps first);
+until then they run with the spec's own values.
 
 Each run gets a readable name built from what varied (`bn_lr=0.1`), and a key `name@hash` where the hash covers
 its whole config except where it runs (data.root, device, threads): a changed spec makes new keys, so old results
@@ -44,10 +47,11 @@ import copy
 import difflib
 import hashlib
 import itertools
+import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -63,7 +67,7 @@ SPEC_KEYS = ("name", "question", "description", "config", "base", "grid", "zip",
              "report", "predict", "evaluate", "analysis", "default_profile", "tune")
 GROUP_KEYS = ("set", "grid", "zip", "variants")
 PROFILE_KEYS = ("description", "set", "axes", "groups", "variants", "seeds")
-ANALYSIS_KEYS = ("name", "args", "description", "profiles")
+ANALYSIS_KEYS = ("name", "args", "description", "profiles", "feeds")
 # Where a run executes, not what it computes: left out of the run's identity hash so that the same sweep can be
 # shared by machines whose data lives in different folders or that train on different devices.
 MACHINE_KEYS = ("name", "out", "data.root", "data.download", "train.device", "train.threads", "train.progress",
@@ -272,8 +276,12 @@ def _analysis(data: Any, where: str) -> List[Dict[str, Any]]:
         profiles = step.get("profiles")
         if profiles is not None and (not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles)):
             raise CnnlabError(f"{w} profiles must be a list of profile names, got {profiles!r}")
+        feeds = step.get("feeds")
+        if feeds is not None and (not isinstance(feeds, list) or not all(isinstance(r, str) for r in feeds)):
+            raise CnnlabError(f"{w} feeds must be a list of run names (the runs that take the step's suggested "
+                              f"settings), got {feeds!r}")
         steps.append({"name": name, "args": [str(a) for a in args], "description": str(step.get("description", "")),
-                      "profiles": profiles})
+                      "profiles": profiles, "feeds": feeds})
     return steps
 
 
@@ -453,10 +461,11 @@ def flatten_config(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 
 def expand(spec: Spec, profile: Optional[str] = None, overrides: Optional[List[str]] = None,
-           out: str = "runs") -> List[Run]:
+           out: str = "runs", analysis_dirs: Sequence[Path] = ()) -> List[Run]:
     """All runs of `spec` under `profile`, each with a validated config whose folder is out/<spec>/<profile>/<run>.
 
-    `overrides` (key=value, from the command line) apply to every run, above everything else.
+    `overrides` (key=value, from the command line) apply to every run, above everything but what an analysis step
+    feeds (fed_settings: read from the sweep's analysis folder, else from `analysis_dirs`).
     """
     prof = spec.profile(profile)
     cli = {}
@@ -469,13 +478,20 @@ def expand(spec: Spec, profile: Optional[str] = None, overrides: Optional[List[s
     axis_keys = list(dict.fromkeys(k for g in groups for k in [*g.zip, *g.grid]))
     short = short_names(axis_keys)
     sweep_dir = sweep_folder(out, spec, prof)
+    fed = fed_settings(spec, prof, [sweep_dir / "analysis", *analysis_dirs])
     runs = []
     for g in groups:
         variants = {n: v for n, v in g.variants.items() if prof is None or prof.variants is None or n in prof.variants}
         for (vname, vset), point in itertools.product(variants.items() or [(None, {})],
                                                       _points(g, prof.axes if prof else {})):
-            runs.append(_make_run(spec, prof, g, vname, vset, point, short, cli, sweep_dir))
+            runs.append(_make_run(spec, prof, g, vname, vset, point, short, cli, sweep_dir, fed))
     _check_unique(spec, runs)
+    names = {r.name for r in runs}
+    for step in feeding_steps(spec, prof):
+        unknown = [n for n in step["feeds"] if n not in names]
+        if unknown:
+            raise CnnlabError(f"{spec.where()} analysis step {step['name']!r} feeds {unknown[0]!r}, which is not a run "
+                              f"of profile {prof.name if prof else 'default'!r}; runs: {', '.join(sorted(names))}")
     return runs
 
 
@@ -531,13 +547,46 @@ def own_run_folder(run: Run) -> RunFolder:
     return folder
 
 
-def _make_run(spec, prof, g, vname, vset, point, short, cli, sweep_dir) -> Run:
+def feeding_steps(spec: Spec, prof: Optional[Profile]) -> List[Dict[str, Any]]:
+    """The analysis steps of this profile that feed settings to runs."""
+    return [s for s in spec.analysis if s.get("feeds") and (s["profiles"] is None or prof is not None
+                                                            and prof.name in s["profiles"])]
+
+
+SUGGESTED = re.compile(r"suggested ((?:[A-Za-z_][\w.]*=\S+ ?)+)")
+
+
+def fed_settings(spec: Spec, prof: Optional[Profile], dirs: Sequence[Path]) -> Dict[str, Dict[str, Any]]:
+    """Run name -> the settings its feeding steps suggested: the `suggested key=value ...` of the result lines each
+    step wrote (<dir>/<step>/*.json, the first dir that has them). Keys are checked like any config key."""
+    fed: Dict[str, Dict[str, Any]] = {}
+    for step in feeding_steps(spec, prof):
+        found = next((sorted((d / step["name"]).glob("*.json")) for d in dirs if (d / step["name"]).is_dir()
+                      and any((d / step["name"]).glob("*.json"))), [])
+        settings: Dict[str, Any] = {}
+        for f in found:
+            try:
+                lines = json.loads(f.read_text()).get("lines") or []
+            except (OSError, ValueError, AttributeError):
+                raise CnnlabError(f"{f}: unreadable result of analysis step {step['name']!r}; delete its folder and "
+                                  "run the sweep with --analysis again") from None
+            for m in SUGGESTED.finditer(" ".join(str(line) for line in lines)):
+                for pair in m.group(1).split():
+                    k, v = parse_override(pair)
+                    settings[check_key(k, f"{spec.where()} analysis step {step['name']!r} suggestion")] = v
+        for run in step["feeds"]:
+            fed.setdefault(run, {}).update(settings)
+    return fed
+
+
+def _make_run(spec, prof, g, vname, vset, point, short, cli, sweep_dir, fed=None) -> Run:
     parts = [p for p in (g.name if len(spec.groups) > 1 else None, vname) if p]
     parts += [f"{short[k]}={format_value(v)}" for k, v in point]
     name = _SAFE.sub("-", "_".join(parts)) or "run"
     tree = spec.base
     # Layer by layer, so that a whole `model.options` mapping and a dotted `model.options.x` merge key by key.
-    for layer in (g.set, vset, prof.set if prof else {}, dict(point), cli, {"name": name, "out": str(sweep_dir)}):
+    for layer in (g.set, vset, prof.set if prof else {}, dict(point), cli, (fed or {}).get(name, {}),
+                  {"name": name, "out": str(sweep_dir)}):
         tree = merge(tree, unflatten(layer))
     try:
         cfg = config_from_dict(tree)

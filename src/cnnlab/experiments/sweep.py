@@ -388,7 +388,19 @@ def _step_fingerprint(cmd: AnalysisCommand) -> str:
     return h.hexdigest()
 
 
-def run_analysis(plan: Plan, data_root: Optional[str] = None, log=print) -> Dict[str, int]:
+def run_feeding_steps(opts: SweepOptions, data_root: Optional[str] = None, log=print) -> Dict[str, int]:
+    """The analysis steps that feed settings to runs (spec.fed_settings), run before the sweep plans its runs, so
+    that those runs train with what the steps found; a later run_analysis skips them (same fingerprint)."""
+    from cnnlab.experiments.spec import feeding_steps
+
+    plan = make_plan(opts)
+    prof = plan.spec.profile(plan.profile)
+    names = [s["name"] for s in feeding_steps(plan.spec, prof)]
+    return run_analysis(plan, data_root, log, only=names) if names else {}
+
+
+def run_analysis(plan: Plan, data_root: Optional[str] = None, log=print,
+                 only: Optional[List[str]] = None) -> Dict[str, int]:
     """Run each analysis step as `python -m cnnlab ...`, the documented command line: a spec writes its steps as
     cnnlab commands, and a separate process keeps the experiments layer from importing the CLI and a crashing step
     from taking the sweep with it; a failing step is reported, the next one runs.
@@ -401,6 +413,8 @@ def run_analysis(plan: Plan, data_root: Optional[str] = None, log=print) -> Dict
 
     results = {}
     for cmd in analysis_commands(plan, data_root):
+        if only is not None and cmd.name not in only:
+            continue
         done, fingerprint = plan.sweep_dir / "analysis" / cmd.name / STEP_DONE, _step_fingerprint(cmd)
         if done.is_file() and done.read_text().strip() == fingerprint:
             log(f"analysis {cmd.name}: done before with the same command and inputs, skipped")

@@ -44,7 +44,7 @@ from cnnlab.training.ema import WeightAverage
 from cnnlab.training.losses import build_loss, describe as describe_loss
 from cnnlab.training.optim import build_optimizer, l1_penalty
 from cnnlab.training.plots import save_curves
-from cnnlab.training.runfolder import CLI, RunFolder, Spelling, default_run_name
+from cnnlab.training.runfolder import CLI, END_TRAIN_IMAGES, RunFolder, Spelling, default_run_name
 from cnnlab.training.schedules import batch_size_at, build_schedule
 from cnnlab.training.tracking import Trackers
 
@@ -149,7 +149,8 @@ class Trainer:
     Public (what analyses, experiments and notebooks may read): `cfg`, `ds` (the Dataset), `model` (plain, not
     DDP-wrapped), `optimizer`, `scheduler`, `criterion`, `train_loader`, `val_loader`, `params` (parameter count),
     `device`, `amp`, `history` (metrics rows), `epoch`, `step`, `status`, `folder`; methods `fit`,
-    `train_one_epoch`, `steps`, `state`, `load_state`, `use_batch`, `check_initial_loss`, `checkpoint`, `summary`.
+    `train_one_epoch`, `steps`, `state`, `load_state`, `use_batch`, `check_initial_loss`, `checkpoint`, `summary`,
+    `measure_end_train`.
     Everything starting with `_` is internal."""
 
     def __init__(self, cfg: RunConfig, run_dir: Optional[Union[Path, RunFolder]] = None, *, resume: bool = False,
@@ -192,6 +193,7 @@ class Trainer:
         self.targets: Dict[str, Optional[dict]] = {f"{t:g}": None for t in cfg.train.targets}
         self.status = "running"
         self.initial_loss: Optional[float] = None
+        self.end_train: Dict[str, float] = {}  # end_train_loss/_acc/_images, measured by finish() (not checkpointed)
         self.stop_reason: Optional[str] = None
         self.saved_epoch: Optional[int] = None  # epoch of the last checkpoint written (or resumed from)
         # a RunFolder may come already owned (a sweep decides where a run goes while holding the folder)
@@ -660,7 +662,7 @@ class Trainer:
                 "epochs_done": self.epoch, "best_val_acc": self.best["val_acc"] if self.best["epoch"] else None,
                 "best_epoch": self.best["epoch"], "final_train_acc": last.get("train_acc"),
                 "final_val_acc": last.get("val_acc"), "final_train_loss": last.get("train_loss"),
-                "final_val_loss": last.get("val_loss"), "stop_reason": self.stop_reason,
+                "final_val_loss": last.get("val_loss"), **self.end_train, "stop_reason": self.stop_reason,
                 "wall_time": self.time, "images_per_sec": sorted(ips)[len(ips) // 2] if ips else None,
                 "initial_loss": self.initial_loss, "ln_classes": math.log(self.ds.num_classes),
                 "targets": self.targets, "device": runtime.describe_device(self.device),
@@ -682,7 +684,17 @@ class Trainer:
         if self.trackers is not None:
             self.trackers.end(summary)
 
+    def measure_end_train(self) -> Dict[str, float]:
+        """end_train_loss / end_train_acc / end_train_images (runfolder.END_TRAIN_IMAGES says what they measure):
+        evaluation only, so the weights, BN statistics and RNG are left as they were (exact resume is untouched)."""
+        split = self.ds.train.subset(min(END_TRAIN_IMAGES, len(self.ds.train)))
+        model = self.ema.module if self.ema is not None else self.forward
+        r = evaluate(model, self._loader(split, self.cfg.batch.eval_size, train=False), self.device, self.amp)
+        return {"end_train_loss": r["loss"], "end_train_acc": r["acc"], "end_train_images": len(split)}
+
     def finish(self) -> dict:
+        if self.status in ("finished", "stopped") and self.history:  # a diverged run's weights are not worth it
+            self.end_train = self.measure_end_train()
         summary = self.summary()
         if self.write:
             with self._writing():
