@@ -435,6 +435,8 @@ def parse_override(text: str) -> tuple:
         raise CnnlabError(f"override {text!r} has an empty key")
     try:
         value = load_yaml_text(raw) if raw.strip() else ""
+    except YamlTooBig as e:
+        raise CnnlabError(f"override {key!r} is not usable YAML: {e.problem}") from None
     except yaml.YAMLError:
         value = raw
     return key, value
@@ -461,8 +463,39 @@ def merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+# What one YAML document (a config, a spec, one key=value) may hold. Aliases let a few hundred bytes stand for a
+# billion values ("billion laughs"); PyYAML shares the aliased objects, so the blow-up comes later, when the data is
+# printed, copied or iterated. The node count is of the document with every alias expanded, checked before any
+# Python object is built; the depth limit also keeps the composer (which recurses once per level) off RecursionError.
+# The largest recipe in experiments/ has a few hundred nodes and a depth under 10.
+YAML_MAX_NODES = 100_000
+YAML_MAX_DEPTH = 64
+
+
+class YamlTooBig(yaml.composer.ComposerError):
+    """A YAML document past YAML_MAX_NODES or YAML_MAX_DEPTH (a key=value override says so instead of reading the
+    text as a string)."""
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one), a
+    document nested deeper than YAML_MAX_DEPTH, and one that expands (aliases included) past YAML_MAX_NODES."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self._depth >= YAML_MAX_DEPTH:
+            raise YamlTooBig(
+                None, None, f"nested deeper than {YAML_MAX_DEPTH} levels; flatten it", self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node):
+        _check_expanded_size(node)
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         self.flatten_mapping(node)  # YAML merge keys (<<: *anchor) first, as SafeLoader does
@@ -479,6 +512,38 @@ class _StrictLoader(yaml.SafeLoader):
                     key_node.start_mark)
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
+
+
+def _check_expanded_size(root) -> None:
+    """Count the nodes of `root` with every alias expanded (memoised per node, so a billion laughs costs a few
+    hundred steps) and its expanded depth; refuse past the limits, or a node that contains itself. Iterative: the
+    expanded depth is what is being bounded, so it must not be recursion that finds it."""
+    size: Dict[int, int] = {}
+    depth: Dict[int, int] = {}
+    stack = [(root, False)]
+    open_nodes = set()
+    while stack:
+        node, done = stack.pop()
+        if id(node) in size:
+            continue
+        kids = ([] if isinstance(node, yaml.ScalarNode) else
+                [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else list(node.value))
+        if done:
+            open_nodes.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(k)] for k in kids)
+            depth[id(node)] = 1 + max((depth[id(k)] for k in kids), default=0)
+            if size[id(node)] > YAML_MAX_NODES or depth[id(node)] > YAML_MAX_DEPTH:
+                what = (f"expands to more than {YAML_MAX_NODES:,} values" if size[id(node)] > YAML_MAX_NODES
+                        else f"is nested deeper than {YAML_MAX_DEPTH} levels")
+                raise YamlTooBig(None, None, f"{what} (through its aliases, *name); write the "
+                                                  "values out or use fewer aliases", node.start_mark)
+            continue
+        if id(node) in open_nodes:
+            raise YamlTooBig(None, None, "an alias refers to a value that contains it; remove "
+                                              "the loop", node.start_mark)
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((k, False) for k in kids if id(k) not in size)
 
 
 def load_yaml_text(text: str) -> Any:

@@ -1,0 +1,140 @@
+"""Hostile and careless input that ran away with time or memory, or ended in a traceback or a silent wrong answer:
+YAML bombs and deep nesting, huge counts and grids, a model that cannot fit, malformed tuning spaces, path flags read
+as YAML, hostile file names. Each is one `cnnlab: error:` line (exit 2) or handled as documented, and bounded."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from cnnlab.cli.main import main
+
+
+def one_error_line(capsys, code, argv=None):
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err + out.out, out.err
+    assert code == 2, f"{argv!r} exited {code}: {out.err}"
+    lines = [ln for ln in out.err.splitlines() if ln.strip() and not ln.startswith("cnnlab: warning:")]
+    assert len(lines) == 1 and lines[0].startswith("cnnlab: error:"), out.err
+    return lines[0]
+
+
+def run(argv):
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse's own usage errors
+        return e.code
+
+
+# -- YAML that expands without bound ---------------------------------------------------------------------------------
+def billion_laughs(levels: int = 9) -> str:
+    """A spec whose `description:` is ten aliases of ten aliases ... `levels` deep: 10**levels strings from about
+    600 bytes."""
+    lines = ["description:", '  a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"  a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return "\n".join(lines + ["grid: {optim.lr: [0.1]}"]) + "\n"
+
+
+DEEP = "a: " + "[" * 50_000 + "]" * 50_000 + "\n"
+
+
+@pytest.mark.parametrize("text, words", [(billion_laughs(), "more than 100,000 values"),
+                                         (DEEP, "nested deeper than"),
+                                         ("a: &a [1, *a]\n", "contains it")],
+                         ids=["billion-laughs", "50000-deep", "alias-loop"])
+def test_yaml_bombs_are_refused_in_every_command_that_reads_yaml(text, words, tmp_path, capsys, bad_input):
+    f = tmp_path / "bomb.yaml"
+    f.write_text(text)
+    started = time.monotonic()
+    for argv in (["sweep", str(f), "--list", "--out", str(tmp_path / "o")], ["train", "--print-config", "-c", str(f)],
+                 ["report", str(f), "--out", str(tmp_path / "r.html")]):
+        bad_input()
+        assert words in one_error_line(capsys, run(argv), argv)
+    assert time.monotonic() - started < 10
+
+
+def flow_bomb(levels: int = 9) -> str:
+    """The billion laughs on one line, as a key=value override's value."""
+    items = ["&a0 [" + ",".join(["lol"] * 10) + "]"]
+    items += [f"&a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(items) + "]"
+
+
+@pytest.mark.parametrize("value, words", [("[" * 50_000 + "]" * 50_000, "nested deeper"),
+                                          (flow_bomb(), "more than 100,000 values")], ids=["deep", "laughs"])
+def test_yaml_bombs_in_key_value_overrides_are_refused(value, words, tmp_path, capsys, bad_input):
+    for argv in (["train", "--print-config", f"optim.lr={value}"],
+                 ["sweep", "experiments/04-lr-sweep.yaml", "--list", "--out", str(tmp_path), f"optim.lr={value}"]):
+        bad_input()
+        line = one_error_line(capsys, run(argv), argv[:2])
+        assert "optim.lr" in line and words in line
+
+
+def test_a_small_bomb_under_the_limit_is_refused_as_not_text(tmp_path, capsys, bad_input):
+    """Four levels (10,000 strings) pass the YAML limit; a description must still be text, not a list."""
+    f = tmp_path / "spec.yaml"
+    f.write_text(billion_laughs(4))
+    bad_input()
+    line = one_error_line(capsys, main(["sweep", str(f), "--list", "--out", str(tmp_path / "o")]))
+    assert "description must be text" in line
+
+
+@pytest.mark.parametrize("field, text", [("question", "question: [1, 2]"), ("name", "name: {a: 1}"),
+                                         ("description", "profiles: {quick: {description: [x]}}"),
+                                         ("description", "analysis: [{name: a, args: [x], description: {b: 1}}]")])
+def test_text_fields_of_a_spec_must_be_text(field, text, tmp_path, capsys, bad_input):
+    f = tmp_path / "spec.yaml"
+    f.write_text(text + "\ngrid: {optim.lr: [0.1]}\n")
+    bad_input()
+    line = one_error_line(capsys, main(["sweep", str(f), "--list", "--out", str(tmp_path / "o")]))
+    assert f"{field} must be text" in line
+
+
+# -- counts past what exists -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", ["100000", "0", "-3"])
+def test_data_info_per_class_is_bounded(n, shared_data, tmp_path, capsys, bad_input):
+    bad_input()
+    started = time.monotonic()
+    line = one_error_line(capsys, main(["data", "info", "fashion-mnist", "--data-root", str(shared_data),
+                                        "--per-class", n, "--out", str(tmp_path)]))
+    assert "--per-class" in line and time.monotonic() - started < 5
+    assert not any(tmp_path.iterdir())
+
+
+def _grid_spec(tmp_path, values_per_axis: int, axes: int) -> Path:
+    keys = ["optim.lr", "optim.momentum", "optim.weight_decay", "data.seed", "train.seed", "data.val_size"][:axes]
+    grid = "\n".join(f"  {k}: [{', '.join(str((i + 1) / 1000) if 'optim' in k else str(i) for i in range(values_per_axis))}]"
+                     for k in keys)
+    f = tmp_path / "big.yaml"
+    f.write_text("base: {data.name: fashion-mnist}\ngrid:\n" + grid + "\n")
+    return f
+
+
+def test_a_million_run_grid_is_refused_from_its_size(tmp_path, capsys, bad_input):
+    spec = _grid_spec(tmp_path, 10, 6)
+    bad_input()
+    started = time.monotonic()
+    line = one_error_line(capsys, main(["sweep", str(spec), "--list", "--out", str(tmp_path / "o")]))
+    assert "1,000,000 runs" in line and "100,000" in line and time.monotonic() - started < 10
+
+
+def test_sweep_list_of_a_10000_run_grid_prints_its_size_and_streams(tmp_path):
+    """The count comes first, then the rows as each run is built: the first row within seconds, not after all."""
+    import subprocess
+    import sys
+
+    spec = _grid_spec(tmp_path, 10, 4)
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PATH": "/usr/bin:/bin"}
+    started = time.monotonic()
+    p = subprocess.Popen([sys.executable, "-m", "cnnlab", "sweep", str(spec), "--list", "--out", str(tmp_path / "o")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        first = p.stdout.readline()
+        took = time.monotonic() - started
+    finally:
+        p.kill()
+        p.wait()
+    assert p.stderr.readline().startswith("10,000 planned runs")
+    assert "pending" in first and took < 15, (first, took)
