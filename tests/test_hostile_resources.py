@@ -138,3 +138,13 @@ def test_sweep_list_of_a_10000_run_grid_prints_its_size_and_streams(tmp_path):
         p.wait()
     assert p.stderr.readline().startswith("10,000 planned runs")
     assert "pending" in first and took < 15, (first, took)
+
+
+# -- a model that cannot fit -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv", [["mlp", "hidden=[1000000,1000000]"], ["alexnet", "--batch-size", "10000000"]],
+                         ids=["10^12 weights", "10^7 images"])
+def test_sanity_refuses_a_model_or_batch_that_cannot_fit_before_building_it(argv, capsys, bad_input):
+    bad_input()
+    started = time.monotonic()
+    line = one_error_line(capsys, main(["sanity", *argv]))
+    assert "GiB of memory" in line and "smaller" in line and time.monotonic() - started < 10
