@@ -148,3 +148,75 @@ def test_sanity_refuses_a_model_or_batch_that_cannot_fit_before_building_it(argv
     started = time.monotonic()
     line = one_error_line(capsys, main(["sanity", *argv]))
     assert "GiB of memory" in line and "smaller" in line and time.monotonic() - started < 10
+
+
+# -- tuning spaces ---------------------------------------------------------------------------------------------------
+TUNE_BASE = ("base: {data: {name: fashion-mnist, train_subset: 200, val_subset: 100}, batch: {size: 50}, "
+             "train: {epochs: 1, progress: 'off'}}\n")
+BAD_SPACES = {
+    "choices a string": ("space: {optim.name: {type: categorical, choices: sgd}}", "choices must be a list"),
+    "choices a mapping": ("space: {optim.name: {type: categorical, choices: {a: 1}}}", "choices must be a list"),
+    "choice a list": ("space: {optim.name: {type: categorical, choices: [[sgd]]}}", "each choice"),
+    "when a list": ("space: {optim.name: {type: categorical, choices: [sgd, adam]}, "
+                    "optim.momentum: {type: float, low: 0.5, high: 0.9, when: [optim.name]}}", "when must map"),
+    "when a string": ("space: {optim.momentum: {type: float, low: 0.5, high: 0.9, when: sgd}}", "when must map"),
+    "seed -1": ("seed: -1\nspace: {optim.lr: {type: float, low: 0.01, high: 0.1}}", "seed must be an integer"),
+    "seed 2**40": ("seed: 1099511627776\nspace: {optim.lr: {type: float, low: 0.01, high: 0.1}}", "seed must be"),
+    "seed text": ("seed: abc\nspace: {optim.lr: {type: float, low: 0.01, high: 0.1}}", "seed must be an integer"),
+    "seed 1.5": ("seed: 1.5\nspace: {optim.lr: {type: float, low: 0.01, high: 0.1}}", "seed must be an integer"),
+    "trials text": ("trials: many\nspace: {optim.lr: {type: float, low: 0.01, high: 0.1}}", "trials must be"),
+    "step 0": ("space: {optim.lr: {type: float, low: 0.01, high: 0.1, step: 0}}", "step must be a positive"),
+    "step -0.1": ("space: {optim.lr: {type: float, low: 0.01, high: 0.1, step: -0.1}}", "step must be a positive"),
+    "step text": ("space: {optim.lr: {type: float, low: 0.01, high: 0.1, step: big}}", "step must be a positive"),
+    "step .nan": ("space: {optim.lr: {type: float, low: 0.01, high: 0.1, step: .nan}}", "step must be a positive"),
+    "int step 0.5": ("space: {batch.size: {type: int, low: 16, high: 64, step: 0.5}}", "step must be a positive"),
+    "step with log": ("space: {optim.lr: {type: float, low: 0.01, high: 0.1, step: 0.01, log: true}}",
+                      "cannot go together"),
+    "log 'no'": ("space: {optim.lr: {type: float, low: 0.01, high: 0.1, log: 'no'}}", "log must be true or false"),
+    "log 1": ("space: {optim.lr: {type: float, low: 0.01, high: 0.1, log: 1}}", "log must be true or false"),
+    "int low 0.5": ("space: {batch.size: {type: int, low: 0.5, high: 64}}", "finite integers"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_SPACES))
+@pytest.mark.parametrize("report_only", [False, True], ids=["tune", "report-only"])
+def test_bad_tuning_spaces_are_refused_when_the_spec_is_read(kind, report_only, tmp_path, capsys, bad_input):
+    text, words = BAD_SPACES[kind]
+    spec = tmp_path / "t.yaml"
+    spec.write_text(TUNE_BASE + "tune:\n" + "\n".join("  " + ln for ln in text.splitlines()) + "\n")
+    bad_input()
+    argv = ["tune", str(spec), "--out", str(tmp_path / "o"), *(["--report-only"] if report_only else [])]
+    line = one_error_line(capsys, run(argv), kind)
+    assert words in line, line
+    assert not (tmp_path / "o").exists()  # refused before a store or a trial folder was made
+
+
+def test_two_tune_commands_on_one_store_propose_different_trials(shared_data, tmp_path):
+    """Two `cnnlab tune` processes (as on two machines sharing a store) claim different worker slots, so their
+    samplers are seeded apart; with one seed both would start from the same proposal."""
+    import subprocess
+    import sys
+
+    import optuna
+
+    spec = tmp_path / "t.yaml"
+    spec.write_text(TUNE_BASE + "tune: {space: {optim.lr: {type: float, low: 1.0e-4, high: 0.3, log: true}, "
+                                "optim.momentum: {type: float, low: 0.5, high: 0.99}}}\n")
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "cnnlab", "tune", str(spec), "--out", str(out), "--data-root", str(shared_data),
+           "--trials", "2"]
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+             for _ in range(2)]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "cnnlab-store.journal")))
+    trials = optuna.load_study(study_name="tune:t/default", storage=storage).trials
+    first = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        first.setdefault(t.user_attrs["pid"], t.params)
+    assert len(first) == 2, logs  # both processes ran a trial
+    a, b = first.values()
+    assert a != b
+    assert [s.study_name for s in storage.get_all_studies()] == ["tune:t/default"]  # slots freed
