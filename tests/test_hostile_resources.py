@@ -220,3 +220,40 @@ def test_two_tune_commands_on_one_store_propose_different_trials(shared_data, tm
     a, b = first.values()
     assert a != b
     assert [s.study_name for s in storage.get_all_studies()] == ["tune:t/default"]  # slots freed
+
+
+# -- a path flag is a path -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["data #2", "null", "~", "[a, b]", "{a: 1}", "'quoted'", "yes", "1e3"])
+def test_path_flags_and_keys_are_taken_literally(path, tmp_path, capsys, bad_input):
+    """--data-root, data.root= and out= hold the text as written: no YAML comment, null, list or number."""
+    import yaml
+
+    bad_input()
+    assert main(["train", "--print-config", "--data-root", path, f"out={path}/runs"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["data"]["root"] == path and cfg["out"] == f"{path}/runs"
+    bad_input()
+    assert main(["train", "--print-config", f"data.root={path}"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["data"]["root"] == path
+
+
+def test_data_root_null_is_a_folder_named_null_everywhere(shared_data, tmp_path, capsys, bad_input, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for argv in (["train", "--data-root", "null", "data.name=fashion-mnist", f"out={tmp_path / 'o'}"],
+                 ["data", "info", "fashion-mnist", "--data-root", "null", "--out", str(tmp_path / "d")]):
+        bad_input()
+        assert "'null'" in one_error_line(capsys, run(argv), argv)
+
+
+def test_a_data_root_with_a_hash_trains(shared_data, tmp_path, capsys):
+    root = tmp_path / "data #2"
+    root.mkdir()
+    for f in shared_data.iterdir():
+        (root / f.name).symlink_to(f)
+    assert main(["train", "--data-root", str(root), "data.name=fashion-mnist", f"out={tmp_path / 'o #1'}", "name=r",
+                 "data.train_subset=100", "data.val_subset=50", "batch.size=50", "train.epochs=1",
+                 "train.progress=off"]) == 0
+    assert (tmp_path / "o #1" / "r" / "best.pt").is_file()
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "o #1" / "r" / "config.yaml").read_text())["data"]["root"] == str(root)

@@ -30,12 +30,14 @@ BIG = 10**7                              # ceiling of counts (epochs, images, st
 
 
 def F(default: Any, help: str, *, min: Optional[float] = None, gt: Optional[float] = None,
-      max: Optional[float] = None, lt: Optional[float] = None, choices: Optional[tuple] = None):
+      max: Optional[float] = None, lt: Optional[float] = None, choices: Optional[tuple] = None, path: bool = False):
     """A dataclass field carrying its help text and bounds (checked by `validate`).
 
     Every number (and every number in a list) must also be finite: NaN passes every comparison, so it is refused
-    by name rather than by bounds. Bounds of a list field apply to each of its items."""
-    meta = {"help": help, "min": min, "gt": gt, "max": max, "lt": lt, "choices": choices}
+    by name rather than by bounds. Bounds of a list field apply to each of its items. A `path` field given as
+    key=value is taken literally (parse_override), not read as YAML: `#` is not a comment in a path, nor is `null`
+    the absence of one."""
+    meta = {"help": help, "min": min, "gt": gt, "max": max, "lt": lt, "choices": choices, "path": path}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -44,7 +46,8 @@ def F(default: Any, help: str, *, min: Optional[float] = None, gt: Optional[floa
 @dataclass
 class DataConfig:
     name: str = F("cifar10", "dataset name (cifar10, fashion-mnist, imagefolder)")
-    root: Optional[str] = F(None, "where the data lives; None: env CNNLAB_DATA, then the per-user cache dir")
+    root: Optional[str] = F(None, "where the data lives; None: env CNNLAB_DATA, then the per-user cache dir",
+                            path=True)
     val_size: Optional[int] = F(None, "images carved from train for validation (stratified); None: dataset default "
                                       "(5,000), 0: no validation split", min=0, max=BIG)
     test_size: Optional[int] = F(None, "carve a labelled, stratified test split of this many images out of the "
@@ -181,7 +184,7 @@ class TrainConfig:
 @dataclass
 class RunConfig:
     name: Optional[str] = F(None, "run folder name under `out`; None: <model>-<dataset>-<timestamp>")
-    out: str = F("runs", "parent folder of run folders")
+    out: str = F("runs", "parent folder of run folders", path=True)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -426,13 +429,16 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 
 def parse_override(text: str) -> tuple:
-    """'optim.lr=0.1' -> ('optim.lr', 0.1); the value is read as YAML (numbers, booleans, lists, null)."""
+    """'optim.lr=0.1' -> ('optim.lr', 0.1); the value is read as YAML (numbers, booleans, lists, null), except for
+    a path key (data.root, out), whose value is the path as written."""
     if "=" not in text:
         raise CnnlabError(f"override {text!r} is not of the form key=value (e.g. optim.lr=0.1)")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
         raise CnnlabError(f"override {text!r} has an empty key")
+    if key in path_keys():
+        return key, raw
     try:
         value = load_yaml_text(raw) if raw.strip() else ""
     except YamlTooBig as e:
@@ -614,6 +620,17 @@ def schema(cls=RunConfig, prefix: str = "") -> Dict[str, tuple]:
         if cls is AugmentConfig and f.name == "pipeline":  # the shorthand is read like any key, so it is listed
             out.update({prefix + k: (t, sf.metadata, _default(sf)) for k, (t, sf) in _SHORTHAND_FIELDS.items()})
     return out
+
+
+_PATH_KEYS = None
+
+
+def path_keys() -> List[str]:
+    """The config keys that hold a file-system path (F(..., path=True))."""
+    global _PATH_KEYS
+    if _PATH_KEYS is None:
+        _PATH_KEYS = [key for key, (_, meta, _) in schema().items() if meta.get("path")]
+    return _PATH_KEYS
 
 
 def _default(f) -> Any:
