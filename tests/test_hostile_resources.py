@@ -257,3 +257,47 @@ def test_a_data_root_with_a_hash_trains(shared_data, tmp_path, capsys):
     import yaml
 
     assert yaml.safe_load((tmp_path / "o #1" / "r" / "config.yaml").read_text())["data"]["root"] == str(root)
+
+
+# -- hostile file names ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def run_folder(shared_data, tmp_path_factory):
+    """A finished one-epoch SimpleNN run on a slice of Fashion-MNIST."""
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", "--data-root", str(shared_data), f"out={out}", "name=r", "data.name=fashion-mnist",
+                 "data.train_subset=200", "data.val_subset=100", "train.epochs=1", "batch.size=50",
+                 "model.name=simplenn", "train.progress=off"]) == 0
+    return out / "r"
+
+
+HOSTILE_NAMES = {b"caf\xe9.png": "caf\\xe9.png",                      # Latin-1, not UTF-8
+                 "\u00b2\u00b3.png".encode(): "\u00b2\u00b3.png",     # digits that are not ASCII digits
+                 "\u0661\u0662.png".encode(): "\u0661\u0662.png",
+                 b'=HYPERLINK("x.example","y").png': '\'=HYPERLINK("x.example","y").png',
+                 b"+1.png": "'+1.png", b"-2.png": "'-2.png", b"@SUM(A1).png": "'@SUM(A1).png", b"7.png": "7.png"}
+
+
+def test_hostile_image_file_names_become_safe_csv_cells(run_folder, shared_data, tmp_path, capsys, bad_input):
+    """Predictions for files whose names are not UTF-8, are non-ASCII digits, or start a spreadsheet formula: the
+    CSV is written (UTF-8, odd bytes as \\xNN) and no cell starts a formula."""
+    import csv
+    import os
+
+    from PIL import Image
+
+    from cnnlab.data import load_dataset
+
+    ds = load_dataset("fashion-mnist", root=str(shared_data), val_size=0, train_subset=100)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k, name in enumerate(HOSTILE_NAMES):
+        Image.fromarray(ds.train.x[k, 0].numpy()).save(os.path.join(os.fsencode(folder), name), format="PNG")
+        bad_input()
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(run_folder), "--images", str(folder), "--out", str(out), "--probs",
+                 "--data-root", str(shared_data)]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    rows = list(csv.DictReader(open(out, encoding="utf-8", newline="")))
+    assert sorted(r["id"] for r in rows) == sorted(HOSTILE_NAMES.values()), rows
+    assert not any(cell.startswith(("=", "+", "-", "@")) for r in rows for cell in r.values())

@@ -104,12 +104,32 @@ def predictions(run: LoadedRun, split: str = "holdout", tta: str = "none", image
 
 
 def _id_key(i: str):
-    return (0, int(i), i) if i.isdigit() else (1, 0, i)
+    # ASCII digits only: str.isdigit() is also true of '²' or '١٢', which int() refuses
+    return (0, int(i), i) if i.isascii() and i.isdigit() else (1, 0, i)
+
+
+# What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection"): =, +, -, @, and a tab or carriage
+# return before one of them.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """A name that came from a file (an image's id, a class folder) as a safe CSV cell.
+
+    Neutralised the OWASP way against CSV injection: a cell that a spreadsheet would run as a formula
+    (`=HYPERLINK(...)`, `+`, `-`, `@`, tab or CR first) gets a leading `'`, which spreadsheets show as text. A name
+    that is not valid UTF-8 (a file system hands those over as surrogate escapes) has its odd bytes written as
+    `\\xNN`, so the UTF-8 file can always be written and the file still be told apart."""
+    try:
+        text = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file-system decoding made
+        text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def write_predictions(path, ids, labels, force: bool = False, classes=None, probs=None) -> Path:
     """id,label (the graded format); with `classes` and `probs`, also the class name and one probability column
-    per class (p_<class>)."""
+    per class (p_<class>). Ids and class names pass through `csv_text`: no spreadsheet formulas, always UTF-8."""
     path = Path(path)
     if path.exists() and not force:
         raise CnnlabError(f"{str(path)!r} exists; pass --force to overwrite it, or choose another --out")
@@ -117,10 +137,10 @@ def write_predictions(path, ids, labels, force: bool = False, classes=None, prob
     w = csv.writer(buf, lineterminator="\n")
     if probs is None:
         w.writerow(["id", "label"])
-        w.writerows(zip(ids, labels))
+        w.writerows((csv_text(i), k) for i, k in zip(ids, labels))
     else:
-        w.writerow(["id", "label", "class", *[f"p_{c}" for c in classes]])
+        w.writerow(["id", "label", "class", *[csv_text(f"p_{c}") for c in classes]])
         for i, k, p in zip(ids, labels, probs.tolist()):
-            w.writerow([i, k, classes[k], *[f"{v:.6f}" for v in p]])
+            w.writerow([csv_text(i), k, csv_text(classes[k]), *[f"{v:.6f}" for v in p]])
     atomic_write_text(path, buf.getvalue())
     return path
