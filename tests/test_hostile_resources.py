@@ -301,3 +301,67 @@ def test_hostile_image_file_names_become_safe_csv_cells(run_folder, shared_data,
     rows = list(csv.DictReader(open(out, encoding="utf-8", newline="")))
     assert sorted(r["id"] for r in rows) == sorted(HOSTILE_NAMES.values()), rows
     assert not any(cell.startswith(("=", "+", "-", "@")) for r in rows for cell in r.values())
+
+
+# -- a checkpoint of another run, a folder that is gone, a path of the wrong kind -----------------------------------
+def test_evaluate_refuses_a_checkpoint_of_another_model(run_folder, shared_data, tmp_path, capsys, bad_input):
+    """best.pt copied in from a run of another model (here: SimpleNN with batch norm) is refused by name, for
+    evaluate and predict alike, instead of being evaluated as this run's."""
+    import shutil
+
+    other = tmp_path / "runs"
+    assert main(["train", "--data-root", str(shared_data), f"out={other}", "name=bn", "data.name=fashion-mnist",
+                 "data.train_subset=100", "data.val_subset=50", "train.epochs=1", "batch.size=50",
+                 "model.options.batch_norm=true", "train.progress=off"]) == 0
+    work = tmp_path / "r"
+    shutil.copytree(run_folder, work)
+    shutil.copy(other / "bn" / "best.pt", work / "best.pt")
+    capsys.readouterr()
+    for argv in (["evaluate", str(work), "--data-root", str(shared_data)],
+                 ["predict", str(work), "--split", "test", "--out", str(tmp_path / "p.csv"), "--data-root",
+                  str(shared_data)]):
+        bad_input()
+        line = one_error_line(capsys, run(argv), argv)
+        assert "best.pt" in line and "model.options" in line and "another run" in line
+    assert not (tmp_path / "p.csv").exists()
+    assert main(["evaluate", str(run_folder), "--data-root", str(shared_data)]) == 0  # its own checkpoint passes
+
+
+def test_an_interrupted_run_whose_folder_was_deleted_does_not_offer_resume(shared_data, tmp_path):
+    import shutil
+
+    from cnnlab.training.config import load_config
+    from cnnlab.training.trainer import Trainer
+
+    cfg = load_config(None, [f"data.root={shared_data}", f"out={tmp_path}", "name=r", "data.name=fashion-mnist",
+                             "data.train_subset=100", "data.val_subset=50", "batch.size=50", "train.epochs=3",
+                             "train.progress=off"])
+
+    def delete_then_interrupt(trainer, row):
+        shutil.rmtree(tmp_path / "r")  # the user removes the run folder, then presses Ctrl-C
+        raise KeyboardInterrupt
+
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, epoch_hook=delete_then_interrupt, log=lines.append).fit()
+    said = [ln for ln in lines if ln.startswith("interrupted")]
+    assert said and "--resume" not in said[-1] and "cannot be resumed" in said[-1], lines
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--resume", "{tmp}/gone"], "run folder '{tmp}/gone' not found"),
+    (["train", "--resume", "/dev/null"], "is a device, not a folder"),
+    (["train", "--resume", "{tmp}/a-file"], "is a file, not a folder"),
+    (["evaluate", "/dev/null"], "is a device, not a folder"),
+    (["evaluate", "{tmp}/a-file"], "is a file, not a folder"),
+    (["train", "--print-config", "-c", "/dev/null"], "is a device, not a file"),
+    (["train", "--print-config", "-c", "{tmp}"], "is a folder, not a file"),
+    (["sweep", "{tmp}", "--list"], "is a folder, not a file"),
+    (["sweep", "/dev/zero", "--list"], "is a device, not a file"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_a_path_of_the_wrong_kind_is_named_for_what_it_is(argv, words, tmp_path, capsys, bad_input):
+    (tmp_path / "a-file").write_text("x")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    bad_input()
+    line = one_error_line(capsys, run(argv), argv)
+    assert words.replace("{tmp}", str(tmp_path)) in line and "damaged" not in line

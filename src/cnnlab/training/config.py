@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import path_problem
 from cnnlab.training.augment_spelling import SHORTHAND_HELP, apply_shorthand, classic_value
 from cnnlab.training.tracking import check_mlflow_uri
 
@@ -561,8 +562,9 @@ def read_yaml(path, what: str = "config file", hint: str = "") -> Any:
     """Parse a YAML file; a missing, unreadable, non-UTF-8 or malformed file is a CnnlabError naming `what` and the
     path (and, for YAML errors, the line)."""
     path = Path(path)
-    if not path.is_file():
-        raise CnnlabError(f"{what} {str(path)!r} not found{hint}")
+    problem = path_problem(path, "file")
+    if problem:
+        raise CnnlabError(f"{what} {str(path)!r} {problem}{hint if problem.startswith('not found') else ''}")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
