@@ -365,3 +365,55 @@ def test_a_path_of_the_wrong_kind_is_named_for_what_it_is(argv, words, tmp_path,
     bad_input()
     line = one_error_line(capsys, run(argv), argv)
     assert words.replace("{tmp}", str(tmp_path)) in line and "damaged" not in line
+
+
+def _image_folder(root: Path, shared_data: Path, holdout_names, class_names=(b"shirt", b"=cmd")) -> None:
+    import os
+
+    from PIL import Image
+
+    from cnnlab.data import load_dataset
+
+    x = load_dataset("fashion-mnist", root=str(shared_data), val_size=0, train_subset=100).train.x
+    for c, cls in enumerate(class_names):
+        folder = os.path.join(os.fsencode(root), b"train", cls)
+        os.makedirs(folder)
+        for k in range(20):
+            Image.fromarray(x[20 * c + k, 0].numpy()).save(os.path.join(folder, b"%d.png" % k), format="PNG")
+    os.makedirs(os.path.join(os.fsencode(root), b"holdout"))
+    for k, name in enumerate(holdout_names):
+        Image.fromarray(x[k, 0].numpy()).save(os.path.join(os.fsencode(root), b"holdout", name), format="PNG")
+
+
+IMAGEFOLDER_RUN = ["data.name=imagefolder", "train.epochs=1", "batch.size=10", "data.val_size=10",
+                   "train.progress=off", "model.name=lenet5", "name=r"]
+
+
+@pytest.mark.parametrize("where", ["holdout", "class"])
+def test_an_image_folder_with_a_name_that_is_not_utf8_is_refused_before_training(where, shared_data, tmp_path,
+                                                                                  capsys, bad_input):
+    root = tmp_path / "data"
+    if where == "holdout":
+        _image_folder(root, shared_data, [b"caf\xe9.png", b"1.png"])
+    else:
+        _image_folder(root, shared_data, [b"1.png"], class_names=(b"shirt", b"caf\xe9"))
+    bad_input()
+    line = one_error_line(capsys, main(["train", "--data-root", str(root), f"out={tmp_path / 'o'}",
+                                        *IMAGEFOLDER_RUN]))
+    assert "not valid UTF-8" in line and "rename" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_image_folder_predictions_with_hostile_names(shared_data, tmp_path, capsys, bad_input):
+    """Holdout ids that are non-ASCII digits or formulas, a class folder named like a formula: predict writes them
+    all, sorted, with the formulas neutralised."""
+    import csv
+
+    root = tmp_path / "data"
+    _image_folder(root, shared_data, ["\u00b2.png".encode(), b"=x.png", b"@y.png", b"5.png"])
+    bad_input(4)
+    assert main(["train", "--data-root", str(root), f"out={tmp_path / 'o'}", *IMAGEFOLDER_RUN]) == 0
+    assert main(["predict", str(tmp_path / "o" / "r"), "--probs"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "o" / "r" / "predictions.csv", encoding="utf-8", newline="")))
+    assert [r["id"] for r in rows] == ["5", "'=x", "'@y", "\u00b2"]
+    assert {r["class"] for r in rows} <= {"shirt", "'=cmd"}
