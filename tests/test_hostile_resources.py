@@ -358,6 +358,9 @@ def test_an_interrupted_run_whose_folder_was_deleted_does_not_offer_resume(share
     (["train", "--print-config", "-c", "{tmp}"], "is a folder, not a file"),
     (["sweep", "{tmp}", "--list"], "is a folder, not a file"),
     (["sweep", "/dev/zero", "--list"], "is a device, not a file"),
+    (["report", "/dev/null", "--out", "{tmp}/r.html"], "is a device, not a folder"),
+    (["report", "{tmp}/a-file", "--out", "{tmp}/r.html"], "is a file, not a .yaml spec"),
+    (["predict", "{tmp}/a-file", "--out", "{tmp}/p.csv"], "is a file, not a folder"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_a_path_of_the_wrong_kind_is_named_for_what_it_is(argv, words, tmp_path, capsys, bad_input):
     (tmp_path / "a-file").write_text("x")
