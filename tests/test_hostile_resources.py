@@ -105,8 +105,8 @@ def test_data_info_per_class_is_bounded(n, shared_data, tmp_path, capsys, bad_in
 
 def _grid_spec(tmp_path, values_per_axis: int, axes: int) -> Path:
     keys = ["optim.lr", "optim.momentum", "optim.weight_decay", "data.seed", "train.seed", "data.val_size"][:axes]
-    grid = "\n".join(f"  {k}: [{', '.join(str((i + 1) / 1000) if 'optim' in k else str(i) for i in range(values_per_axis))}]"
-                     for k in keys)
+    values = {k: [(i + 1) / 1000 if k.startswith("optim") else i for i in range(values_per_axis)] for k in keys}
+    grid = "\n".join(f"  {k}: {v}" for k, v in values.items())
     f = tmp_path / "big.yaml"
     f.write_text("base: {data.name: fashion-mnist}\ngrid:\n" + grid + "\n")
     return f

@@ -484,7 +484,8 @@ def count_runs(spec: Spec, profile: Optional[str] = None) -> int:
     axes = prof.axes if prof else {}
     total = 0
     for g in groups:
-        rows = len(axes.get(next(iter(g.zip)), g.zip[next(iter(g.zip))])) if g.zip else 1
+        first_zip = next(iter(g.zip), None)  # zipped axes have one length (checked by _points)
+        rows = len(axes.get(first_zip, g.zip[first_zip])) if first_zip else 1
         points = rows * math.prod(len(axes.get(k, v)) for k, v in g.grid.items())
         total += max(len(_variants_of(g, prof)), 1) * points
     return total

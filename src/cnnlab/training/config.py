@@ -542,12 +542,12 @@ def _check_expanded_size(root) -> None:
             if size[id(node)] > YAML_MAX_NODES or depth[id(node)] > YAML_MAX_DEPTH:
                 what = (f"expands to more than {YAML_MAX_NODES:,} values" if size[id(node)] > YAML_MAX_NODES
                         else f"is nested deeper than {YAML_MAX_DEPTH} levels")
-                raise YamlTooBig(None, None, f"{what} (through its aliases, *name); write the "
-                                                  "values out or use fewer aliases", node.start_mark)
+                raise YamlTooBig(None, None, f"{what} (through its aliases, *name); write the values out or use "
+                                 "fewer aliases", node.start_mark)
             continue
         if id(node) in open_nodes:
-            raise YamlTooBig(None, None, "an alias refers to a value that contains it; remove "
-                                              "the loop", node.start_mark)
+            raise YamlTooBig(None, None, "an alias refers to a value that contains it; remove the loop",
+                             node.start_mark)
         open_nodes.add(id(node))
         stack.append((node, True))
         stack.extend((k, False) for k in kids if id(k) not in size)
