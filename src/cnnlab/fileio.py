@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional, Union
@@ -165,3 +166,23 @@ def _read_owner(fd: int) -> str:
         os.lseek(fd, 0, os.SEEK_SET)
         return os.read(fd, 1000).decode("utf-8", "replace").strip()
     return ""
+
+
+def path_problem(path: PathLike, want: str = "file") -> Optional[str]:
+    """Why `path` is not the `want` ('file' or 'folder') a command needs, in words for an error message ('not
+    found', 'is a folder, not a file', 'is a device, not a file'), or None when it is one. "Not found" for
+    /dev/null or for a folder given where a file belongs would send the user looking for the wrong mistake."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "not found"
+    except NotADirectoryError:
+        return "not found (a part of the path above it is a file, not a folder)"
+    except (OSError, ValueError) as e:
+        return f"cannot be examined ({getattr(e, 'strerror', None) or e})"
+    kind = ("folder" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else
+            "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "named pipe" if stat.S_ISFIFO(mode) else
+            "socket" if stat.S_ISSOCK(mode) else "special file")
+    if kind == want:
+        return None
+    return f"is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not a {want}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 
 from cnnlab.cli.common import add_data_root, data_overrides
 
@@ -86,12 +87,13 @@ def _sweep(args: argparse.Namespace) -> int:
 
     opts = _options(args)
     if args.list:
-        rows = status_rows(opts)
-        width = max(len(r["run"]) for r in rows)
+        names, rows = status_rows(opts)  # the count at once; the rows as each run is built
+        print(f"{len(names):,} planned run{'s' * (len(names) != 1)}", file=sys.stderr, flush=True)
+        width = max(map(len, names), default=0)
         for r in rows:
             best = f"{100 * r['best_val_acc']:.2f}%" if isinstance(r["best_val_acc"], float) else ""
             other = "" if r["planned"] else "  (other settings: not in this plan; key=value overrides?)"
-            print(f"{r['run']:{width}s}  {r['state']:12s} {best:>8s}  {r['folder']}{other}")
+            print(f"{r['run']:{width}s}  {r['state']:12s} {best:>8s}  {r['folder']}{other}", flush=True)
         return 0
     if args.analysis:  # steps that feed runs (a range test's b_min, b_max) run first, so those runs use them
         run_feeding_steps(opts, args.data_root)

@@ -34,7 +34,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.experiments.answers import WORDS, Answer, answer_all, setting_name, show_stat, stat
 from cnnlab.experiments.figures import Drawn, Entry, draw, had_target, reach
 from cnnlab.experiments.spec import MACHINE_KEYS, flatten_config, run_folder, split_key
-from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable
+from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable, path_problem
 from cnnlab.plotting import figure_bytes
 from cnnlab.training.config import SEED_KEY
 
@@ -290,7 +290,8 @@ def collect(inputs: Sequence[str], profile: Optional[str] = None, store: Optiona
         elif p.is_dir():
             folders += _run_folders(p)
         else:
-            raise CnnlabError(f"{item!r} not found: pass run folders, sweep folders or experiment specs (.yaml)")
+            what = "is a file, not a .yaml spec" if p.is_file() else path_problem(p, "folder")
+            raise CnnlabError(f"{item!r} {what}: pass run folders, sweep folders or experiment specs (.yaml)")
     if folders:
         sources.insert(0, source_from_folders(folders))
     if not sources:

@@ -48,10 +48,11 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -192,6 +193,16 @@ def _check_fields(data: dict, allowed: Tuple[str, ...], where: str) -> None:
             raise CnnlabError(f"{where}: unknown key {k!r}{hint}; allowed: {', '.join(allowed)}")
 
 
+def _text(value: Any, where: str) -> str:
+    """A free-text field (question, description): text or absent. Anything else is refused, not str()-ed: a
+    mapping or list here is a mistake, and one built from aliases prints as billions of characters."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise CnnlabError(f"{where} must be text, got {type(value).__name__}; quote it or write it as one string")
+    return value
+
+
 def _axis(values: Any, where: str) -> list:
     if not isinstance(values, list):
         raise CnnlabError(f"{where} must be a list of values, e.g. [0.1, 0.01], got {values!r}")
@@ -238,7 +249,7 @@ def _group(name: Optional[str], data: dict, where: str) -> Group:
 def _profile(name: str, data: Any, where: str) -> Profile:
     data = _mapping(data, where)
     _check_fields(data, PROFILE_KEYS, where)
-    p = Profile(name, description=str(data.get("description", "")),
+    p = Profile(name, description=_text(data.get("description"), f"{where} description"),
                 set=flatten(_mapping(data.get("set"), f"{where} set"), f"{where} set"),
                 axes=_axes(data.get("axes"), f"{where} axes"), seeds=_seeds(data.get("seeds"), f"{where} seeds"))
     for k in ("groups", "variants"):
@@ -280,7 +291,8 @@ def _analysis(data: Any, where: str) -> List[Dict[str, Any]]:
         if feeds is not None and (not isinstance(feeds, list) or not all(isinstance(r, str) for r in feeds)):
             raise CnnlabError(f"{w} feeds must be a list of run names (the runs that take the step's suggested "
                               f"settings), got {feeds!r}")
-        steps.append({"name": name, "args": [str(a) for a in args], "description": str(step.get("description", "")),
+        steps.append({"name": name, "args": [str(a) for a in args],
+                      "description": _text(step.get("description"), f"{w} description"),
                       "profiles": profiles, "feeds": feeds})
     return steps
 
@@ -351,10 +363,13 @@ def parse_spec(data: Any, path: Optional[Path] = None, name: Optional[str] = Non
     default = data.get("default_profile", "quick" if "quick" in profiles else next(iter(profiles), None))
     if default is not None and default not in profiles:
         raise CnnlabError(f"{where} default_profile {default!r} is not one of its profiles: {', '.join(profiles)}")
+    if data.get("name") is not None and not isinstance(data["name"], str):
+        raise CnnlabError(f"{where} name must be text (it names a folder), got {type(data['name']).__name__}")
     spec_name = data.get("name") or name or (path.stem if path else "experiment")
     check_component(spec_name, f"{where} name")
     predict, evaluate = _splits(data, where)
-    spec = Spec(path, spec_name, str(data.get("question", "")).strip(), str(data.get("description", "")).strip(),
+    spec = Spec(path, spec_name, _text(data.get("question"), f"{where} question").strip(),
+                _text(data.get("description"), f"{where} description").strip(),
                 _base(data, path, where), _groups(data, where), profiles, default,
                 _figures(data.get("report"), f"{where} report"), predict,
                 _analysis(data.get("analysis"), f"{where} analysis"), evaluate, data.get("tune"),
@@ -460,39 +475,96 @@ def flatten_config(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     return out
 
 
-def expand(spec: Spec, profile: Optional[str] = None, overrides: Optional[List[str]] = None,
-           out: str = "runs", analysis_dirs: Sequence[Path] = ()) -> List[Run]:
-    """All runs of `spec` under `profile`, each with a validated config whose folder is out/<spec>/<profile>/<run>.
+# The most runs one spec and profile may expand to. Each run is a training (minutes at least) and building its
+# config takes milliseconds, so a grid past this is a typo or a runaway product of axes, not a plan: 100,000 one-minute
+# runs are ten weeks of one machine, and a million-run grid took hours before `sweep --list` printed anything.
+MAX_RUNS = 100_000
 
-    `overrides` (key=value, from the command line) apply to every run, above everything but what an analysis step
-    feeds (fed_settings: read from the sweep's analysis folder, else from `analysis_dirs`).
-    """
+
+def _plan(spec: Spec, profile: Optional[str]):
+    """(profile, groups, short axis names) of `spec` under `profile`: what the expansion iterates over."""
+    prof = spec.profile(profile)
+    groups = [g for g in spec.groups if prof is None or prof.groups is None or g.name in prof.groups]
+    if prof is not None and prof.seeds:  # repeats: train.seed joins every group's grid, last, so names end seed=N
+        groups = [replace(g, grid={**g.grid, SEED_KEY: prof.seeds}) for g in groups]
+    axis_keys = list(dict.fromkeys(k for g in groups for k in [*g.zip, *g.grid]))
+    return prof, groups, short_names(axis_keys)
+
+
+def _variants_of(g: Group, prof: Optional[Profile]) -> Dict[str, Dict[str, Any]]:
+    return {n: v for n, v in g.variants.items() if prof is None or prof.variants is None or n in prof.variants}
+
+
+def count_runs(spec: Spec, profile: Optional[str] = None) -> int:
+    """How many runs `expand` makes, from the axis lengths alone (variants x zip rows x grid points, summed over the
+    groups; a profile's seeds are a grid axis), without building any of them."""
+    prof, groups, _ = _plan(spec, profile)
+    axes = prof.axes if prof else {}
+    total = 0
+    for g in groups:
+        first_zip = next(iter(g.zip), None)  # zipped axes have one length (checked by _points)
+        rows = len(axes.get(first_zip, g.zip[first_zip])) if first_zip else 1
+        points = rows * math.prod(len(axes.get(k, v)) for k, v in g.grid.items())
+        total += max(len(_variants_of(g, prof)), 1) * points
+    return total
+
+
+def _combinations(spec: Spec, profile: Optional[str]):
+    """Every run as (group, variant name, variant overrides, axis point, run name), cheap: no config is built.
+    Refuses a plan past MAX_RUNS before producing any, and two runs that would share a name."""
+    n = count_runs(spec, profile)
+    if n > MAX_RUNS:
+        raise CnnlabError(f"{spec.where()}{f' profile {profile!r}' if profile else ''} expands to {n:,} runs, more "
+                          f"than the {MAX_RUNS:,} a sweep may hold; shorten its axes or split it into profiles")
+    prof, groups, short = _plan(spec, profile)
+    out, seen = [], set()
+    for g in groups:
+        for (vname, vset), point in itertools.product(_variants_of(g, prof).items() or [(None, {})],
+                                                      _points(g, prof.axes if prof else {})):
+            name = _run_name(spec, g, vname, point, short)
+            if name in seen:
+                raise CnnlabError(f"{spec.where()}: two runs are both named {name!r} (repeated axis values, or "
+                                  "values that print alike); make the axis values distinct")
+            seen.add(name)
+            out.append((g, vname, vset, point, name))
+    return out
+
+
+def run_names(spec: Spec, profile: Optional[str] = None) -> List[str]:
+    """The names of the runs `expand` makes, in its order, in a fraction of its time (`sweep --list` prints the
+    count and aligns its columns with them before the first run is built)."""
+    return [c[-1] for c in _combinations(spec, profile)]
+
+
+def iter_runs(spec: Spec, profile: Optional[str] = None, overrides: Optional[List[str]] = None,
+              out: str = "runs", analysis_dirs: Sequence[Path] = ()) -> Iterator[Run]:
+    """The runs of `expand`, one at a time (each takes milliseconds to build and hash: a long list streams). The
+    plan's size, its names and the overrides are checked now, each run's config as it is built. `overrides`
+    (key=value, from the command line) apply to every run, above everything but what an analysis step feeds
+    (fed_settings: read from the sweep's analysis folder, else from `analysis_dirs`)."""
+    combos = _combinations(spec, profile)
     prof = spec.profile(profile)
     cli = {}
     for text in overrides or []:
         k, v = parse_override(text)
         cli[check_key(k, "command-line override")] = v
-    groups = [g for g in spec.groups if prof is None or prof.groups is None or g.name in prof.groups]
-    if prof is not None and prof.seeds:  # repeats: train.seed joins every group's grid, last, so names end seed=N
-        groups = [replace(g, grid={**g.grid, SEED_KEY: prof.seeds}) for g in groups]
-    axis_keys = list(dict.fromkeys(k for g in groups for k in [*g.zip, *g.grid]))
-    short = short_names(axis_keys)
     sweep_dir = sweep_folder(out, spec, prof)
     fed = fed_settings(spec, prof, [sweep_dir / "analysis", *analysis_dirs])
-    runs = []
-    for g in groups:
-        variants = {n: v for n, v in g.variants.items() if prof is None or prof.variants is None or n in prof.variants}
-        for (vname, vset), point in itertools.product(variants.items() or [(None, {})],
-                                                      _points(g, prof.axes if prof else {})):
-            runs.append(_make_run(spec, prof, g, vname, vset, point, short, cli, sweep_dir, fed))
-    _check_unique(spec, runs)
-    names = {r.name for r in runs}
+    names = {c[-1] for c in combos}
     for step in feeding_steps(spec, prof):
         unknown = [n for n in step["feeds"] if n not in names]
         if unknown:
             raise CnnlabError(f"{spec.where()} analysis step {step['name']!r} feeds {unknown[0]!r}, which is not a run "
                               f"of profile {prof.name if prof else 'default'!r}; runs: {', '.join(sorted(names))}")
-    return runs
+    return (_make_run(spec, prof, g, vname, vset, point, name, cli, sweep_dir, fed)
+            for g, vname, vset, point, name in combos)
+
+
+def expand(spec: Spec, profile: Optional[str] = None, overrides: Optional[List[str]] = None,
+           out: str = "runs", analysis_dirs: Sequence[Path] = ()) -> List[Run]:
+    """All runs of `spec` under `profile` (iter_runs), each with a validated config whose folder is
+    out/<spec>/<profile>/<run>. At most MAX_RUNS."""
+    return list(iter_runs(spec, profile, overrides, out, analysis_dirs))
 
 
 def sweep_folder(out, spec: Spec, prof: Optional[Profile]) -> Path:
@@ -579,10 +651,13 @@ def fed_settings(spec: Spec, prof: Optional[Profile], dirs: Sequence[Path]) -> D
     return fed
 
 
-def _make_run(spec, prof, g, vname, vset, point, short, cli, sweep_dir, fed=None) -> Run:
+def _run_name(spec, g, vname, point, short) -> str:
     parts = [p for p in (g.name if len(spec.groups) > 1 else None, vname) if p]
     parts += [f"{short[k]}={format_value(v)}" for k, v in point]
-    name = _SAFE.sub("-", "_".join(parts)) or "run"
+    return _SAFE.sub("-", "_".join(parts)) or "run"
+
+
+def _make_run(spec, prof, g, vname, vset, point, name, cli, sweep_dir, fed=None) -> Run:
     tree = spec.base
     # Layer by layer, so that a whole `model.options` mapping and a dotted `model.options.x` merge key by key.
     for layer in (g.set, vset, prof.set if prof else {}, dict(point), cli, (fed or {}).get(name, {}),
@@ -599,15 +674,6 @@ def _make_run(spec, prof, g, vname, vset, point, short, cli, sweep_dir, fed=None
         varied["variant"] = vname
     varied.update({k: v for k, v in point})
     return Run(name, g.name, vname, varied, cfg, f"{name}@{identity_hash(cfg)}")
-
-
-def _check_unique(spec: Spec, runs: List[Run]) -> None:
-    seen: Dict[str, Run] = {}
-    for r in runs:
-        if r.name in seen:
-            raise CnnlabError(f"{spec.where()}: two runs are both named {r.name!r} (repeated axis values, or values "
-                              "that print alike); make the axis values distinct")
-        seen[r.name] = r
 
 
 def split_key(key: str) -> Tuple[str, str]:

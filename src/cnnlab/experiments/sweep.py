@@ -10,6 +10,7 @@ summary and metrics, so `cnnlab report` works from any of them).
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import shlex
@@ -17,11 +18,11 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.spec import (Run, Spec, expand, folder_identity, load_spec, own_run_folder, run_folder,
-                                     split_key, sweep_folder)
+from cnnlab.experiments.spec import (Run, Spec, expand, folder_identity, iter_runs, load_spec, own_run_folder,
+                                     run_folder, run_names, split_key, sweep_folder)
 from cnnlab.experiments.store import DEFAULT_STORE, Claim, Record, ResultStore
 
 DONE_STATES = ("finished", "diverged", "stopped")
@@ -279,28 +280,36 @@ def _print_outcome(plan: Plan, records: Dict[str, Record], log) -> None:
         log("re-run the same command to resume or retry the runs that are not done")
 
 
-def status_rows(opts: SweepOptions) -> List[dict]:
-    """One row per planned run with its state in the store (for `cnnlab sweep --list`). Reads only."""
-    plan = make_plan(opts)
+def status_rows(opts: SweepOptions) -> Tuple[List[str], Iterator[dict]]:
+    """The planned runs' names, and one row per run with its state in the store (for `cnnlab sweep --list`), the
+    rows yielded as each run is built so that a long plan starts printing at once. Everything but a later run's own
+    config is checked before this returns (the first run is built here). Reads only."""
+    spec = load_spec(opts.spec_path)
+    prof = spec.profile(opts.profile)
+    study = f"{spec.name}/{prof.name if prof else 'default'}"
+    names = run_names(spec, opts.profile)
+    runs = iter_runs(spec, opts.profile, opts.overrides, opts.out)
+    first = next(runs, None)
     url = opts.store_url()
-    exists = "://" in url or Path(url).exists()
     records: Dict[str, Record] = {}
-    if exists:
+    if "://" in url or Path(url).exists():
         store = ResultStore(url)
-        records = store.records(store.study_id(plan.study, create=False))
-    rows = []
-    for r in plan.runs:
+        records = store.records(store.study_id(study, create=False))
+    return names, _rows(records, itertools.chain([first] if first else [], runs))
+
+
+def _rows(records: Dict[str, Record], runs: Iterator[Run]) -> Iterator[dict]:
+    for r in runs:
         rec = records.pop(r.key, None)
         best = (rec.summary or {}).get("best_val_acc") if rec else None
-        rows.append({"run": r.name, "state": rec.state if rec else "pending", "best_val_acc": best,
-                     "folder": str(run_folder(r)), "planned": True})
+        yield {"run": r.name, "state": rec.state if rec else "pending", "best_val_acc": best,
+               "folder": str(run_folder(r)), "planned": True}
     # Runs of the same spec and profile with other settings (a sweep started with key=value overrides): they ran,
     # so they are listed, marked as not part of this plan, rather than hidden behind "pending" rows.
     for rec in records.values():
         folder = (rec.summary or {}).get("run") or ""
-        rows.append({"run": Path(folder).name if folder else rec.key, "state": rec.state,
-                     "best_val_acc": (rec.summary or {}).get("best_val_acc"), "folder": folder, "planned": False})
-    return rows
+        yield {"run": Path(folder).name if folder else rec.key, "state": rec.state,
+               "best_val_acc": (rec.summary or {}).get("best_val_acc"), "folder": folder, "planned": False}
 
 
 # ----------------------------------------------------------------------------------------------------------------------

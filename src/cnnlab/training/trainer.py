@@ -33,6 +33,7 @@ from cnnlab.data import Dataset, load_dataset
 from cnnlab.data.paths import resolve_root
 from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import path_problem
 from cnnlab.models import create_model
 from cnnlab.models.sanity import initial_loss_check
 from cnnlab.training import runtime
@@ -557,9 +558,13 @@ class Trainer:
                 self.folder.write_summary(summary)
                 if self.trackers is not None:
                     self.trackers.end(summary)
-        if self.write and self.saved_epoch is not None:
+        if self.write and self._resumable():
             self.log(f"interrupted during epoch {self.epoch + 1}; last.pt holds {self.saved_epoch} epochs; continue "
                      f"with: {self.spelling.resume.format(path=self.folder.path)}")
+        elif self.write and self.saved_epoch is not None:
+            self.log(f"interrupted during epoch {self.epoch + 1}; the run folder's last.pt is gone (was "
+                     f"{str(self.folder.path)!r} deleted or moved while training?), so the run cannot be resumed; "
+                     "start it again")
         else:
             self.log(f"interrupted during epoch {self.epoch + 1}; no checkpoint was written (train.checkpoints=false "
                      "or before the first epoch ended), so the run cannot be resumed")
@@ -638,6 +643,11 @@ class Trainer:
                 self.reopen or self.stop_reason is None):
             self.status, self.stop_reason = "running", None  # extended (train.epochs=N) or a stop rule changed
 
+    def _resumable(self) -> bool:
+        """Whether `--resume` can continue: a checkpoint was written and is still there (the folder may have been
+        deleted or moved under a running run; a message must not offer to resume what is gone)."""
+        return self.saved_epoch is not None and (self.folder.path / "last.pt").is_file()
+
     @contextlib.contextmanager
     def _writing(self):
         """A failed write to the run folder (full disk, quota, a folder gone read-only) stops the run with one line
@@ -648,8 +658,9 @@ class Trainer:
         except OSError as e:
             what = os.path.basename(e.filename) if e.filename else "a file"
             kept = (f"last.pt from epoch {self.saved_epoch} is intact; free space, then continue with: "
-                    f"{self.spelling.resume.format(path=self.folder.path)}" if self.saved_epoch is not None
-                    else "no checkpoint was written yet")
+                    f"{self.spelling.resume.format(path=self.folder.path)}" if self._resumable() else
+                    "the run folder's last.pt is gone (was the folder deleted or moved?): start the run again"
+                    if self.saved_epoch is not None else "no checkpoint was written yet")
             raise CnnlabError(f"cannot write {what} in {str(self.folder.path)!r} ({e.strerror or e}) after epoch "
                               f"{self.epoch}; {kept}") from None
 
@@ -746,6 +757,9 @@ def resume(run_dir, log=print, data_root: Optional[str] = None, overrides: Optio
     `overrides` may change only RESUME_KEYS_CHANGEABLE; `train.epochs=N` extends a finished run, whose schedule then
     continues where it was (constant, step, multistep and the cyclical ones do not depend on the run's length;
     cosine and one-cycle are planned over it and are refused)."""
+    problem = path_problem(run_dir, "folder")
+    if problem:  # before config.yaml is looked for: a missing folder is not a damaged one
+        raise CnnlabError(f"--resume: run folder {str(run_dir)!r} {problem}")
     folder = RunFolder(run_dir)
     cfg = folder.load_config()
     done = _check_against_checkpoint(folder, cfg)
