@@ -37,7 +37,7 @@ SUMMARY_TYPES = {"status": str, "best_val_acc": _NUM, "best_epoch": (int, type(N
 LOCK_FILE = ".cnnlab.lock"  # held by the run folder's one owner (RunFolder.own); never deleted, see OwnerLock
 CHECKPOINT_FILES = ("best.pt", "last.pt", "last.prev.pt")
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "batch_size", "epoch_time",
-                  "images_per_sec", "time"]
+                  "images_per_sec", "time", "threads"]
 
 
 class RunFolder:
