@@ -26,7 +26,7 @@ import torch
 
 HYSTERESIS = 1.05     # a neighbour must be this much faster (seconds per step) to replace the current count
 ROUNDS = 3            # timed samples per candidate per epoch (medians: one slow sample does not decide)
-MIN_SAMPLE_S = 0.05   # a sample is as many steps as last this long: tiny steps are timed in groups
+MIN_SAMPLE_S = 0.02   # a sample is as many steps as last this long: tiny steps are timed in groups
 MAX_PROBE_SHARE = 0.5  # probe only in epochs with at least twice the steps the probe needs
 
 T = TypeVar("T")
