@@ -98,7 +98,8 @@ def test_resume_goes_on_with_the_recorded_count_and_equals_uninterrupted(cfg_for
     with pytest.raises(KeyboardInterrupt):
         cut.fit()
     assert torch.get_num_threads() == 2  # put back although the run stopped mid-epoch
-    assert torch.load(tmp_path / "runs" / "cut" / "last.pt", weights_only=True)["threads"] == 1
+    saved = torch.load(tmp_path / "runs" / "cut" / "last.pt", weights_only=True)
+    assert saved["threads"] == 1 and saved["thread_tuner"]["threads"] == 1
     resumed = Trainer(cfg_for(*base, "name=cut"), tmp_path / "runs" / "cut", resume=True, log=lambda s: None)
     assert torch.get_num_threads() == 1  # the checkpoint's count, before any step of the resumed run
     resumed.fit()
@@ -125,5 +126,12 @@ def test_tuner_leaves_short_epochs_and_single_counts_alone(two_threads):
     assert list(tuner.epoch(iter(range(40)), total=40)) == list(range(40))
     assert tuner.choices[-1]["threads"] == 1 and torch.get_num_threads() == 1
     assert set(tuner.choices[-1]["seconds_per_step"]) == {1, 2}
+    assert tuner.wait == 0  # the count changed: the next epoch probes again
+    list(tuner.epoch(iter(range(40)), total=40))
+    assert len(tuner.choices) == 2 and tuner.choices[-1]["threads"] == 1
+    # kept: the next probe waits until its cost (3 steps at 2 threads, 0.9 s more each) is 1% of the time since
+    assert tuner.wait == pytest.approx(min(threads_mod.MAX_WAIT_S, 3 * 0.9 / threads_mod.COST_BUDGET))
+    list(tuner.epoch(iter(range(40)), total=40))
+    assert len(tuner.choices) == 2  # not due yet: no probe, no decision
     one = ThreadTuner(1, clock=StepClock({1: 1.0, 2: 0.1}))
     assert one.candidates() == [1]

@@ -290,6 +290,8 @@ class Trainer:
              "threads": torch.get_num_threads()}
         if self.ema is not None:
             s["ema"] = self.ema.state_dict()
+        if self.thread_tuner is not None:
+            s["thread_tuner"] = self.thread_tuner.state_dict()
         return copy.deepcopy(s) if copy_tensors else s
 
     def load_state(self, s: dict) -> None:
@@ -314,8 +316,8 @@ class Trainer:
         self.scheduler.load_state_dict(copy.deepcopy(s["scheduler"]))
         self.scaler.load_state_dict(s["scaler"])
         set_rng_state(s["rng"])
-        if self.thread_tuner is not None and isinstance(s.get("threads"), int):
-            self.thread_tuner.set(s["threads"])  # go on with the count the run had chosen
+        if self.thread_tuner is not None and isinstance(s.get("thread_tuner"), dict):
+            self.thread_tuner.load_state_dict(s["thread_tuner"])  # the count the run had chosen, its probe schedule
 
     def checkpoint(self) -> dict:
         """state() and what a run folder's reader needs besides: the config, precision and data normalisation."""
