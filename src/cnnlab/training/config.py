@@ -154,7 +154,9 @@ class TrainConfig:
     compile: bool = F(False, "torch.compile the model")
     sync_bn: bool = F(False, "distributed runs: synchronise BatchNorm statistics across processes")
     threads: int = F(0, f"CPU intra-op threads (at most {MAX_THREADS}; more than 4 x the cores is reduced to that, "
-                          "with a note); 0: torch's default (one per core)", min=0, max=MAX_THREADS)
+                          "with a note), never changed; 0: start at torch's default (one per core) and, on the CPU, time "
+                          "the first steps of an epoch (when due, at most 120 s of training apart) at one thread "
+                          "fewer and more and keep the fastest (training/threads.py; the count is in metrics.csv)", min=0, max=MAX_THREADS)
     deterministic: bool = F(False, "use deterministic algorithms (slower on CUDA)")
     loss: str = F("cross_entropy", "training loss: cross_entropy, multi_margin (multi-class hinge), mse (softmax vs "
                                   "one-hot); validation always reports cross-entropy",

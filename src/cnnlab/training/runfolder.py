@@ -60,7 +60,7 @@ END_TRAIN_IMAGES = 10_000
 LOCK_FILE = ".cnnlab.lock"  # held by the run folder's one owner (RunFolder.own); never deleted, see OwnerLock
 CHECKPOINT_FILES = ("best.pt", "last.pt", "last.prev.pt")
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "batch_size", "epoch_time",
-                  "images_per_sec", "time"]
+                  "images_per_sec", "time", "threads"]
 
 
 class RunFolder:

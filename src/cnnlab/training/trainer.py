@@ -47,6 +47,7 @@ from cnnlab.training.optim import build_optimizer, l1_penalty
 from cnnlab.training.plots import save_curves
 from cnnlab.training.runfolder import CLI, END_TRAIN_IMAGES, RunFolder, Spelling, default_run_name
 from cnnlab.training.schedules import batch_size_at, build_schedule
+from cnnlab.training.threads import make_tuner
 from cnnlab.training.tracking import Trackers
 
 CHECK_EVERY = 10  # optimizer steps between reads of the loss (divergence check, progress bar)
@@ -166,6 +167,8 @@ class Trainer:
         self.log = log if self.rank == 0 else (lambda s: None)
         self.write = write and self.rank == 0  # only rank 0 writes the run folder (DDP)
         self.device = self._device()
+        # train.threads=0 on the CPU: the count is re-decided every epoch by timing (threads.py); None otherwise
+        self.thread_tuner = make_tuner(cfg.train.threads, self.device, self.dist.enabled)
         self.ds = load_data(cfg)
         if self.ds.val is None:
             self.log("note: no validation split (data.val_size=0); val_* columns stay empty")
@@ -215,8 +218,10 @@ class Trainer:
 
     def close(self) -> None:
         """Give up ownership of the run folder; fit() does it when the run ends, however it ends (a later fit() of
-        the same trainer takes it again)."""
+        the same trainer takes it again). The thread count the run started with is put back."""
         self.folder.release()
+        if self.thread_tuner is not None:
+            self.thread_tuner.restore()
 
     # -- parts ---------------------------------------------------------------------------------------------------
     def _resolve_amp(self):
@@ -314,9 +319,12 @@ class Trainer:
              "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
              "epoch": self.epoch, "step": self.step, "time": self.time, "rng": rng_state(),
              "best": dict(self.best), "targets": dict(self.targets), "initial_loss": self.initial_loss,
-             "status": self.status, "stop_reason": self.stop_reason, "batch": dataclasses.asdict(self.cfg.batch)}
+             "status": self.status, "stop_reason": self.stop_reason, "batch": dataclasses.asdict(self.cfg.batch),
+             "threads": torch.get_num_threads()}
         if self.ema is not None:
             s["ema"] = self.ema.state_dict()
+        if self.thread_tuner is not None:
+            s["thread_tuner"] = self.thread_tuner.state_dict()
         return copy.deepcopy(s) if copy_tensors else s
 
     def load_state(self, s: dict) -> None:
@@ -341,6 +349,8 @@ class Trainer:
         self.scheduler.load_state_dict(copy.deepcopy(s["scheduler"]))
         self.scaler.load_state_dict(s["scaler"])
         set_rng_state(s["rng"])
+        if self.thread_tuner is not None and isinstance(s.get("thread_tuner"), dict):
+            self.thread_tuner.load_state_dict(s["thread_tuner"])  # the count the run had chosen, its probe schedule
 
     def checkpoint(self) -> dict:
         """state() and what a run folder's reader needs besides: the config, precision and data normalisation."""
@@ -464,7 +474,10 @@ class Trainer:
 
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
         tally, t0 = _Tally(self.device, self.optimizer.param_groups[0]["lr"]), time.perf_counter()
-        for _ in self._epoch_steps(epoch, tally):
+        steps = self._epoch_steps(epoch, tally)
+        if self.thread_tuner is not None:
+            steps = self.thread_tuner.epoch(steps, len(self.train_loader), epoch)
+        for _ in steps:
             pass
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -472,7 +485,7 @@ class Trainer:
         tot_loss, tot_correct, tot_n = self._totals(tally.loss_sum, tally.correct, tally.n)
         return {"train_loss": tot_loss / max(tot_n, 1), "train_acc": tot_correct / max(tot_n, 1), "lr": tally.lr,
                 "batch_size": self.train_loader.batch_size * self.world_size, "epoch_time": dt,
-                "images_per_sec": tot_n / dt if dt > 0 else 0.0}
+                "images_per_sec": tot_n / dt if dt > 0 else 0.0, "threads": torch.get_num_threads()}
 
     def steps(self, n: int, first_epoch: int = 0) -> Iterator[float]:
         """Take `n` optimizer steps exactly as `fit` takes them (batches, augmentation, L1, micro-batches, AMP),
@@ -678,7 +691,15 @@ class Trainer:
                 "initial_loss": self.initial_loss, "ln_classes": math.log(self.ds.num_classes),
                 "targets": self.targets, "device": runtime.describe_device(self.device),
                 "gpu_memory_mib": runtime.memory_used(self.device) or None,
-                "amp": self.amp, "amp_choice": self.amp_note, "environment": runtime.environment(self.device)}
+                "amp": self.amp, "amp_choice": self.amp_note, "environment": runtime.environment(self.device),
+                "threads": torch.get_num_threads(), "threads_choice": self._threads_note(),
+                "thread_decisions": self.thread_tuner.choices if self.thread_tuner is not None else []}
+
+    def _threads_note(self) -> str:
+        if self.thread_tuner is not None:
+            return f"auto: timed every epoch between 1 and {self.thread_tuner.ceiling} (metrics.csv 'threads')"
+        return f"train.threads={self.cfg.train.threads} (as configured)" if self.cfg.train.threads else \
+            "torch's default (not timed: not a single-process CPU run, or one core)"
 
     def _write_final(self, summary: dict) -> None:
         if self.cfg.train.checkpoints:  # record the final status in last.pt too (resume then stops at once)
