@@ -1,9 +1,11 @@
-"""Write the README's Results section from the committed reports: one row per course question, from the
-`answers.json` that `cnnlab report` writes beside each results/<spec>/report.md.
+"""Write the Results table of the documentation site (docs/results.md) from the committed reports: one row per
+course question, from the `answers.json` that `cnnlab report` writes beside each results/<spec>/report.md.
 
-    .venv/bin/python scripts/readme_results.py          # rewrite the section between the markers in README.md
-    .venv/bin/python scripts/readme_results.py --check  # exit 1 if README.md is not what the reports say
+    .venv/bin/python scripts/readme_results.py          # rewrite the table between the markers in docs/results.md
+    .venv/bin/python scripts/readme_results.py --check  # exit 1 if docs/results.md is not what the reports say
 
+The site serves results/ under the same paths (scripts/docs_hooks.py), so the table's links work there as they did
+in the README.
 The answers are the reports' sentences, copied verbatim: nothing in the table is written by hand. Recipes whose cpu
 profile has not been run yet are listed as such, so the table never hides a question.
 """
@@ -61,19 +63,19 @@ def section(repo: Path = REPO) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    ap.add_argument("--check", action="store_true", help="only check that docs/results.md is up to date")
     args = ap.parse_args()
-    readme = REPO / "README.md"
+    readme = REPO / "docs" / "results.md"
     text = readme.read_text()
     if START not in text or END not in text:
-        print(f"README.md has no {START} ... {END} markers", file=sys.stderr)
+        print(f"docs/results.md has no {START} ... {END} markers", file=sys.stderr)
         return 1
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     new = head + section() + tail
     if args.check:
         if new != text:
-            print("README.md's Results table differs from results/*/answers.json: run scripts/readme_results.py",
+            print("docs/results.md's table differs from results/*/answers.json: run scripts/readme_results.py",
                   file=sys.stderr)
             return 1
         return 0

@@ -102,12 +102,13 @@ def test_a_seeded_sweep_states_its_answer_from_the_numbers_in_runs_csv(tmp_path,
                                                                         monkeypatch):
     from test_experiments_report import run_cli
 
+    # batch 32 and lr 0.05 / 0.1: runs that leave chance in their 8 steps (at chance they would not be compared)
     base = {"data": {"name": "fashion-mnist", "train_subset": 256, "val_subset": 128}, "model": {"name": "lenet5"},
-            "batch": {"size": 64}, "train": {"epochs": 1, "progress": "off"}}
+            "batch": {"size": 32}, "train": {"epochs": 1, "progress": "off"}}
     spec = tmp_path / "pair.yaml"
     spec.write_text(yaml.safe_dump({
-        "question": "Does a 10x lr help?", "base": base,
-        "variants": {"small": {"optim.lr": 0.001}, "large": {"optim.lr": 0.01}},
+        "question": "Does a 2x lr help?", "base": base,
+        "variants": {"small": {"optim.lr": 0.05}, "large": {"optim.lr": 0.1}},
         "profiles": {"cpu": {"seeds": [0, 1]}},
         "report": {"answers": [{"kind": "compare", "a": "large", "b": "small", "metrics": "best_val_acc"}]}}))
     monkeypatch.setenv("CNNLAB_CACHE", str(session_cache))

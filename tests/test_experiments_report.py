@@ -66,7 +66,9 @@ def test_html_report_holds_the_table_and_embedded_figures(swept):
              for cls, r in rows}
     assert set(cells) == {"lr=100000", "lr=0.05", "lr=0.01"}
     assert cells["lr=100000"][0] == "diverged" and "yes" in cells["lr=100000"][1]
-    assert cells["lr=0.05"][1][3] == "finished" and cells["lr=0.05"][1][2] == "0.05"
+    # 300 images and 10 steps leave SimpleNN at chance (10% on 100 images, loss ln 10): the table says so
+    assert cells["lr=0.05"][1][3] == "did not learn" and cells["lr=0.05"][1][2] == "0.05"
+    assert cells["lr=0.05"][0] == "nolearn"
     assert re.fullmatch(r"\d+\.\d\d%", cells["lr=0.05"][1][1])
     imgs = re.findall(r"<img [^>]*src='([^']*)'", page)
     assert len(imgs) == 3  # curves, best val acc against lr, time to target
@@ -84,7 +86,7 @@ def test_runs_csv_has_one_row_per_run_with_the_numbers(swept):
     assert {"optim.lr", "status", "best_val_acc", "best_epoch", "final_train_acc", "final_train_loss",
             "final_val_loss", "weight_sparsity", "wall_s", "epochs_to_0.1", "seconds_to_0.1"} <= set(rows[0])
     ok = rows[1]
-    assert ok["status"] == "finished" and float(ok["optim.lr"]) == 0.05 and 0 <= float(ok["best_val_acc"]) <= 1
+    assert ok["status"] == "did not learn" and float(ok["optim.lr"]) == 0.05  # at chance, as the table says and 0 <= float(ok["best_val_acc"]) <= 1
     assert 0 <= float(ok["weight_sparsity"]) < 0.5 and float(ok["wall_s"]) > 0
     assert rows[0]["status"] == "diverged"
 

@@ -1,13 +1,20 @@
 """The notebooks: each runs top to bottom under papermill with `-p quick True`, through cnnlab's public API only,
-and is committed without outputs."""
+is committed without outputs, shows every figure it makes as an image, and runs the same from any folder of the
+repository."""
 
 import json
+import os
 import re
+import shutil
+import warnings
 from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+# the api calls that make a figure: each must come out of the executed notebook as one image/png
+FIGURE_MAKERS = re.compile(r"\bapi\.(?:new_figure|plot_curves|plot_histograms)\(")
 # each notebook and a line it must print: the answer it computed, not just "the cells ran"
 EXPECTED = {"simplenn-cifar10": "initial loss", "simplenn-cifar10-dev": "best val acc",
             "resnet-cifar10": "TTA flip-translate", "save_test_predictions": "10,000 rows",
@@ -35,6 +42,22 @@ def test_notebook_is_committed_clean_and_uses_the_public_api(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_cells_have_ids(path):
+    """nbformat warns that a cell without an id "will become a hard error"; validation must pass without warnings."""
+    nbformat = pytest.importorskip("nbformat")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nb = nbformat.read(str(path), as_version=4)
+        nbformat.validate(nb)
+    ids = [c.get("id") for c in nb.cells]
+    assert all(ids) and len(set(ids)) == len(ids)
+
+
+def _outputs(done, kind):
+    return [o for c in done["cells"] for o in c.get("outputs", []) if o.get("output_type") == kind]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_quick_mode(path, shared_data, session_cache, tmp_path, monkeypatch):
     papermill = pytest.importorskip("papermill", reason="pip install 'cnnlab[notebooks]' to run the notebooks")
     monkeypatch.setenv("CNNLAB_CACHE", str(session_cache))
@@ -44,7 +67,33 @@ def test_notebook_runs_in_quick_mode(path, shared_data, session_cache, tmp_path,
                                                                 "out": str(tmp_path / "runs")},
                                cwd=str(path.parent), kernel_name="python3", progress_bar=False)
     done = json.loads(out.read_text())
-    errors = [o for c in done["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors
+    assert not _outputs(done, "error")
     printed = "".join("".join(o.get("text", "")) for c in done["cells"] for o in c.get("outputs", []))
     assert EXPECTED[path.stem] in printed, printed[-2000:]
+    assert "Warning" not in "".join("".join(o["text"]) for o in _outputs(done, "stream") if o["name"] == "stderr")
+    # a Figure displayed without the inline backend's formatter shows as "<Figure size 1400x380 with 3 Axes>"
+    shown = [o for o in _outputs(done, "display_data") + _outputs(done, "execute_result") if "image/png" in o["data"]]
+    made = sum(len(FIGURE_MAKERS.findall("".join(c["source"]))) for c in done["cells"] if c["cell_type"] == "code")
+    assert len(shown) == made, f"{made} figures made, {len(shown)} shown as images"
+
+
+def test_notebook_finds_data_and_runs_folder_from_the_repository_root(shared_data, session_cache, tmp_path,
+                                                                      monkeypatch):
+    """Started from the repository root with only `-p quick True`, a notebook finds the data (CNNLAB_DATA, else
+    shared/data beside the checkout) and writes its runs under the root's `out`, as it does from notebooks/."""
+    papermill = pytest.importorskip("papermill", reason="pip install 'cnnlab[notebooks]' to run the notebooks")
+    monkeypatch.setenv("CNNLAB_CACHE", str(session_cache))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    if shared_data.resolve() == (REPO.parent / "shared" / "data").resolve():
+        monkeypatch.delenv("CNNLAB_DATA", raising=False)  # the default: shared/data beside the checkout
+    else:
+        monkeypatch.setenv("CNNLAB_DATA", str(shared_data))
+    out = f"runs/test-notebooks-{os.getpid()}"  # relative: resolved against the repository root
+    try:
+        papermill.execute_notebook(str(REPO / "notebooks" / "simplenn-cifar10.ipynb"), str(tmp_path / "out.ipynb"),
+                                   parameters={"quick": True, "out": out}, cwd=str(REPO), kernel_name="python3",
+                                   progress_bar=False)
+        assert (REPO / out / "lab1-baseline" / "metrics.csv").exists()
+        assert not (REPO / "notebooks" / out).exists()
+    finally:
+        shutil.rmtree(REPO / out, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""The committed results: the README's Results table is exactly what results/*/answers.json say, every answer there
+"""The committed results: the Results page's table (docs/results.md) is exactly what results/*/answers.json say, every answer there
 is the one its report.md states, and results/ stays small with no checkpoints."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from cnnlab.experiments.report import md_text
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_readme_results_table_is_generated_from_the_reports():
+def test_results_page_table_is_generated_from_the_reports():
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "readme_results.py"), "--check"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

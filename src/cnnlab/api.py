@@ -58,7 +58,7 @@ from cnnlab.training import trainer as _trainer
 from cnnlab.training.checkpoint import CHECKPOINT_CHOICES
 from cnnlab.training.config import OVERRIDES, RunConfig
 from cnnlab.training.evaluation import TTA_MODES
-from cnnlab.training.runfolder import RunFolder
+from cnnlab.training.runfolder import API, RunFolder
 from cnnlab.training.trainer import Trainer
 
 __all__ = ["BatchLoader", "CnnlabError", "RunConfig", "SweepOptions", "Trainer", "analysis_trainer",
@@ -157,14 +157,22 @@ def config(source: ConfigLike = None, overrides: Sequence[str] = (), data_root: 
 def train(source: ConfigLike = None, overrides: Sequence[str] = (), data_root: Optional[str] = None, *,
           overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
     """Train one run (as `cnnlab train` does) and return its summary (also in RUN/summary.json)."""
-    return Trainer(config(source, overrides, data_root), overwrite=overwrite, log=log).fit()
+    return Trainer(config(source, overrides, data_root), overwrite=overwrite, log=log, spelling=API).fit()
 
 
 config_from_dict = checked(data=A.mapping("a (nested) dict of config sections"))(_config.config_from_dict)
 load_config = checked(path=PATH.or_none(), overrides=OVERRIDES.or_none(),
                            base=A.mapping("a (nested) dict").or_none())(_config.load_config)
-resume = checked(run_dir=RUN_DIR, log=LOG, data_root=PATH.or_none(), overrides=OVERRIDES.or_none(),
-                      download=FLAG)(_trainer.resume)
+
+
+@checked(run_dir=RUN_DIR, log=LOG, data_root=PATH.or_none(), overrides=OVERRIDES.or_none(), download=FLAG)
+def resume(run_dir, log: Callable[[str], None] = print, data_root: Optional[str] = None,
+           overrides: Optional[Sequence[str]] = None, download: bool = False) -> dict:
+    """Continue the run in `run_dir` from its last.pt (as `cnnlab train --resume`); `overrides` may extend it
+    (`["train.epochs=30"]`). Returns its summary. Messages name the API's way (`api.resume`, `overwrite=True`)."""
+    overrides = [overrides] if isinstance(overrides, str) else list(overrides or [])
+    return _trainer.resume(run_dir, log=log, data_root=data_root, overrides=overrides, download=download,
+                           spelling=API)
 
 
 @checked(run_dir=RUN_DIR)
@@ -327,7 +335,8 @@ loss_band = checked(trainer=TRAINER, lrs=A.sequence(LR, min_len=1), steps=STEPS,
 # -- sweeps and reports -----------------------------------------------------------------------------------------------
 
 load_spec = checked(path=PATH)(_spec.load_spec)
-expand = checked(spec=SPEC, profile=TEXT.or_none(), overrides=OVERRIDES.or_none(), out=PATH)(_spec.expand)
+expand = checked(spec=SPEC, profile=TEXT.or_none(), overrides=OVERRIDES.or_none(), out=PATH,
+                 analysis_dirs=A.sequence(PATH, what="a list of folders"))(_spec.expand)
 sweep = checked(opts=A.instance(SweepOptions, "SweepOptions(spec_path=...)"), log=LOG)(_sweep.sweep)
 make_report = checked(inputs=A.sequence(PATH, min_len=1, what="a list", one=True), out=PATH,
                            profile=TEXT.or_none(), store=TEXT.or_none(), runs_out=PATH, title=TEXT.or_none(),

@@ -3,7 +3,8 @@ atomic writer for PNG, SVG and PDF.
 
 Why not pyplot: it keeps global state (the current figure, the backend), and a library module that calls
 `matplotlib.use("Agg")` at import switches a notebook's backend under the user. A `matplotlib.figure.Figure` needs
-no backend until it is saved, is freed like any other object (no `plt.close`), and still displays in Jupyter.
+no backend until it is saved and is freed like any other object (no `plt.close`). Jupyter draws one passed to
+`display(fig)` once the inline backend is on (`%matplotlib inline`, as the notebooks in notebooks/ start).
 """
 
 from __future__ import annotations

@@ -92,12 +92,13 @@ def print_summary(ds, summary) -> None:
 def _info(args: argparse.Namespace) -> int:
     from cnnlab.data import load_dataset
     from cnnlab.data.augment import build_augmentation
-    from cnnlab.data.preview import example_grids, summarize
+    from cnnlab.data.preview import MAX_PER_CLASS, example_grids, summarize
     from cnnlab.plotting import save_figure
 
     pipeline = build_augmentation(parse_augment(args.augment)) if args.augment else None
-    if args.per_class < 1:
-        raise CnnlabError(f"--per-class must be >= 1, got {args.per_class}")
+    if not 1 <= args.per_class <= MAX_PER_CLASS:
+        raise CnnlabError(f"--per-class must be between 1 and {MAX_PER_CLASS} (images in one row of the grid), "
+                          f"got {args.per_class}")
     ds = load_dataset(args.name, root=args.data_root, val_size=args.val_size, seed=args.seed,
                       download=args.download)
     print_summary(ds, summarize(ds))

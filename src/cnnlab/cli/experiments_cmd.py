@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 
 from cnnlab.cli.common import add_data_root, data_overrides
 
@@ -33,7 +34,8 @@ def register(sub) -> None:
                                    "when some failed or are left.")
     _spec_args(p, "run", "experiment spec (YAML), e.g. experiments/04-lr-sweep.yaml")
     p.add_argument("--list", action="store_true", help="list the runs and their state in the store, run nothing")
-    p.add_argument("--analysis", action="store_true", help="after the runs, run the spec's analysis steps")
+    p.add_argument("--analysis", action="store_true", help="after the runs, run the spec's analysis steps (steps "
+                                                           "that feed runs: before them)")
     p.add_argument("--report", metavar="HTML", help="after the runs, write the report here (and the .md beside)")
     p.add_argument("--max-runs", type=int, help="each worker stops after this many runs (a time slice)")
     p.add_argument("--grace", type=float, default=300.0,
@@ -59,7 +61,10 @@ def register(sub) -> None:
                        description="Write a self-contained HTML page (figures embedded) and a Markdown twin: a table "
                                    "of runs, overlaid curves, and the spec's own figures.")
     p.add_argument("inputs", nargs="+", metavar="RUN_OR_SPEC", help="run folders, sweep folders, or specs (.yaml)")
-    p.add_argument("--out", default="report.html", help="HTML file (default report.html); the .md goes beside it")
+    p.add_argument("--out", default="report.html", help="HTML file (default report.html); the .md goes beside it, "
+                                                        "and for a spec each run's config, metrics and summary go "
+                                                        "to <stem>_runs/, which a later report reads where the "
+                                                        "store and the run folders are gone")
     p.add_argument("--profile", help="profile of the specs (default: each spec's default, usually quick)")
     p.add_argument("--store", help="results store of the specs' sweeps (default RUNS_OUT/cnnlab-store.journal)")
     p.add_argument("--runs-out", default="runs", help="the --out the sweeps ran with (default runs)")
@@ -78,17 +83,20 @@ def _options(args: argparse.Namespace):
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from cnnlab.experiments.sweep import DONE_STATES, make_plan, run_analysis, status_rows, sweep
+    from cnnlab.experiments.sweep import DONE_STATES, make_plan, run_analysis, run_feeding_steps, status_rows, sweep
 
     opts = _options(args)
     if args.list:
-        rows = status_rows(opts)
-        width = max(len(r["run"]) for r in rows)
+        names, rows = status_rows(opts)  # the count at once; the rows as each run is built
+        print(f"{len(names):,} planned run{'s' * (len(names) != 1)}", file=sys.stderr, flush=True)
+        width = max(map(len, names), default=0)
         for r in rows:
             best = f"{100 * r['best_val_acc']:.2f}%" if isinstance(r["best_val_acc"], float) else ""
             other = "" if r["planned"] else "  (other settings: not in this plan; key=value overrides?)"
-            print(f"{r['run']:{width}s}  {r['state']:12s} {best:>8s}  {r['folder']}{other}")
+            print(f"{r['run']:{width}s}  {r['state']:12s} {best:>8s}  {r['folder']}{other}", flush=True)
         return 0
+    if args.analysis:  # steps that feed runs (a range test's b_min, b_max) run first, so those runs use them
+        run_feeding_steps(opts, args.data_root)
     records = sweep(opts)
     plan = make_plan(opts)
     if args.analysis:
@@ -123,6 +131,7 @@ def _report(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     from cnnlab.experiments.tune import TuneOptions, make_plan, open_study, tune
     from cnnlab.experiments.tune_report import write_tune_report
+    from cnnlab.training.trainer import show_metric
 
     overrides = list(args.overrides) + data_overrides(args)
     opts = TuneOptions(args.spec, args.profile, overrides, args.out, args.store, args.trials, args.timeout,
@@ -134,7 +143,7 @@ def _tune(args: argparse.Namespace) -> int:
     path = write_tune_report(study, plan)
     best = study.best_trial if any(t.value is not None for t in study.trials) else None
     if best is not None:
-        print(f"best: trial {best.number}, {plan.tune.metric} {best.value:.4f}, "
+        print(f"best: trial {best.number}, {plan.tune.metric} {show_metric(plan.tune.metric, best.value)}, "
               + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()))
     print(f"wrote {path} (and trials.csv, history.png, best-N.yaml beside it)")
     return 0

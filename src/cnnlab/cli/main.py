@@ -12,6 +12,7 @@ import sys
 from typing import List, Optional
 
 from cnnlab import __version__
+from cnnlab.cli.common import flag_hint
 from cnnlab.errors import CnnlabError
 
 COMMAND_MODULES = (
@@ -53,8 +54,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if extra and isinstance(getattr(args, "overrides", None), list) and all(
             "=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    elif extra:  # `--lr 0.1` from other tools: say the key=value spelling where the command takes overrides
+        hint = flag_hint(extra, list(sys.argv[1:] if argv is None else argv)) if hasattr(args, "overrides") else ""
+        parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -5,6 +5,7 @@ Argument parsing and wiring only; the work is done in cnnlab.models (registry, s
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Dict, Tuple
 
@@ -260,6 +261,7 @@ def _sanity(args) -> int:
     if args.batch_size <= 0:
         raise CnnlabError(f"--batch-size must be >= 1, got {args.batch_size}")
     torch.manual_seed(args.seed)
+    _check_sanity_memory(args)
     model = create_model(args.model, **_model_kwargs(args))
     x, y, source = _sanity_batch(model, args)
     r = initial_loss_check(model, x, y)
@@ -267,6 +269,29 @@ def _sanity(args) -> int:
           f"ln({r['num_classes']}) = {r['expected']:.4f}; ratio {r['ratio']:.3f} -> "
           f"{'OK' if r['ok'] else 'SUSPICIOUS (expected within 25% of ln C)'}")
     return 0 if r["ok"] else 1
+
+
+def _check_sanity_memory(args) -> None:
+    """Refuse, in a second, a model or batch that cannot fit: the float32 weights (counted on the meta device,
+    where nothing is allocated) and the input batch, against the memory available, as `train` does before it
+    builds anything. Activations are not counted: a floor, to stop the impossible (a 10^11-weight layer)."""
+    import torch
+
+    from cnnlab.models import create_model
+    from cnnlab.training.runtime import check_memory
+
+    try:
+        with torch.device("meta"):
+            model = create_model(args.model, **_model_kwargs(args))
+        params = sum(p.numel() for p in model.parameters())
+        pixels = math.prod(model.input_shape)
+    except CnnlabError:
+        raise
+    except Exception:  # a model that cannot be built on meta is built for real and fails there, if at all
+        return
+    check_memory(torch.device("cpu"), 4 * params + 4 * args.batch_size * pixels,
+                 f"{args.model} ({params:,} parameters) with a batch of {args.batch_size:,} images",
+                 "make the model (its options) or --batch-size smaller")
 
 
 def _sanity_batch(model, args):

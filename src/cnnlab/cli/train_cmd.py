@@ -33,6 +33,8 @@ def register(sub) -> None:
                                                        "change train.epochs (extend a finished run), train.max_time, "
                                                        "train.patience, train.progress, train.threads")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
+    p.add_argument("--out", metavar="DIR", help="parent folder of the run folder, as in sweep (config key out; "
+                                                "default runs)")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and meaning")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_train)
@@ -73,7 +75,9 @@ def register(sub) -> None:
                                    "it. A JSON file beside it lists the classes and the input contract.")
     p.add_argument("run_dir")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    p.add_argument("--out", help="file to write (default RUN_DIR/model.onnx or RUN_DIR/model.torchscript.pt)")
+    p.add_argument("--out", help="file to write (default RUN_DIR/model.onnx or RUN_DIR/model.torchscript.pt); "
+                                 "its metadata goes to OUT.json")
+    p.add_argument("--force", action="store_true", help="replace an existing export file (never a run's own files)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     add_data_root(p)
     p.set_defaults(func=_export)
@@ -88,8 +92,10 @@ def _train(args: argparse.Namespace) -> int:
         for key, default, text in describe_keys():
             print(f"{key:26s} {str(default):14s} {text}")
         return 0
-    overrides = list(args.overrides) + data_overrides(args)
+    overrides = list(args.overrides) + data_overrides(args) + ([f"out={args.out}"] if args.out else [])
     if args.resume:
+        if args.out:
+            raise CnnlabError("--resume continues the run in its own folder; --out cannot be combined with it")
         if args.config:
             raise CnnlabError("--resume uses the run's own config.yaml; -c cannot be combined with it (key=value "
                               "overrides may extend the run: train.epochs=N)")
@@ -152,6 +158,7 @@ def _evaluate(args) -> int:
     tta = "" if args.tta == "none" else f", TTA {args.tta}"
     title = f"{folder.name}: {args.split} split{tta}, {100 * res['acc']:.2f}% accurate"
     save_figure(confusion_figure(res["confusion"], classes, title), folder / f"confusion-{stem}.png")
+    print(f"wrote {folder / f'evaluation-{stem}.json'}, confusion-{stem}.csv and confusion-{stem}.png")
     print(json.dumps({k: v for k, v in record.items() if k not in ("per_class", "confusion")}))
     return 0
 
@@ -178,13 +185,13 @@ def _predict(args) -> int:
 
 
 def _export(args) -> int:
-    from cnnlab.training.export import export_run
+    from cnnlab.training.export import FORMATS, check_export_paths, export_run
     from cnnlab.training.inference import load_run
 
-    if args.out:
-        check_writable(args.out, "export file")  # before the model and data are loaded
+    # before the model and data are loaded: an export that would replace a file is refused at once
+    if args.out or (Path(args.run_dir) / "config.yaml").is_file():
+        check_export_paths(args.out or Path(args.run_dir) / f"model{FORMATS[args.format]}", args.force)
     paths = export_run(load_run(args.run_dir, args.checkpoint, args.data_root, device="cpu",
-                                download=args.download), args.format,
-                       args.out)
+                                download=args.download), args.format, args.out, force=args.force)
     print(f"wrote {paths['model']} ({args.format}) and {paths['metadata']}")
     return 0

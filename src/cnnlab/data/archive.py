@@ -112,8 +112,20 @@ def _hidden(rel: str) -> bool:
     return any(part.startswith(".") for part in rel.split("/"))
 
 
+def _utf8_name(where: str, rel: str) -> None:
+    """Names become class names and prediction ids, written into UTF-8 configs, checkpoints and CSV files: a name
+    that is not valid UTF-8 (surrogate escapes, from the file system or the archive) is refused here, before any
+    work, rather than failing at the first write after training or prediction."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CnnlabError(f"{where}: the name {rel!r} is not valid UTF-8; rename it (e.g. convmv -r -f latin1 -t "
+                          "utf8 --notest FOLDER)") from None
+
+
 def _safe_name(archive: Path, name: str) -> str:
-    """The member's path inside the tree, or an error if it tries to escape it."""
+    """The member's path inside the tree, or an error if it tries to escape it or is not UTF-8."""
+    _utf8_name(f"archive {str(archive)!r}", name)
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         raise CnnlabError(f"archive {str(archive)!r}: member {name!r} has an absolute path; cnnlab refuses archives "
                           f"whose members could escape their folder; rebuild the archive with relative paths")
@@ -261,6 +273,7 @@ def _folder_tree(root: Path) -> FileTree:
                 continue
             full = os.path.join(dirpath, name)
             rel = posixpath.normpath(posixpath.join(rel_dir.replace(os.sep, "/"), name))
+            _utf8_name(f"image folder {str(root)!r}", rel)
             _inside(real_root, full, root, rel)
             st = os.stat(full)
             h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())

@@ -97,7 +97,7 @@ def list_datasets() -> List[str]:
 def load_dataset(name: str, *, root=None, val_size: Optional[int] = None, seed: int = 0,
                  train_subset: Optional[int] = None, val_subset: Optional[int] = None, download: bool = False,
                  cache_dir=None, test_size: Optional[int] = None) -> Dataset:
-    """Read dataset `name` and carve its splits (see the module docstring and README "Data").
+    """Read dataset `name` and carve its splits (see the module docstring and docs/guide/data.md).
 
     val_size None -> the dataset's default (5,000 for cifar10 and fashion-mnist, 10% for imagefolder); 0 -> no val.
     test_size carves a labelled, stratified test split out of the training images first (for a source whose test

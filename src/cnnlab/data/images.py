@@ -21,6 +21,7 @@ from cnnlab.data.archive import IMAGE_SUFFIXES
 from cnnlab.data.core import Split
 from cnnlab.data.imagefolder import MAX_PIXELS
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import path_problem
 
 
 def image_files(paths: Sequence[str]) -> List[Tuple[Path, str]]:
@@ -35,7 +36,8 @@ def image_files(paths: Sequence[str]) -> List[Tuple[Path, str]]:
         elif p.is_file():
             found.append((p, str(p)))
         else:
-            raise CnnlabError(f"image {text!r} not found; give image files or folders of .jpg/.jpeg/.png")
+            raise CnnlabError(f"image {text!r} {path_problem(p, 'file') or 'cannot be read'}; give image files or "
+                              "folders of .jpg/.jpeg/.png")
     if not found:
         raise CnnlabError(f"no .jpg/.jpeg/.png images in {', '.join(map(repr, paths))}")
     return found

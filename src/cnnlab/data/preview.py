@@ -27,6 +27,11 @@ def summarize(ds: Dataset) -> Dict[str, dict]:
     return out
 
 
+# Columns of an example grid: each image is one matplotlib axes, so the figure's memory and time grow with
+# classes x per_class (100,000 per class took gigabytes and minutes before drawing anything useful).
+MAX_PER_CLASS = 64
+
+
 def pick_examples(split: Split, classes: Sequence[int], per_class: int) -> torch.Tensor:
     """Indices [len(classes), per_class]: the first `per_class` images of each class (a stable, seed-free choice)."""
     rows = []

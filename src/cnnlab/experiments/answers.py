@@ -6,7 +6,7 @@ with its numbers and its margin; nothing in a generated report is written by han
     report:
       answers:
         - {kind: compare, a: bn, b: no_bn, metrics: [best_val_acc, final_train_acc],  # variant, group or run name
-           question: "HW2 Lab 2(b)i"}               # optional: the course question it answers (README Results)
+           question: "HW2 Lab 2(b)i"}               # optional: the course question it answers (docs/results.md)
         - {kind: compare, a: {optim.l1: 1.0e-4}, b: {optim.weight_decay: 1.0e-3}, metrics: weight_sparsity}
         - {kind: best, key: optim.lr, by: best_val_acc, group: l2}                # every value, ranked
         - {kind: best, key: variant, by: test_acc, where: {model.options.dropout: 0.5}}  # among some runs only
@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -38,10 +38,12 @@ from cnnlab.training.config import SEED_KEY, check_key
 ANSWERS = Registry("report answer")
 # Metrics an answer can compare: the summary's, and two computed here (the overfitting gap, the weight sparsity).
 METRICS = ("best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "final_train_loss", "final_val_loss",
-           "wall_time", "images_per_sec", "best_epoch", "gap", "weight_sparsity", "initial_loss")
-LOWER_IS_BETTER = {"final_train_loss", "final_val_loss", "wall_time", "best_epoch", "gap", "initial_loss"}
-PERCENT = {"best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "gap", "weight_sparsity"}
-WORDS = {**LABELS, "final_train_loss": "final training loss", "final_val_loss": "final validation loss",
+           "end_train_loss", "end_train_acc", "wall_time", "images_per_sec", "best_epoch", "gap", "weight_sparsity",
+           "initial_loss")
+LOWER_IS_BETTER = {"final_train_loss", "final_val_loss", "end_train_loss", "wall_time", "best_epoch", "gap",
+                   "initial_loss"}
+PERCENT = {"best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "gap", "weight_sparsity", "end_train_acc"}
+WORDS = {**LABELS, "final_val_loss": "final validation loss",
          "wall_time": "training time", "gap": "overfitting gap (final training minus final validation accuracy)",
          "weight_sparsity": "share of weights below 1e-3 in magnitude (best checkpoint)",
          "test_acc": "test accuracy (best checkpoint)", "initial_loss": "initial loss"}
@@ -52,6 +54,7 @@ class Answer:
     kind: str
     text: str
     question: str = ""            # the course question it answers (the spec's label, e.g. "HW2 Lab 1(h)")
+    metrics: List[str] = field(default_factory=list)   # the metrics it was computed from (used_metrics)
 
 
 @dataclass
@@ -167,6 +170,25 @@ def noise_text(key: str, a: Stat, b: Stat, pooled: Optional[float]) -> str:
     return f"{'within' if within else 'beyond'} seed noise: 2 standard errors = {bound}, from {where}"
 
 
+def left_out(e: Entry) -> Optional[str]:
+    """Why a finished run's numbers are not compared: 'diverged' (they are those of the step it was stopped at: its
+    wall time ~0, its loss the blow-up), 'did not learn' (it ran at chance: Entry.did_not_learn), else None. Such
+    runs are named in the answer instead; compared, they would read as a margin."""
+    if (e.summary or {}).get("diverged"):
+        return "diverged"
+    return "did not learn" if e.did_not_learn() else None
+
+
+def _named(why: Dict[str, str]) -> str:
+    """{'1': 'did not learn', 'x': 'diverged'} -> 'diverged: x; did not learn: 1'."""
+    out = []
+    for reason in ("diverged", "did not learn"):
+        names = [n for n, w in why.items() if w == reason]
+        if names:
+            out.append(f"{reason}: {', '.join(names)}")
+    return "; ".join(out)
+
+
 def _better(key: str, a: float, b: float) -> bool:
     return a < b if key in LOWER_IS_BETTER else a > b
 
@@ -186,12 +208,10 @@ def compare(entries: List[Entry], a: Selector, b: Selector,
     la, lb = _label(a), _label(b)
     if not ra or not rb:
         return f"{la} against {lb}: not answered yet ({'no finished run of ' + (la if not ra else lb)})."
-    # A diverged run's numbers are those of the step it was stopped at (its wall time ~0, its loss the blow-up):
-    # compared with a finished run they would read as a margin, so they are left out and named instead.
-    gone = [lab for lab, rs in ((la, ra), (lb, rb)) if all(e.summary.get("diverged") for e in rs)]
+    gone = [f"{lab} {left_out(rs[0])}" for lab, rs in ((la, ra), (lb, rb)) if all(left_out(e) for e in rs)]
     if gone:
-        return f"{la} against {lb}: not compared ({' and '.join(gone)} diverged)."
-    ra, rb = [e for e in ra if not e.summary.get("diverged")], [e for e in rb if not e.summary.get("diverged")]
+        return f"{la} against {lb}: not compared ({' and '.join(gone)})."
+    ra, rb = [e for e in ra if not left_out(e)], [e for e in rb if not left_out(e)]
     parts = []
     for key in ([metrics] if isinstance(metrics, str) else list(metrics)):
         sa, sb = stat(ra, key), stat(rb, key)
@@ -235,12 +255,13 @@ def best(entries: List[Entry], key: str, by: str = "best_val_acc", where: Option
             at.setdefault(_fmt(e.value(key)), []).append(e)
     if not at:
         return f"Best {key} by {WORDS.get(by, by)}{scope}: not answered yet (no finished run)."
-    diverged = [v for v, es in at.items() if all(x.summary.get("diverged") for x in es)]
-    stats = {v: stat(es, by) for v, es in at.items() if v not in diverged}
+    gone = {v: left_out(es[0]) for v, es in at.items() if all(left_out(x) for x in es)}
+    stats = {v: stat([x for x in es if not left_out(x)], by) for v, es in at.items() if v not in gone}
     ranked = sorted(((v, s) for v, s in stats.items() if s is not None), key=lambda t: t[1].mean,
                     reverse=by not in LOWER_IS_BETTER)
     if not ranked:
-        return f"Best {key} by {WORDS.get(by, by)}{scope}: every run diverged."
+        why = "not measured in these runs" if stats else "no run to compare (" + _named(gone) + ")"
+        return f"Best {key} by {WORDS.get(by, by)}{scope}: {why}."
     (v1, s1), rest = ranked[0], ranked[1:]
     text = f"Best {key} by {WORDS.get(by, by)}{scope}: {v1} ({show_stat(by, s1)})"
     if rest:
@@ -249,8 +270,8 @@ def best(entries: List[Entry], key: str, by: str = "best_val_acc", where: Option
         text += (f", {margin_text(by, s1.mean - s2.mean).lstrip('+-')} {lead} {v2} ({show_stat(by, s2)}; "
                  f"{noise_text(by, s1, s2, pooled_std(entries, by))})")
     text += ". All values: " + ", ".join(f"{v} → {show_stat(by, s)}" for v, s in ranked)
-    if diverged:
-        text += "; diverged: " + ", ".join(diverged)
+    if gone:
+        text += "; " + _named(gone)
     return text + "."
 
 
@@ -350,8 +371,24 @@ def check_answer(data: Dict[str, Any], where: str) -> Dict[str, Any]:
             **({"question": data["question"]} if "question" in data else {})}
 
 
+def used_metrics(spec: Dict[str, Any]) -> List[str]:
+    """The metrics an answer is computed from: what its `metrics` or (kind best) `by` names, else its kind's
+    default; a target answer reads the per-epoch validation accuracy, an analysis answer its step's own numbers."""
+    import inspect
+
+    kind = spec["kind"]
+    fixed = {"target": ["val_acc"], "initial_loss": ["initial_loss"], "analysis": []}
+    if kind in fixed:
+        return fixed[kind]
+    option = "by" if kind == "best" else "metrics"
+    params = inspect.signature(ANSWERS.get(kind)).parameters
+    named = spec.get(option, params[option].default if option in params else ())
+    return [named] if isinstance(named, str) else list(named or ())
+
+
 def answer_all(specs: Sequence[Dict[str, Any]], entries: List[Entry],
                analysis_dir: Optional[Path] = None) -> List[Answer]:
+    """Each spec'd answer, its text ending with the metrics it used ([metric: end_train_loss])."""
     out = []
     for spec in specs:
         opts = {k: v for k, v in spec.items() if k not in ("kind", "group", "question")}
@@ -362,5 +399,8 @@ def answer_all(specs: Sequence[Dict[str, Any]], entries: List[Entry],
             text = ANSWERS.get(spec["kind"])(es, **opts)
         except CnnlabError as e:  # a selector that turned ambiguous with the runs at hand: say so in the report
             text = f"not answered: {e}"
-        out.append(Answer(spec["kind"], text, spec.get("question", "")))
+        used = used_metrics(spec)
+        if used:
+            text += f" [metric{'s' if len(used) > 1 else ''}: {', '.join(used)}]"
+        out.append(Answer(spec["kind"], text, spec.get("question", ""), used))
     return out

@@ -31,10 +31,12 @@ from cnnlab.registry import Registry, check_kwargs
 from cnnlab.training.config import SEED_KEY, check_key
 from cnnlab.training.losses import describe as describe_loss
 from cnnlab.training.plots import plot_curves
+from cnnlab.training.runfolder import END_TRAIN_IMAGES
 
 FIGURES = Registry("report figure")
 SUMMARY_METRICS = ("best_val_acc", "best_epoch", "final_train_acc", "final_val_acc", "final_train_loss", "wall_time",
-                   "images_per_sec", "params", "epochs_done", "test_acc", "test_loss", "val_acc", "val_loss")
+                   "images_per_sec", "params", "epochs_done", "test_acc", "test_loss", "val_acc", "val_loss",
+                   "end_train_loss", "end_train_acc")
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "train_error", "val_error", "lr", "batch_size",
                  "epoch_time", "images_per_sec", "time")
 LABELS = {"best_val_acc": "best validation accuracy", "final_train_acc": "final training accuracy",
@@ -42,7 +44,17 @@ LABELS = {"best_val_acc": "best validation accuracy", "final_train_acc": "final 
           "images_per_sec": "images / s", "params": "parameters", "best_epoch": "epoch of best val acc",
           "val_error": "validation error", "train_error": "training error", "train_loss": "training loss",
           "val_loss": "validation loss", "val_acc": "validation accuracy", "train_acc": "training accuracy",
-          "test_acc": "test accuracy (best checkpoint)", "test_loss": "test loss (best checkpoint)"}
+          "test_acc": "test accuracy (best checkpoint)", "test_loss": "test loss (best checkpoint)",
+          # runfolder.END_TRAIN_IMAGES says what the end_train_* metrics measure, and why
+          "final_train_loss": "last epoch's mean training loss (augmented batches, weights moving)",
+          **{f"end_train_{m}": f"training {w} of the final weights (eval mode, no augmentation, up to "
+                               f"{END_TRAIN_IMAGES:,} training images)" for m, w in (("loss", "loss"),
+                                                                                    ("acc", "accuracy"))}}
+
+
+CHANCE_SIGMAS = 3          # best val acc this many binomial std above 1/classes is still chance (did_not_learn)
+LOSS_AT_CHANCE = 0.05      # and a last loss within 5% of ln(classes)
+DEFAULT_VAL_IMAGES = 5000  # data.val_size None: both datasets' default validation split
 
 
 @dataclass
@@ -73,8 +85,34 @@ class Entry:
         cache = self.__dict__.setdefault("_sparsity", {})  # a report asks for it per table, answer and CSV row
         if threshold not in cache:
             path = find_checkpoint(self.run_dir, "best") if self.run_dir and self.run_dir.is_dir() else None
-            cache[threshold] = None if path is None else sparsity(served_weights(load_checkpoint(path)), threshold)
+            if path is not None:
+                cache[threshold] = sparsity(served_weights(load_checkpoint(path)), threshold)
+            else:  # a report's copy of the run has no checkpoint, but its summary kept the default threshold's value
+                kept = (self.summary or {}).get("weight_sparsity") if threshold == 1e-3 else None
+                cache[threshold] = float(kept) if isinstance(kept, (int, float)) else None
         return cache[threshold]
+
+    @property
+    def outcome(self) -> str:
+        """The state a report shows: 'did not learn' for a run that ended normally but never left chance
+        (did_not_learn), else the store's or the folder's state."""
+        return "did not learn" if self.state in ("finished", "stopped") and self.did_not_learn() else self.state
+
+    def did_not_learn(self) -> bool:
+        """A run that ran its course at chance: its best validation accuracy within CHANCE_SIGMAS binomial standard
+        deviations of 1/classes (on the run's validation images) and its last loss within LOSS_AT_CHANCE of
+        ln(classes), the loss of a uniform guess. Such a run (HW2 2(c)i at lr 1.0: 10.0% for 30 epochs) did not
+        diverge, but its numbers measure nothing the others do: a report names it and compares it with nothing."""
+        s = self.summary or {}
+        best, ln = self.metric("best_val_acc"), self.metric("ln_classes")
+        loss = self.metric("final_val_loss") if self.metric("final_val_loss") is not None else \
+            self.metric("final_train_loss")
+        if best is None or ln is None or loss is None or s.get("diverged") or ln <= 0:
+            return False
+        chance = 1 / round(math.exp(ln))
+        n = self.config.get("data.val_subset") or self.config.get("data.val_size") or DEFAULT_VAL_IMAGES
+        near_chance = best <= chance + CHANCE_SIGMAS * math.sqrt(chance * (1 - chance) / n)
+        return near_chance and abs(loss / ln - 1) <= LOSS_AT_CHANCE
 
     def metric(self, key: str) -> Optional[float]:
         v = (self.summary or {}).get(key)
@@ -99,7 +137,7 @@ class Drawn:
 
 LABEL_MAX = 48  # characters of a legend label built from the varied keys; longer ones fall back to the run name
 ACCURACIES = {"best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "val_acc", "train_acc", "val_error",
-              "train_error"}
+              "train_error", "end_train_acc"}
 
 
 def short_keys(keys: Sequence[str]) -> Dict[str, str]:
@@ -129,8 +167,9 @@ def labels(entries: Sequence[Entry], skip: Sequence[str] = ()) -> Dict[str, str]
                  for k in differ]
         out[e.name] = ", ".join(parts) or e.name
     if any(len(v) > LABEL_MAX for v in out.values()):  # different recipes differ everywhere: their names say more
-        return {e.name: e.name for e in entries}
-    return out
+        out = {e.name: e.name for e in entries}
+    # a run at chance is drawn like the others (its flat line is the finding) but says what it is in the legend
+    return {e.name: out[e.name] + (" (did not learn)" if e.outcome == "did not learn" else "") for e in entries}
 
 
 def _scaled(metric: str, v):
@@ -217,6 +256,7 @@ def sweep(entries: List[Entry], x: str, y: Union[str, List[str]] = ("best_val_ac
         key = _fmt(e.value(series)) if series else names[e.name]
         groups.setdefault(key if key != e.name else "", []).append(e)
     rows = []
+    any_flat = False
     for i, (gname, es) in enumerate(groups.items()):
         for j, metric in enumerate(ys):
             stats = _by_value(es, x, metric)
@@ -228,11 +268,17 @@ def sweep(entries: List[Entry], x: str, y: Union[str, List[str]] = ("best_val_ac
                 ax.errorbar(vx, mean, yerr=err if any(err) else None, fmt=["-o", "--s", ":^"][j % 3],
                             color=f"C{i % 10}", label=label or None, capsize=3, markersize=4)
             for e in es:
-                rows.append({"series": gname, x: e.value(x), metric: e.metric(metric), "state": e.state})
+                rows.append({"series": gname, x: e.value(x), metric: e.metric(metric), "state": e.outcome})
         bad = [e.value(x) for e in es if e.state == "diverged"]
         if bad:
             ax.plot(bad, [0] * len(bad), "x", color="red", markersize=10, mew=2,
                     label="diverged" if i == 0 else None)
+        flat = [(e.value(x), _scaled(ys[0], e.metric(ys[0]))) for e in es
+                if e.outcome == "did not learn" and e.metric(ys[0]) is not None]
+        if flat:  # ringed: a point at chance is a run that never learned, not a bad setting's result
+            ax.plot(*zip(*flat), "o", mfc="none", color="0.3", markersize=12, mew=1.5,
+                    label="did not learn (at chance)" if not any_flat else None)
+            any_flat = True
     ax.set(xlabel=x, ylabel=_axis_label(ys), title=f"{', '.join(LABELS.get(m, m) for m in ys)} against {x}")
     ax.grid(alpha=0.3, which="both")
     _legend_outside(ax)

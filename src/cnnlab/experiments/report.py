@@ -3,7 +3,10 @@ and `runs.csv` with every run's numbers.
 
 `cnnlab report RUN_OR_SPEC...` accepts run folders, folders of run folders (a sweep folder), and experiment specs.
 For a spec the runs come from the results store (summary and per-epoch metrics are kept there, so a sweep spread over
-several machines reports from any of them), falling back to the run folders for runs the store does not know.
+several machines reports from any of them), falling back to the run folders for runs the store does not know, and
+then to the report's own copies: every report of a spec keeps each run's config.yaml, metrics.csv and summary.json
+(no checkpoints) in <stem>_runs/ beside it, so that a committed results folder can be reported again, with the same
+answers, in a clone that has neither the store nor the run folders.
 
 The page holds, per source: the question the spec asks, what the runs actually used (data, images, epochs), a table
 of runs (the run, its best validation accuracy, each config key that differs between runs by its full dotted name,
@@ -30,8 +33,8 @@ import yaml
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.answers import WORDS, Answer, answer_all, setting_name, show_stat, stat
 from cnnlab.experiments.figures import Drawn, Entry, draw, had_target, reach
-from cnnlab.experiments.spec import MACHINE_KEYS, flatten_config, split_key
-from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable
+from cnnlab.experiments.spec import MACHINE_KEYS, flatten_config, run_folder, split_key
+from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable, path_problem
 from cnnlab.plotting import figure_bytes
 from cnnlab.training.config import SEED_KEY
 
@@ -47,6 +50,8 @@ class Source:
     notes: List[str] = field(default_factory=list)
     spec_path: Optional[Path] = None       # the spec it came from (its text goes into the PDF's code appendix)
     answers: List[Dict[str, Any]] = field(default_factory=list)   # the spec's report.answers (answers.py)
+    run_configs: Dict[str, str] = field(default_factory=dict)     # a spec's run name -> its planned config (YAML)
+    run_files: Optional[Path] = None       # where its runs' config, metrics and summary are kept (save_run_files)
 
     @property
     def planned(self) -> List[Entry]:
@@ -61,14 +66,20 @@ def entry_from_folder(path: Path, varied: Optional[dict] = None, name: Optional[
     from cnnlab.training.runfolder import RunFolder
 
     folder = RunFolder(path)
-    config = flatten_config(folder.load_config().to_dict())  # validated, defaults resolved
-    # Model options one by one, so that "batch_norm" (not the whole options mapping) shows as what varied, with the
-    # model's defaults filled in: an option left unset and one set to its default are the same run.
-    config.update({f"model.options.{k}": v for k, v in _model_options(config).items()})
+    config = resolved(folder.load_config().to_dict())  # validated, defaults resolved
     summary = folder.read_summary()
     state = (summary or {}).get("status") or ("running or interrupted" if (path / "metrics.csv").exists()
                                               else "not started")
     return Entry(name or path.name, varied or {}, state, summary, folder.read_metrics(), config, path)
+
+
+def resolved(tree: Dict[str, Any]) -> Dict[str, Any]:
+    """A run's config as the report compares it: flat dotted keys, and the model options one by one, so that
+    "batch_norm" (not the whole options mapping) shows as what varied, with the model's defaults filled in: an option
+    left unset and one set to its default are the same run."""
+    config = flatten_config(tree)
+    config.update({f"model.options.{k}": v for k, v in _model_options(config).items()})
+    return config
 
 
 def _model_options(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -119,14 +130,21 @@ def _auto_figures(entries: List[Entry], keys: List[str]) -> List[Dict[str, Any]]
     return [{"kind": "sweep", "x": numeric[0]}] if len(numeric) == 1 else []
 
 
-def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str], out: str) -> Source:
+def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str], out: str,
+                     run_files: Optional[Path] = None) -> Source:
+    """The spec's planned runs, each from the results store, else from its run folder under `out`, else from its
+    copy under `run_files` (a report's <stem>_runs/ folder: config.yaml, metrics.csv and summary.json per run)."""
     from cnnlab.experiments.spec import expand, load_spec, sweep_folder
     from cnnlab.experiments.store import DEFAULT_STORE, ResultStore
 
     spec = load_spec(path)
     prof = spec.profile(profile)
-    runs = expand(spec, profile, None, out)
+    kept = run_files / "analysis" if run_files is not None else None   # save_run_files' copy of the steps' results
+    runs = expand(spec, profile, None, out, [kept] if kept is not None else [])
     sweep_dir = sweep_folder(out, spec, prof)
+    analysis = sweep_dir / "analysis" if spec.analysis else None
+    if analysis is not None and not analysis.is_dir() and kept is not None and kept.is_dir():
+        analysis = kept
     url = store_url or str(Path(out) / DEFAULT_STORE)
     records = {}
     if "://" in url or Path(url).exists():  # reading must not create an empty store file
@@ -135,18 +153,20 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
         records = store.records(sid)
     entries = []
     for run in runs:
-        run_dir = Path(run.config.out) / run.config.name
+        run_dir = run_folder(run)
         rec = records.get(run.key)
         if rec is not None and rec.summary:
-            e = Entry(run.name, run.varied, rec.state, rec.summary, rec.metrics, flatten_config(run.config.to_dict()),
+            e = Entry(run.name, run.varied, rec.state, rec.summary, rec.metrics, resolved(run.config.to_dict()),
                       run_dir)
         elif (run_dir / "config.yaml").exists():
             e = entry_from_folder(run_dir, run.varied, run.name)
             if rec is not None:
                 e.state = rec.state if rec.state != "waiting" else e.state
+        elif (copy := _run_copy(run_files, run)) is not None:
+            e = entry_from_folder(copy, run.varied, run.name)
         else:
             e = Entry(run.name, run.varied, rec.state if rec else "pending", None, [],
-                      flatten_config(run.config.to_dict()), run_dir)
+                      resolved(run.config.to_dict()), run_dir)
         entries.append(e)
     planned = {run.key for run in runs}
     # A record under another name but with a planned run's settings (the spec renamed its runs, e.g. when a profile
@@ -167,8 +187,82 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
         entries += others
     if prof and prof.description:
         notes.append(f"profile {prof.name}: {prof.description}")
-    return Source(title, spec.question or spec.description, entries, spec.figures,
-                  sweep_dir / "analysis" if spec.analysis else None, notes, Path(path), spec.answers)
+    copies = sum(1 for e in entries if run_files is not None and e.run_dir is not None
+                 and e.run_dir.parent == run_files)
+    if copies:
+        notes.append(f"{copies} run(s) read from the report's copies in {run_files} (no checkpoints there)")
+    return Source(title, spec.question or spec.description, entries, spec.figures, analysis, notes, Path(path),
+                  spec.answers, {run.name: run.config.to_yaml() for run in runs}, run_files)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Run files: what a report needs of each run, without checkpoints, so a report can be rebuilt from what is committed.
+
+RUN_FILES = ("config.yaml", "metrics.csv", "summary.json")
+
+
+def run_files_dir(html_path: Path) -> Path:
+    """Where a report keeps its runs' files: <stem>_runs/ beside the HTML (as report.md keeps its PNGs in
+    <stem>_files/)."""
+    return html_path.with_name(f"{html_path.stem}_runs")
+
+
+def _run_copy(run_files: Optional[Path], run) -> Optional[Path]:
+    """run_files/<run name>, when it holds the three files of this very run: its config's identity hash must be
+    the planned run's (a copy of an older version of the spec's run is not this run)."""
+    from cnnlab.experiments.spec import identity_hash
+    from cnnlab.training.runfolder import RunFolder
+
+    folder = run_files / run.name if run_files is not None else None
+    if folder is None or not all((folder / f).is_file() for f in RUN_FILES):
+        return None
+    try:
+        return folder if identity_hash(RunFolder(folder).load_config()) == split_key(run.key)[1] else None
+    except CnnlabError:
+        return None
+
+
+def save_run_files(sources: Sequence[Source]) -> List[Path]:  # the files written
+    """Write config.yaml, metrics.csv and summary.json of every planned run of a spec that has a result into its
+    source's run_files/<run name>/: the run folder's config.yaml (the planned config where the run ran on another
+    machine), the metrics and the summary the report used (the store's: it adds the sweep's evaluations, e.g.
+    test_acc), and the best checkpoint's weight sparsity where the checkpoint is here (the copy has no checkpoint)."""
+    from cnnlab.training.runfolder import RunFolder
+
+    written = []
+    for s in sources:
+        for e in s.planned if s.run_files is not None else ():
+            if not e.summary or e.name not in s.run_configs:
+                continue
+            dest = RunFolder(s.run_files / e.name)
+            if e.run_dir is not None and e.run_dir.resolve() == dest.path.resolve():
+                continue  # read from this copy: it is already there
+            src = e.run_dir / "config.yaml" if e.run_dir is not None else None
+            config = src.read_text() if src is not None and src.is_file() else s.run_configs[e.name]
+            sparsity = e.sparsity()
+            summary = {**e.summary, **({"weight_sparsity": sparsity} if sparsity is not None else {})}
+            atomic_write_text(dest.path / "config.yaml", config)
+            dest.write_metrics(e.metrics)
+            dest.write_summary(summary)
+            written += [dest.path / f for f in RUN_FILES]
+        written += _save_analysis(s)
+    return written
+
+
+def _save_analysis(s: Source) -> List[Path]:
+    """The result lines (JSON) and figures (PNG) of the spec's analysis steps, into run_files/analysis/<step>/: the
+    report quotes and shows them, and a step that feeds runs decides their settings (spec.fed_settings)."""
+    if s.run_files is None or s.analysis_dir is None or not s.analysis_dir.is_dir():
+        return []
+    kept = s.run_files / "analysis"
+    if s.analysis_dir.resolve() == kept.resolve():
+        return []
+    written = []
+    for f in sorted(s.analysis_dir.glob("*/*")):
+        if f.suffix in (".json", ".png") and f.is_file():
+            atomic_write_bytes(kept / f.parent.name / f.name, f.read_bytes())
+            written.append(kept / f.parent.name / f.name)
+    return written
 
 
 def _other_entry(rec) -> Entry:
@@ -182,17 +276,22 @@ def _other_entry(rec) -> Entry:
 
 
 def collect(inputs: Sequence[str], profile: Optional[str] = None, store: Optional[str] = None,
-            out: str = "runs") -> List[Source]:
-    """Report inputs -> sources. Run folders given together form one source; each spec is its own source."""
+            out: str = "runs", run_files: Optional[Path] = None) -> List[Source]:
+    """Report inputs -> sources. Run folders given together form one source; each spec is its own source (its runs
+    read from `run_files` where neither the store nor the sweep folder has them)."""
     sources, folders = [], []
+    specs = [i for i in inputs if Path(i).is_file() and Path(i).suffix in (".yaml", ".yml")]
     for item in inputs:
         p = Path(item)
         if p.is_file() and p.suffix in (".yaml", ".yml"):
-            sources.append(source_from_spec(p, profile, store, out))
+            # one folder per spec when there are several: two recipes may both have a run called "bn"
+            mine = run_files / p.stem if run_files is not None and len(specs) > 1 else run_files
+            sources.append(source_from_spec(p, profile, store, out, mine))
         elif p.is_dir():
             folders += _run_folders(p)
         else:
-            raise CnnlabError(f"{item!r} not found: pass run folders, sweep folders or experiment specs (.yaml)")
+            what = "is a file, not a .yaml spec" if p.is_file() else path_problem(p, "folder")
+            raise CnnlabError(f"{item!r} {what}: pass run folders, sweep folders or experiment specs (.yaml)")
     if folders:
         sources.insert(0, source_from_folders(folders))
     if not sources:
@@ -230,7 +329,7 @@ def _target_cell(e: Entry, t: float) -> str:
 # first, right after the name, so it is on screen however many keys varied.
 def _columns(entries: List[Entry]) -> List[tuple]:
     splits = [s for s in ("test", "train") if any(f"{s}_acc" in (e.summary or {}) for e in entries)]
-    cols = [("status", lambda e: e.state),
+    cols = [("status", lambda e: e.outcome),
             ("best epoch", lambda e: _num((e.summary or {}).get("best_epoch"), "d")),
             ("final train acc", lambda e: _pct((e.summary or {}).get("final_train_acc"))),
             *[(f"{s} acc (best ckpt)", lambda e, s=s: _pct((e.summary or {}).get(f"{s}_acc"))) for s in splits],
@@ -315,13 +414,17 @@ def _cell(v) -> str:
 
 # runs.csv: one row per run, the numbers unformatted (fractions, seconds), for pandas or a spreadsheet.
 CSV_RESULTS = ("status", "best_val_acc", "best_epoch", "final_train_acc", "final_train_loss", "final_val_loss",
-               "test_acc", "weight_sparsity", "wall_s")
+               "end_train_loss", "end_train_acc", "test_acc", "weight_sparsity", "wall_s")
 
 
 def runs_csv(sources: Sequence[Source]) -> str:
     """Every run of every source; a `source` column when there are several."""
     entries = [(s, e) for s in sources for e in s.entries]
+    # What the spec varied (its axes, in order), then every other key whose resolved value differs between the runs:
+    # a variant's or group's settings (optim.name, model.options.batch_norm) are columns of their own, not only the
+    # variant's name, however the spec varied them
     keys = [k for k in dict.fromkeys(k for _, e in entries for k in e.varied) if k not in ("group", "variant")]
+    keys += [k for k in varied_keys([e.config for _, e in entries if e.config]) if k not in keys]
     targets = _targets([e for _, e in entries])
     header = ["run", *(["source"] if len(sources) > 1 else []),
               *[k for k in ("group", "variant") if any(k in e.varied for _, e in entries)], *keys, *CSV_RESULTS]
@@ -336,7 +439,7 @@ def runs_csv(sources: Sequence[Source]) -> str:
         # `set: {augment.repeats: 1}` beside a grid over it), so no cell is blank that has a value
         row = {"run": e.name, "source": src.title, **{k: _csv_value(e.value(k)) for k in keys},
                **{k: e.varied[k] for k in ("group", "variant") if k in e.varied},
-               **{k: s.get(k) for k in CSV_RESULTS if k in s}, "status": e.state, "wall_s": s.get("wall_time"),
+               **{k: s.get(k) for k in CSV_RESULTS if k in s}, "status": e.outcome, "wall_s": s.get("wall_time"),
                "weight_sparsity": e.sparsity() if e.summary else None}
         for t in targets:
             hit = reach(e, t)
@@ -435,7 +538,7 @@ table.runs td:first-child{position:sticky;left:0;background:#fff;max-width:22em;
   text-overflow:ellipsis}
 table.runs th:first-child{left:0;z-index:2}
 table.runs td.best{font-weight:bold}
-table.runs tr.diverged td{color:#b00} table.runs tr.pending td{color:#999}
+table.runs tr.diverged td{color:#b00} table.runs tr.pending td{color:#999} table.runs tr.nolearn td{color:#a60}
 ul.answers{font-size:14px;line-height:1.45;background:#f3f6fb;border-left:4px solid #2b5797;padding:8px 8px 8px 28px}
 figure{margin:16px 0} figcaption{font-size:13px;color:#444} img{max-width:100%;height:auto}
 """
@@ -481,7 +584,8 @@ def _html_table(b: Built, i: int) -> List[str]:
     parts = [f"<div class='table-wrap{' long' if len(b.rows) > 12 else ''}'><table class='runs' id='runs-{i}'>"
              "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in b.header) + "</tr></thead><tbody>"]
     for entry, row in zip(b.source.entries, b.rows):
-        cls = "diverged" if entry.state == "diverged" else ("pending" if not entry.summary else "")
+        cls = {"diverged": "diverged", "did not learn": "nolearn"}.get(entry.outcome,
+                                                                       "" if entry.summary else "pending")
         cells = [f"<td{' class=best' if j == 1 and c == best else ''}>{e(c)}</td>" for j, c in enumerate(row)]
         parts.append(f"<tr class='{cls}'>" + "".join(cells) + "</tr>")
     parts.append("</tbody></table></div>")
@@ -620,14 +724,15 @@ def runs_csv_path(html_path: Path) -> Path:
 
 def answers_json(built: List[Built]) -> str:
     """answers.json: per source, its answers with the course question each answers, and what the runs cost (the
-    README's Results table is generated from these files: scripts/readme_results.py)."""
+    Results page, docs/results.md, is generated from these files: scripts/readme_results.py)."""
     out = []
     for b in built:
         done = [e for e in b.source.planned if e.summary]
         out.append({"source": b.source.title, "spec": str(b.source.spec_path or ""), "ran": ran_line(b.source.planned),
                     "runs": len(b.source.planned), "runs_done": len(done),
                     "wall_s": round(sum((e.summary or {}).get("wall_time") or 0 for e in done), 1),
-                    "answers": [{"question": a.question, "kind": a.kind, "text": a.text} for a in b.answers]})
+                    "answers": [{"question": a.question, "kind": a.kind, "metrics": a.metrics, "text": a.text}
+                                for a in b.answers]})
     return json.dumps(out, indent=1, ensure_ascii=False) + "\n"
 
 
@@ -635,13 +740,14 @@ def make_report(inputs: Sequence[str], out: str = "report.html", profile: Option
                 store: Optional[str] = None, runs_out: str = "runs", title: Optional[str] = None,
                 command: str = "", pdf: bool = False) -> Dict[str, Path]:
     """Write the HTML report at `out`, its Markdown twin (.md) and the runs table as CSV (runs.csv beside
-    report.html, else <stem>-runs.csv), and with `pdf` the same content plus the code of the models and specs as
-    <stem>.pdf; returns the paths."""
+    report.html, else <stem>-runs.csv), each spec run's config, metrics and summary under <stem>_runs/ (from which
+    the report can be written again without the store or the run folders), and with `pdf` the same content plus
+    the code of the models and specs as <stem>.pdf; returns the paths."""
     html_path = Path(out)
     if html_path.suffix.lower() not in (".html", ".htm"):
         raise CnnlabError(f"--out {out!r} must end in .html (the Markdown version is written beside it as .md)")
     check_writable(html_path, "report")
-    sources = collect(inputs, profile, store, runs_out)
+    sources = collect(inputs, profile, store, runs_out, run_files_dir(html_path))
     report = Report(title or (sources[0].title if len(sources) == 1 else "cnnlab report"), sources, command)
     built = report.build()
     write_html(html_path, report, built)
@@ -652,12 +758,15 @@ def make_report(inputs: Sequence[str], out: str = "report.html", profile: Option
     if any(b.answers for b in built):
         paths["answers"] = csv_path.with_name(csv_path.name.replace("runs.csv", "answers.json"))
         atomic_write_text(paths["answers"], answers_json(built))
+    copied = save_run_files(sources)
     if pdf:
         from cnnlab.experiments.pdf import PRINT_CSS, code_appendix, print_to_pdf
 
         paths["pdf"] = print_to_pdf(render_html(report, built, PRINT_CSS, code_appendix(sources)),
                                     html_path.with_suffix(".pdf"))
-    _readable([*paths.values(), *md.with_name(f"{md.stem}_files").glob("*.png")])
+    _readable([*paths.values(), *md.with_name(f"{md.stem}_files").glob("*.png"), *copied])
+    if copied:
+        paths["runs"] = run_files_dir(html_path)
     return paths
 
 

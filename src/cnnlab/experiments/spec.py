@@ -30,7 +30,10 @@ A spec answers one comparison (the course's "with and without BN", "six learning
 Precedence inside one run: config file < base < group.set < variant < profile.set < zip < grid < command line.
 A profile's `set` shrinks every run (its data, its epochs) but leaves what the axes vary alone; its `axes` replace
 an axis's values (fewer learning rates, smaller batch sizes), its `groups`/`variants` keep only the listed ones.
-An analysis step may name the `profiles` it belongs to (a cheap version for quick, the real one for full).
+An analysis step may name the `profiles` it belongs to (a cheap version for quick, the real one for full), and the
+runs it `feeds`: those runs take the settings the step suggests (`suggested batch.min=64 batch.max=1024` in its
+result lines), above the command line, once the step has run (`cnnlab sweep --analysis` runs feeding steps first);
+until then they run with the spec's own values.
 
 Each run gets a readable name built from what varied (`bn_lr=0.1`), and a key `name@hash` where the hash covers
 its whole config except where it runs (data.root, device, threads): a changed spec makes new keys, so old results
@@ -39,14 +42,17 @@ are never mistaken for the new runs. Errors name the spec file and the key or ru
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import hashlib
 import itertools
+import json
+import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -54,6 +60,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.experiments.answers import check_answer
 from cnnlab.experiments.figures import check_figure
 from cnnlab.training.augment_spelling import view as augment_view
+from cnnlab.training.runfolder import RunFolder
 from cnnlab.training.config import (SEED_KEY, RunConfig, check_key, config_from_dict, config_keys, merge,
                                    parse_override, read_config_file, read_yaml, set_dotted)
 
@@ -61,12 +68,22 @@ SPEC_KEYS = ("name", "question", "description", "config", "base", "grid", "zip",
              "report", "predict", "evaluate", "analysis", "default_profile", "tune")
 GROUP_KEYS = ("set", "grid", "zip", "variants")
 PROFILE_KEYS = ("description", "set", "axes", "groups", "variants", "seeds")
-ANALYSIS_KEYS = ("name", "args", "description", "profiles")
+ANALYSIS_KEYS = ("name", "args", "description", "profiles", "feeds")
 # Where a run executes, not what it computes: left out of the run's identity hash so that the same sweep can be
 # shared by machines whose data lives in different folders or that train on different devices.
 MACHINE_KEYS = ("name", "out", "data.root", "data.download", "train.device", "train.threads", "train.progress",
                 "train.tensorboard")
 _SAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+
+
+def check_component(name: Any, what: str) -> str:
+    """A name that becomes one folder name (spec, profile, group, variant, analysis step): letters, digits and
+    . _ + = -, not made of dots alone ('..' would lead out of the sweep's out/ folder), at most 100 characters."""
+    if (not isinstance(name, str) or not name or _SAFE.sub("", name) != name or set(name) == {"."}
+            or len(name) > 100):
+        raise CnnlabError(f"{what} {name!r} must be a word of letters, digits, . _ + = - (not dots alone, at most "
+                          "100 characters): it names a folder")
+    return name
 
 
 @dataclass
@@ -176,6 +193,16 @@ def _check_fields(data: dict, allowed: Tuple[str, ...], where: str) -> None:
             raise CnnlabError(f"{where}: unknown key {k!r}{hint}; allowed: {', '.join(allowed)}")
 
 
+def _text(value: Any, where: str) -> str:
+    """A free-text field (question, description): text or absent. Anything else is refused, not str()-ed: a
+    mapping or list here is a mistake, and one built from aliases prints as billions of characters."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise CnnlabError(f"{where} must be text, got {type(value).__name__}; quote it or write it as one string")
+    return value
+
+
 def _axis(values: Any, where: str) -> list:
     if not isinstance(values, list):
         raise CnnlabError(f"{where} must be a list of values, e.g. [0.1, 0.01], got {values!r}")
@@ -201,8 +228,7 @@ def _variants(data: Any, where: str) -> Dict[str, Dict[str, Any]]:
     data = _mapping(data, where)
     out = {}
     for name, overrides in data.items():
-        if not isinstance(name, str) or not _SAFE.sub("", name) == name or not name:
-            raise CnnlabError(f"{where}: variant name {name!r} must be a word of letters, digits, . _ + = -")
+        check_component(name, f"{where}: variant name")
         out[name] = flatten(_mapping(overrides, f"{where} {name!r}"), f"{where} {name!r}")
     return out
 
@@ -223,7 +249,7 @@ def _group(name: Optional[str], data: dict, where: str) -> Group:
 def _profile(name: str, data: Any, where: str) -> Profile:
     data = _mapping(data, where)
     _check_fields(data, PROFILE_KEYS, where)
-    p = Profile(name, description=str(data.get("description", "")),
+    p = Profile(name, description=_text(data.get("description"), f"{where} description"),
                 set=flatten(_mapping(data.get("set"), f"{where} set"), f"{where} set"),
                 axes=_axes(data.get("axes"), f"{where} axes"), seeds=_seeds(data.get("seeds"), f"{where} seeds"))
     for k in ("groups", "variants"):
@@ -255,15 +281,19 @@ def _analysis(data: Any, where: str) -> List[Dict[str, Any]]:
         step = _mapping(step, w)
         _check_fields(step, ANALYSIS_KEYS, w)
         name, args = step.get("name"), step.get("args")
-        if not isinstance(name, str) or _SAFE.sub("", name) != name or not name:
-            raise CnnlabError(f"{w} name must be a word (it names the output folder), got {name!r}")
+        check_component(name, f"{w} name")
         if not isinstance(args, list) or not args or not all(isinstance(a, (str, int, float)) for a in args):
             raise CnnlabError(f"{w} args must be a non-empty list of command-line words, got {args!r}")
         profiles = step.get("profiles")
         if profiles is not None and (not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles)):
             raise CnnlabError(f"{w} profiles must be a list of profile names, got {profiles!r}")
-        steps.append({"name": name, "args": [str(a) for a in args], "description": str(step.get("description", "")),
-                      "profiles": profiles})
+        feeds = step.get("feeds")
+        if feeds is not None and (not isinstance(feeds, list) or not all(isinstance(r, str) for r in feeds)):
+            raise CnnlabError(f"{w} feeds must be a list of run names (the runs that take the step's suggested "
+                              f"settings), got {feeds!r}")
+        steps.append({"name": name, "args": [str(a) for a in args],
+                      "description": _text(step.get("description"), f"{w} description"),
+                      "profiles": profiles, "feeds": feeds})
     return steps
 
 
@@ -305,7 +335,8 @@ def _groups(data: dict, where: str) -> List[Group]:
     groups_data = _mapping(data["groups"], f"{where} groups")
     if not groups_data:
         raise CnnlabError(f"{where} groups is empty; name at least one group or remove the key")
-    return [_group(str(n), _mapping(g, f"{where} group {n!r}"), f"{where} group {n!r}") for n, g in groups_data.items()]
+    return [_group(check_component(n, f"{where} group name"), _mapping(g, f"{where} group {n!r}"),
+                   f"{where} group {n!r}") for n, g in groups_data.items()]
 
 
 def _splits(data: dict, where: str) -> Tuple[Optional[str], List[str]]:
@@ -327,16 +358,18 @@ def parse_spec(data: Any, path: Optional[Path] = None, name: Optional[str] = Non
         raise CnnlabError(f"{where} must be a YAML mapping with base/grid/zip/variants/profiles, got "
                           f"{type(data).__name__}")
     _check_fields(data, SPEC_KEYS, where)
-    profiles = {str(n): _profile(str(n), p, f"{where} profile {n!r}")
+    profiles = {check_component(n, f"{where} profile name"): _profile(n, p, f"{where} profile {n!r}")
                 for n, p in _mapping(data.get("profiles"), f"{where} profiles").items()}
     default = data.get("default_profile", "quick" if "quick" in profiles else next(iter(profiles), None))
     if default is not None and default not in profiles:
         raise CnnlabError(f"{where} default_profile {default!r} is not one of its profiles: {', '.join(profiles)}")
-    spec_name = str(data.get("name") or name or (path.stem if path else "experiment"))
-    if _SAFE.sub("", spec_name) != spec_name:
-        raise CnnlabError(f"{where} name {spec_name!r} must be letters, digits, . _ + = - (it names a folder)")
+    if data.get("name") is not None and not isinstance(data["name"], str):
+        raise CnnlabError(f"{where} name must be text (it names a folder), got {type(data['name']).__name__}")
+    spec_name = data.get("name") or name or (path.stem if path else "experiment")
+    check_component(spec_name, f"{where} name")
     predict, evaluate = _splits(data, where)
-    spec = Spec(path, spec_name, str(data.get("question", "")).strip(), str(data.get("description", "")).strip(),
+    spec = Spec(path, spec_name, _text(data.get("question"), f"{where} question").strip(),
+                _text(data.get("description"), f"{where} description").strip(),
                 _base(data, path, where), _groups(data, where), profiles, default,
                 _figures(data.get("report"), f"{where} report"), predict,
                 _analysis(data.get("analysis"), f"{where} analysis"), evaluate, data.get("tune"),
@@ -442,44 +475,193 @@ def flatten_config(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     return out
 
 
-def expand(spec: Spec, profile: Optional[str] = None, overrides: Optional[List[str]] = None,
-           out: str = "runs") -> List[Run]:
-    """All runs of `spec` under `profile`, each with a validated config whose folder is out/<spec>/<profile>/<run>.
+# The most runs one spec and profile may expand to. Each run is a training (minutes at least) and building its
+# config takes milliseconds, so a grid past this is a typo or a runaway product of axes, not a plan: 100,000 one-minute
+# runs are ten weeks of one machine, and a million-run grid took hours before `sweep --list` printed anything.
+MAX_RUNS = 100_000
 
-    `overrides` (key=value, from the command line) apply to every run, above everything else.
-    """
+
+def _plan(spec: Spec, profile: Optional[str]):
+    """(profile, groups, short axis names) of `spec` under `profile`: what the expansion iterates over."""
+    prof = spec.profile(profile)
+    groups = [g for g in spec.groups if prof is None or prof.groups is None or g.name in prof.groups]
+    if prof is not None and prof.seeds:  # repeats: train.seed joins every group's grid, last, so names end seed=N
+        groups = [replace(g, grid={**g.grid, SEED_KEY: prof.seeds}) for g in groups]
+    axis_keys = list(dict.fromkeys(k for g in groups for k in [*g.zip, *g.grid]))
+    return prof, groups, short_names(axis_keys)
+
+
+def _variants_of(g: Group, prof: Optional[Profile]) -> Dict[str, Dict[str, Any]]:
+    return {n: v for n, v in g.variants.items() if prof is None or prof.variants is None or n in prof.variants}
+
+
+def count_runs(spec: Spec, profile: Optional[str] = None) -> int:
+    """How many runs `expand` makes, from the axis lengths alone (variants x zip rows x grid points, summed over the
+    groups; a profile's seeds are a grid axis), without building any of them."""
+    prof, groups, _ = _plan(spec, profile)
+    axes = prof.axes if prof else {}
+    total = 0
+    for g in groups:
+        first_zip = next(iter(g.zip), None)  # zipped axes have one length (checked by _points)
+        rows = len(axes.get(first_zip, g.zip[first_zip])) if first_zip else 1
+        points = rows * math.prod(len(axes.get(k, v)) for k, v in g.grid.items())
+        total += max(len(_variants_of(g, prof)), 1) * points
+    return total
+
+
+def _combinations(spec: Spec, profile: Optional[str]):
+    """Every run as (group, variant name, variant overrides, axis point, run name), cheap: no config is built.
+    Refuses a plan past MAX_RUNS before producing any, and two runs that would share a name."""
+    n = count_runs(spec, profile)
+    if n > MAX_RUNS:
+        raise CnnlabError(f"{spec.where()}{f' profile {profile!r}' if profile else ''} expands to {n:,} runs, more "
+                          f"than the {MAX_RUNS:,} a sweep may hold; shorten its axes or split it into profiles")
+    prof, groups, short = _plan(spec, profile)
+    out, seen = [], set()
+    for g in groups:
+        for (vname, vset), point in itertools.product(_variants_of(g, prof).items() or [(None, {})],
+                                                      _points(g, prof.axes if prof else {})):
+            name = _run_name(spec, g, vname, point, short)
+            if name in seen:
+                raise CnnlabError(f"{spec.where()}: two runs are both named {name!r} (repeated axis values, or "
+                                  "values that print alike); make the axis values distinct")
+            seen.add(name)
+            out.append((g, vname, vset, point, name))
+    return out
+
+
+def run_names(spec: Spec, profile: Optional[str] = None) -> List[str]:
+    """The names of the runs `expand` makes, in its order, in a fraction of its time (`sweep --list` prints the
+    count and aligns its columns with them before the first run is built)."""
+    return [c[-1] for c in _combinations(spec, profile)]
+
+
+def iter_runs(spec: Spec, profile: Optional[str] = None, overrides: Optional[List[str]] = None,
+              out: str = "runs", analysis_dirs: Sequence[Path] = ()) -> Iterator[Run]:
+    """The runs of `expand`, one at a time (each takes milliseconds to build and hash: a long list streams). The
+    plan's size, its names and the overrides are checked now, each run's config as it is built. `overrides`
+    (key=value, from the command line) apply to every run, above everything but what an analysis step feeds
+    (fed_settings: read from the sweep's analysis folder, else from `analysis_dirs`)."""
+    combos = _combinations(spec, profile)
     prof = spec.profile(profile)
     cli = {}
     for text in overrides or []:
         k, v = parse_override(text)
         cli[check_key(k, "command-line override")] = v
-    groups = [g for g in spec.groups if prof is None or prof.groups is None or g.name in prof.groups]
-    if prof is not None and prof.seeds:  # repeats: train.seed joins every group's grid, last, so names end seed=N
-        groups = [replace(g, grid={**g.grid, SEED_KEY: prof.seeds}) for g in groups]
-    axis_keys = list(dict.fromkeys(k for g in groups for k in [*g.zip, *g.grid]))
-    short = short_names(axis_keys)
     sweep_dir = sweep_folder(out, spec, prof)
-    runs = []
-    for g in groups:
-        variants = {n: v for n, v in g.variants.items() if prof is None or prof.variants is None or n in prof.variants}
-        for (vname, vset), point in itertools.product(variants.items() or [(None, {})],
-                                                      _points(g, prof.axes if prof else {})):
-            runs.append(_make_run(spec, prof, g, vname, vset, point, short, cli, sweep_dir))
-    _check_unique(spec, runs)
-    return runs
+    fed = fed_settings(spec, prof, [sweep_dir / "analysis", *analysis_dirs])
+    names = {c[-1] for c in combos}
+    for step in feeding_steps(spec, prof):
+        unknown = [n for n in step["feeds"] if n not in names]
+        if unknown:
+            raise CnnlabError(f"{spec.where()} analysis step {step['name']!r} feeds {unknown[0]!r}, which is not a run "
+                              f"of profile {prof.name if prof else 'default'!r}; runs: {', '.join(sorted(names))}")
+    return (_make_run(spec, prof, g, vname, vset, point, name, cli, sweep_dir, fed)
+            for g, vname, vset, point, name in combos)
+
+
+def expand(spec: Spec, profile: Optional[str] = None, overrides: Optional[List[str]] = None,
+           out: str = "runs", analysis_dirs: Sequence[Path] = ()) -> List[Run]:
+    """All runs of `spec` under `profile` (iter_runs), each with a validated config whose folder is
+    out/<spec>/<profile>/<run>. At most MAX_RUNS."""
+    return list(iter_runs(spec, profile, overrides, out, analysis_dirs))
 
 
 def sweep_folder(out, spec: Spec, prof: Optional[Profile]) -> Path:
     return Path(out) / spec.name / (prof.name if prof else "default")
 
 
-def _make_run(spec, prof, g, vname, vset, point, short, cli, sweep_dir) -> Run:
+def folder_identity(path: Path) -> Optional[str]:
+    """The identity hash of the run a folder holds: None for no run (no config.yaml), "" for a damaged config."""
+    if not (path / "config.yaml").exists():
+        return None
+    try:
+        return identity_hash(config_from_dict(RunFolder(path).read_config()))
+    except CnnlabError:
+        return ""
+
+
+def run_folder(run: Run) -> Path:
+    """Where a run lives: out/<spec>/<profile>/<name>, or <name>@<identity> when <name> already holds a run of
+    another config (the spec changed, or another sweep of the spec with other key=value overrides ran first).
+    Two identities never share a folder: the other run's files, and the store record that points at them, stay
+    as they were instead of being started over."""
+    base = Path(run.config.out)
+    name, identity = split_key(run.key)
+    planned = base / name
+    if folder_identity(planned) in (None, identity):
+        return planned
+    return base / f"{name}@{identity}"
+
+
+def own_run_folder(run: Run) -> RunFolder:
+    """run_folder, decided while holding the folder (RunFolder.own): two sweep processes that start the same run
+    name under different configs at the same moment cannot both pick <name>. A planned folder that another process
+    owns is training another identity (the store hands each identity to one worker), so this run goes beside it,
+    as it does beside a link. What cannot be done here (an unwritable out/) the trainer refuses in one line."""
+    base = Path(run.config.out)
+    name, identity = split_key(run.key)
+    planned, beside = base / name, base / f"{name}@{identity}"
+    folder = RunFolder(planned)
+    try:
+        if not planned.is_symlink():
+            planned.mkdir(parents=True, exist_ok=True)
+            folder.own()
+            if folder_identity(planned) in (None, identity):
+                return folder
+            folder.release()
+    except (CnnlabError, OSError):
+        folder.release()
+    folder = RunFolder(beside)
+    with contextlib.suppress(CnnlabError, OSError):
+        beside.mkdir(parents=True, exist_ok=True)
+        folder.own()
+    return folder
+
+
+def feeding_steps(spec: Spec, prof: Optional[Profile]) -> List[Dict[str, Any]]:
+    """The analysis steps of this profile that feed settings to runs."""
+    return [s for s in spec.analysis if s.get("feeds") and (s["profiles"] is None or prof is not None
+                                                            and prof.name in s["profiles"])]
+
+
+SUGGESTED = re.compile(r"suggested ((?:[A-Za-z_][\w.]*=\S+ ?)+)")
+
+
+def fed_settings(spec: Spec, prof: Optional[Profile], dirs: Sequence[Path]) -> Dict[str, Dict[str, Any]]:
+    """Run name -> the settings its feeding steps suggested: the `suggested key=value ...` of the result lines each
+    step wrote (<dir>/<step>/*.json, the first dir that has them). Keys are checked like any config key."""
+    fed: Dict[str, Dict[str, Any]] = {}
+    for step in feeding_steps(spec, prof):
+        found = next((sorted((d / step["name"]).glob("*.json")) for d in dirs if (d / step["name"]).is_dir()
+                      and any((d / step["name"]).glob("*.json"))), [])
+        settings: Dict[str, Any] = {}
+        for f in found:
+            try:
+                lines = json.loads(f.read_text()).get("lines") or []
+            except (OSError, ValueError, AttributeError):
+                raise CnnlabError(f"{f}: unreadable result of analysis step {step['name']!r}; delete its folder and "
+                                  "run the sweep with --analysis again") from None
+            for m in SUGGESTED.finditer(" ".join(str(line) for line in lines)):
+                for pair in m.group(1).split():
+                    k, v = parse_override(pair)
+                    settings[check_key(k, f"{spec.where()} analysis step {step['name']!r} suggestion")] = v
+        for run in step["feeds"]:
+            fed.setdefault(run, {}).update(settings)
+    return fed
+
+
+def _run_name(spec, g, vname, point, short) -> str:
     parts = [p for p in (g.name if len(spec.groups) > 1 else None, vname) if p]
     parts += [f"{short[k]}={format_value(v)}" for k, v in point]
-    name = _SAFE.sub("-", "_".join(parts)) or "run"
+    return _SAFE.sub("-", "_".join(parts)) or "run"
+
+
+def _make_run(spec, prof, g, vname, vset, point, name, cli, sweep_dir, fed=None) -> Run:
     tree = spec.base
     # Layer by layer, so that a whole `model.options` mapping and a dotted `model.options.x` merge key by key.
-    for layer in (g.set, vset, prof.set if prof else {}, dict(point), cli, {"name": name, "out": str(sweep_dir)}):
+    for layer in (g.set, vset, prof.set if prof else {}, dict(point), cli, (fed or {}).get(name, {}),
+                  {"name": name, "out": str(sweep_dir)}):
         tree = merge(tree, unflatten(layer))
     try:
         cfg = config_from_dict(tree)
@@ -492,15 +674,6 @@ def _make_run(spec, prof, g, vname, vset, point, short, cli, sweep_dir) -> Run:
         varied["variant"] = vname
     varied.update({k: v for k, v in point})
     return Run(name, g.name, vname, varied, cfg, f"{name}@{identity_hash(cfg)}")
-
-
-def _check_unique(spec: Spec, runs: List[Run]) -> None:
-    seen: Dict[str, Run] = {}
-    for r in runs:
-        if r.name in seen:
-            raise CnnlabError(f"{spec.where()}: two runs are both named {r.name!r} (repeated axis values, or values "
-                              "that print alike); make the axis values distinct")
-        seen[r.name] = r
 
 
 def split_key(key: str) -> Tuple[str, str]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import socket
@@ -50,7 +51,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from cnnlab.errors import CnnlabError
-from cnnlab.fileio import check_writable
+from cnnlab.fileio import atomic_write_bytes, check_writable
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -108,7 +109,11 @@ def open_storage(url: str):
         url = f"sqlite:///{Path(url).resolve()}"
     if "://" in url:
         return _rdb(url)
+    if Path(url).exists() and not Path(url).is_file() and not Path(url).is_dir():
+        raise CnnlabError(f"the results store {url!r} is not a regular file (a device or a pipe); give --store a file "
+                          "path, e.g. runs/cnnlab-store.journal")
     path = check_writable(url, "results store")
+    repair_journal(path)
     try:
         backend = optuna.storages.journal.JournalFileBackend(str(path))
     except OSError as e:
@@ -116,12 +121,76 @@ def open_storage(url: str):
     return optuna.storages.JournalStorage(backend)
 
 
+_RECORD_START = b'{"op_code"'  # how every line Optuna's journal writes begins
+
+
+def _journal_line(line: bytes) -> Optional[bytes]:
+    """A journal line if it is a whole record; the whole record at its end where a torn record was glued before it
+    (a torn line that the next append continued); None if there is none."""
+    starts, i = [0], line.find(_RECORD_START, 1)
+    while i != -1:
+        starts.append(i)
+        i = line.find(_RECORD_START, i + 1)
+    for start in [starts[0], *reversed(starts[1:])]:
+        try:
+            rec = json.loads(line[start:])
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and "op_code" in rec:
+            return line[start:]
+    return None
+
+
+def repair_journal(path: Path) -> None:
+    """Make a journal store whole again before it is used, under the journal's own lock.
+
+    A disk that fills up during an append leaves a torn last line; Optuna's next append continues it, and from then
+    on every read of the store fails. A torn line is cut out (a whole record glued after it is kept), the cut bytes
+    are kept in STORE.torn-<time> beside it, and a note says so; no whole record is lost. A file that is not a
+    journal at all (a spec, an image, NUL bytes) is refused in one line instead of being appended to."""
+    if not path.is_file():
+        return  # a new store: Optuna creates it
+    with open(path, "rb") as f:
+        head = f.read(len(_RECORD_START))
+    if not head:
+        return
+    if not head.startswith(_RECORD_START[:len(head)]):
+        raise CnnlabError(f"{str(path)!r} is not a cnnlab results store (a journal of Optuna records, one JSON line "
+                          "each); give --store a new file name, or move that file away")
+    data = path.read_bytes()
+    if data.endswith(b"\n") and all(_journal_line(line) == line for line in data.split(b"\n")[:-1]):
+        return  # whole: the common case, checked without the lock
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        data = path.read_bytes()  # again, under the lock: another process may have appended meanwhile
+        lines = data.split(b"\n")
+        kept = [r for r in (_journal_line(line) for line in lines) if r is not None]
+        cut = len(data) - sum(len(r) + 1 for r in kept)
+        if cut <= 0:
+            return
+        stamp, n = time.strftime('%Y%m%d-%H%M%S'), 1
+        backup = path.with_name(f"{path.name}.torn-{stamp}")
+        while backup.exists():  # an earlier repair in the same second: keep both copies
+            n += 1
+            backup = path.with_name(f"{path.name}.torn-{stamp}-{n}")
+        atomic_write_bytes(backup, data)
+        atomic_write_bytes(path, b"".join(r + b"\n" for r in kept))
+    finally:
+        lock.release()
+    logging.getLogger(__name__).warning(
+        f"note: the results store {str(path)!r} held a torn record (a write cut short, e.g. by a full disk): "
+        f"cut {cut} bytes, kept all {len(kept)} whole records; the store as it was is in {backup.name}")
+
+
 def _rdb(url: str):
     kwargs: Dict[str, Any] = {}
     lock = contextlib.nullcontext()
     if url.startswith("sqlite"):
-        db = url.split(":///", 1)[-1]
-        if db and db != ":memory:":
+        db = url.split(":///", 1)[-1] if ":///" in url else ""
+        if not db or db == ":memory:":  # an in-memory store forgets every run when the process ends
+            raise CnnlabError(f"the results store {url!r} names no database file; write sqlite:///path/to/store.db")
+        if db:
             check_writable(db, "results store")  # SQLite opens lazily: an unwritable file fails mid-sweep otherwise
             lock = _file_lock(Path(db + ".init-lock"))
         kwargs = {"connect_args": {"timeout": 120}}

@@ -10,6 +10,7 @@ summary and metrics, so `cnnlab report` works from any of them).
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import shlex
@@ -17,12 +18,13 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from cnnlab import arguments as A
 from cnnlab.arguments import check_arguments
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.spec import Run, Spec, expand, identity_hash, load_spec, split_key, sweep_folder
+from cnnlab.experiments.spec import (Run, Spec, expand, folder_identity, iter_runs, load_spec, own_run_folder,
+                                     run_folder, run_names, split_key, sweep_folder)
 from cnnlab.experiments.store import DEFAULT_STORE, Claim, Record, ResultStore
 from cnnlab.training.config import OVERRIDES
 
@@ -101,27 +103,22 @@ def _logger(run: Run, worker: str, log: Callable[[str], None]) -> Callable[[str]
 
 
 def folder_state(run: Run) -> str:
-    """What the run folder holds: new (nothing usable), resume (last.pt of this very config), stale (another
-    config: it is started over), done (finished per summary.json with this config)."""
+    """What the run's folder (run.config.name, placed by run_folder) holds: new (nothing usable), resume (last.pt
+    of this very config), stale (a damaged config in the folder named by this run's identity: started over)."""
     from cnnlab.training.checkpoint import find_checkpoint
-    from cnnlab.training.config import config_from_dict
-    from cnnlab.training.runfolder import RunFolder
 
-    folder = RunFolder(Path(run.config.out) / run.config.name)
-    if not (folder.path / "config.yaml").exists():
+    path = Path(run.config.out) / run.config.name
+    found = folder_identity(path)
+    if found is None:
         return "new"
-    try:
-        saved = identity_hash(config_from_dict(folder.read_config()))
-    except CnnlabError:
+    if found != split_key(run.key)[1]:
         return "stale"
-    if saved != split_key(run.key)[1]:
-        return "stale"
-    if find_checkpoint(folder.path, "last") is not None:
+    if find_checkpoint(path, "last") is not None:
         return "resume"
     return "new"
 
 
-def train_run(run: Run, log: Callable[[str], None], threads: int = 0) -> dict:
+def train_run(run: Run, log: Callable[[str], None], threads: int = 0, folder=None) -> dict:
     """Train (or resume) one run into its folder; returns the trainer's summary.
 
     Resuming goes through Trainer(resume=True) with the planned config rather than `trainer.resume(dir)`, which
@@ -135,8 +132,8 @@ def train_run(run: Run, log: Callable[[str], None], threads: int = 0) -> dict:
         cfg.train.threads = threads
     state = folder_state(run)
     if state == "stale":
-        log("the run folder holds a run of a different config (the spec changed): starting it over")
-    path = Path(cfg.out) / cfg.name
+        log("the run folder's config.yaml is damaged: starting the run over")
+    path = folder if folder is not None else Path(cfg.out) / cfg.name  # the RunFolder own_run_folder holds
     trainer = Trainer(cfg, path, resume=state == "resume", overwrite=state != "resume", log=log)
     return trainer.fit()
 
@@ -162,14 +159,14 @@ def _evaluate(run: Run, splits: List[str], log) -> dict:
     for split in splits:
         res = evaluate_run(loaded, split)
         out[f"{split}_loss"], out[f"{split}_acc"] = res["loss"], res["acc"]
-        log(f"best checkpoint on {split}: loss {res['loss']:.4f} acc {res['acc']:.4f}")
+        log(f"best checkpoint on {split}: loss {res['loss']:.4f} acc {100 * res['acc']:.2f}%")
     return out
 
 
-def execute(store: ResultStore, claim: Claim, run: Run, plan: Plan, log, threads: int = 0) -> str:
+def execute(store: ResultStore, claim: Claim, run: Run, plan: Plan, log, threads: int = 0, folder=None) -> str:
     """Run one claimed run to its end and record it; returns its final state."""
     try:
-        summary = train_run(run, log, threads)
+        summary = train_run(run, log, threads, folder)
         from cnnlab.training.runfolder import read_metrics_csv
         metrics = read_metrics_csv(Path(run.config.out) / run.config.name / "metrics.csv")
         if summary["status"] in ("finished", "stopped"):
@@ -210,10 +207,18 @@ def worker_loop(opts: SweepOptions, since: float, worker: str = "w0", threads: i
         if claim is None:
             break
         run = by_key[claim.key]
+        folder = own_run_folder(run)
+        if folder.path.name != run.config.name:
+            log(f"[{worker} {run.name}] {Path(run.config.out) / run.config.name} is taken (a run of another config, "
+                f"a live process or a link); this run goes to {folder.path}")
+            run.config.name = folder.path.name
         rlog = _logger(run, worker, log)
         if claim.resumed:
             rlog("earlier attempt found: resuming its folder where possible")
-        state = execute(store, claim, run, plan, rlog, threads)
+        try:
+            state = execute(store, claim, run, plan, rlog, threads, folder)
+        finally:
+            folder.release()
         counts[state] = counts.get(state, 0) + 1
         done += 1
     return counts
@@ -292,28 +297,36 @@ def _print_outcome(plan: Plan, records: Dict[str, Record], log) -> None:
         log("re-run the same command to resume or retry the runs that are not done")
 
 
-def status_rows(opts: SweepOptions) -> List[dict]:
-    """One row per planned run with its state in the store (for `cnnlab sweep --list`). Reads only."""
-    plan = make_plan(opts)
+def status_rows(opts: SweepOptions) -> Tuple[List[str], Iterator[dict]]:
+    """The planned runs' names, and one row per run with its state in the store (for `cnnlab sweep --list`), the
+    rows yielded as each run is built so that a long plan starts printing at once. Everything but a later run's own
+    config is checked before this returns (the first run is built here). Reads only."""
+    spec = load_spec(opts.spec_path)
+    prof = spec.profile(opts.profile)
+    study = f"{spec.name}/{prof.name if prof else 'default'}"
+    names = run_names(spec, opts.profile)
+    runs = iter_runs(spec, opts.profile, opts.overrides, opts.out)
+    first = next(runs, None)
     url = opts.store_url()
-    exists = "://" in url or Path(url).exists()
     records: Dict[str, Record] = {}
-    if exists:
+    if "://" in url or Path(url).exists():
         store = ResultStore(url)
-        records = store.records(store.study_id(plan.study, create=False))
-    rows = []
-    for r in plan.runs:
+        records = store.records(store.study_id(study, create=False))
+    return names, _rows(records, itertools.chain([first] if first else [], runs))
+
+
+def _rows(records: Dict[str, Record], runs: Iterator[Run]) -> Iterator[dict]:
+    for r in runs:
         rec = records.pop(r.key, None)
         best = (rec.summary or {}).get("best_val_acc") if rec else None
-        rows.append({"run": r.name, "state": rec.state if rec else "pending", "best_val_acc": best,
-                     "folder": str(Path(r.config.out) / r.config.name), "planned": True})
+        yield {"run": r.name, "state": rec.state if rec else "pending", "best_val_acc": best,
+               "folder": str(run_folder(r)), "planned": True}
     # Runs of the same spec and profile with other settings (a sweep started with key=value overrides): they ran,
     # so they are listed, marked as not part of this plan, rather than hidden behind "pending" rows.
     for rec in records.values():
         folder = (rec.summary or {}).get("run") or ""
-        rows.append({"run": Path(folder).name if folder else rec.key, "state": rec.state,
-                     "best_val_acc": (rec.summary or {}).get("best_val_acc"), "folder": folder, "planned": False})
-    return rows
+        yield {"run": Path(folder).name if folder else rec.key, "state": rec.state,
+               "best_val_acc": (rec.summary or {}).get("best_val_acc"), "folder": folder, "planned": False}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -361,7 +374,7 @@ def _fill(arg: str, cmd: AnalysisCommand, by_name: Dict[str, Run], out: Path, pl
                                   f"{plan.profile!r}; runs: {', '.join(by_name)}")
             run = by_name[name]
             if kind == "run":
-                return str(Path(run.config.out) / run.config.name)
+                return str(run_folder(run))
             path = out / f"{name}.yaml"
             cmd.files[path] = run.config.to_yaml()
             return str(path)
@@ -401,7 +414,19 @@ def _step_fingerprint(cmd: AnalysisCommand) -> str:
     return h.hexdigest()
 
 
-def run_analysis(plan: Plan, data_root: Optional[str] = None, log=print) -> Dict[str, int]:
+def run_feeding_steps(opts: SweepOptions, data_root: Optional[str] = None, log=print) -> Dict[str, int]:
+    """The analysis steps that feed settings to runs (spec.fed_settings), run before the sweep plans its runs, so
+    that those runs train with what the steps found; a later run_analysis skips them (same fingerprint)."""
+    from cnnlab.experiments.spec import feeding_steps
+
+    plan = make_plan(opts)
+    prof = plan.spec.profile(plan.profile)
+    names = [s["name"] for s in feeding_steps(plan.spec, prof)]
+    return run_analysis(plan, data_root, log, only=names) if names else {}
+
+
+def run_analysis(plan: Plan, data_root: Optional[str] = None, log=print,
+                 only: Optional[List[str]] = None) -> Dict[str, int]:
     """Run each analysis step as `python -m cnnlab ...`, the documented command line: a spec writes its steps as
     cnnlab commands, and a separate process keeps the experiments layer from importing the CLI and a crashing step
     from taking the sweep with it; a failing step is reported, the next one runs.
@@ -414,6 +439,8 @@ def run_analysis(plan: Plan, data_root: Optional[str] = None, log=print) -> Dict
 
     results = {}
     for cmd in analysis_commands(plan, data_root):
+        if only is not None and cmd.name not in only:
+            continue
         done, fingerprint = plan.sweep_dir / "analysis" / cmd.name / STEP_DONE, _step_fingerprint(cmd)
         if done.is_file() and done.read_text().strip() == fingerprint:
             log(f"analysis {cmd.name}: done before with the same command and inputs, skipped")

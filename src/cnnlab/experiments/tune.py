@@ -86,7 +86,19 @@ def _choice(value, allowed, what: str, where: str):
     return value
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int_in(value: Any, low: int, high: int, what: str, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise CnnlabError(f"{where}: {what} must be an integer from {low} to {high:,}, got {value!r}")
+    return value
+
+
 def _param(key: str, data: Any, where: str) -> Param:
+    """One parameter of the space, every field checked here (a string where a list belongs would be split into
+    letters, `log: "no"` would read as true): a mistake is an error when the spec is read, not mid-study."""
     w = f"{where} space {key!r}"
     check_key(key, w)
     if not isinstance(data, dict):
@@ -94,21 +106,41 @@ def _param(key: str, data: Any, where: str) -> Param:
     unknown = [k for k in data if k not in PARAM_KEYS]
     if unknown:
         raise CnnlabError(f"{w}: unknown field {unknown[0]!r}; fields: {', '.join(PARAM_KEYS)}")
+    log, choices = data.get("log", False), data.get("choices") if data.get("choices") is not None else []
+    when = data.get("when") if data.get("when") is not None else {}
+    if not isinstance(log, bool):
+        raise CnnlabError(f"{w}: log must be true or false, got {log!r}")
+    if not isinstance(choices, list):
+        raise CnnlabError(f"{w}: choices must be a list, e.g. choices: [sgd, adam], got {choices!r}")
+    if not isinstance(when, dict):
+        raise CnnlabError(f"{w}: when must map config keys to values, e.g. when: {{optim.name: sgd}}, got {when!r}")
     p = Param(key, _choice(data.get("type"), ("float", "int", "categorical"), "type", w), data.get("low"),
-              data.get("high"), bool(data.get("log", False)), data.get("step"), list(data.get("choices") or []),
-              dict(data.get("when") or {}))
+              data.get("high"), log, data.get("step"), choices, when)
     if p.type == "categorical":
         if not p.choices:
             raise CnnlabError(f"{w}: a categorical parameter needs choices: [...]")
+        odd = [c for c in p.choices if c is not None and not isinstance(c, (bool, int, float, str))]
+        if odd:  # Optuna stores choices as these only
+            raise CnnlabError(f"{w}: each choice must be a number, text, true/false or null, got {odd[0]!r}")
     else:
-        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                 for v in (p.low, p.high))
+        whole = p.type == "int"
+        ok = all(_number(v) and (not whole or isinstance(v, int)) for v in (p.low, p.high))
         if not ok or not p.low < p.high or (p.log and p.low <= 0):
-            raise CnnlabError(f"{w}: needs finite numbers low < high (low > 0 with log: true), got low={p.low!r}, "
-                              f"high={p.high!r}")
+            raise CnnlabError(f"{w}: needs finite {'integers' if whole else 'numbers'} low < high (low > 0 with log: "
+                              f"true), got low={p.low!r}, high={p.high!r}")
+        if p.step is not None:
+            if not _number(p.step) or p.step <= 0 or (whole and not isinstance(p.step, int)):
+                raise CnnlabError(f"{w}: step must be a positive {'integer' if whole else 'number'}, got {p.step!r}")
+            if p.log:
+                raise CnnlabError(f"{w}: step and log: true cannot go together (a log scale has no fixed step); "
+                                  "drop one")
     for k in p.when:
         check_key(k, f"{w} when")
     return p
+
+
+# The sampler's seed plus a worker's slot (below) must stay within numpy's seed range, 0..2**32 - 1.
+TUNE_SEED_MAX = 2**31 - 1
 
 
 def parse_tune(data: Any, where: str) -> TuneSpec:
@@ -124,8 +156,10 @@ def parse_tune(data: Any, where: str) -> TuneSpec:
         raise CnnlabError(f"{w}: space must map config keys to parameters, e.g. optim.lr: {{type: float, ...}}")
     t = TuneSpec(_choice(data.get("metric", "val_acc"), tuple(METRICS), "metric", w),
                  _choice(data.get("sampler", "tpe"), SAMPLERS, "sampler", w),
-                 _choice(data.get("pruner", "median"), PRUNERS, "pruner", w), int(data.get("trials", 20)),
-                 int(data.get("seed", 0)), [_param(str(k), v, w) for k, v in space.items()])
+                 _choice(data.get("pruner", "median"), PRUNERS, "pruner", w),
+                 _int_in(data.get("trials", 20), 1, 100000, "trials", w),
+                 _int_in(data.get("seed", 0), 0, TUNE_SEED_MAX, "seed", w),
+                 [_param(str(k), v, w) for k, v in space.items()])
     t.space = _dependencies_first(t.space, w)
     if t.sampler == "grid" and any(p.type != "categorical" for p in t.space):
         raise CnnlabError(f"{w}: the grid sampler needs every parameter categorical (it tries each combination)")
@@ -150,8 +184,9 @@ def _dependencies_first(space: List[Param], where: str) -> List[Param]:
 
 # -- Optuna's parts -------------------------------------------------------------------------------------------------
 def make_sampler(t: TuneSpec, worker: int = 0):
-    """Optuna's sampler, seeded per worker (the same seed in two workers would propose the same trials)."""
-    seed = t.seed + 1000 * worker
+    """Optuna's sampler, seeded with the spec's seed plus the worker's slot (claim_worker_slot): the same seed in
+    two workers would propose the same trials."""
+    seed = t.seed + worker
     if t.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if t.sampler == "grid":
@@ -163,6 +198,34 @@ def make_sampler(t: TuneSpec, worker: int = 0):
             raise CnnlabError("sampler cmaes needs the cmaes package: pip install 'cnnlab[tune]'") from None
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     return optuna.samplers.TPESampler(seed=seed)
+
+
+# Every process that samples a study holds a slot, a number no other live worker of that study holds: its sampler's
+# seed is the spec's seed plus the slot. `--workers N` numbers its own children, but two `cnnlab tune` commands on
+# one shared store (several machines, or two terminals) know nothing of each other, and both would seed the sampler
+# alike and propose the same trials. A slot is claimed in the store itself, by creating an empty study named
+# `<study>#worker-<slot>` (creating a study that exists fails, atomically, in every Optuna storage), and freed when
+# the worker ends. A lone worker gets slot 0, so a single-worker study samples as its seed says, run after run; a
+# killed worker's slot stays taken, and the next worker takes the next one.
+MAX_WORKER_SLOTS = 1024
+
+
+def claim_worker_slot(storage, study: str) -> int:
+    for slot in range(MAX_WORKER_SLOTS):
+        try:
+            storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], f"{study}#worker-{slot}")
+            return slot
+        except optuna.exceptions.DuplicatedStudyError:
+            continue
+    raise CnnlabError(f"all {MAX_WORKER_SLOTS} worker slots of study {study!r} are taken (killed workers keep "
+                      "theirs); use a new --store, or delete the studies named '...#worker-N' from this one")
+
+
+def release_worker_slot(storage, study: str, slot: int) -> None:
+    try:
+        storage.delete_study(storage.get_study_id_from_name(f"{study}#worker-{slot}"))
+    except KeyError:
+        pass  # already gone
 
 
 def make_pruner(t: TuneSpec, epochs: int):
@@ -244,9 +307,10 @@ def trial_config(plan: Plan, number: int, values: Dict[str, Any]):
         raise CnnlabError(f"{plan.spec.where()}, trial {number} ({values}): {e}") from None
 
 
-def open_study(plan: Plan, opts: TuneOptions, worker: int = 0):
-    """(study, storage): the plan's study on the store, created on first use."""
-    storage = open_storage(opts.store_url())
+def open_study(plan: Plan, opts: TuneOptions, worker: int = 0, storage=None):
+    """(study, storage): the plan's study on the store (or on `storage`, opened already), created on first use;
+    its sampler seeded for worker slot `worker`."""
+    storage = storage if storage is not None else open_storage(opts.store_url())
     epochs = config_from_dict(plan.base).train.epochs
     study = optuna.create_study(storage=storage, study_name=plan.study, direction=plan.tune.direction,
                                 sampler=make_sampler(plan.tune, worker), pruner=make_pruner(plan.tune, epochs),
@@ -281,7 +345,7 @@ def ended(study: optuna.Study) -> int:
 
 # -- one trial ------------------------------------------------------------------------------------------------------
 def objective(plan: Plan, log: Callable[[str], None]):
-    from cnnlab.training.trainer import Trainer
+    from cnnlab.training.trainer import Trainer, show_metric
 
     metric, sign = plan.tune.metric, 1 if plan.tune.direction == "maximize" else -1
 
@@ -311,9 +375,9 @@ def objective(plan: Plan, log: Callable[[str], None]):
         best = max(values_seen, key=lambda v: sign * v)
         if "pruned_at" in trial.user_attrs:
             log(f"trial {trial.number}: {shown} -> pruned at epoch {trial.user_attrs['pruned_at']} "
-                f"({metric} {best:.4f})")
+                f"({metric} {show_metric(metric, best)})")
             raise optuna.TrialPruned()
-        log(f"trial {trial.number}: {shown} -> {metric} {best:.4f} ({summary['wall_time']:.1f} s)")
+        log(f"trial {trial.number}: {shown} -> {metric} {show_metric(metric, best)} ({summary['wall_time']:.1f} s)")
         return best
     return run
 
@@ -324,15 +388,21 @@ def _history(summary: dict) -> List[dict]:
 
 
 # -- workers --------------------------------------------------------------------------------------------------------
-def worker(opts: TuneOptions, log: Callable[[str], None] = print, index: int = 0) -> None:
-    """Run trials until the study has `trials` complete or pruned ones (across every worker) or time is up."""
+def worker(opts: TuneOptions, log: Callable[[str], None] = print) -> None:
+    """Run trials until the study has `trials` complete or pruned ones (across every worker) or time is up, sampling
+    with the seed of the worker slot it claims."""
     plan = make_plan(opts)
-    study, _ = open_study(plan, opts, index)
-    if ended(study) >= plan.trials:
-        return
-    stop = optuna.study.MaxTrialsCallback(plan.trials, states=ENDED)
-    # no catch=: an error (missing data, a bad value) would fail every trial alike, so it ends the command at once
-    study.optimize(objective(plan, log), timeout=opts.timeout, callbacks=[stop], gc_after_trial=True)
+    storage = open_storage(opts.store_url())
+    slot = claim_worker_slot(storage, plan.study)
+    try:
+        study, _ = open_study(plan, opts, slot, storage)
+        if ended(study) >= plan.trials:
+            return
+        stop = optuna.study.MaxTrialsCallback(plan.trials, states=ENDED)
+        # no catch=: an error (missing data, a bad value) would fail every trial alike, so it ends the command at once
+        study.optimize(objective(plan, log), timeout=opts.timeout, callbacks=[stop], gc_after_trial=True)
+    finally:
+        release_worker_slot(storage, plan.study, slot)
 
 
 def _child(opts: TuneOptions, index: int, threads: int) -> None:
@@ -340,7 +410,7 @@ def _child(opts: TuneOptions, index: int, threads: int) -> None:
 
     torch.set_num_threads(max(1, threads))
     try:
-        worker(opts, log=lambda s: print(f"[w{index}] {s}", flush=True), index=index)
+        worker(opts, log=lambda s: print(f"[w{index}] {s}", flush=True))
     except CnnlabError as e:
         print(f"[w{index}] cnnlab: error: {e}", flush=True)
         raise SystemExit(2)

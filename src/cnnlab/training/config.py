@@ -20,6 +20,7 @@ import yaml
 
 from cnnlab import arguments as A
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import path_problem
 from cnnlab.training.augment_spelling import SHORTHAND_HELP, apply_shorthand, classic_value
 from cnnlab.training.tracking import check_mlflow_uri
 
@@ -32,12 +33,14 @@ BIG = 10**7                              # ceiling of counts (epochs, images, st
 
 
 def F(default: Any, help: str, *, min: Optional[float] = None, gt: Optional[float] = None,
-      max: Optional[float] = None, lt: Optional[float] = None, choices: Optional[tuple] = None):
+      max: Optional[float] = None, lt: Optional[float] = None, choices: Optional[tuple] = None, path: bool = False):
     """A dataclass field carrying its help text and bounds (checked by `validate`).
 
     Every number (and every number in a list) must also be finite: NaN passes every comparison, so it is refused
-    by name rather than by bounds. Bounds of a list field apply to each of its items."""
-    meta = {"help": help, "min": min, "gt": gt, "max": max, "lt": lt, "choices": choices}
+    by name rather than by bounds. Bounds of a list field apply to each of its items. A `path` field given as
+    key=value is taken literally (parse_override), not read as YAML: `#` is not a comment in a path, nor is `null`
+    the absence of one."""
+    meta = {"help": help, "min": min, "gt": gt, "max": max, "lt": lt, "choices": choices, "path": path}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -46,7 +49,8 @@ def F(default: Any, help: str, *, min: Optional[float] = None, gt: Optional[floa
 @dataclass
 class DataConfig:
     name: str = F("cifar10", "dataset name (cifar10, fashion-mnist, imagefolder)")
-    root: Optional[str] = F(None, "where the data lives; None: env CNNLAB_DATA, then the per-user cache dir")
+    root: Optional[str] = F(None, "where the data lives; None: env CNNLAB_DATA, then the per-user cache dir",
+                            path=True)
     val_size: Optional[int] = F(None, "images carved from train for validation (stratified); None: dataset default "
                                       "(5,000), 0: no validation split", min=0, max=BIG)
     test_size: Optional[int] = F(None, "carve a labelled, stratified test split of this many images out of the "
@@ -152,7 +156,9 @@ class TrainConfig:
     compile: bool = F(False, "torch.compile the model")
     sync_bn: bool = F(False, "distributed runs: synchronise BatchNorm statistics across processes")
     threads: int = F(0, f"CPU intra-op threads (at most {MAX_THREADS}; more than 4 x the cores is reduced to that, "
-                          "with a note); 0: torch's default (one per core)", min=0, max=MAX_THREADS)
+                          "with a note), never changed; 0: start at torch's default (one per core) and, on the CPU, time "
+                          "the first steps of an epoch (when due, at most 120 s of training apart) at one thread "
+                          "fewer and more and keep the fastest (training/threads.py; the count is in metrics.csv)", min=0, max=MAX_THREADS)
     deterministic: bool = F(False, "use deterministic algorithms (slower on CUDA)")
     loss: str = F("cross_entropy", "training loss: cross_entropy, multi_margin (multi-class hinge), mse (softmax vs "
                                   "one-hot); validation always reports cross-entropy",
@@ -183,7 +189,7 @@ class TrainConfig:
 @dataclass
 class RunConfig:
     name: Optional[str] = F(None, "run folder name under `out`; None: <model>-<dataset>-<timestamp>")
-    out: str = F("runs", "parent folder of run folders")
+    out: str = F("runs", "parent folder of run folders", path=True)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -445,15 +451,20 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 
 def parse_override(text: str) -> tuple:
-    """'optim.lr=0.1' -> ('optim.lr', 0.1); the value is read as YAML (numbers, booleans, lists, null)."""
+    """'optim.lr=0.1' -> ('optim.lr', 0.1); the value is read as YAML (numbers, booleans, lists, null), except for
+    a path key (data.root, out), whose value is the path as written."""
     if "=" not in text:
         raise CnnlabError(f"override {text!r} is not of the form key=value (e.g. optim.lr=0.1)")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
         raise CnnlabError(f"override {text!r} has an empty key")
+    if key in path_keys():
+        return key, raw
     try:
         value = load_yaml_text(raw) if raw.strip() else ""
+    except YamlTooBig as e:
+        raise CnnlabError(f"override {key!r} is not usable YAML: {e.problem}") from None
     except yaml.YAMLError:
         value = raw
     return key, value
@@ -492,8 +503,39 @@ def merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+# What one YAML document (a config, a spec, one key=value) may hold. Aliases let a few hundred bytes stand for a
+# billion values ("billion laughs"); PyYAML shares the aliased objects, so the blow-up comes later, when the data is
+# printed, copied or iterated. The node count is of the document with every alias expanded, checked before any
+# Python object is built; the depth limit also keeps the composer (which recurses once per level) off RecursionError.
+# The largest recipe in experiments/ has a few hundred nodes and a depth under 10.
+YAML_MAX_NODES = 100_000
+YAML_MAX_DEPTH = 64
+
+
+class YamlTooBig(yaml.composer.ComposerError):
+    """A YAML document past YAML_MAX_NODES or YAML_MAX_DEPTH (a key=value override says so instead of reading the
+    text as a string)."""
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one), a
+    document nested deeper than YAML_MAX_DEPTH, and one that expands (aliases included) past YAML_MAX_NODES."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self._depth >= YAML_MAX_DEPTH:
+            raise YamlTooBig(
+                None, None, f"nested deeper than {YAML_MAX_DEPTH} levels; flatten it", self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node):
+        _check_expanded_size(node)
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         self.flatten_mapping(node)  # YAML merge keys (<<: *anchor) first, as SafeLoader does
@@ -512,6 +554,38 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _check_expanded_size(root) -> None:
+    """Count the nodes of `root` with every alias expanded (memoised per node, so a billion laughs costs a few
+    hundred steps) and its expanded depth; refuse past the limits, or a node that contains itself. Iterative: the
+    expanded depth is what is being bounded, so it must not be recursion that finds it."""
+    size: Dict[int, int] = {}
+    depth: Dict[int, int] = {}
+    stack = [(root, False)]
+    open_nodes = set()
+    while stack:
+        node, done = stack.pop()
+        if id(node) in size:
+            continue
+        kids = ([] if isinstance(node, yaml.ScalarNode) else
+                [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else list(node.value))
+        if done:
+            open_nodes.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(k)] for k in kids)
+            depth[id(node)] = 1 + max((depth[id(k)] for k in kids), default=0)
+            if size[id(node)] > YAML_MAX_NODES or depth[id(node)] > YAML_MAX_DEPTH:
+                what = (f"expands to more than {YAML_MAX_NODES:,} values" if size[id(node)] > YAML_MAX_NODES
+                        else f"is nested deeper than {YAML_MAX_DEPTH} levels")
+                raise YamlTooBig(None, None, f"{what} (through its aliases, *name); write the values out or use "
+                                 "fewer aliases", node.start_mark)
+            continue
+        if id(node) in open_nodes:
+            raise YamlTooBig(None, None, "an alias refers to a value that contains it; remove the loop",
+                             node.start_mark)
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((k, False) for k in kids if id(k) not in size)
+
+
 def load_yaml_text(text: str) -> Any:
     """YAML text -> data, safely (no tags that build objects) and strictly (no duplicate keys)."""
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
@@ -521,8 +595,9 @@ def read_yaml(path, what: str = "config file", hint: str = "") -> Any:
     """Parse a YAML file; a missing, unreadable, non-UTF-8 or malformed file is a CnnlabError naming `what` and the
     path (and, for YAML errors, the line)."""
     path = Path(path)
-    if not path.is_file():
-        raise CnnlabError(f"{what} {str(path)!r} not found{hint}")
+    problem = path_problem(path, "file")
+    if problem:
+        raise CnnlabError(f"{what} {str(path)!r} {problem}{hint if problem.startswith('not found') else ''}")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
@@ -580,6 +655,17 @@ def schema(cls=RunConfig, prefix: str = "") -> Dict[str, tuple]:
         if cls is AugmentConfig and f.name == "pipeline":  # the shorthand is read like any key, so it is listed
             out.update({prefix + k: (t, sf.metadata, _default(sf)) for k, (t, sf) in _SHORTHAND_FIELDS.items()})
     return out
+
+
+_PATH_KEYS = None
+
+
+def path_keys() -> List[str]:
+    """The config keys that hold a file-system path (F(..., path=True))."""
+    global _PATH_KEYS
+    if _PATH_KEYS is None:
+        _PATH_KEYS = [key for key, (_, meta, _) in schema().items() if meta.get("path")]
+    return _PATH_KEYS
 
 
 def _default(f) -> Any:

@@ -24,6 +24,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable
+from cnnlab.training.runfolder import RUN_OUTPUTS
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 
@@ -41,13 +42,15 @@ class Normalized(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
-def export_run(run, fmt: str = "onnx", out: Optional[Path] = None) -> dict:
-    """Export a LoadedRun (training.inference.load_run); returns {"model": path, "metadata": path}."""
+def export_run(run, fmt: str = "onnx", out: Optional[Path] = None, force: bool = False) -> dict:
+    """Export a LoadedRun (training.inference.load_run); returns {"model": path, "metadata": path}.
+
+    The model goes to `out` (default: model.onnx / model.torchscript.pt in the run folder) and its metadata to
+    `out` + ".json"; an existing file at either is replaced only with `force`, and never a file a run folder needs."""
     if fmt not in FORMATS:
         raise CnnlabError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}")
     out = Path(out) if out else run.checkpoint.parent / f"model{FORMATS[fmt]}"
-    check_writable(out, "export file")
-    meta_path = out.with_name(out.name + ".json")
+    meta_path = check_export_paths(out, force)
     ds = run.ds
     wrapped = Normalized(run.model.cpu().float().eval(), ds.mean, ds.std).eval()
     example = torch.rand(2, ds.in_channels, ds.image_size, ds.image_size)
@@ -69,6 +72,24 @@ def export_run(run, fmt: str = "onnx", out: Optional[Path] = None) -> dict:
             "run": str(run.checkpoint.parent), "checkpoint": run.checkpoint.name}
     atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     return {"model": out, "metadata": meta_path}
+
+
+def check_export_paths(out, force: bool = False) -> Path:
+    """Refuse, before any work, an export that would replace a file: a run's own files (config.yaml, checkpoints,
+    summary.json ... in a folder that holds a run) always, anything else unless `force`. Returns the metadata path."""
+    out = Path(out)
+    meta = out.with_name(out.name + ".json")
+    exported = {f"model{suffix}{extra}" for suffix in FORMATS.values() for extra in ("", ".json")}
+    for path in (out, meta):
+        if (path.parent / "config.yaml").is_file() and path.name in RUN_OUTPUTS - exported:
+            raise CnnlabError(f"export file {str(path)!r} is one of the run's own files; choose another --out")
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            if not force:
+                raise CnnlabError(f"export file {str(path)!r} already exists; pass --force to replace it (the export "
+                                  f"writes {out.name} and {meta.name}), or choose another --out")
+    check_writable(out, "export file")
+    check_writable(meta, "export metadata file")
+    return meta
 
 
 def _onnx(model: nn.Module, example: torch.Tensor, out: Path) -> None:

@@ -17,14 +17,14 @@ import torch
 from cnnlab.data import Dataset
 from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import CnnlabError
-from cnnlab.fileio import atomic_write_text
+from cnnlab.fileio import atomic_write_text, path_problem
 from cnnlab.training import runtime
 from cnnlab.training.checkpoint import MODEL_KEYS, apply_model_state, find_checkpoint, load_checkpoint
-from cnnlab.training.config import RunConfig, config_from_dict
+from cnnlab.training.config import RunConfig, config_from_dict, read_yaml
 from cnnlab.training.ema import served_weights
 from cnnlab.data.core import Split
 from cnnlab.training.evaluation import predict_probs, scores
-from cnnlab.training.trainer import build_model, load_data
+from cnnlab.training.trainer import build_model, load_data, use_data_root
 
 
 @dataclass
@@ -45,8 +45,9 @@ class LoadedRun:
 def run_checkpoint(run_dir, which: str = "best") -> Path:
     """The checkpoint of a run folder (best.pt or last.pt, falling back to the other), or one clear error."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CnnlabError(f"run folder {str(run_dir)!r} not found")
+    problem = path_problem(run_dir, "folder")
+    if problem:
+        raise CnnlabError(f"run folder {str(run_dir)!r} {problem}")
     path = find_checkpoint(run_dir, which)
     if path is None:
         raise CnnlabError(f"no checkpoint (best.pt or last.pt) in {str(run_dir)!r}; was it trained with "
@@ -67,14 +68,34 @@ def load_run(run_dir, which: str = "best", data_root: Optional[str] = None, devi
         cfg = config_from_dict(ckpt["config"])
     except CnnlabError as e:
         raise CnnlabError(f"checkpoint {str(path)!r} holds a config cnnlab cannot use: {e}") from None
-    if data_root is not None:
-        cfg.data.root = data_root
+    _check_same_model(path, cfg)
+    use_data_root(cfg, data_root)
     cfg.data.download = download
     dev = runtime.select_device(device)
     ds = load_data(cfg)
     model = build_model(cfg, ds)
     apply_model_state(model, served_weights(ckpt), path)
     return LoadedRun(cfg, model.to(dev).eval(), ds, dev, path)
+
+
+def _check_same_model(path: Path, cfg: RunConfig) -> None:
+    """A checkpoint copied in from another run would be evaluated as if it were this run's: refuse one whose model
+    (the model section, or the dataset it classifies) differs from the folder's config.yaml. A missing or damaged
+    config.yaml is let pass: the checkpoint carries its own config, and the run-folder commands report damage."""
+    try:
+        ours = config_from_dict(read_yaml(path.parent / "config.yaml", "run config"))
+    except (CnnlabError, TypeError, AttributeError):
+        return
+    mine, theirs = _model_identity(ours), _model_identity(cfg)
+    diff = next((k for k in mine if mine[k] != theirs[k]), None)
+    if diff is not None:
+        raise CnnlabError(f"checkpoint {str(path)!r} was trained with {diff}={theirs[diff]!r}, but the run's "
+                          f"config.yaml says {mine[diff]!r}: it belongs to another run; put that run's checkpoint "
+                          "back, or evaluate the run it came from")
+
+
+def _model_identity(cfg: RunConfig) -> dict:
+    return {"model.name": cfg.model.name, "model.options": cfg.model.options, "data.name": cfg.data.name}
 
 
 def evaluate_run(run: LoadedRun, split: str = "val", tta: str = "none") -> dict:
@@ -104,23 +125,43 @@ def predictions(run: LoadedRun, split: str = "holdout", tta: str = "none", image
 
 
 def _id_key(i: str):
-    return (0, int(i), i) if i.isdigit() else (1, 0, i)
+    # ASCII digits only: str.isdigit() is also true of '²' or '١٢', which int() refuses
+    return (0, int(i), i) if i.isascii() and i.isdigit() else (1, 0, i)
+
+
+# What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection"): =, +, -, @, and a tab or carriage
+# return before one of them.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """A name that came from a file (an image's id, a class folder) as a safe CSV cell.
+
+    Neutralised the OWASP way against CSV injection: a cell that a spreadsheet would run as a formula
+    (`=HYPERLINK(...)`, `+`, `-`, `@`, tab or CR first) gets a leading `'`, which spreadsheets show as text. A name
+    that is not valid UTF-8 (a file system hands those over as surrogate escapes) has its odd bytes written as
+    `\\xNN`, so the UTF-8 file can always be written and the file still be told apart."""
+    try:
+        text = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file-system decoding made
+        text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def write_predictions(path, ids, labels, force: bool = False, classes=None, probs=None) -> Path:
     """id,label (the graded format); with `classes` and `probs`, also the class name and one probability column
-    per class (p_<class>)."""
+    per class (p_<class>). Ids and class names pass through `csv_text`: no spreadsheet formulas, always UTF-8."""
     path = Path(path)
     if path.exists() and not force:
-        raise CnnlabError(f"{str(path)!r} exists; pass --force to overwrite it, or choose another --out")
+        raise CnnlabError(f"{str(path)!r} exists; pass force=True to overwrite it, or choose another path")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if probs is None:
         w.writerow(["id", "label"])
-        w.writerows(zip(ids, labels))
+        w.writerows((csv_text(i), k) for i, k in zip(ids, labels))
     else:
-        w.writerow(["id", "label", "class", *[f"p_{c}" for c in classes]])
+        w.writerow(["id", "label", "class", *[csv_text(f"p_{c}") for c in classes]])
         for i, k, p in zip(ids, labels, probs.tolist()):
-            w.writerow([i, k, classes[k], *[f"{v:.6f}" for v in p]])
+            w.writerow([csv_text(i), k, csv_text(classes[k]), *[f"{v:.6f}" for v in p]])
     atomic_write_text(path, buf.getvalue())
     return path

@@ -17,11 +17,12 @@ import json
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from cnnlab.errors import CnnlabError
-from cnnlab.fileio import atomic_write_text
+from cnnlab.fileio import OwnerLock, atomic_write_text
 from cnnlab.training.config import RunConfig, config_from_dict, read_yaml
 
 # Everything cnnlab writes into a run folder (trainer, evaluate, predict, sweeps, the quickstart's report): what
@@ -30,46 +31,103 @@ RUN_OUTPUTS = {"config.yaml", "metrics.csv", "summary.json", "best.pt", "last.pt
                "curves.png", "predictions.csv", "log.txt", "tb", "report.html", "report.md", "report_files",
                "evaluation.json", "confusion.csv", "confusion.png", "model.onnx", "model.onnx.json",
                "model.torchscript.pt", "model.torchscript.pt.json"}
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """How the caller says "replace the run" and "continue the run", so that a message advises the caller's own way:
+    `cnnlab train` takes flags, the Python API keyword arguments. `resume` is formatted with path=the run folder."""
+    overwrite: str
+    resume: str
+    resume_name: str
+
+
+CLI = Spelling("pass --overwrite", "cnnlab train --resume {path}", "--resume")
+API = Spelling("pass overwrite=True", "api.resume('{path}')", "api.resume")
+
 _NUM = (int, float, type(None))
 SUMMARY_TYPES = {"status": str, "best_val_acc": _NUM, "best_epoch": (int, type(None)), "final_train_acc": _NUM,
                  "final_val_acc": _NUM, "final_train_loss": _NUM, "wall_time": _NUM, "images_per_sec": _NUM,
-                 "params": (int, type(None)), "epochs_done": int, "targets": (dict, type(None)), "diverged": bool}
+                 "params": (int, type(None)), "epochs_done": int, "targets": (dict, type(None)), "diverged": bool,
+                 "end_train_loss": _NUM, "end_train_acc": _NUM, "end_train_images": (int, type(None))}
+# end_train_loss / end_train_acc: the final weights (the served ones: the EMA where train.ema is set) on the first
+# END_TRAIN_IMAGES images of the training split (the whole split when it is smaller), in eval mode and without
+# augmentation, once at the end of a finished or stopped run. Unlike final_train_loss (the mean over the last
+# epoch's augmented batches while the weights moved), it compares runs of different lengths and batch sizes: a
+# 1-epoch run's final_train_loss averages in its first steps from ln(classes). A fixed subset, not the whole split:
+# 10,000 images cost a fifth of a CIFAR-10 epoch's forward passes, and the split is already shuffled (data.seed).
+END_TRAIN_IMAGES = 10_000
+LOCK_FILE = ".cnnlab.lock"  # held by the run folder's one owner (RunFolder.own); never deleted, see OwnerLock
 CHECKPOINT_FILES = ("best.pt", "last.pt", "last.prev.pt")
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "batch_size", "epoch_time",
-                  "images_per_sec", "time"]
+                  "images_per_sec", "time", "threads"]
 
 
 class RunFolder:
     def __init__(self, path):
         self.path = Path(path)
+        self._lock: Optional[OwnerLock] = None
 
     # -- preparation ---------------------------------------------------------------------------------------------
-    def prepare(self, *, resume: bool, overwrite: bool = False, need_bytes: int = 0) -> None:
-        """Create the folder and check it is writable with room for the checkpoints, before any training."""
+    def prepare(self, *, resume: bool, overwrite: bool = False, need_bytes: int = 0, spelling: Spelling = CLI) -> None:
+        """Create the folder, become its one owner (see `own`), and check it is writable with room for the
+        checkpoints, before any training."""
         p = self.path
+        if p.is_symlink():  # --overwrite clears a run folder: through a link it would empty a folder elsewhere
+            raise CnnlabError(f"run folder {str(p)!r} is a link (to {os.readlink(p)!r}); cnnlab writes and clears "
+                              "run folders and refuses a link; choose another name or point out=... at the real folder")
         if p.exists() and not p.is_dir():
             raise CnnlabError(f"run folder {str(p)!r} exists and is not a folder; choose another name")
-        if p.exists() and any(p.iterdir()) and not resume:
-            if not overwrite:
-                raise CnnlabError(f"run folder {str(p)!r} already holds a run; resume it with --resume {p}, "
-                                  "or choose another name (name=...), or pass --overwrite")
-            self.clear()
         try:
             p.mkdir(parents=True, exist_ok=True)
+            self.own()
             probe = p / ".write-test"
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as e:
+            self.release()
             raise CnnlabError(f"cannot write to run folder {str(p)!r} ({e.strerror}); choose a writable out=... "
                               "folder") from None
+        if self.holds_run() and not resume:
+            if not overwrite:
+                self.release()
+                raise CnnlabError(f"run folder {str(p)!r} already holds a run; resume it with "
+                                  f"{spelling.resume.format(path=p)}, or choose another name (name=...), or "
+                                  f"{spelling.overwrite}")
+            self.clear()
         free = shutil.disk_usage(p).free
         if resume:  # the checkpoints already there are replaced, not added to: count their space as free,
             # keeping room for one checkpoint written beside the old one before it replaces it
             replaced = sum((p / n).stat().st_size for n in CHECKPOINT_FILES if (p / n).is_file())
             need_bytes = max(need_bytes - replaced, need_bytes // 3)
         if need_bytes and free < need_bytes:
+            self.release()
             raise CnnlabError(f"not enough free space in {str(p)!r}: checkpoints need about {need_bytes / 2**20:.1f} "
                               f"MiB, {free / 2**20:.1f} MiB free; free some space or choose another out=... folder")
+
+    def own(self) -> None:
+        """Become the folder's one owner for as long as this process holds it (`release`, or the process ends):
+        a second `train` of the same name, a `--resume` of a run still training, or a sweep of another config that
+        picked this folder is refused in one line naming the owner, instead of writing into the same files."""
+        if self._lock is None:
+            self._lock = OwnerLock(self.path / LOCK_FILE)
+        owner = self._lock.acquire()
+        if owner is not None:
+            self._lock = None
+            mine = owner.startswith(f"pid {os.getpid()} ")
+            raise CnnlabError(f"run folder {str(self.path)!r} is in use by "
+                              + ("this very process (a trainer on it is still open: let it finish, or call its "
+                                 "close())" if mine else f"{owner.split(': ', 1)[0]} ({owner.split(': ', 1)[-1]})")
+                              + "; wait for it to end, or choose another name (name=...)")
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def holds_run(self) -> bool:
+        """Whether the folder holds anything but its lock file (a run, or a user's files)."""
+        return self.path.is_dir() and any(q.name != LOCK_FILE for q in self.path.iterdir())
 
     def clear(self) -> List[str]:
         """Remove what a run (and the commands run on it) writes into its folder, and nothing else: files the user

@@ -97,13 +97,15 @@ def available_memory(device: torch.device) -> Optional[int]:
     return system.available_memory() if device.type == "cpu" else None
 
 
-def check_memory(device: torch.device, need: int, what: str) -> None:
-    """Refuse, before allocating, a run whose estimated memory `need` (bytes) exceeds what the device has left."""
+def check_memory(device: torch.device, need: int, what: str,
+                 fix: str = "make the model or the batch (batch.size x augment.repeats) smaller, or use batch.micro"
+                 ) -> None:
+    """Refuse, before allocating, a run whose estimated memory `need` (bytes) exceeds what the device has left;
+    `fix` says how (the default is a training run's)."""
     have = available_memory(device)
     if have is not None and need > have:
         raise CnnlabError(f"{what} needs about {_gib(need)} of memory on {device.type}, but only {_gib(have)} is "
-                          "available; make the model or the batch (batch.size x augment.repeats) smaller, or use "
-                          "batch.micro")
+                          f"available; {fix}")
 
 
 def _gib(n: float) -> str:

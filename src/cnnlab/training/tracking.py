@@ -31,7 +31,7 @@ EPOCH_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "
               "lr": "lr", "batch_size": "batch_size", "images_per_sec": "throughput/images_per_sec",
               "epoch_time": "time/epoch_s"}
 FINAL_METRICS = ("best_val_acc", "best_epoch", "final_train_acc", "final_val_acc", "final_train_loss",
-                 "final_val_loss", "wall_time", "epochs_done")
+                 "final_val_loss", "end_train_loss", "end_train_acc", "wall_time", "epochs_done")
 ARTIFACTS = ("config.yaml", "metrics.csv", "summary.json", "curves.png", "best.pt")
 
 

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Union
 
 import torch
 import torch.nn.functional as Fn
@@ -32,8 +32,10 @@ import torch.nn.functional as Fn
 from cnnlab import arguments as A
 from cnnlab.arguments import checked
 from cnnlab.data import Dataset, load_dataset
+from cnnlab.data.paths import resolve_root
 from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import path_problem
 from cnnlab.models import create_model
 from cnnlab.models.sanity import initial_loss_check
 from cnnlab.training import runtime
@@ -45,17 +47,46 @@ from cnnlab.training.ema import WeightAverage
 from cnnlab.training.losses import build_loss, describe as describe_loss
 from cnnlab.training.optim import build_optimizer, l1_penalty
 from cnnlab.training.plots import save_curves
-from cnnlab.training.runfolder import RunFolder, default_run_name
+from cnnlab.training.runfolder import CLI, END_TRAIN_IMAGES, RunFolder, Spelling, default_run_name
 from cnnlab.training.schedules import batch_size_at, build_schedule
+from cnnlab.training.threads import make_tuner
 from cnnlab.training.tracking import Trackers
 
 CHECK_EVERY = 10  # optimizer steps between reads of the loss (divergence check, progress bar)
 
 
+def percent(fraction: float, digits: int = 2) -> str:
+    """An accuracy (a fraction) as the terminal and the reports write it: 0.6543 -> '65.43%'."""
+    return f"{100 * fraction:.{digits}f}%"
+
+
+def show_metric(name: str, value: float) -> str:
+    """A metrics.csv value as the terminal shows it: an accuracy (`*_acc`) in %, a loss with 4 decimals."""
+    return percent(value) if name.endswith("_acc") else f"{value:.4f}"
+
+
 def load_data(cfg: RunConfig) -> Dataset:
+    """The run's dataset; `cfg.data.root` then holds the absolute root it was found under, so that the config saved
+    in the run folder and its checkpoints says where the data was, and `evaluate`, `predict`, `report` and `export`
+    find it from a shell without CNNLAB_DATA. data.root is a machine key: it is not part of a run's identity."""
     d = cfg.data
-    return load_dataset(d.name, root=d.root, val_size=d.val_size, seed=d.seed, train_subset=d.train_subset,
-                        val_subset=d.val_subset, download=d.download, test_size=d.test_size)
+    ds = load_dataset(d.name, root=d.root, val_size=d.val_size, seed=d.seed, train_subset=d.train_subset,
+                      val_subset=d.val_subset, download=d.download, test_size=d.test_size)
+    d.root = os.path.abspath(resolve_root(d.root)[0])  # absolute, but a symbolic link kept as the user named it
+    return ds
+
+
+def use_data_root(cfg: RunConfig, data_root: Optional[str] = None) -> None:
+    """Where a saved run reads its data: an explicit `data_root` wins; else the root the run recorded, unless that
+    no longer exists (moved, another machine): then the usual resolution (CNNLAB_DATA, the per-user data directory),
+    said on stderr."""
+    if data_root is not None:
+        cfg.data.root = data_root
+    elif cfg.data.root and not Path(cfg.data.root).expanduser().exists():
+        path, how = resolve_root(None)
+        print(f"cnnlab: warning: the run's recorded data root {cfg.data.root!r} no longer exists; looking in "
+              f"{str(path)!r} ({how}) instead; give --data-root PATH to choose", file=sys.stderr)
+        cfg.data.root = None
 
 
 def build_model(cfg: RunConfig, ds: Dataset):
@@ -122,24 +153,30 @@ class Trainer:
     Public (what analyses, experiments and notebooks may read): `cfg`, `ds` (the Dataset), `model` (plain, not
     DDP-wrapped), `optimizer`, `scheduler`, `criterion`, `train_loader`, `val_loader`, `params` (parameter count),
     `device`, `amp`, `history` (metrics rows), `epoch`, `step`, `status`, `folder`; methods `fit`,
-    `train_one_epoch`, `steps`, `state`, `load_state`, `use_batch`, `check_initial_loss`, `checkpoint`, `summary`.
+    `train_one_epoch`, `steps`, `state`, `load_state`, `use_batch`, `check_initial_loss`, `checkpoint`, `summary`,
+    `measure_end_train`.
     Everything starting with `_` is internal."""
 
     @checked(cfg=A.instance(RunConfig, "a RunConfig (api.config(dict_or_yaml_path, overrides))"),
-             run_dir=A.path().or_none(), resume=A.flag(), overwrite=A.flag(), log=A.function(),
+             run_dir=A.either(A.path(), A.instance(RunFolder, "a RunFolder")).or_none(), resume=A.flag(),
+             overwrite=A.flag(), log=A.function(),
              epoch_hook=A.function().or_none(), write=A.flag(), dist=A.instance(DistInfo, "a DistInfo").or_none(),
-             reopen=A.flag())
-    def __init__(self, cfg: RunConfig, run_dir: Optional[Path] = None, *, resume: bool = False,
+             reopen=A.flag(), spelling=A.instance(Spelling, "a Spelling (runfolder.CLI or runfolder.API)"))
+    def __init__(self, cfg: RunConfig, run_dir: Optional[Union[Path, RunFolder]] = None, *,
+                 resume: bool = False,
                  overwrite: bool = False, log: Callable[[str], None] = print,
                  epoch_hook: Optional[Callable] = None, write: bool = True,
-                 dist: Optional[DistInfo] = None, reopen: bool = False):
+                 dist: Optional[DistInfo] = None, reopen: bool = False, spelling: Spelling = CLI):
         self.dist = dist or init_from_env()
+        self.spelling = spelling  # how messages say --overwrite / --resume: as `cnnlab train` or as the Python API
         self.rank, self.world_size = self.dist.rank, self.dist.world_size
         self.cfg, self.epoch_hook = cfg, epoch_hook
         self.reopen = reopen  # resume a finished or stopped run under a changed length or stop rule
         self.log = log if self.rank == 0 else (lambda s: None)
         self.write = write and self.rank == 0  # only rank 0 writes the run folder (DDP)
         self.device = self._device()
+        # train.threads=0 on the CPU: the count is re-decided every epoch by timing (threads.py); None otherwise
+        self.thread_tuner = make_tuner(cfg.train.threads, self.device, self.dist.enabled)
         self.ds = load_data(cfg)
         if self.ds.val is None:
             self.log("note: no validation split (data.val_size=0); val_* columns stay empty")
@@ -168,16 +205,31 @@ class Trainer:
         self.targets: Dict[str, Optional[dict]] = {f"{t:g}": None for t in cfg.train.targets}
         self.status = "running"
         self.initial_loss: Optional[float] = None
+        self.end_train: Dict[str, float] = {}  # end_train_loss/_acc/_images, measured by finish() (not checkpointed)
         self.stop_reason: Optional[str] = None
         self.saved_epoch: Optional[int] = None  # epoch of the last checkpoint written (or resumed from)
-        self.folder = RunFolder(run_dir or Path(cfg.out) / (cfg.name or broadcast_object(default_run_name(cfg))))
+        # a RunFolder may come already owned (a sweep decides where a run goes while holding the folder)
+        self.folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(
+            run_dir or Path(cfg.out) / (cfg.name or broadcast_object(default_run_name(cfg))))
         self.trackers = None
         if self.write:
             need = 3 * 4 * self.params * 3 + (1 << 20)  # best+last+prev, fp32 weights + ~2 optimizer slots, +1 MiB
-            self.folder.prepare(resume=resume, overwrite=overwrite, need_bytes=need)
-            self.folder.write_config(cfg)
-        if resume:
-            self._restore()
+            self.folder.prepare(resume=resume, overwrite=overwrite, need_bytes=need, spelling=spelling)  # we own it
+        try:
+            if self.write:
+                self.folder.write_config(cfg)
+            if resume:
+                self._restore()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Give up ownership of the run folder; fit() does it when the run ends, however it ends (a later fit() of
+        the same trainer takes it again). The thread count the run started with is put back."""
+        self.folder.release()
+        if self.thread_tuner is not None:
+            self.thread_tuner.restore()
 
     # -- parts ---------------------------------------------------------------------------------------------------
     def _resolve_amp(self):
@@ -275,9 +327,12 @@ class Trainer:
              "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
              "epoch": self.epoch, "step": self.step, "time": self.time, "rng": rng_state(),
              "best": dict(self.best), "targets": dict(self.targets), "initial_loss": self.initial_loss,
-             "status": self.status, "stop_reason": self.stop_reason, "batch": dataclasses.asdict(self.cfg.batch)}
+             "status": self.status, "stop_reason": self.stop_reason, "batch": dataclasses.asdict(self.cfg.batch),
+             "threads": torch.get_num_threads()}
         if self.ema is not None:
             s["ema"] = self.ema.state_dict()
+        if self.thread_tuner is not None:
+            s["thread_tuner"] = self.thread_tuner.state_dict()
         return copy.deepcopy(s) if copy_tensors else s
 
     def load_state(self, s: dict) -> None:
@@ -302,6 +357,8 @@ class Trainer:
         self.scheduler.load_state_dict(copy.deepcopy(s["scheduler"]))
         self.scaler.load_state_dict(s["scaler"])
         set_rng_state(s["rng"])
+        if self.thread_tuner is not None and isinstance(s.get("thread_tuner"), dict):
+            self.thread_tuner.load_state_dict(s["thread_tuner"])  # the count the run had chosen, its probe schedule
 
     def checkpoint(self) -> dict:
         """state() and what a run folder's reader needs besides: the config, precision and data normalisation."""
@@ -417,7 +474,7 @@ class Trainer:
                         self.log(f"epoch {epoch + 1}: loss {mean:.4g} (limit {limit:.3g}): diverged, stopping")
                         return
                     if bar is not None:
-                        bar.set_postfix(loss=f"{mean:.3f}", acc=f"{tot_correct / tot_n:.3f}")
+                        bar.set_postfix(loss=f"{mean:.3f}", acc=percent(tot_correct / tot_n, 1))
                         bar.update(min(CHECK_EVERY, len(loader) - bar.n))
         finally:
             if bar is not None:
@@ -425,7 +482,10 @@ class Trainer:
 
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
         tally, t0 = _Tally(self.device, self.optimizer.param_groups[0]["lr"]), time.perf_counter()
-        for _ in self._epoch_steps(epoch, tally):
+        steps = self._epoch_steps(epoch, tally)
+        if self.thread_tuner is not None:
+            steps = self.thread_tuner.epoch(steps, len(self.train_loader), epoch)
+        for _ in steps:
             pass
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -433,7 +493,7 @@ class Trainer:
         tot_loss, tot_correct, tot_n = self._totals(tally.loss_sum, tally.correct, tally.n)
         return {"train_loss": tot_loss / max(tot_n, 1), "train_acc": tot_correct / max(tot_n, 1), "lr": tally.lr,
                 "batch_size": self.train_loader.batch_size * self.world_size, "epoch_time": dt,
-                "images_per_sec": tot_n / dt if dt > 0 else 0.0}
+                "images_per_sec": tot_n / dt if dt > 0 else 0.0, "threads": torch.get_num_threads()}
 
     def steps(self, n: int, first_epoch: int = 0) -> Iterator[float]:
         """Take `n` optimizer steps exactly as `fit` takes them (batches, augmentation, L1, micro-batches, AMP),
@@ -485,6 +545,8 @@ class Trainer:
         self.log(f"run {self.folder.path}: {c.model.name} ({self.params:,} parameters) on {c.data.name} "
                  f"[{len(self.ds.train):,} train / {len(self.ds.val) if self.ds.val else 0:,} val], "
                  f"device {runtime.describe_device(self.device)}, amp {self.amp_note}")
+        if self.write:
+            self.folder.own()  # held since __init__; taken again by a second fit() after the first released it
         if self.initial_loss is None:
             self.initial_loss = self.check_initial_loss()
         if self.write:
@@ -494,14 +556,19 @@ class Trainer:
                 self._run_epoch()
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI: record it, then let it go on up
             self._interrupted()
+            self.close()
             raise
         except BaseException:  # an error stops the run: close the trackers (an MLflow run left open blocks the next)
             if self.trackers is not None:
                 self.trackers.end({**self.summary(), "status": "error"})
+            self.close()
             raise
         if self.status == "running":
             self.status = "finished"
-        return self.finish()
+        try:
+            return self.finish()
+        finally:
+            self.close()
 
     def _interrupted(self) -> None:
         """Record the interruption in summary.json (last.pt stays the last whole epoch's) and say how to go on."""
@@ -512,9 +579,13 @@ class Trainer:
                 self.folder.write_summary(summary)
                 if self.trackers is not None:
                     self.trackers.end(summary)
-        if self.write and self.saved_epoch is not None:
+        if self.write and self._resumable():
             self.log(f"interrupted during epoch {self.epoch + 1}; last.pt holds {self.saved_epoch} epochs; continue "
-                     f"with: cnnlab train --resume {self.folder.path}")
+                     f"with: {self.spelling.resume.format(path=self.folder.path)}")
+        elif self.write and self.saved_epoch is not None:
+            self.log(f"interrupted during epoch {self.epoch + 1}; the run folder's last.pt is gone (was "
+                     f"{str(self.folder.path)!r} deleted or moved while training?), so the run cannot be resumed; "
+                     "start it again")
         else:
             self.log(f"interrupted during epoch {self.epoch + 1}; no checkpoint was written (train.checkpoints=false "
                      "or before the first epoch ended), so the run cannot be resumed")
@@ -556,7 +627,7 @@ class Trainer:
                 best = max(range(len(values)), key=lambda i: (values[i], -i))  # the first epoch at the best value
                 if len(values) - 1 - best >= t.patience:
                     return (f"early stopping: {t.monitor} has not improved for {t.patience} epochs (best "
-                            f"{sign * values[best]:.4f} at epoch {best + 1})")
+                            f"{show_metric(t.monitor, sign * values[best])} at epoch {best + 1})")
         return None
 
     def _record(self, row: dict) -> None:
@@ -564,17 +635,19 @@ class Trainer:
         improved = val_acc is not None and math.isfinite(val_acc) and val_acc > self.best["val_acc"]
         if improved:
             self.best = {"val_acc": val_acc, "epoch": row["epoch"]}
+        reached = []
         for key in self.targets:
             if self.targets[key] is None and val_acc is not None and val_acc >= float(key):
                 self.targets[key] = {"epoch": row["epoch"], "time": row["time"]}
-                self.log(f"reached {float(key):.1%} validation accuracy at epoch {row['epoch']} "
-                         f"({row['time']:.1f} s)")
+                reached.append(f"{float(key):.1%}")
         mem = runtime.memory_used(self.device)
+        # one line per epoch, accuracies in % as the reports write them; a target reached is said on the same line
         self.log(f"epoch {row['epoch']}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
-                 f"acc {row['train_acc']:.4f}" + (f"  val loss {row['val_loss']:.4f} acc {val_acc:.4f}"
-                                                  if val_acc is not None else "")
+                 f"acc {percent(row['train_acc'])}" + (f"  val loss {row['val_loss']:.4f} acc {percent(val_acc)}"
+                                                       if val_acc is not None else "")
                  + f"  lr {row['lr']:.3g}  bs {row['batch_size']}  {row['images_per_sec']:,.0f} img/s  "
-                 f"{row['time']:.1f}s" + (f"  gpu mem {mem:,.0f} MiB" if mem else ""))
+                 f"{row['time']:.1f}s" + (f"  gpu mem {mem:,.0f} MiB" if mem else "")
+                 + (f"  reached {' and '.join(reached)} validation accuracy" if reached else ""))
         if not self.write:
             return
         with self._writing():
@@ -591,6 +664,11 @@ class Trainer:
                 self.reopen or self.stop_reason is None):
             self.status, self.stop_reason = "running", None  # extended (train.epochs=N) or a stop rule changed
 
+    def _resumable(self) -> bool:
+        """Whether `--resume` can continue: a checkpoint was written and is still there (the folder may have been
+        deleted or moved under a running run; a message must not offer to resume what is gone)."""
+        return self.saved_epoch is not None and (self.folder.path / "last.pt").is_file()
+
     @contextlib.contextmanager
     def _writing(self):
         """A failed write to the run folder (full disk, quota, a folder gone read-only) stops the run with one line
@@ -600,8 +678,10 @@ class Trainer:
             yield
         except OSError as e:
             what = os.path.basename(e.filename) if e.filename else "a file"
-            kept = (f"last.pt from epoch {self.saved_epoch} is intact; free space, then continue with: cnnlab train "
-                    f"--resume {self.folder.path}" if self.saved_epoch is not None else "no checkpoint was written yet")
+            kept = (f"last.pt from epoch {self.saved_epoch} is intact; free space, then continue with: "
+                    f"{self.spelling.resume.format(path=self.folder.path)}" if self._resumable() else
+                    "the run folder's last.pt is gone (was the folder deleted or moved?): start the run again"
+                    if self.saved_epoch is not None else "no checkpoint was written yet")
             raise CnnlabError(f"cannot write {what} in {str(self.folder.path)!r} ({e.strerror or e}) after epoch "
                               f"{self.epoch}; {kept}") from None
 
@@ -614,12 +694,20 @@ class Trainer:
                 "epochs_done": self.epoch, "best_val_acc": self.best["val_acc"] if self.best["epoch"] else None,
                 "best_epoch": self.best["epoch"], "final_train_acc": last.get("train_acc"),
                 "final_val_acc": last.get("val_acc"), "final_train_loss": last.get("train_loss"),
-                "final_val_loss": last.get("val_loss"), "stop_reason": self.stop_reason,
+                "final_val_loss": last.get("val_loss"), **self.end_train, "stop_reason": self.stop_reason,
                 "wall_time": self.time, "images_per_sec": sorted(ips)[len(ips) // 2] if ips else None,
                 "initial_loss": self.initial_loss, "ln_classes": math.log(self.ds.num_classes),
                 "targets": self.targets, "device": runtime.describe_device(self.device),
                 "gpu_memory_mib": runtime.memory_used(self.device) or None,
-                "amp": self.amp, "amp_choice": self.amp_note, "environment": runtime.environment(self.device)}
+                "amp": self.amp, "amp_choice": self.amp_note, "environment": runtime.environment(self.device),
+                "threads": torch.get_num_threads(), "threads_choice": self._threads_note(),
+                "thread_decisions": self.thread_tuner.choices if self.thread_tuner is not None else []}
+
+    def _threads_note(self) -> str:
+        if self.thread_tuner is not None:
+            return f"auto: timed every epoch between 1 and {self.thread_tuner.ceiling} (metrics.csv 'threads')"
+        return f"train.threads={self.cfg.train.threads} (as configured)" if self.cfg.train.threads else \
+            "torch's default (not timed: not a single-process CPU run, or one core)"
 
     def _write_final(self, summary: dict) -> None:
         if self.cfg.train.checkpoints:  # record the final status in last.pt too (resume then stops at once)
@@ -636,13 +724,23 @@ class Trainer:
         if self.trackers is not None:
             self.trackers.end(summary)
 
+    def measure_end_train(self) -> Dict[str, float]:
+        """end_train_loss / end_train_acc / end_train_images (runfolder.END_TRAIN_IMAGES says what they measure):
+        evaluation only, so the weights, BN statistics and RNG are left as they were (exact resume is untouched)."""
+        split = self.ds.train.subset(min(END_TRAIN_IMAGES, len(self.ds.train)))
+        model = self.ema.module if self.ema is not None else self.forward
+        r = evaluate(model, self._loader(split, self.cfg.batch.eval_size, train=False), self.device, self.amp)
+        return {"end_train_loss": r["loss"], "end_train_acc": r["acc"], "end_train_images": len(split)}
+
     def finish(self) -> dict:
+        if self.status in ("finished", "stopped") and self.history:  # a diverged run's weights are not worth it
+            self.end_train = self.measure_end_train()
         summary = self.summary()
         if self.write:
             with self._writing():
                 self._write_final(summary)
         best = summary["best_val_acc"]
-        self.log(f"{self.status}: best val acc {best:.4f} at epoch {summary['best_epoch']}, "
+        self.log(f"{self.status}: best val acc {percent(best)} at epoch {summary['best_epoch']}, "
                  f"{summary['wall_time']:.1f}s" if best is not None else f"{self.status}: {self.epoch} epochs")
         if self.write:
             self.log(f"run folder: {self.folder.path}")
@@ -682,12 +780,15 @@ LENGTH_PLANNED = ("cosine", "onecycle")  # schedules laid out over the run's len
 
 
 def resume(run_dir, log=print, data_root: Optional[str] = None, overrides: Optional[List[str]] = None,
-           download: bool = False, **kw) -> dict:
+           download: bool = False, spelling: Spelling = CLI, **kw) -> dict:
     """Continue the run in `run_dir` from its last.pt with its own config (the data may have moved: `data_root`).
 
     `overrides` may change only RESUME_KEYS_CHANGEABLE; `train.epochs=N` extends a finished run, whose schedule then
     continues where it was (constant, step, multistep and the cyclical ones do not depend on the run's length;
     cosine and one-cycle are planned over it and are refused)."""
+    problem = path_problem(run_dir, "folder")
+    if problem:  # before config.yaml is looked for: a missing folder is not a damaged one
+        raise CnnlabError(f"--resume: run folder {str(run_dir)!r} {problem}")
     folder = RunFolder(run_dir)
     cfg = folder.load_config()
     done = _check_against_checkpoint(folder, cfg)
@@ -695,21 +796,21 @@ def resume(run_dir, log=print, data_root: Optional[str] = None, overrides: Optio
     for text in overrides or []:
         key, value = parse_override(text)
         if key not in RESUME_KEYS_CHANGEABLE:
-            raise CnnlabError(f"--resume: {key!r} cannot change in a resumed run (it would no longer be the same run); "
-                              f"only {', '.join(RESUME_KEYS_CHANGEABLE)} can; start a new run for other changes")
+            raise CnnlabError(f"{spelling.resume_name}: {key!r} cannot change in a resumed run (it would no longer be "
+                              f"the same run); only {', '.join(RESUME_KEYS_CHANGEABLE)} can; start a new run for other "
+                              "changes")
         set_dotted(tree, key, value)
     new = config_from_dict(tree)
     if new.train.epochs != cfg.train.epochs:
         if new.schedule.name in LENGTH_PLANNED:
-            raise CnnlabError(f"--resume with train.epochs={new.train.epochs}: schedule {new.schedule.name!r} is "
-                              f"planned over the run's {cfg.train.epochs} epochs and cannot be extended; start a new "
-                              "run")
+            raise CnnlabError(f"{spelling.resume_name} with train.epochs={new.train.epochs}: schedule "
+                              f"{new.schedule.name!r} is planned over the run's {cfg.train.epochs} epochs and cannot "
+                              "be extended; start a new run")
         if new.train.epochs < done:
-            raise CnnlabError(f"--resume with train.epochs={new.train.epochs}: the run has already trained {done} "
-                              "epochs")
+            raise CnnlabError(f"{spelling.resume_name} with train.epochs={new.train.epochs}: the run has already "
+                              f"trained {done} epochs")
         log(f"extending {folder.path} from {cfg.train.epochs} to {new.train.epochs} epochs; the "
             f"{new.schedule.name} schedule continues where it was")
-    if data_root is not None:
-        new.data.root = data_root
+    use_data_root(new, data_root)
     new.data.download = new.data.download or download
-    return Trainer(new, folder.path, resume=True, log=log, reopen=bool(overrides), **kw).fit()
+    return Trainer(new, folder.path, resume=True, log=log, reopen=bool(overrides), spelling=spelling, **kw).fit()

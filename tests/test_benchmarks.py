@@ -1,0 +1,63 @@
+"""The benchmark scripts' wiring, on real data and real components: bench_peers.py --quick (airbench94 and cnnlab's
+fast route in one table), gpu_steps.py on the CPU (one training step per registered model), gpu_check.sh's refusal
+without a GPU. The figures themselves come from full runs on a quiet machine, not from here."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+
+def _env(session_cache):
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), CNNLAB_CACHE=str(session_cache))
+    env.pop("CNNLAB_AMP_AUTO", None)
+    return env
+
+
+@pytest.mark.slow
+def test_bench_peers_quick_prints_both_rows(shared_data, session_cache, tmp_path):
+    try:
+        import airbench  # noqa: F401
+    except ImportError as e:  # the package is an extra: pip install -e '.[benchmarks]'
+        pytest.skip(f"airbench is not installed ({e}); pip install -e '.[benchmarks]' to run the peer benchmark")
+    out = subprocess.run([sys.executable, "bench_peers.py", "--quick", "--threads", "1", "--data-root",
+                          str(shared_data), "--out", str(tmp_path / "runs")], cwd=BENCH, env=_env(session_cache),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| peer |"))
+    rows = lines[head + 2:head + 4]  # the table's two rows, after its header and separator
+    assert [r.split(" | ")[0] for r in rows] == ["| airbench94 (airbench 0.1.8)", "| cnnlab fastcnn-cpu (fastcnn)"]
+    for r in rows:
+        cells = [c.strip() for c in r.strip("|").split("|")]
+        assert float(cells[1].replace(",", "")) > 0  # images/s
+        assert 0 <= float(cells[5]) <= 1 and 0 <= float(cells[6]) <= 1  # accuracy without and with TTA
+    assert "train 512 / val 256" in text and "1 threads" in text
+    assert "make_net94: .half().cuda() skipped" in text  # what was adapted for the CPU is said
+    assert "course pipeline" in text and "cnnlab / airbench94: images/s" in text
+    assert (tmp_path / "runs" / "peers-fastcnn-cpu" / "best.pt").is_file()
+
+
+def test_gpu_steps_runs_each_model_on_the_cpu():
+    out = subprocess.run([sys.executable, "gpu_steps.py", "--device", "cpu", "--models", "simplenn,resnet20",
+                          "--batch", "4"], cwd=BENCH, env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    assert [r.split(" | ")[0] for r in rows] == ["| simplenn", "| resnet20"]
+    assert all("ok" in r and "FAIL" not in r for r in rows), out.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where there is no GPU")
+def test_gpu_check_refuses_clearly_without_a_gpu():
+    out = subprocess.run(["bash", str(BENCH / "gpu_check.sh")], cwd=REPO,
+                         env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "no CUDA GPU" in out.stderr and out.stderr.count("\n") <= 2
