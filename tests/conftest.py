@@ -145,3 +145,11 @@ def postgres_url():
     yield f"postgresql+psycopg://cnnlab@127.0.0.1:{port}/postgres"
     subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True, timeout=60)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def data(shared_data, monkeypatch, tmp_path):
+    """The shared data as CNNLAB_DATA and a per-test decode cache, for tests that run the CLI without --data-root."""
+    monkeypatch.setenv("CNNLAB_DATA", str(shared_data))
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    return shared_data

@@ -15,28 +15,20 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cli_checks import one_error_line as _one_error_line
 from cnnlab.cli.main import main
 
 TINY = ["data.name=fashion-mnist", "data.train_subset=200", "data.val_subset=100", "batch.size=50",
         "train.progress=off"]
-# long enough (tens of seconds) that a second process meets it while it trains; killed once it has served
-LONG = ["data.name=fashion-mnist", "data.train_subset=20000", "data.val_subset=200", "batch.size=50",
-        "model.name=simplenn", "train.progress=off", "train.threads=1", "train.epochs=40"]
 
 
 def one_error_line(capsys, code) -> str:
-    out = capsys.readouterr()
-    lines = [ln for ln in out.err.splitlines() if ln.strip() and not ln.startswith("note:")]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("cnnlab: error:"), out.err
-    assert "Traceback" not in out.err + out.out
-    return lines[0]
+    return _one_error_line(capsys, code, ignore=("note:",))  # the torn-store note may stand beside the error
 
 
-@pytest.fixture
-def data(shared_data, monkeypatch, tmp_path):
-    monkeypatch.setenv("CNNLAB_DATA", str(shared_data))
-    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
-    return shared_data
+# long enough (tens of seconds) that a second process meets it while it trains; killed once it has served
+LONG = ["data.name=fashion-mnist", "data.train_subset=20000", "data.val_subset=200", "batch.size=50",
+        "model.name=simplenn", "train.progress=off", "train.threads=1", "train.epochs=40"]
 
 
 def _cnnlab(*args) -> subprocess.Popen:

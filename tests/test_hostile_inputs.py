@@ -14,8 +14,13 @@ import pytest
 import torch
 import yaml
 
+from cli_checks import one_error_line as _one_error_line, run
 from cnnlab.cli.main import main
 from cnnlab.training import config as C
+
+
+def one_error_line(capsys, code, argv=None):
+    return _one_error_line(capsys, code, argv, ignore=("cnnlab: warning:",))
 
 # -- the schema -----------------------------------------------------------------------------------------------------
 
@@ -53,40 +58,25 @@ def test_every_number_in_the_schema_has_an_upper_bound():
     assert unbounded == []
 
 
-def one_error_line(capsys, argv, code):
-    out = capsys.readouterr()
-    assert "Traceback" not in out.err + out.out, out.err
-    assert code == 2, f"{argv!r} exited {code}: {out.err}"
-    lines = [ln for ln in out.err.splitlines() if ln.strip() and not ln.startswith("cnnlab: warning:")]
-    assert len(lines) == 1 and lines[0].startswith("cnnlab: error:"), out.err
-    return lines[0]
-
-
-def run(argv):
-    try:
-        return main(argv)
-    except SystemExit as e:  # argparse's own usage errors
-        return e.code
-
-
 @pytest.mark.parametrize("key,value", SCHEMA_CASES)
 def test_non_finite_huge_and_out_of_range_numbers_are_refused(key, value, capsys, bad_input):
     bad_input()
-    line = one_error_line(capsys, key, main(["train", "--print-config", f"{key}={value}"]))
+    line = one_error_line(capsys, main(["train", "--print-config", f"{key}={value}"]), key)
     assert key in line
 
 
 @pytest.mark.parametrize("name", NAME_CASES, ids=range(len(NAME_CASES)))
 def test_run_names_that_are_not_one_folder_name_are_refused(name, capsys, bad_input):
     bad_input()
-    line = one_error_line(capsys, name, main(["train", "--print-config", f"name={name}"]))
+    line = one_error_line(capsys, main(["train", "--print-config", f"name={name}"]), name)
     assert "'name'" in line
 
 
 @pytest.mark.parametrize("device", ["meta", "xla", "cuda:x", "floppy"])
 def test_devices_cnnlab_does_not_train_on_are_refused(device, capsys, bad_input):
     bad_input()
-    assert "train.device" in one_error_line(capsys, device, main(["train", "--print-config", f"train.device={device}"]))
+    assert "train.device" in one_error_line(capsys, main(["train", "--print-config", f"train.device={device}"]),
+                                          device)
 
 
 # -- config files ---------------------------------------------------------------------------------------------------
@@ -107,7 +97,7 @@ def test_bad_config_files_are_one_line_errors(kind, tmp_path, capsys, bad_input)
     bad_input()
     f = tmp_path / "run.yaml"
     f.write_bytes(CONFIG_FILES[kind])
-    line = one_error_line(capsys, kind, main(["train", "--print-config", "-c", str(f)]))
+    line = one_error_line(capsys, main(["train", "--print-config", "-c", str(f)]), kind)
     assert str(f) in line or "weight_decay" in line
     if kind.startswith("duplicate"):
         assert "duplicate key" in line and "line" in line
@@ -116,7 +106,7 @@ def test_bad_config_files_are_one_line_errors(kind, tmp_path, capsys, bad_input)
 def test_a_duplicate_key_names_both_lines(tmp_path, capsys):
     f = tmp_path / "run.yaml"
     f.write_bytes(CONFIG_FILES["duplicate key"])
-    line = one_error_line(capsys, "dup", main(["train", "--print-config", "-c", str(f)]))
+    line = one_error_line(capsys, main(["train", "--print-config", "-c", str(f)]), "dup")
     assert "'lr'" in line and "line 4" in line and "first on line 2" in line
 
 
@@ -149,7 +139,7 @@ def test_unwritable_outputs_are_refused_before_any_work(run_folder, a_file, shar
     before = set(tmp_path.rglob("*"))
     for argv in argvs:
         bad_input()
-        one_error_line(capsys, argv, run(argv))
+        one_error_line(capsys, run(argv), argv)
     assert set(tmp_path.rglob("*")) == before  # nothing written, not even an empty file
 
 
@@ -163,7 +153,7 @@ def test_bad_paths_for_every_path_flag_and_key(run_folder, a_file, shared_data, 
                       "data.val_subset=100", "train.epochs=1", f"out={p}"],
                      ["evaluate", str(run_folder), "--data-root", p]):
             bad_input()
-            one_error_line(capsys, argv, run(argv))
+            one_error_line(capsys, run(argv), argv)
     assert not (tmp_path / "o").exists()
 
 
@@ -265,6 +255,7 @@ def test_a_config_yaml_that_disagrees_with_the_checkpoint_is_refused(run_folder,
     text = (work / "config.yaml").read_text()
     assert "\n  lr: 0.01\n" in text
     (work / "config.yaml").write_text(text.replace("\n  lr: 0.01\n", "\n  lr: 0.02\n"))
-    line = one_error_line(capsys, "resume", main(["train", "--resume", str(work), "--data-root", str(shared_data)]))
+    line = one_error_line(capsys, main(["train", "--resume", str(work), "--data-root", str(shared_data)]),
+                          "resume")
     assert "does not match" in line and "optim.lr" in line
     assert yaml.safe_load((work / "config.yaml").read_text())["optim"]["lr"] == 0.02  # nothing rewritten

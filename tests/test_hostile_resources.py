@@ -9,23 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from cli_checks import one_error_line as _one_error_line, run
 from cnnlab.cli.main import main
 
 
 def one_error_line(capsys, code, argv=None):
-    out = capsys.readouterr()
-    assert "Traceback" not in out.err + out.out, out.err
-    assert code == 2, f"{argv!r} exited {code}: {out.err}"
-    lines = [ln for ln in out.err.splitlines() if ln.strip() and not ln.startswith("cnnlab: warning:")]
-    assert len(lines) == 1 and lines[0].startswith("cnnlab: error:"), out.err
-    return lines[0]
-
-
-def run(argv):
-    try:
-        return main(argv)
-    except SystemExit as e:  # argparse's own usage errors
-        return e.code
+    return _one_error_line(capsys, code, argv, ignore=("cnnlab: warning:",))
 
 
 # -- YAML that expands without bound ---------------------------------------------------------------------------------

@@ -17,26 +17,12 @@ import pytest
 import torch
 import yaml
 
+from cli_checks import one_error_line
 from cnnlab.cli.main import main
 from cnnlab.training.checkpoint import load_checkpoint
 
 TINY = ["data.name=fashion-mnist", "data.train_subset=200", "data.val_subset=100", "batch.size=50",
         "train.progress=off"]
-
-
-def one_error_line(capsys, code):
-    out = capsys.readouterr()
-    lines = [ln for ln in out.err.splitlines() if ln.strip()]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("cnnlab: error:"), out.err
-    assert "Traceback" not in out.err + out.out
-    return lines[0]
-
-
-@pytest.fixture
-def data(shared_data, monkeypatch, tmp_path):
-    monkeypatch.setenv("CNNLAB_DATA", str(shared_data))
-    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
-    return shared_data
 
 
 @pytest.mark.parametrize("name", ["../escaped", "/an/absolute/path", "..", "."])
