@@ -67,7 +67,7 @@ from cnnlab.training.config import (SEED_KEY, RunConfig, check_key, config_from_
 SPEC_KEYS = ("name", "question", "description", "config", "base", "grid", "zip", "variants", "groups", "profiles",
              "report", "predict", "evaluate", "analysis", "default_profile", "tune")
 GROUP_KEYS = ("set", "grid", "zip", "variants")
-PROFILE_KEYS = ("description", "set", "axes", "groups", "variants", "seeds")
+PROFILE_KEYS = ("description", "set", "axes", "groups", "variants", "seeds", "stands_in")
 ANALYSIS_KEYS = ("name", "args", "description", "profiles", "feeds")
 # Where a run executes, not what it computes: left out of the run's identity hash so that the same sweep can be
 # shared by machines whose data lives in different folders or that train on different devices.
@@ -119,6 +119,9 @@ class Profile:
     groups: Optional[List[str]] = None
     variants: Optional[List[str]] = None
     seeds: List[int] = field(default_factory=list)   # repeat every run over train.seed (a grid axis of each group)
+    # What this profile's stand-in model or budget cannot show of the course's answer, and which profile would: the
+    # report states it before every answer, so a stand-in's numbers are never read as the course's answer.
+    stands_in: str = ""
 
 
 @dataclass
@@ -251,7 +254,8 @@ def _profile(name: str, data: Any, where: str) -> Profile:
     _check_fields(data, PROFILE_KEYS, where)
     p = Profile(name, description=_text(data.get("description"), f"{where} description"),
                 set=flatten(_mapping(data.get("set"), f"{where} set"), f"{where} set"),
-                axes=_axes(data.get("axes"), f"{where} axes"), seeds=_seeds(data.get("seeds"), f"{where} seeds"))
+                axes=_axes(data.get("axes"), f"{where} axes"), seeds=_seeds(data.get("seeds"), f"{where} seeds"),
+                stands_in=_text(data.get("stands_in"), f"{where} stands_in").strip())
     for k in ("groups", "variants"):
         if k in data:
             v = data[k]
