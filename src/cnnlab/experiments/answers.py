@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.figures import LABELS, Entry, _fmt, reach
+from cnnlab.experiments.figures import LABELS, Entry, _fmt, key_words, reach
 from cnnlab.registry import Registry, check_kwargs
 from cnnlab.training.config import SEED_KEY, check_key
 
@@ -229,20 +229,6 @@ def _better(key: str, a: float, b: float) -> bool:
 # ----------------------------------------------------------------------------------------------------------------------
 # Answer kinds. Each sentence opens with its conclusion in plain words, then gives the numbers; runs are named by
 # their labels (variant, group or run names) and settings by what they are ("learning rate"), not by config keys.
-
-# What a config key is, in words, where a sentence names it (the key itself stays in the tables and runs.csv).
-KEY_WORDS = {"optim.lr": "learning rate", "optim.weight_decay": "L2 strength", "optim.l1": "L1 strength",
-             "optim.name": "optimizer", "optim.momentum": "momentum", "model.name": "model",
-             "model.options.dropout": "dropout", "model.options.batch_norm": "batch norm",
-             "model.options.activation": "activation", "model.options.width": "width", "batch.size": "batch size",
-             "train.epochs": "epochs", "augment.repeats": "batch-augmentation copies", "augment.cutout": "cutout size",
-             "augment.crop": "crop padding", "augment.flip": "flip probability", "schedule.name": "schedule",
-             "train.label_smoothing": "label smoothing", "variant": "variant", "group": "group"}
-
-
-def key_words(key: str) -> str:
-    return KEY_WORDS.get(key) or key.rsplit(".", 1)[-1].replace("_", " ")
-
 
 def _label(sel: Selector, entries: Sequence[Entry] = ()) -> str:
     """A selector as the report's tables name it: the variant, group or run it matches, else its settings in words."""

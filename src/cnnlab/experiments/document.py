@@ -58,6 +58,13 @@ class Figure:
 
 
 @dataclass
+class Bullets:
+    """Short lines in order: the working of a computation, the numbers an answer compares."""
+    items: List[str]
+    title: str = ""
+
+
+@dataclass
 class Code:
     title: str                      # the file as a reader finds it in the repository
     text: str
@@ -76,7 +83,7 @@ class Answers:
     title: str = "Answers"
 
 
-Block = Union[Paragraph, Facts, Table, Figure, Code, Answers, "Section"]
+Block = Union[Paragraph, Facts, Bullets, Table, Figure, Code, Answers, "Section"]
 
 
 @dataclass
@@ -104,7 +111,8 @@ class Document:
                 stack.extend(reversed(b.blocks))
 
     def headings(self) -> List[str]:
-        return [self.title] + [b.title for b in self.walk() if isinstance(b, Section)]
+        """Every heading a renderer writes, in order: the title, sections, answer lists and code files."""
+        return [self.title] + [b.title for b in self.walk() if isinstance(b, (Section, Answers, Code)) and b.title]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -130,6 +138,7 @@ table.plain td{white-space:normal}
 table.runs tr.diverged td{color:#b00} table.runs tr.pending td{color:#999} table.runs tr.nolearn td{color:#a60}
 ul.answers{font-size:14px;line-height:1.45;background:#f3f6fb;border-left:4px solid #2b5797;padding:8px 8px 8px 28px}
 ul.answers .label{font-weight:bold}
+ul.lines{font-size:13px;font-family:DejaVu Sans Mono,monospace;margin:4px 0;padding-left:20px}
 dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:13px;margin:6px 0}
 dl.facts dt{color:#555} dl.facts dd{margin:0}
 figure{margin:16px 0} figcaption{font-size:13px;color:#444} img{max-width:100%;height:auto}
@@ -149,7 +158,7 @@ PRINT_CSS = """
  table.runs th{position:static;padding:3px 4px;max-width:none} table.runs td:first-child{position:static}
  figure{break-inside:avoid;margin:8px 0} img{max-width:100%;max-height:105mm;object-fit:contain}
  h2,h3{break-after:avoid} section.newpage{break-before:page}
- dl.facts{font-size:10px} ul.answers{font-size:11.5px}
+ dl.facts{font-size:10px} ul.answers{font-size:11.5px} ul.lines{font-size:9.5px}
  pre.code{font-size:7.5px;line-height:1.25;background:none;padding:0 0 0 6px}
 }
 """
@@ -199,6 +208,9 @@ def _html_block(b: Block) -> List[str]:
                 + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in b.items) + "</dl>"]
     if isinstance(b, Table):
         return _html_table(b)
+    if isinstance(b, Bullets):
+        head = f"<p class='note'><b>{e(b.title)}</b></p>" if b.title else ""
+        return [head + "<ul class='lines'>" + "".join(f"<li>{e(x)}</li>" for x in b.items) + "</ul>"]
     if isinstance(b, Figure):
         note = f" ({e(b.note)})" if b.note else ""
         return [f"<figure>{_img(b)}<figcaption>{e(b.caption)}{note}</figcaption></figure>"]
@@ -289,6 +301,8 @@ class _MdWriter:
             return [f"**{md_text(b.title)}**", "", *[f"- {md_text(k)}: {md_text(v)}" for k, v in b.items], ""]
         if isinstance(b, Table):
             return ([md_text(b.intro), ""] if b.intro else []) + md_table(b.header, b.rows)
+        if isinstance(b, Bullets):
+            return ([f"**{md_text(b.title)}**", ""] if b.title else []) + [f"- {md_text(x)}" for x in b.items] + [""]
         if isinstance(b, Figure):
             return self.figure(b)
         if isinstance(b, Code):

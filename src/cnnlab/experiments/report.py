@@ -32,7 +32,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.experiments import document as D
 from cnnlab.experiments.answers import WORDS, Answer, answer_all, noise_caveat, setting_name, show_stat, stat
 from cnnlab.experiments.document import md_text  # noqa: F401  (re-exported: tune_report and tests escape with it)
-from cnnlab.experiments.figures import Drawn, Entry, draw, had_target, reach
+from cnnlab.experiments.figures import Drawn, Entry, draw, had_target, reach, short_keys
 from cnnlab.experiments.spec import MACHINE_KEYS, flatten_config, run_folder, split_key
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable, path_problem
 from cnnlab.plotting import figure_bytes
@@ -349,7 +349,8 @@ CONSTANT_OK = ("status", "params", "diverged")  # the same in every run: said on
 
 def table(source: Source) -> tuple:
     """(header, rows, note) of the runs table, as strings: the run, its best validation accuracy, one column per
-    config key that differs between the runs (full dotted names, defaults resolved), then the results. Columns that
+    config key that differs between the runs (by the shortest unambiguous tail of its name, defaults resolved), then
+    the results. Columns that
     hold the same value in every run (status, parameters, diverged) are left out and named in `note`."""
     entries = source.entries
     keys = [k for k in dict.fromkeys(k for e in entries for k in e.varied)
@@ -360,7 +361,8 @@ def table(source: Source) -> tuple:
     cols = [(h, f) for h, f in cols if h not in same and any(cells[h])]
     if len(keys) > WIDE_KEYS:  # many differing keys (different recipes): they go to their own table, transposed
         keys = []
-    header = ["run", "best val acc", *keys, *[h for h, _ in cols]]
+    short = short_keys(keys)  # short labels (lr, batch_norm): a header wraps only between words, so keep them short
+    header = ["run", "best val acc", *[short[k] for k in keys], *[h for h, _ in cols]]
     rows = [[e.name, _pct((e.summary or {}).get("best_val_acc")), *[_cell(e.value(k)) for k in keys],
              *[cells[h][i] for h, _ in cols]] for i, e in enumerate(entries)]
     words = {"status": lambda v: f"status {v}", "params": lambda v: f"{v} parameters",
