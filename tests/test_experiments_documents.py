@@ -43,6 +43,17 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
+def md_headings(md: str) -> list:
+    """The Markdown's headings, outside fenced code blocks (a Python comment is not a heading)."""
+    out, fenced = [], False
+    for ln in md.splitlines():
+        if ln.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,3} ", ln):
+            out.append(ln.lstrip("#").strip())
+    return out
+
+
 def header_words_whole(text: str, headers) -> list:
     """Header words that the PDF's text does not hold as whole words (a header broken inside a word)."""
     tokens = set(text.split())
@@ -97,9 +108,8 @@ def test_assignment_document_holds_every_question_and_answer_in_html_markdown_an
 
     doc = assignment_document(load_answers(path), path.parent, REPO)
     headings = doc.headings()
-    assert re.findall(r"<h[123]>(.*?)</h[123]>", page)[:len(headings)] == [h for h in headings]
-    assert [ln.lstrip("#").strip() for ln in md.splitlines() if re.match(r"#{1,3} ", ln)][:len(headings)] == \
-        [D.md_text(h) for h in headings]
+    assert [html.unescape(h) for h in re.findall(r"<h[123]>(.*?)</h[123]>", page)] == headings
+    assert md_headings(md) == [D.md_text(h) for h in headings]
     pdf_lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     assert [h for h in headings if h in pdf_lines] == headings
     # the caveat comes first, before any answer; the code appears once, in the appendix
@@ -166,7 +176,13 @@ def test_a_quick_profiles_answers_say_they_are_a_smoke_test(quick):
     page, md = out.read_text(), out.with_suffix(".md").read_text()
     assert "<p class='caveat'>" + html.escape("Quick profile, smoke-test budget: not the course's answer") in page
     assert D.md_text(answer["text"]) in md and html.escape(answer["text"]) in page
+    # one document model: the HTML, the Markdown and the PDF have the same headings
+    headings = [html.unescape(h) for h in re.findall(r"<h[123]>(.*?)</h[123]>", page)]
+    assert "Answers (computed from the runs below)" in headings and "Code" in headings
+    assert md_headings(md) == [D.md_text(h) for h in headings]
     if out.with_suffix(".pdf").exists():
+        lines = {ln.strip() for ln in pdf_text(out.with_suffix(".pdf")).splitlines()}
+        assert [h for h in headings if h in lines] == headings
         text = flat(pdf_text(out.with_suffix(".pdf")))
         assert "smoke-test budget: not the course's answer" in text and flat(answer["text"]) in text
 

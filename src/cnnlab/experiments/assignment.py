@@ -9,7 +9,8 @@ each code file is printed once, in an appendix, and each question names the file
 
     {"assignment": "HW2", "title": "...", "source": "experiments/assignments/hw2.yaml",
      "questions": [{"id": "HW2 1.1", "question": "...", "kind": "claim|calc|recipe|text", "answer": "...",
-                    "evidence": ["..."], "figures": ["fig.png" or {"path": "fig.svg", "caption": "..."}], "tables": [{"columns": [...], "rows": [[...]]}],
+                    "evidence": ["..."], "figures": ["fig.png" or {"path": "fig.svg", "caption": "..."}],
+                    "tables": [{"columns": [...], "rows": [[...]]}],
                     "source": "05-regularization", "code": ["src/cnnlab/models/resnet.py"], "caveat": "...",
                     "status": "answered|contradicted|pending"}]}
 """

@@ -559,7 +559,8 @@ def _schedule_text(c: Dict[str, Any]) -> str:
               }.get(name)
     text = name + (f" ({detail()})" if detail else "")
     if name in ("triangular", "triangular2", "exp_range"):
-        text += f" (between {_cell(c.get('schedule.min_lr'))} and the lr, half-cycle {_cell(c.get('schedule.step_size'))} {unit})"
+        text += (f" (between {_cell(c.get('schedule.min_lr'))} and the lr, half-cycle "
+                 f"{_cell(c.get('schedule.step_size'))} {unit})")
     if c.get("schedule.warmup"):
         text += f", linear warm-up {_cell(c['schedule.warmup'])} {unit}"
     return text
