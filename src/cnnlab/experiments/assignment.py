@@ -78,7 +78,7 @@ def _figure(entry: Any, base: Path) -> D.Figure:
     """A figure path (relative to the answers.json folder), or {"path": ..., "caption": ...}."""
     path, caption = (entry.get("path", ""), entry.get("caption", "")) if isinstance(entry, dict) else (entry, "")
     file = (base / path).resolve()
-    return D.Figure(caption or file.stem.replace("-", " ").replace("_", " "), file=file)
+    return D.Figure(caption or f"Figure {path}", file=file)  # without a caption, where it comes from says most
 
 
 def _question(q: Dict[str, Any], base: Path) -> D.Section:

@@ -137,7 +137,7 @@ table.runs td.best{font-weight:bold}
 table.plain td{white-space:normal}
 table.runs tr.diverged td{color:#b00} table.runs tr.pending td{color:#999} table.runs tr.nolearn td{color:#a60}
 ul.answers{font-size:14px;line-height:1.45;background:#f3f6fb;border-left:4px solid #2b5797;padding:8px 8px 8px 28px}
-ul.answers .label{font-weight:bold}
+ul.answers .label{font-weight:bold} ul.answers.one{list-style:none;padding-left:12px}
 ul.lines{font-size:13px;font-family:DejaVu Sans Mono,monospace;margin:4px 0;padding-left:20px}
 dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:13px;margin:6px 0}
 dl.facts dt{color:#555} dl.facts dd{margin:0}
@@ -218,7 +218,8 @@ def _html_block(b: Block) -> List[str]:
         return [f"<h3>{e(b.title)}</h3><pre class='code'>{e(b.text)}</pre>"]
     if isinstance(b, Answers):
         items = "".join(f"<li>{_label_html(a)}{e(a.text)}</li>" for a in b.items)
-        return [f"<h3>{e(b.title)}</h3><ul class='answers'>{items}</ul>"]
+        one = " one" if len(b.items) == 1 else ""  # a single answer needs no bullet
+        return [f"<h3>{e(b.title)}</h3><ul class='answers{one}'>{items}</ul>"]
     if isinstance(b, Section):
         cls = " ".join(c for c in ("newpage" if b.new_page else "", b.css) if c)
         out = [f"<section{' class=' + repr(cls) if cls else ''}>"]
