@@ -82,7 +82,8 @@ def answers(tmp_path):
                  "figures": [{"path": "fig-lr.svg", "caption": "validation accuracy against learning rate"}],
                  "tables": [{"columns": LONG_HEADERS, "rows": [["0.005", "72.36%", "2,101", "0.4%"],
                                                                ["0.01", "70.94%", "2,087", "0.3%"]]}],
-                 "source": "04-lr-sweep", "code": ["experiments/04-lr-sweep.yaml", "src/cnnlab/models/simplenn.py"],
+                 "source": "04-lr-sweep", "code": ["experiments/04-lr-sweep.yaml", "src/cnnlab/models/simplenn.py",
+                                                   "src/cnnlab/training/optim.py::l1_penalty"],
                  "caveat": "CPU budget: fewer epochs than the course asks at the smallest learning rates.",
                  "status": "answered"},
                 {"id": "HW2 3", "question": "Does batch augmentation reach 94% sooner?", "kind": "claim",
@@ -116,6 +117,9 @@ def test_assignment_document_holds_every_question_and_answer_in_html_markdown_an
     assert text.index("CPU budget") < text.index(data["questions"][0]["answer"][:30])
     assert page.count("<h3>src/cnnlab/models/simplenn.py</h3>") == 1 and "def simplenn(" in text
     assert "<img alt='validation accuracy against learning rate' src='data:image/svg+xml;base64," in page
+    # path::name prints only that function: the lab step, not its whole module
+    assert "<h3>src/cnnlab/training/optim.py: l1_penalty</h3>" in page and "def l1_penalty(" in text
+    assert "def build_optimizer(" not in page
     assert "](../assignments/hw2/fig-lr.svg)" in md          # Markdown links the figure where it is
 
 

@@ -5,13 +5,15 @@ The answers come from results/assignments/<name>/answers.json (the questions' fi
 answer and where the numbers come from; a recipe question's answer is copied from that recipe's own answers.json);
 this module only lays them out, through the document model (document.py), as <name>.html, <name>.md and <name>.pdf.
 A caveat (a stand-in model, a reduced budget) is said first, before any answer, so that no answer is read without it;
-each code file is printed once, in an appendix, and each question names the files it is about.
+each code file is printed once, in an appendix, and each question names the files it is about; a code entry
+`path::name` prints only that top-level function or class (the lab step, not the whole module).
 
     {"assignment": "HW2", "title": "...", "source": "experiments/assignments/hw2.yaml",
      "questions": [{"id": "HW2 1.1", "question": "...", "kind": "claim|calc|recipe|text", "answer": "...",
                     "evidence": ["..."], "figures": ["fig.png" or {"path": "fig.svg", "caption": "..."}],
                     "tables": [{"columns": [...], "rows": [[...]]}],
-                    "source": "05-regularization", "code": ["src/cnnlab/models/resnet.py"], "caveat": "...",
+                    "source": "05-regularization", "code": ["src/cnnlab/models/resnet.py::cifar_resnet"],
+                    "caveat": "...",
                     "status": "answered|contradicted|pending"}]}
 """
 
@@ -108,12 +110,19 @@ def _code_appendix(questions: List[Dict[str, Any]], repo: Path) -> Optional[D.Se
     from cnnlab.experiments.pdf import code_blocks
 
     paths: List[Path] = []
+    parts: Dict[Path, List[str]] = {}
+    whole = set()
     for q in questions:
         for rel in q.get("code") or []:
-            p = (repo / rel).resolve()
+            file, _, name = rel.partition("::")  # path::name: only that function or class of the file
+            p = (repo / file).resolve()
             if p not in paths:
                 paths.append(p)
-    blocks = code_blocks([p for p in paths if p.is_file()])
+            if name:
+                parts.setdefault(p, []).append(name)
+            else:
+                whole.add(p)  # some question needs the whole file: print it whole
+    blocks = code_blocks([p for p in paths if p.is_file()], {p: n for p, n in parts.items() if p not in whole})
     missing = [str(p) for p in paths if not p.is_file()]
     if not blocks and not missing:
         return None

@@ -82,7 +82,9 @@ def _shown(path: Path) -> str:
         return path.name
 
 
-def code_blocks(paths: Sequence[Path]) -> List:
+def code_blocks(paths: Sequence[Path], parts: Optional[dict] = None) -> List:
+    """One Code block per file, each file once; `parts` maps a file to the names of the top-level functions and
+    classes to print of it (the lab step a question is about, not the whole 800-line module)."""
     from cnnlab.experiments.document import Code
 
     blocks, seen = [], set()
@@ -91,10 +93,35 @@ def code_blocks(paths: Sequence[Path]) -> List:
             continue
         seen.add(path.resolve())
         try:
-            blocks.append(Code(_shown(path), path.read_text(encoding="utf-8")))
-        except OSError:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
             continue
+        names = (parts or {}).get(path.resolve())
+        if names:
+            text, found = definitions(text, names)
+            blocks.append(Code(f"{_shown(path)}: {', '.join(found)}" if found else _shown(path), text))
+        else:
+            blocks.append(Code(_shown(path), text))
     return blocks
+
+
+def definitions(source: str, names: Sequence[str]) -> tuple:
+    """(text, found): the source of the named top-level functions and classes (decorators included), in file
+    order; the whole source when none of them is there (a renamed function still shows its module)."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source, []
+    lines = source.splitlines()
+    picked = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+              and n.name in names]
+    if not picked:
+        return source, []
+    chunks = ["\n".join(lines[min([n.lineno, *[d.lineno for d in n.decorator_list]]) - 1:n.end_lineno])
+              for n in picked]
+    return "\n\n\n".join(chunks) + "\n", [n.name for n in picked]
 
 
 def code_section(sources: Sequence):
