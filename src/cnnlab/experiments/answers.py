@@ -338,7 +338,7 @@ def best(entries: List[Entry], key: str, by: str = "best_val_acc", where: Option
         return f"Best {what} by {by_words}{scope}: {why}."
     (v1, s1), rest = ranked[0], ranked[1:]
     if not rest:
-        text = f"Only {what} {v1} has a result{scope}: {by_words} {show_stat(by, s1)}"
+        text = f"Only {what} {v1} has a usable result{scope}: {by_words} {show_stat(by, s1)}"
     else:
         v2, s2 = rest[0]
         n = noise(by, s1, s2, pooled_std(entries, by))
@@ -351,9 +351,10 @@ def best(entries: List[Entry], key: str, by: str = "best_val_acc", where: Option
         else:
             text = (f"The best {what}{scope} is {v1}, by {by_words}: {show_stat(by, s1)}, {margin} ahead of {v2} "
                     f"({show_stat(by, s2)}{'; ' + said if said else ''})")
-    text += ". All values: " + ", ".join(f"{v} → {show_stat(by, s)}" for v, s in ranked)
+    if rest:
+        text += ". All values: " + ", ".join(f"{v} → {show_stat(by, s)}" for v, s in ranked)
     if gone:
-        text += "; " + _named(gone)
+        text += ("; " if rest else ". ") + _named(gone)
     return text + "."
 
 
