@@ -20,7 +20,7 @@ from cnnlab.experiments.figures import Entry, draw
 TINY = {"data": {"name": "cifar10", "train_subset": 300, "val_subset": 100},
         "model": {"name": "simplenn"}, "batch": {"size": 64}, "train": {"epochs": 2, "progress": "off",
                                                                         "targets": [0.1]}}
-HEADER_RGB = (0x2B, 0x57, 0x97)  # table.runs th background in report.CSS
+HEADER_RGB = (0x2B, 0x57, 0x97)  # table.runs th background in document.CSS
 
 
 @pytest.fixture(scope="module")

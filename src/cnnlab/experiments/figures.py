@@ -170,8 +170,9 @@ def short_keys(keys: Sequence[str]) -> Dict[str, str]:
 
 
 def labels(entries: Sequence[Entry], skip: Sequence[str] = ()) -> Dict[str, str]:
-    """Run name -> a short legend label naming only what differs between these runs ("lr=0.1, batch_norm=true");
-    the run name where nothing does."""
+    """Run name -> a short label naming only what differs between these runs ("lr=0.1, batch_norm=true"), for a
+    sweep's series and the bars' categories (which merge a setting's seeds); the run name where nothing does. A
+    legend of runs uses run_names: the names the runs table gives them."""
     keys = [k for k in dict.fromkeys(k for e in entries for k in e.varied) if k not in skip]
     differ = [k for k in keys if len({_fmt(e.varied.get(k)) for e in entries}) > 1]
     short = short_keys(differ)
