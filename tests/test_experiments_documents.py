@@ -230,3 +230,19 @@ def test_no_learning_rate_panel_for_a_constant_lr_and_a_linear_axis_for_a_schedu
     annealed = [{**r, "lr": 0.1 * (4 - r["epoch"]) / 3} for r in rows]   # ends at 0, as one-cycle and cosine do
     axes = plot_curves({"constant": rows, "annealed": annealed})
     assert len(axes) == 3 and axes[2].get_yscale() == "linear" and axes[2].get_ylim()[0] == 0
+
+
+def test_legends_name_runs_as_the_runs_table_does():
+    from cnnlab.experiments.figures import Entry, draw
+
+    rows = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.1 / e, "train_acc": 0.2 * e, "val_acc": 0.2 * e,
+             "lr": 0.1} for e in (1, 2)]
+    entries = [Entry(name, {"model.options.activation": act, "model.options.batch_norm": bn, "optim.lr": 0.01},
+                     "finished", {"best_val_acc": 0.4}, rows, {}) for name, act, bn in
+               (("relu", "relu", False), ("swish_bn", "swish", True))]
+    for kind in ("curves", "curve"):
+        drawn = draw(kind, entries)
+        legend = [t.get_text() for ax in drawn.fig.axes for t in (ax.get_legend().get_texts()
+                                                                  if ax.get_legend() else [])]
+        legend += [t.get_text() for lg in drawn.fig.legends for t in lg.get_texts()]
+        assert {"relu", "swish_bn"} <= set(legend) and not [t for t in legend if "=" in t], (kind, legend)
