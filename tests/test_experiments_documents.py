@@ -54,6 +54,23 @@ def md_headings(md: str) -> list:
     return out
 
 
+def near_empty_pages(pdf: Path, tmp: Path) -> list:
+    """Pages before the last whose ink ends in their top half (a figure pushed on, leaving a page nearly empty)."""
+    import numpy as np
+    from PIL import Image
+
+    if not shutil.which("pdftoppm"):
+        pytest.skip("pdftoppm not found (Debian: apt-get install poppler-utils)")
+    subprocess.run(["pdftoppm", "-png", "-r", "30", str(pdf), str(tmp / "page")], check=True, capture_output=True)
+    pages = sorted(tmp.glob("page-*.png"))
+    out = []
+    for page in pages[:-1]:
+        ink = np.nonzero((np.asarray(Image.open(page).convert("L")) < 200).any(axis=1))[0]
+        if not ink.size or ink.max() < 0.5 * Image.open(page).height:
+            out.append(page.name)
+    return out
+
+
 def header_words_whole(text: str, headers) -> list:
     """Header words that the PDF's text does not hold as whole words (a header broken inside a word)."""
     tokens = set(text.split())
@@ -121,6 +138,7 @@ def test_assignment_document_holds_every_question_and_answer_in_html_markdown_an
     assert "<h3>src/cnnlab/training/optim.py: l1_penalty</h3>" in page and "def l1_penalty(" in text
     assert "def build_optimizer(" not in page
     assert "](../assignments/hw2/fig-lr.svg)" in md          # Markdown links the figure where it is
+    assert near_empty_pages(out / "hw2.pdf", tmp_path) == []
 
 
 def test_no_table_header_breaks_inside_a_word_in_the_pdf(answers, tmp_path):
@@ -189,6 +207,7 @@ def test_a_quick_profiles_answers_say_they_are_a_smoke_test(quick):
         assert [h for h in headings if h in lines] == headings
         text = flat(pdf_text(out.with_suffix(".pdf")))
         assert "smoke-test budget: not the course's answer" in text and flat(answer["text"]) in text
+        assert near_empty_pages(out.with_suffix(".pdf"), tmp) == []
 
 
 def test_the_report_names_what_ran_and_shows_the_code_it_is_about(quick):
