@@ -1,5 +1,6 @@
-"""Comparison reports: a self-contained HTML page (figures embedded as SVG), a Markdown twin with PNG figures,
-and `runs.csv` with every run's numbers.
+"""Comparison reports: a self-contained HTML page (figures embedded as SVG), a Markdown twin with PNG figures and,
+with --pdf, the same as a PDF, all three rendered from one document (document.py); and `runs.csv` with every run's
+numbers.
 
 `cnnlab report RUN_OR_SPEC...` accepts run folders, folders of run folders (a sweep folder), and experiment specs.
 For a spec the runs come from the results store (summary and per-epoch metrics are kept there, so a sweep spread over
@@ -8,12 +9,14 @@ then to the report's own copies: every report of a spec keeps each run's config.
 (no checkpoints) in <stem>_runs/ beside it, so that a committed results folder can be reported again, with the same
 answers, in a clone that has neither the store nor the run folders.
 
-The page holds, per source: the question the spec asks, what the runs actually used (data, images, epochs), a table
-of runs (the run, its best validation accuracy, each config key that differs between runs by its full dotted name,
-then results; columns equal in every run are said once above it), the overlaid loss/accuracy/lr curves, the spec's
-own figures (figures.py), the PNGs its analysis steps wrote, and the best run's per-class accuracy and confusion
-matrix when `cnnlab evaluate` has been run on it. The page is laid out for a 1280-pixel window: a wide or long table
-scrolls inside its box, with the header and run names fixed.
+The document holds, per source: the question the spec asks, a quick profile's smoke-test caveat, what ran (the model
+and its parameter count, optimizer, lr and schedule, batch size, augmentation, loss, epochs, data: what_ran), the
+answers with the seed-noise caveat said once, a table of runs (the run, its best validation accuracy, each config key
+that differs between runs by a short label, then results; columns equal in every run are said once above it), the
+overlaid loss/accuracy/lr curves, the spec's own figures (figures.py), the PNGs its analysis steps wrote, and the best
+run's per-class accuracy and confusion matrix when `cnnlab evaluate` has been run on it; then the code it is about
+(pdf.code_section). The page is laid out for a 1280-pixel window: a wide or long table scrolls inside its box, with
+the header and run names fixed.
 """
 
 from __future__ import annotations
