@@ -265,3 +265,23 @@ def test_legends_name_runs_as_the_runs_table_does():
                                                                   if ax.get_legend() else [])]
         legend += [t.get_text() for lg in drawn.fig.legends for t in lg.get_texts()]
         assert {"relu", "swish_bn"} <= set(legend) and not [t for t in legend if "=" in t], (kind, legend)
+
+
+def test_a_stand_in_profiles_answers_say_so_first_and_the_caveat_names_what_it_cannot_show():
+    """A cpu profile with a stand-in model or budget (spec `stands_in`): every answer opens with it, the section
+    states what the stand-in cannot show, and answers.json keeps the text."""
+    from cnnlab.experiments.report import STAND_IN, Report, Source, answers_json, report_document
+
+    why = "SimpleNN for 15 epochs cannot reach 94%; the full profile runs ResNet-44"
+    source = Source("r (cpu profile)", "Time to 94%?", [], answers=[{"kind": "target", "target": 0.94,
+                                                                      "question": "HW3 4.3"}],
+                    profile="cpu", stands_in=why)
+    report = Report("r", [source])
+    built = report.build()
+    (answer,) = built[0].answers
+    assert answer.text.startswith(STAND_IN + ": ")
+    page = D.render_html(report_document(report, built))
+    assert html.escape(f"Profile cpu stands in for the course's setting: {why}.") in page
+    (kept,) = json.loads(answers_json(built))
+    assert kept["stands_in"] == why and kept["answers"][0]["stands_in"] == why
+    assert "smoke_test" not in kept

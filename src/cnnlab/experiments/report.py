@@ -57,6 +57,7 @@ class Source:
     run_configs: Dict[str, str] = field(default_factory=dict)     # a spec's run name -> its planned config (YAML)
     run_files: Optional[Path] = None       # where its runs' config, metrics and summary are kept (save_run_files)
     profile: str = ""                      # the spec's profile the runs ran under (quick: a smoke test)
+    stands_in: str = ""                    # what the profile's stand-in model or budget cannot show (spec.Profile)
 
     @property
     def planned(self) -> List[Entry]:
@@ -198,7 +199,7 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
         notes.append(f"{copies} run(s) read from the report's copies in {run_files} (no checkpoints there)")
     return Source(title, spec.question or spec.description, entries, spec.figures, analysis, notes, Path(path),
                   spec.answers, {run.name: run.config.to_yaml() for run in runs}, run_files,
-                  prof.name if prof else "")
+                  prof.name if prof else "", prof.stands_in if prof else "")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -624,6 +625,11 @@ def smoke_test(source: Source) -> bool:
     return source.profile == QUICK
 
 
+# Said first in every answer of a profile whose model or budget stands in for the course's; the caveat paragraph
+# above the answers says what it cannot show.
+STAND_IN = "Stand-in budget, not the course's setting (the full profile runs that)"
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The document: one model of the report (document.py), written as HTML, Markdown and PDF.
 
@@ -655,6 +661,9 @@ class Report:
             if smoke_test(s):  # said in the sentence itself, so that no copy of it reads as the course's answer
                 for a in answers:
                     a.text = f"{SMOKE_TEST[0].upper()}{SMOKE_TEST[1:]}. {a.text}"
+            elif s.stands_in:
+                for a in answers:
+                    a.text = f"{STAND_IN}: {a.text}"
             out.append(Built(s, header, rows, note, figs, best_evaluation(s), answers))
         return out
 
@@ -700,6 +709,9 @@ def source_section(b: Built, i: int, titled: bool) -> D.Section:
     if smoke_test(s):
         blocks.append(D.Paragraph(f"Quick profile, {SMOKE_TEST}: these runs check that the recipe works; the "
                                   "numbers below are too small a budget to answer the course's question.", "caveat"))
+    elif s.stands_in:
+        blocks.append(D.Paragraph(f"Profile {s.profile} stands in for the course's setting: {s.stands_in}.",
+                                  "caveat"))
     facts = what_ran(s.planned)
     if facts:
         blocks.append(D.Facts("What ran", facts))
@@ -746,6 +758,8 @@ def answers_json(built: List[Built]) -> str:
     for b in built:
         done = [e for e in b.source.planned if e.summary]
         smoke = {"smoke_test": SMOKE_TEST} if smoke_test(b.source) else {}
+        if not smoke and b.source.stands_in:
+            smoke = {"stands_in": b.source.stands_in}
         out.append({"source": b.source.title, "spec": str(b.source.spec_path or ""), "ran": ran_line(b.source.planned),
                     "runs": len(b.source.planned), "runs_done": len(done),
                     "wall_s": round(sum((e.summary or {}).get("wall_time") or 0 for e in done), 1), **smoke,
