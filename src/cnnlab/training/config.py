@@ -21,6 +21,7 @@ import yaml
 from cnnlab import arguments as A
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import path_problem
+from cnnlab.registry import check_kwargs, keyword_defaults
 from cnnlab.training.augment_spelling import SHORTHAND_HELP, apply_shorthand, classic_value
 from cnnlab.training.tracking import check_mlflow_uri
 
@@ -385,9 +386,9 @@ def _show(v) -> str:
 
 def _check_names(cfg: RunConfig) -> None:
     """Names chosen from registries must exist; the registries' own errors list the valid names."""
+    # here: the registries' modules load torch, and reading a config (--help-config, a spec) does not
     from cnnlab.data import DATASETS
     from cnnlab.models import MODELS
-    from cnnlab.registry import check_kwargs
     from cnnlab.training.optim import OPTIMIZERS
     from cnnlab.training.schedules import SCHEDULES
 
@@ -420,7 +421,6 @@ def _check_augment_pipeline(aug: AugmentConfig) -> None:
     to let it check them); the entry is completed with the augmentation's defaults, so that {name: flip} and
     {name: flip, p: 0.5} are one config, with one identity."""
     from cnnlab.data.augment import AUGMENTATIONS  # here: the data layer loads torch, and reading a config does not
-    from cnnlab.registry import check_kwargs, keyword_defaults
 
     for i, spec in enumerate(aug.pipeline):
         key = f"augment.pipeline[{i}]"
