@@ -45,6 +45,16 @@ class CheckpointSaver:
         deleted or moved under a running run; a message must not offer to resume what is gone)."""
         return self.saved_epoch is not None and (self.folder.path / "last.pt").is_file()
 
+    def how_to_go_on(self, written: bool) -> str:
+        """What an interrupted run can do next (`written`: the run writes its folder)."""
+        if written and self.resumable():
+            return f"last.pt holds {self.saved_epoch} epochs; continue with: {self.resume_hint()}"
+        if written and self.saved_epoch is not None:
+            return (f"the run folder's last.pt is gone (was {str(self.folder.path)!r} deleted or moved while "
+                    "training?), so the run cannot be resumed; start it again")
+        return ("no checkpoint was written (train.checkpoints=false or before the first epoch ended), so the run "
+                "cannot be resumed")
+
     def resume_hint(self) -> str:
         return self.spelling.resume.format(path=self.folder.path)
 

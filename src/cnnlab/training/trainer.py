@@ -130,29 +130,7 @@ class Trainer:
         self.log = (log or logger.info) if self.rank == 0 else _silent
         self.write = write and self.rank == 0  # only rank 0 writes the run folder (DDP)
         self.run = RunState(targets={f"{t:g}": None for t in cfg.train.targets})
-        self.device = self._device()
-        # train.threads=0 on the CPU: the count is re-decided every epoch by timing (threads.py); None otherwise
-        self.thread_tuner = make_tuner(cfg.train.threads, self.device, self.dist.enabled)
-        self.ds = load_data(cfg)
-        if self.ds.val is None:
-            self.log("note: no validation split (data.val_size=0); val_* columns stay empty")
-        self._check_memory()
-        self.model = build_model(cfg, self.ds).to(self.device)
-        if not resume:
-            self._init_from_data()
-        if cfg.train.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.ema = WeightAverage(self.model, cfg.train.ema) if cfg.train.ema else None
-        self.criterion = build_loss(cfg.train.loss, cfg.train.label_smoothing)
-        self.train_loader = self._loader(self.ds.train, engine.rank_batch(self, cfg.batch.size), train=True)
-        self.val_loader = self._loader(self.ds.val, cfg.batch.eval_size, train=False) if self.ds.val else None
-        ipe = max(1, len(self.train_loader))
-        self.scheduler = build_schedule(self.optimizer, cfg.schedule, cfg.optim.lr, ipe, cfg.train.epochs)
-        self.amp, self.amp_note = self._resolve_amp()
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
-        self.forward = self._wrap(self.model)
-        self.params = sum(p.numel() for p in self.model.parameters())
+        self._build(new_weights=not resume)
         self.history: List[dict] = []
         self.end_train: Dict[str, float] = {}  # end_train_loss/_acc/_images, measured by finish() (not checkpointed)
         self.callbacks = default_callbacks(epoch_hook)
@@ -181,6 +159,34 @@ class Trainer:
             self.thread_tuner.restore()
 
     # -- parts ---------------------------------------------------------------------------------------------------
+    def _build(self, new_weights: bool) -> None:
+        """The device, data, model, optimizer, loss, loaders, schedule, precision and wrappers of the run
+        (`new_weights`: a new run, whose model may initialise itself from the data; a resumed one loads them)."""
+        cfg = self.cfg
+        self.device = self._device()
+        # train.threads=0 on the CPU: the count is re-decided every epoch by timing (threads.py); None otherwise
+        self.thread_tuner = make_tuner(cfg.train.threads, self.device, self.dist.enabled)
+        self.ds = load_data(cfg)
+        if self.ds.val is None:
+            self.log("note: no validation split (data.val_size=0); val_* columns stay empty")
+        self._check_memory()
+        self.model = build_model(cfg, self.ds).to(self.device)
+        if new_weights:
+            self._init_from_data()
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.ema = WeightAverage(self.model, cfg.train.ema) if cfg.train.ema else None
+        self.criterion = build_loss(cfg.train.loss, cfg.train.label_smoothing)
+        self.train_loader = self._loader(self.ds.train, engine.rank_batch(self, cfg.batch.size), train=True)
+        self.val_loader = self._loader(self.ds.val, cfg.batch.eval_size, train=False) if self.ds.val else None
+        ipe = max(1, len(self.train_loader))
+        self.scheduler = build_schedule(self.optimizer, cfg.schedule, cfg.optim.lr, ipe, cfg.train.epochs)
+        self.amp, self.amp_note = self._resolve_amp()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
+        self.forward = self._wrap(self.model)
+        self.params = sum(p.numel() for p in self.model.parameters())
+
     def _resolve_amp(self):
         """train.amp, with auto decided here (runtime.choose_amp) on one real training batch."""
         if self.cfg.train.amp != "auto":
@@ -352,16 +358,7 @@ class Trainer:
             with self.saver.writing(self.epoch):
                 self.folder.write_summary(summary)
                 self._end(summary)
-        if self.write and self.saver.resumable():
-            self.log(f"interrupted during epoch {self.epoch + 1}; last.pt holds {self.saver.saved_epoch} epochs; "
-                     f"continue with: {self.saver.resume_hint()}")
-        elif self.write and self.saver.saved_epoch is not None:
-            self.log(f"interrupted during epoch {self.epoch + 1}; the run folder's last.pt is gone (was "
-                     f"{str(self.folder.path)!r} deleted or moved while training?), so the run cannot be resumed; "
-                     "start it again")
-        else:
-            self.log(f"interrupted during epoch {self.epoch + 1}; no checkpoint was written (train.checkpoints=false "
-                     "or before the first epoch ended), so the run cannot be resumed")
+        self.log(f"interrupted during epoch {self.epoch + 1}; {self.saver.how_to_go_on(self.write)}")
 
     def _run_epoch(self) -> None:
         epoch, t0 = self.epoch, time.perf_counter()
