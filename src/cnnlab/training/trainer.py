@@ -91,7 +91,6 @@ def build_model(cfg: RunConfig, ds: Dataset):
                         input_size=ds.image_size, **cfg.model.options)
 
 
-
 def _counter(name: str) -> property:
     """A Trainer attribute that is the RunState field `name` (t.epoch is t.run.epoch)."""
     return property(lambda self: getattr(self.run, name), lambda self, v: setattr(self.run, name, v),
