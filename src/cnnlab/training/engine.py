@@ -195,5 +195,5 @@ def _progress(t, total: int, epoch: int):
     mode = t.cfg.train.progress
     if t.rank != 0 or mode == "off" or (mode == "auto" and not sys.stderr.isatty()):
         return None
-    from tqdm import tqdm  # here: only a run on a terminal draws a bar, and tqdm costs start-up time
+    from tqdm import tqdm  # here: only a run shown on a terminal draws a bar (start-up time of the others)
     return tqdm(total=total, desc=f"epoch {epoch + 1}/{t.cfg.train.epochs}", leave=False, dynamic_ncols=True)
