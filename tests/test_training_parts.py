@@ -165,7 +165,8 @@ def test_progress_lines_go_to_the_cnnlab_logger(cfg_for, caplog):
     finally:
         top.propagate = propagate
     lines = [r.getMessage() for r in caplog.records if r.name == "cnnlab.training.trainer"]
-    assert any(line.startswith("initial loss") for line in lines) and any(line.startswith("epoch 1/1") for line in lines)
+    assert any(line.startswith("initial loss") for line in lines)
+    assert any(line.startswith("epoch 1/1") for line in lines)
 
 
 def test_the_cli_shows_them_on_stdout_once(cfg_for, capsys):
