@@ -218,6 +218,7 @@ class Context:
     results: Path
     out: Path
     data_root: Optional[str] = None
+    source: str = ""                 # the assignment file, the source of answers written in it (text)
 
     @property
     def root(self) -> Path:
@@ -387,7 +388,7 @@ def build_recipe(q: Question, ctx: Context) -> Dict[str, Any]:
 
 
 def build_text(q: Question, ctx: Context) -> Dict[str, Any]:
-    out = _entry(q, answer=" ".join(q.spec["text"].split()), source=q.spec.get("source", "the text below"))
+    out = _entry(q, answer=" ".join(q.spec["text"].split()), source=ctx.source)
     if "optimizers" in q.spec:
         evidence, rows = optimizer_table(q.spec["optimizers"])
         out.update(evidence=evidence, source="cnnlab optimizers " + " ".join(q.spec["optimizers"]),
@@ -594,7 +595,7 @@ def build(path, out, results: str = "results", data_root: Optional[str] = None) 
     from cnnlab.plotting import save_figure
 
     assignment = load_assignment(path)
-    ctx = Context(Path(results), Path(out), data_root)
+    ctx = Context(Path(results), Path(out), data_root, Path(path).as_posix())
     if not ctx.results.is_dir():
         raise CnnlabError(f"results folder {str(ctx.results)!r} not found; run from the repository root or give "
                           "--results")
