@@ -17,6 +17,7 @@ from cnnlab.experiments import assignments as A
 REPO = Path(__file__).resolve().parents[1]
 HW2 = REPO / "experiments" / "assignments" / "hw2.yaml"
 HW3 = REPO / "experiments" / "assignments" / "hw3.yaml"
+PROJECT2 = REPO / "experiments" / "assignments" / "project2.yaml"
 RESULTS = REPO / "results"
 
 # The assignments' questions in their order (the texts in shared/assignments).
@@ -26,8 +27,12 @@ HW2_IDS = ["HW2 1.1", "HW2 1.2", "HW2 1.3", "HW2 1.4", "HW2 1.5", "HW2 2.1", "HW
 HW3_IDS = ["HW3 1.1", "HW3 1.2", "HW3 1.3", "HW3 1.4", *(f"HW3 2.{i}" for i in range(1, 8)), "HW3 3.1", "HW3 3.2",
            "HW3 3.3", "HW3 3.4(a)", "HW3 3.4(b)", "HW3 3.4(c)", "HW3 3.4(d)", "HW3 4.1", "HW3 4.2", "HW3 4.3"]
 
+PROJECT2_IDS = [*(f"Project 2 §1.1.{i}" for i in range(1, 7)), "Project 2 §1.2", "Project 2 §2.1", "Project 2 §2.2",
+                "Project 2 §2.3", "Project 2 §2.4.1", "Project 2 §2.4.2"]
 
-@pytest.mark.parametrize("path, ids", [(HW2, HW2_IDS), (HW3, HW3_IDS)], ids=["hw2", "hw3"])
+
+@pytest.mark.parametrize("path, ids", [(HW2, HW2_IDS), (HW3, HW3_IDS), (PROJECT2, PROJECT2_IDS)],
+                         ids=["hw2", "hw3", "project2"])
 def test_every_question_present_in_order(path, ids):
     a = A.load_assignment(path)
     assert [q.id for q in a.questions] == ids
@@ -173,7 +178,7 @@ def test_committed_claims_hold_and_hw2_1_5_waits_on_its_recipe(hw2_doc):
         assert q["evidence"] and all(line.startswith("results/") for line in q["evidence"])
     q = _built(hw2_doc, "HW2 1.5")
     assert q["answer"].startswith("True:")
-    if not (RESULTS / "11-shortcut-landscape" / "answers.json").exists():
+    if not (RESULTS / "12-shortcut-landscape" / "answers.json").exists():
         assert q["status"] == "pending" and q["caveat"].startswith("Answered from the literature")
 
 

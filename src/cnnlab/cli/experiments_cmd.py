@@ -163,7 +163,7 @@ def _tune(args: argparse.Namespace) -> int:
 def _answers(args: argparse.Namespace) -> int:
     from cnnlab.experiments.assignments import build
 
-    doc = build(args.assignment, args.out, args.results, args.data_root)
+    doc = build(args.assignment, args.out, args.results, args.data_root, args.download)
     states = [q["status"] for q in doc["questions"]]
     counts = ", ".join(f"{states.count(s)} {s}" for s in ("answered", "contradicted", "pending") if s in states)
     print(f"wrote {args.out}/answers.json: {len(states)} questions of {doc['assignment']} ({counts})")

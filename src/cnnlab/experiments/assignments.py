@@ -219,6 +219,7 @@ class Context:
     out: Path
     data_root: Optional[str] = None
     source: str = ""                 # the assignment file, the source of answers written in it (text)
+    download: bool = False           # fetch a missing dataset (official files, checksummed)
 
     @property
     def root(self) -> Path:
@@ -312,12 +313,13 @@ def build_data(q: Question, ctx: Context) -> Dict[str, Any]:
     from cnnlab.data.preview import summarize
 
     args = dict(q.spec["data"])
-    ds = load_dataset(args.pop("name"), root=ctx.data_root, **args)
+    ds = load_dataset(args.pop("name"), root=ctx.data_root, download=ctx.download, **args)
     summary = summarize(ds)
     splits = [s for s in summary if summary[s]["per_class"] is not None]
     values = {"name": ds.name, "classes": ds.num_classes, "class_names": ", ".join(ds.classes),
               "total": sum(summary[s]["images"] for s in splits), "shape": "x".join(map(str, ds.shape)),
               "mean": ", ".join(f"{m:.4f}" for m in ds.mean), "std": ", ".join(f"{s:.4f}" for s in ds.std)}
+    values.update({s: summary[s]["images"] for s in summary})
     for s in splits:
         counts = list(summary[s]["per_class"].values())
         values.update({s: summary[s]["images"], f"{s}_per_class_min": min(counts), f"{s}_per_class_max": max(counts)})
@@ -559,7 +561,7 @@ def _entry(q: Question, answer: str, evidence: Optional[List[str]] = None, sourc
             "caveat": caveat or q.spec.get("caveat", ""), "status": status}
 
 
-def draw_examples(spec: Dict[str, Any], data_root: Optional[str]):
+def draw_examples(spec: Dict[str, Any], ctx: Context):
     """A figure of the first training images of the named classes: a grid of `per_class` per class, or, with
     `augment`, each image beside its augmented version (Cutout holes show as the mean colour)."""
     import torch
@@ -568,7 +570,7 @@ def draw_examples(spec: Dict[str, Any], data_root: Optional[str]):
     from cnnlab.data.augment import build_augmentation
     from cnnlab.data.preview import augmented_for_display, draw_grid, pick_examples
 
-    ds = load_dataset(spec["dataset"], root=data_root)
+    ds = load_dataset(spec["dataset"], root=ctx.data_root, download=ctx.download)
     names = spec.get("classes") or list(ds.classes)
     unknown = [c for c in names if c not in ds.classes]
     if unknown:
@@ -588,14 +590,15 @@ def draw_examples(spec: Dict[str, Any], data_root: Optional[str]):
     return draw_grid(grid, labels, f"{ds.name}: original (left), after {pipeline.describe()} (right)", ax_size=1.4)
 
 
-def build(path, out, results: str = "results", data_root: Optional[str] = None) -> Dict[str, Any]:
+def build(path, out, results: str = "results", data_root: Optional[str] = None,
+          download: bool = False) -> Dict[str, Any]:
     """Every answer of the assignment file at `path`, figures saved into `out`, OUT/answers.json written atomically.
     Returns the document written."""
     from cnnlab.fileio import atomic_write_text
     from cnnlab.plotting import save_figure
 
     assignment = load_assignment(path)
-    ctx = Context(Path(results), Path(out), data_root, Path(path).as_posix())
+    ctx = Context(Path(results), Path(out), data_root, Path(path).as_posix(), download)
     if not ctx.results.is_dir():
         raise CnnlabError(f"results folder {str(ctx.results)!r} not found; run from the repository root or give "
                           "--results")
@@ -608,7 +611,7 @@ def build(path, out, results: str = "results", data_root: Optional[str] = None) 
             entry["figures"].append(ctx.rel(fig))
         if "examples" in q.spec:
             name = q.spec["examples"]["file"]
-            save_figure(draw_examples(q.spec["examples"], data_root), ctx.out / name)
+            save_figure(draw_examples(q.spec["examples"], ctx), ctx.out / name)
             entry["figures"].append(name)
         entries.append(entry)
     doc = {"assignment": assignment.name, "title": assignment.title, "source": Path(path).as_posix(),
