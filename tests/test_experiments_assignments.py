@@ -151,7 +151,7 @@ def test_claim_whose_evidence_contradicts_it_is_reported_contradicted(tmp_path):
     q = doc["questions"][0]
     assert q["status"] == "contradicted"
     assert q["answer"].startswith("False by the reasoning, but our measurement contradicts")
-    assert "L1 left more weights near zero, and it did not hold" in q["answer"]
+    assert "L1 left more weights near zero (recipe fake: 2.00% against 20.00%), and it did not hold" in q["answer"]
     assert "2.00% (n=1) against 20.00% (n=1), lower; expected higher: does not hold" in q["evidence"][0]
 
 
@@ -162,6 +162,7 @@ def test_claim_whose_evidence_holds_is_answered_with_the_numbers(tmp_path):
         {"run": "c", "variant": "l2", "status": "finished", "weight_sparsity": "0.02"}])
     q = A.build(_write(tmp_path, CLAIM), tmp_path / "out", str(results))["questions"][0]
     assert q["status"] == "answered" and q["answer"].startswith("False: L1 pulls small weights to zero.")
+    assert q["answer"].endswith("Measured: L1 left more weights near zero (recipe fake: 20.00% against 2.00%).")
     assert "20.00% (n=2) against 2.00% (n=1), higher; expected higher: holds" in q["evidence"][0]
 
 
@@ -240,6 +241,9 @@ def test_committed_hw3_answers_and_figures_rebuild(tmp_path, shared_data, sessio
     doc = A.build(HW3.relative_to(REPO), out, "results", str(shared_data))
     committed = json.loads((RESULTS / "assignments" / "hw3" / "answers.json").read_text())
     assert _same_figures(doc) == _same_figures(committed)
+    p2 = A.build(PROJECT2.relative_to(REPO), tmp_path / "project2", "results", str(shared_data))
+    assert _same_figures(p2) == _same_figures(json.loads((RESULTS / "assignments" / "project2" /
+                                                          "answers.json").read_text()))
     assert _built(doc, "HW3 2.1")["answer"].startswith("Fashion-MNIST has 70,000 grayscale images")
     assert _built(doc, "HW3 4.1")["figures"] == ["fig-cutout.png"]
     for name in ("fig-cutout.png", "fig-fashion-mnist.png"):

@@ -60,7 +60,7 @@ SOURCES = ("claim", "calc", "data", "recipe", "text")   # exactly one per questi
 QUESTION_KEYS = ("id", "question", *SOURCES, "answer", "answers", "figures", "code", "caveat", "optimizers",
                  "examples")
 CLAIM_KEYS = ("verdict", "reason", "checks", "measure")
-CHECK_KEYS = ("recipe", "metric", "a", "b", "expect", "per", "holds", "says")
+CHECK_KEYS = ("recipe", "metric", "a", "b", "expect", "per", "per_name", "holds", "says")
 MEASURE_KEYS = ("recipe", "command", "cost")
 EXAMPLE_KEYS = ("dataset", "classes", "per_class", "augment", "file", "seed")
 # The kind written into answers.json: the source key, except that a dataset summary is a computation like `calc`.
@@ -468,6 +468,7 @@ class CheckResult:
     line: str                 # the numbers compared, with where they come from
     ran: str = ""
     caveat: str = ""
+    short: str = ""           # the numbers in a few words, for the answer itself
 
 
 def run_check(check: Dict[str, Any], ctx: Context, where: str) -> CheckResult:
@@ -505,7 +506,12 @@ def run_check(check: Dict[str, Any], ctx: Context, where: str) -> CheckResult:
     ran = str(block.get("ran", "")).removeprefix("ran: ")
     stands_in = _stands_in(ctx, block)
     caveat = f"Stand-in budget in {stem} ({ran}): {stands_in.rstrip('.')}." if stands_in else ""
-    return CheckResult(holds, check["says"], line, f"{stem}: {ran}" if ran else "", caveat)
+    if per:
+        short = f"{sum(ok)} of {len(ok)} {check.get('per_name') or per + ' values'}"
+    else:
+        short = f"{_show(metric, pairs[0][1])} against {_show(metric, pairs[0][2])}"
+    says = f"{check['says']} (recipe {stem}: {short})"
+    return CheckResult(holds, says, line, f"{stem}: {ran}" if ran else "", caveat, short)
 
 
 def build_claim(q: Question, ctx: Context) -> Dict[str, Any]:
@@ -528,7 +534,7 @@ def build_claim(q: Question, ctx: Context) -> Dict[str, Any]:
     else:
         answer = f"{verdict}: {reason}"
         if measured:
-            answer += " Measured: " + "; ".join(r.says for r in measured) + " (numbers in the evidence)."
+            answer += " Measured: " + "; ".join(r.says for r in measured) + "."
     measure = claim.get("measure")
     if measure:
         blocks = _recipe_blocks(ctx, measure["recipe"])
