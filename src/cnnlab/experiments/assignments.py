@@ -163,7 +163,8 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
     elif source == "text":
         _text(value, path, where + "text ")
     elif source in ("calc", "data"):
-        _keys(value, tuple(value) if isinstance(value, dict) else (), path, where + f"{source} ")
+        if not isinstance(value, dict):
+            raise _fail(path, where, f"{source} must be a mapping of arguments, got {type(value).__name__}")
         key = "question" if source == "calc" else "name"
         if value.get(key) is None:
             raise _fail(path, where, f"{source} needs '{key}:'" + (f" (one of {', '.join(CALCS)})"
@@ -203,8 +204,13 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
         e = _keys(q["examples"], EXAMPLE_KEYS, path, where + "examples ")
         _text(e.get("dataset"), path, where + "examples dataset ")
         name = _text(e.get("file"), path, where + "examples file ")
-        if "/" in name or not name.endswith(".png"):
+        if "/" in name or "\\" in name or not name.endswith(".png"):
             raise _fail(path, where, f"examples file must be a .png name in the answers folder, got {name!r}")
+        per_class = e.get("per_class", 1)
+        if isinstance(per_class, bool) or not isinstance(per_class, int) or not 1 <= per_class <= 16:
+            raise _fail(path, where, f"examples per_class must be a whole number from 1 to 16, got {per_class!r}")
+        if "classes" in e:
+            _str_list(e["classes"], path, where + "examples classes ")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -257,22 +263,26 @@ def model_check(name: str) -> Any:
     return work
 
 
-def _calc_functions() -> Dict[str, Tuple[Callable, str]]:
+# Each calc question: the function that works it (in cnnlab.models.calc, or model_check here) and the `cnnlab`
+# command that prints the same working.
+CALCS = {"model": ("model_check", "summary"), "conv": ("conv", "calc conv"), "fc": ("fc", "calc fc"),
+         "rf": ("receptive_field", "calc rf"), "rf_model": ("receptive_field_of", "calc rf --model"),
+         "separable": ("separable", "calc separable"), "separable_net": ("separable_network", "calc separable-net"),
+         "inception": ("inception", "calc inception"), "vgg19": ("vgg19_table", "calc vgg19"),
+         "alexnet": ("alexnet_params", "calc alexnet")}
+
+
+def calc_function(name: str) -> Callable:
     from cnnlab.models import calc
 
-    return {"model": (model_check, "summary"), "conv": (calc.conv, "conv"), "fc": (calc.fc, "fc"), "rf": (calc.receptive_field, "rf"),
-            "rf_model": (calc.receptive_field_of, "rf --model"), "separable": (calc.separable, "separable"),
-            "separable_net": (calc.separable_network, "separable-net"), "inception": (calc.inception, "inception"),
-            "vgg19": (calc.vgg19_table, "vgg19"), "alexnet": (calc.alexnet_params, "alexnet")}
-
-
-CALCS = ("model", "conv", "fc", "rf", "rf_model", "separable", "separable_net", "inception", "vgg19", "alexnet")
+    function = CALCS[name][0]
+    return model_check if function == "model_check" else getattr(calc, function)
 
 
 def _calc_command(cmd: str, args: Dict[str, Any]) -> str:
     """The `cnnlab calc` line that prints the same working."""
     args = dict(args)
-    parts = ["cnnlab" if cmd == "summary" else "cnnlab calc", cmd]
+    parts = ["cnnlab", cmd]
     if "name" in args:
         parts.append(str(args.pop("name")))
     if {"h", "w", "c"} <= set(args):
@@ -292,9 +302,9 @@ def _fill(template: str, values: Dict[str, Any], what: str) -> str:
 def build_calc(q: Question, ctx: Context) -> Dict[str, Any]:
     args = dict(q.spec["calc"])
     name = args.pop("question")
-    fn, cmd = _calc_functions()[name]
+    cmd = CALCS[name][1]
     try:
-        work = fn(**args)
+        work = calc_function(name)(**args)
     except TypeError as e:
         raise CnnlabError(f"question {q.id!r}: calc {name} does not take these arguments ({e})") from None
     out = _entry(q, answer=_fill(q.spec["answer"], work.answer, f"question {q.id!r}"),
@@ -313,7 +323,10 @@ def build_data(q: Question, ctx: Context) -> Dict[str, Any]:
     from cnnlab.data.preview import summarize
 
     args = dict(q.spec["data"])
-    ds = load_dataset(args.pop("name"), root=ctx.data_root, download=ctx.download, **args)
+    try:
+        ds = load_dataset(args.pop("name"), root=ctx.data_root, download=ctx.download, **args)
+    except TypeError as e:
+        raise CnnlabError(f"question {q.id!r}: data takes name, val_size, seed ({e})") from None
     summary = summarize(ds)
     splits = [s for s in summary if summary[s]["per_class"] is not None]
     values = {"name": ds.name, "classes": ds.num_classes, "class_names": ", ".join(ds.classes),
