@@ -272,3 +272,42 @@ def test_bad_source_is_one_line_at_build(tmp_path, capsys, question, says):
     code = run(["answers", str(path), "--out", str(tmp_path / "out"), "--results", str(RESULTS)])
     assert says in one_error_line(capsys, code)
     assert not (tmp_path / "out" / "answers.json").exists()
+
+
+def _landscape_results(tmp_path, profile, resnet, plain):
+    """A fabricated results/<stem>/answers.json with two landscape analysis answers (centre, left end, right end)."""
+    text = "Analysis {step}: {run}: loss at the trained weights {:.4f}, at the ends {:.4f} / {:.4f} (alpha = -1 / 1)"
+    answers = [{"question": f"L {step}", "kind": "analysis", "text": text.format(*v, step=step, run=step[10:])}
+               for step, v in (("landscape-resnet56", resnet), ("landscape-plain56", plain))]
+    results = tmp_path / "results"
+    (results / "shortcuts").mkdir(parents=True)
+    (results / "shortcuts" / "answers.json").write_text(json.dumps([{
+        "source": f"shortcuts ({profile} profile)", "ran": "ran: cifar10, 500 training images, 1 epoch",
+        "answers": answers}]))
+    return results
+
+
+MEASURED = {"assignment": "X", "title": "T", "questions": [{
+    "id": "X 1.5", "question": "Shortcuts make the surface smoother.",
+    "claim": {"verdict": True, "reason": "the literature says so.",
+              "measure": {"recipe": "shortcuts", "command": "cnnlab sweep s.yaml", "cost": "a minute",
+                          "flatter": {"a": "landscape-resnet56", "b": "landscape-plain56",
+                                      "says": "the ResNet's basin was flatter"}}}}]}
+
+
+def test_measured_claim_pending_then_checked_against_its_landscapes(tmp_path):
+    path = _write(tmp_path, MEASURED)
+    (tmp_path / "empty").mkdir()
+    q = A.build(path, tmp_path / "out", str(tmp_path / "empty"))["questions"][0]
+    assert q["status"] == "pending" and q["answer"] == "True: the literature says so."
+    assert q["caveat"].startswith("Answered from the literature: recipe shortcuts, which measures it, has not run")
+
+    results = _landscape_results(tmp_path, "full", resnet=(0.5, 1.5, 2.5), plain=(0.6, 9.0, 7.0))
+    q = A.build(path, tmp_path / "out", str(results))["questions"][0]
+    assert q["status"] == "answered"
+    assert q["answer"].endswith("Measured: the ResNet's basin was flatter (recipe shortcuts: 1.5 against 7.4).")
+
+    results = _landscape_results(tmp_path / "smoke", "quick", resnet=(2.7, 553.8, 105.2), plain=(2.3, 382.8, 26.9))
+    q = A.build(path, tmp_path / "out", str(results))["questions"][0]
+    assert q["status"] == "contradicted" and q["answer"].startswith("True by the reasoning, but our measurement")
+    assert q["caveat"].startswith("Smoke test (shortcuts, quick profile")

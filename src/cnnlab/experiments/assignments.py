@@ -36,7 +36,8 @@ files and says where its numbers came from:
 A claim's checks compare the mean of a metric (a runs.csv column) over the runs matching selector `a` with that over
 `b` (optionally per value of a column, `per`, holding for `all` or `any` of them). A check that does not hold makes
 the answer *contradicted*: it says so first, with the numbers, and keeps the reasoning after it. A claim that waits
-on a recipe not yet run (`measure:`) is *pending* and answered from its reason (the literature) until then.
+on a recipe not yet run (`measure:`) is *pending* and answered from its reason (the literature) until then; once it
+has run, its 1-D landscapes are compared (`flatter:`) like any other check, its profile named first.
 
 `build` writes OUT/answers.json atomically (schema: docs of the shared interface, one object per question with id,
 question, kind, answer, evidence, figures, tables, source, code, caveat, status), and the figures beside it.
@@ -61,7 +62,7 @@ QUESTION_KEYS = ("id", "question", *SOURCES, "answer", "answers", "figures", "co
                  "examples")
 CLAIM_KEYS = ("verdict", "reason", "checks", "measure")
 CHECK_KEYS = ("recipe", "metric", "a", "b", "expect", "per", "per_name", "holds", "says")
-MEASURE_KEYS = ("recipe", "command", "cost")
+MEASURE_KEYS = ("recipe", "command", "cost", "flatter")
 EXAMPLE_KEYS = ("dataset", "classes", "per_class", "augment", "file", "seed")
 # The kind written into answers.json: the source key, except that a dataset summary is a computation like `calc`.
 KIND = {"claim": "claim", "calc": "calc", "data": "calc", "recipe": "recipe", "text": "text"}
@@ -196,8 +197,12 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
                 raise _fail(path, w, f"holds must be all or any, got {check.get('holds')!r}")
         if "measure" in c:
             m = _keys(c["measure"], MEASURE_KEYS, path, where + "claim measure ")
-            for k in MEASURE_KEYS:
+            for k in ("recipe", "command", "cost"):
                 _text(m.get(k), path, where + f"claim measure {k} ")
+            if "flatter" in m:
+                f = _keys(m["flatter"], ("a", "b", "says"), path, where + "claim measure flatter ")
+                for k in ("a", "b", "says"):
+                    _text(f.get(k), path, where + f"claim measure flatter {k} ")
     if "optimizers" in q:
         _str_list(q["optimizers"], path, where + "optimizers ")
     if "examples" in q:
@@ -527,18 +532,70 @@ def run_check(check: Dict[str, Any], ctx: Context, where: str) -> CheckResult:
     return CheckResult(holds, says, line, f"{stem}: {ran}" if ran else "", caveat, short)
 
 
+# The result line of `cnnlab landscape` (1-D) as a recipe's analysis answer repeats it.
+_LANDSCAPE = re.compile(r"Analysis (\S+): \S+: loss at the trained weights ([-\d.]+), at the ends ([-\d.]+) / ([-\d.]+)")
+
+
+def landscape_rises(blocks: list) -> Dict[str, float]:
+    """step -> how far the loss rises from the trained weights to the ends of its 1-D landscape (the mean of the two
+    ends minus the centre): a flatter, wider basin rises less."""
+    out = {}
+    for block in blocks:
+        for a in block.get("answers", []):
+            for m in _LANDSCAPE.finditer(str(a.get("text", ""))):
+                centre, left, right = (float(v) for v in m.groups()[1:])
+                out[m.group(1)] = (left + right) / 2 - centre
+    return out
+
+
+def measure_check(measure: Dict[str, Any], blocks: list, ctx: Context) -> Optional[CheckResult]:
+    """The claim's measuring recipe, once it has run: its `flatter: {a: step, b: step, says}` compared (a's landscape
+    should rise less than b's), with the profile it ran in as the caveat. None when it names no comparison or its
+    results hold neither landscape."""
+    flatter = measure.get("flatter")
+    rises = landscape_rises(blocks)
+    if not flatter or flatter["a"] not in rises or flatter["b"] not in rises:
+        return None
+    stem, block = measure["recipe"], blocks[0]
+    ra, rb = rises[flatter["a"]], rises[flatter["b"]]
+    holds = ra < rb
+    line = (f"results/{stem}/answers.json, loss rise from the trained weights to the ends of a filter-normalised "
+            f"direction (mean of the two ends minus the centre): {flatter['a']} {ra:.4g} against {flatter['b']} "
+            f"{rb:.4g}; expected lower: {'holds' if holds else 'does not hold'}.")
+    ran = str(block.get("ran", "")).removeprefix("ran: ")
+    profile = re.search(r"\((\w+) profile\)", str(block.get("source", "")))
+    stands_in = _stands_in(ctx, block)
+    if profile and profile.group(1) == "quick":
+        caveat = f"Smoke test ({stem}, quick profile: {ran}): not a result."
+    else:
+        caveat = f"Stand-in budget in {stem} ({ran}): {stands_in.rstrip('.')}." if stands_in else ""
+    says = f"{flatter['says']} (recipe {stem}: {ra:.4g} against {rb:.4g})"
+    return CheckResult(holds, says, line, f"{stem}: {ran}" if ran else "", caveat, f"{ra:.4g} against {rb:.4g}")
+
+
 def build_claim(q: Question, ctx: Context) -> Dict[str, Any]:
     claim = q.spec["claim"]
     verdict = "True" if claim["verdict"] else "False"
     reason = " ".join(claim["reason"].split())
     results = [run_check(c, ctx, f"question {q.id!r}") for c in claim.get("checks", [])]
+    evidence, caveats, status = [r.line for r in results], [], "answered"
+    measure = claim.get("measure")
+    if measure:
+        blocks = _recipe_blocks(ctx, measure["recipe"])
+        if blocks is None:
+            status = "pending"
+            caveats.append(f"Answered from the literature: recipe {measure['recipe']}, which measures it, has not "
+                           f"run yet ({measure['command']}; {measure['cost']}).")
+        else:
+            result = measure_check(measure, blocks, ctx)
+            if result is not None:
+                results.append(result)
+                evidence.append(result.line)
+            evidence += [f"{b.get('source')}: {a.get('question')}: {a.get('text')}" for b in blocks
+                         for a in b.get("answers", [])]
     measured = [r for r in results if r.holds is not None]
     failed = [r for r in measured if not r.holds]
-    evidence = [r.line for r in results]
-    caveats = []
-    ran = sorted({r.ran for r in measured if r.ran})
-    caveats += sorted({r.caveat for r in measured if r.caveat})
-    status = "answered"
+    caveats[:0] = sorted({r.caveat for r in measured if r.caveat})  # a smoke test or stand-in says so first
     if failed:
         status = "contradicted"
         answer = (f"{verdict} by the reasoning, but our measurement contradicts part of its evidence: "
@@ -548,16 +605,7 @@ def build_claim(q: Question, ctx: Context) -> Dict[str, Any]:
         answer = f"{verdict}: {reason}"
         if measured:
             answer += " Measured: " + "; ".join(r.says for r in measured) + "."
-    measure = claim.get("measure")
-    if measure:
-        blocks = _recipe_blocks(ctx, measure["recipe"])
-        if blocks is None:
-            status = "pending" if status == "answered" else status
-            caveats.insert(0, f"Answered from the literature: recipe {measure['recipe']}, which measures it, has "
-                              f"not run yet ({measure['command']}; {measure['cost']}).")
-        else:
-            evidence += [f"{b.get('source')}: {a.get('question')}: {a.get('text')}" for b in blocks
-                         for a in b.get("answers", [])]
+    ran = sorted({r.ran for r in measured if r.ran})
     if ran:
         caveats.append("Runs compared: " + "; ".join(ran) + ".")
     caveats.append(q.spec.get("caveat", ""))
