@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cli_checks import one_error_line, run
 from cnnlab.errors import CnnlabError
@@ -311,3 +313,53 @@ def test_measured_claim_pending_then_checked_against_its_landscapes(tmp_path):
     q = A.build(path, tmp_path / "out", str(results))["questions"][0]
     assert q["status"] == "contradicted" and q["answer"].startswith("True by the reasoning, but our measurement")
     assert q["caveat"].startswith("Smoke test (shortcuts, quick profile")
+
+
+WORDS = ["fc", "conv", "rf", "vgg19", "05-regularization", "03-bn-swish", "variant", "l1", "l2", "higher", "lower",
+         "weight_sparsity", "best_val_acc", "fashion-mnist", "nope", "x.png", "../x.png", "..", "/etc", "{params}",
+         "HW2 Lab 2(b)i", "adam", "RMSprop"]
+KEYS = [*A.QUESTION_KEYS, *A.CLAIM_KEYS, *A.CHECK_KEYS, "question", "h", "w", "c", "units", "name", "bogus"]
+leaf = st.one_of(st.none(), st.booleans(), st.integers(-3, 300), st.floats(allow_nan=True), st.text(max_size=6),
+                 st.sampled_from(WORDS))
+value = st.recursive(leaf, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                   st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)),
+                     max_leaves=12)
+loose = st.fixed_dictionaries({"id": st.one_of(st.sampled_from(["Q 1", "Q 2"]), leaf), "question": leaf},
+                              optional={k: value for k in KEYS if k not in ("id", "question")})
+# Nearly well-formed questions, so that the fuzzing reaches the builders and not only the loader.
+selector = st.dictionaries(st.sampled_from(["variant", "group", "optim.weight_decay", "nope"]), leaf, max_size=2)
+check = st.fixed_dictionaries({"recipe": st.sampled_from(["05-regularization", "07-adaptive-optimizers", "zz"]),
+                               "metric": st.sampled_from(["weight_sparsity", "test_acc", "run", "nope"]),
+                               "a": selector, "b": selector, "expect": st.sampled_from(["higher", "lower", "x"]),
+                               "says": st.sampled_from(["s", ""])},
+                              optional={"per": st.sampled_from(["variant", "group", "nope"]), "holds": leaf})
+calc = st.fixed_dictionaries({"question": st.sampled_from([*A.CALCS, "zz"])},
+                             optional={k: leaf for k in ("h", "w", "c", "units", "filters", "size", "layers", "name")})
+shaped = st.one_of(
+    st.fixed_dictionaries({"id": st.just("Q 1"), "question": st.just("q"), "calc": calc,
+                           "answer": st.sampled_from(["{params}", "x", "{nope}", "{0}", "{params:zz}"])}),
+    st.fixed_dictionaries({"id": st.just("Q 1"), "question": st.just("q"), "claim": st.fixed_dictionaries(
+        {"verdict": st.one_of(st.booleans(), leaf), "reason": st.just("r"), "checks": st.lists(check, max_size=2)})}),
+    st.fixed_dictionaries({"id": st.just("Q 1"), "question": st.just("q"),
+                           "recipe": st.sampled_from(["03-bn-swish", "zz", "..", "a/b"])},
+                          optional={"answers": st.lists(st.sampled_from(WORDS), max_size=2),
+                                    "figures": st.lists(st.sampled_from(WORDS), max_size=2)}),
+    st.fixed_dictionaries({"id": st.just("Q 1"), "question": st.just("q"), "text": st.just("t")},
+                          optional={"optimizers": st.lists(st.sampled_from(WORDS), max_size=2)}))
+question = st.one_of(loose, shaped)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(questions=st.lists(question, min_size=1, max_size=3))
+def test_hostile_assignment_files_get_one_line_or_an_answer(questions, tmp_path_factory, capsys, bad_input):
+    """Whatever an assignment file holds, `cnnlab answers` writes answers or says what is wrong in one line."""
+    bad_input()
+    tmp = tmp_path_factory.mktemp("fuzz")
+    path = tmp / "a.yaml"
+    path.write_text(yaml.safe_dump({"assignment": "X", "title": "T", "questions": questions}))
+    code = run(["answers", str(path), "--out", str(tmp / "out"), "--results", str(RESULTS)])
+    if code == 0:
+        assert json.loads((tmp / "out" / "answers.json").read_text())["questions"]
+        capsys.readouterr()
+    else:
+        one_error_line(capsys, code)

@@ -112,6 +112,14 @@ def _text(value: Any, path: Path, where: str) -> str:
     return value.strip()
 
 
+def _component(value: Any, path: Path, where: str) -> str:
+    """A recipe stem names a folder under results/: no path separators, not dots alone."""
+    text = _text(value, path, where)
+    if "/" in text or "\\" in text or set(text) == {"."}:
+        raise _fail(path, where, f"must be a recipe's stem such as 05-regularization, got {text!r}")
+    return text
+
+
 def _str_list(value: Any, path: Path, where: str) -> List[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise _fail(path, where, f"must be a list of text, got {value!r}")
@@ -149,6 +157,10 @@ def load_assignment(path) -> Assignment:
         for key in ("figures", "code", "answers"):
             if key in q:
                 _str_list(q[key], path, where + f"{key} ")
+        for fig in q.get("figures", []):
+            if fig.startswith("/") or ".." in fig.split("/"):
+                raise _fail(path, where, f"figure {fig!r} must be a path inside the results folder, e.g. "
+                                         "05-regularization/report_files/fig03.png")
         if "caveat" in q:
             _text(q["caveat"], path, where + "caveat ")
         _check_source(sources[0], q, path, where)
@@ -160,7 +172,7 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
     """The shape of each source, before anything is computed."""
     value = q[source]
     if source == "recipe":
-        _text(value, path, where + "recipe ")
+        _component(value, path, where + "recipe ")
     elif source == "text":
         _text(value, path, where + "text ")
     elif source in ("calc", "data"):
@@ -187,6 +199,10 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
             _keys(check, CHECK_KEYS, path, w)
             for k in ("recipe", "metric", "says"):
                 _text(check.get(k), path, w + f"{k} ")
+            _component(check["recipe"], path, w + "recipe ")
+            for k in ("per", "per_name"):
+                if k in check:
+                    _text(check[k], path, w + f"{k} ")
             for k in ("a", "b"):
                 if not isinstance(check.get(k), dict) or not check[k]:
                     raise _fail(path, w, f"'{k}' must be a non-empty mapping of runs.csv columns to values")
@@ -199,6 +215,7 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
             m = _keys(c["measure"], MEASURE_KEYS, path, where + "claim measure ")
             for k in ("recipe", "command", "cost"):
                 _text(m.get(k), path, where + f"claim measure {k} ")
+            _component(m["recipe"], path, where + "claim measure recipe ")
             if "flatter" in m:
                 f = _keys(m["flatter"], ("a", "b", "says"), path, where + "claim measure flatter ")
                 for k in ("a", "b", "says"):
@@ -216,6 +233,8 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
             raise _fail(path, where, f"examples per_class must be a whole number from 1 to 16, got {per_class!r}")
         if "classes" in e:
             _str_list(e["classes"], path, where + "examples classes ")
+        if isinstance(e.get("seed", 0), bool) or not isinstance(e.get("seed", 0), int):
+            raise _fail(path, where, f"examples seed must be a whole number, got {e.get('seed')!r}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -310,7 +329,7 @@ def build_calc(q: Question, ctx: Context) -> Dict[str, Any]:
     cmd = CALCS[name][1]
     try:
         work = calc_function(name)(**args)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise CnnlabError(f"question {q.id!r}: calc {name} does not take these arguments ({e})") from None
     out = _entry(q, answer=_fill(q.spec["answer"], work.answer, f"question {q.id!r}"),
                  evidence=[work.title, *work.steps], source=_calc_command(cmd, args))
@@ -330,7 +349,7 @@ def build_data(q: Question, ctx: Context) -> Dict[str, Any]:
     args = dict(q.spec["data"])
     try:
         ds = load_dataset(args.pop("name"), root=ctx.data_root, download=ctx.download, **args)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise CnnlabError(f"question {q.id!r}: data takes name, val_size, seed ({e})") from None
     summary = summarize(ds)
     splits = [s for s in summary if summary[s]["per_class"] is not None]
@@ -428,6 +447,8 @@ def optimizer_table(names: Sequence[str]) -> Tuple[List[str], List[List[str]]]:
                 "w: weights; every operation is per element."]
     rows = []
     for name in names:
+        if name not in EQUATIONS:
+            raise CnnlabError(f"optimizer {name!r} has no update equations; known: {', '.join(EQUATIONS)}")
         evidence += describe_optimizer(name, defaults)
         title, lines, keys = EQUATIONS[name]
         rows.append([f"{name}: {title}", "; ".join(" ".join(l.split()) for l in lines),
