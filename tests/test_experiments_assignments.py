@@ -224,6 +224,11 @@ def test_command_writes_atomically_and_rebuilds_identically(tmp_path, capsys):
     assert (out / "answers.json").read_bytes() == first
 
 
+# When a recipe's committed results change, the answers built from them are stale until rebuilt:
+REBUILD = ("results/assignments/{0}/answers.json is stale; rebuild it: cnnlab answers experiments/assignments/{0}.yaml "
+           "--out results/assignments/{0} --data-root ../shared/data")
+
+
 def _same_figures(doc):
     """The document with each figure path cut to what does not depend on where it was built (stem/report_files/x)."""
     for q in doc["questions"]:
@@ -236,7 +241,7 @@ def test_committed_hw2_answers_rebuild_from_committed_files(tmp_path, monkeypatc
     built = A.build(HW2.relative_to(REPO), tmp_path / "hw2", "results")
     committed = json.loads((RESULTS / "assignments" / "hw2" / "answers.json").read_text())
     assert all(f.startswith("../../") for q in committed["questions"] for f in q["figures"])
-    assert _same_figures(built) == _same_figures(committed)
+    assert _same_figures(built) == _same_figures(committed), REBUILD.format("hw2")
 
 
 def test_committed_hw3_answers_and_figures_rebuild(tmp_path, shared_data, session_cache, monkeypatch):
@@ -245,10 +250,10 @@ def test_committed_hw3_answers_and_figures_rebuild(tmp_path, shared_data, sessio
     out = tmp_path / "hw3"
     doc = A.build(HW3.relative_to(REPO), out, "results", str(shared_data))
     committed = json.loads((RESULTS / "assignments" / "hw3" / "answers.json").read_text())
-    assert _same_figures(doc) == _same_figures(committed)
+    assert _same_figures(doc) == _same_figures(committed), REBUILD.format("hw3")
     p2 = A.build(PROJECT2.relative_to(REPO), tmp_path / "project2", "results", str(shared_data))
     assert _same_figures(p2) == _same_figures(json.loads((RESULTS / "assignments" / "project2" /
-                                                          "answers.json").read_text()))
+                                                          "answers.json").read_text())), REBUILD.format("project2")
     assert _built(doc, "HW3 2.1")["answer"].startswith("Fashion-MNIST has 70,000 grayscale images")
     assert _built(doc, "HW3 4.1")["figures"] == ["fig-cutout.png"]
     for name in ("fig-cutout.png", "fig-fashion-mnist.png"):
