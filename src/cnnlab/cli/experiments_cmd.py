@@ -161,7 +161,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _answers(args: argparse.Namespace) -> int:
-    from cnnlab.experiments.assignments import build
+    from cnnlab.experiments.questions import build
 
     doc = build(args.assignment, args.out, args.results, args.data_root, args.download)
     states = [q["status"] for q in doc["questions"]]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from cli_checks import one_error_line, run
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments import assignments as A
+from cnnlab.experiments import questions as A
 
 REPO = Path(__file__).resolve().parents[1]
 HW2 = REPO / "experiments" / "assignments" / "hw2.yaml"

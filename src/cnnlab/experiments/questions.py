@@ -1,4 +1,4 @@
-"""Assignment answers: one YAML file per assignment lists every question in its order and where its answer comes from.
+"""Assignment questions: one YAML file per assignment lists every question in its order and where its answer comes
 
 The recipes (experiments/NN-*.yaml) answer the lab questions by training; the rest of an assignment is answered here,
 declaratively, from what cnnlab computes or has already measured, so that each answer can be rebuilt from committed
