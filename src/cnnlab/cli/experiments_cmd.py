@@ -1,4 +1,4 @@
-"""`cnnlab sweep` and `cnnlab report`: wiring only; the work is in cnnlab.experiments."""
+"""`cnnlab sweep`, `cnnlab report` and `cnnlab document`: wiring only; the work is in cnnlab.experiments."""
 
 from __future__ import annotations
 
@@ -84,6 +84,16 @@ def register(sub) -> None:
     add_data_root(p)
     p.set_defaults(func=_answers)
 
+    p = sub.add_parser("document", help="an assignment's document to hand in (HTML, Markdown, PDF)",
+                       description="Render results/assignments/NAME/answers.json as NAME.html, NAME.md and NAME.pdf: "
+                                   "each question in order, its answer, the evidence and the code it is about.")
+    p.add_argument("assignment", choices=("hw2", "hw3", "project2"), help="which assignment")
+    p.add_argument("--answers", metavar="JSON", help="its answers file (default "
+                                                     "results/assignments/NAME/answers.json)")
+    p.add_argument("--out", metavar="DIR", help="folder to write into (default: the answers file's folder)")
+    p.add_argument("--no-pdf", action="store_true", help="skip the PDF (it needs headless Chromium)")
+    p.set_defaults(func=_document)
+
 
 def _options(args: argparse.Namespace):
     from cnnlab.experiments.sweep import SweepOptions
@@ -135,6 +145,15 @@ def _report(args: argparse.Namespace) -> int:
     paths = make_report(args.inputs, args.out, args.profile, args.store, args.runs_out, args.title,
                         command=f"cnnlab report {shlex.join(args.inputs)}{_profile_arg(args)} --out {args.out}",
                         pdf=args.pdf)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _document(args: argparse.Namespace) -> int:
+    from cnnlab.experiments.assignment import make_document
+
+    paths = make_document(args.assignment, args.answers, args.out, pdf=not args.no_pdf,
+                          command=f"cnnlab document {args.assignment}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

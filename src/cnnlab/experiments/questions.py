@@ -1,4 +1,5 @@
 """Assignment questions: one YAML file per assignment lists every question in its order and where its answer comes
+from; `cnnlab answers` writes them into results/assignments/<name>/answers.json, which assignment.py renders.
 
 The recipes (experiments/NN-*.yaml) answer the lab questions by training; the rest of an assignment is answered here,
 declaratively, from what cnnlab computes or has already measured, so that each answer can be rebuilt from committed
