@@ -181,7 +181,8 @@ def test_committed_claims_hold_and_hw2_1_5_waits_on_its_recipe(hw2_doc):
     for qid in ("HW2 1.1", "HW2 1.2", "HW2 1.3", "HW2 1.4"):
         q = _built(hw2_doc, qid)
         assert q["kind"] == "claim" and q["answer"].startswith("False") and q["status"] == "answered", q
-        assert q["evidence"] and all(line.startswith("results/") for line in q["evidence"])
+        assert q["evidence"] and all(line.startswith("results/") for line in q["evidence"][:-1])
+        assert q["evidence"][-1].startswith("Runs compared: ")
     q = _built(hw2_doc, "HW2 1.5")
     assert q["answer"].startswith("True:")
     if not (RESULTS / "12-shortcut-landscape" / "answers.json").exists():
@@ -194,7 +195,8 @@ def test_recipe_answers_are_copied_by_label_prefix(hw2_doc):
     q = _built(hw2_doc, "HW2 Lab 2(b)i")   # not 2(b)ii's or 2(b)iii's answers
     mine = [line for line in q["evidence"][1:]]
     assert len(mine) == sum(1 for label in labels if label.startswith("HW2 Lab 2(b)i:"))
-    assert q["figures"][0].endswith("/03-bn-swish/report_files/fig02.png")
+    assert q["figures"][0]["path"].endswith("/03-bn-swish/report_files/fig02.png")
+    assert q["figures"][0]["caption"] == "training loss per epoch (recipe 03-bn-swish)"  # as its report shows it
 
 
 def test_recipe_not_run_is_pending(tmp_path):
@@ -232,7 +234,7 @@ REBUILD = ("results/assignments/{0}/answers.json is stale; rebuild it: cnnlab an
 def _same_figures(doc):
     """The document with each figure path cut to what does not depend on where it was built (stem/report_files/x)."""
     for q in doc["questions"]:
-        q["figures"] = ["/".join(f.split("/")[-3:]) for f in q["figures"]]
+        q["figures"] = [{**f, "path": "/".join(f["path"].split("/")[-3:])} for f in q["figures"]]
     return doc
 
 
@@ -240,7 +242,7 @@ def test_committed_hw2_answers_rebuild_from_committed_files(tmp_path, monkeypatc
     monkeypatch.chdir(REPO)
     built = A.build(HW2.relative_to(REPO), tmp_path / "hw2", "results")
     committed = json.loads((RESULTS / "assignments" / "hw2" / "answers.json").read_text())
-    assert all(f.startswith("../../") for q in committed["questions"] for f in q["figures"])
+    assert all(f["path"].startswith("../../") for q in committed["questions"] for f in q["figures"])
     assert _same_figures(built) == _same_figures(committed), REBUILD.format("hw2")
 
 
@@ -255,7 +257,8 @@ def test_committed_hw3_answers_and_figures_rebuild(tmp_path, shared_data, sessio
     assert _same_figures(p2) == _same_figures(json.loads((RESULTS / "assignments" / "project2" /
                                                           "answers.json").read_text())), REBUILD.format("project2")
     assert _built(doc, "HW3 2.1")["answer"].startswith("Fashion-MNIST has 70,000 grayscale images")
-    assert _built(doc, "HW3 4.1")["figures"] == ["fig-cutout.png"]
+    (cutout,) = _built(doc, "HW3 4.1")["figures"]
+    assert cutout["path"] == "fig-cutout.png" and "after Cutout 16x16 on the right" in cutout["caption"]
     for name in ("fig-cutout.png", "fig-fashion-mnist.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _built(doc, "HW3 1.1")["tables"][0]["rows"][0][0].startswith("adagrad")

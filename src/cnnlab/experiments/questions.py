@@ -629,7 +629,7 @@ def build_claim(q: Question, ctx: Context) -> Dict[str, Any]:
             answer += " Measured: " + "; ".join(r.says for r in measured) + "."
     ran = sorted({r.ran for r in measured if r.ran})
     if ran:
-        caveats.append("Runs compared: " + "; ".join(ran) + ".")
+        evidence.append("Runs compared: " + "; ".join(ran) + ".")
     caveats.append(q.spec.get("caveat", ""))
     sources = sorted({c["recipe"] for c in claim.get("checks", [])} | ({measure["recipe"]} if measure else set()))
     return _entry(q, answer=answer, evidence=evidence, source=", ".join(sources),
@@ -650,8 +650,22 @@ def _entry(q: Question, answer: str, evidence: Optional[List[str]] = None, sourc
             "caveat": caveat or q.spec.get("caveat", ""), "status": status}
 
 
+def figure_caption(results: Path, fig: str) -> str:
+    """A recipe figure's caption as its report gives it (the image's alt text in results/<stem>/report.md), with the
+    recipe named; the path alone where the report does not show it."""
+    import html
+
+    stem, _, rest = fig.partition("/")
+    report = results / stem / "report.md"
+    text = report.read_text(encoding="utf-8") if report.is_file() else ""
+    m = re.search(r"!\[([^\]]*)\]\(" + re.escape(rest) + r"\)", text)
+    if not m:
+        return f"{fig} (recipe {stem})"
+    return f"{html.unescape(m.group(1).replace(chr(92), ''))} (recipe {stem})"
+
+
 def draw_examples(spec: Dict[str, Any], ctx: Context):
-    """A figure of the first training images of the named classes: a grid of `per_class` per class, or, with
+    """(figure, caption): the first training images of the named classes, a grid of `per_class` per class, or, with
     `augment`, each image beside its augmented version (Cutout holes show as the mean colour)."""
     import torch
 
@@ -671,12 +685,16 @@ def draw_examples(spec: Dict[str, Any], ctx: Context):
     labels = [ds.classes[int(k)] for k in ds.train.y[index]]
     if not spec.get("augment"):
         grid = x.reshape(len(classes), per_class, *x.shape[1:])
-        return draw_grid(grid, [ds.classes[k] for k in classes], f"{ds.name}: training images, {per_class} per "
-                                                                  f"class")
+        title = f"{ds.name}: training images, {per_class} per class"
+        return draw_grid(grid, [ds.classes[k] for k in classes], title), (
+            f"The first {per_class} {ds.name} training images of each of {', '.join(names)} (cnnlab data info)")
     pipeline = build_augmentation(spec["augment"])
     aug = augmented_for_display(x, pipeline, ds.mean, ds.std, int(spec.get("seed", 0)))
     grid = torch.stack([x.float() / 255, aug], dim=1)
-    return draw_grid(grid, labels, f"{ds.name}: original (left), after {pipeline.describe()} (right)", ax_size=1.4)
+    title = f"{ds.name}: original (left), after {pipeline.describe()} (right)"
+    return draw_grid(grid, labels, title, ax_size=1.4), (
+        f"{len(labels)} {ds.name} training images ({', '.join(labels)}), original on the left and after "
+        f"{pipeline.describe()} on the right (seed {int(spec.get('seed', 0))})")
 
 
 def build(path, out, results: str = "results", data_root: Optional[str] = None,
@@ -697,11 +715,12 @@ def build(path, out, results: str = "results", data_root: Optional[str] = None,
         for fig in q.spec.get("figures", []):
             if not (ctx.results / fig).is_file():
                 raise CnnlabError(f"question {q.id!r}: figure {fig!r} not found under {str(ctx.results)!r}")
-            entry["figures"].append(ctx.rel(fig))
+            entry["figures"].append({"path": ctx.rel(fig), "caption": figure_caption(ctx.results, fig)})
         if "examples" in q.spec:
             name = q.spec["examples"]["file"]
-            save_figure(draw_examples(q.spec["examples"], ctx), ctx.out / name)
-            entry["figures"].append(name)
+            figure, caption = draw_examples(q.spec["examples"], ctx)
+            save_figure(figure, ctx.out / name)
+            entry["figures"].append({"path": name, "caption": caption})
         entries.append(entry)
     doc = {"assignment": assignment.name, "title": assignment.title, "source": Path(path).as_posix(),
            "questions": entries}
