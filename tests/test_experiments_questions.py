@@ -3,6 +3,7 @@ claims checked against runs.csv, and answers.json written atomically and rebuilt
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 from pathlib import Path
@@ -40,7 +41,11 @@ def test_every_question_present_in_order(path, ids):
     assert [q.id for q in a.questions] == ids
     for q in a.questions:
         for code in q.spec.get("code", []):
-            assert (REPO / code).is_file(), f"{q.id}: {code} does not exist"
+            file, _, name = code.partition("::")
+            assert (REPO / file).is_file(), f"{q.id}: {file} does not exist"
+            if name:  # a top-level function or class of that file (the document prints only it)
+                tops = {n.name for n in ast.parse((REPO / file).read_text()).body if hasattr(n, "name")}
+                assert name in tops, f"{q.id}: {file} defines no top-level {name}"
 
 
 def test_every_calc_question_has_a_function():
