@@ -107,9 +107,15 @@ def _keys(data: Any, allowed: Sequence[str], path: Path, where: str) -> dict:
     return data
 
 
+def _short(value: Any) -> str:
+    """A value as an error message shows it: its repr, cut to one readable line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _text(value: Any, path: Path, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise _fail(path, where, f"must be non-empty text, got {value!r}")
+        raise _fail(path, where, f"must be non-empty text, got {_short(value)}")
     return value.strip()
 
 
@@ -123,7 +129,7 @@ def _component(value: Any, path: Path, where: str) -> str:
 
 def _str_list(value: Any, path: Path, where: str) -> List[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise _fail(path, where, f"must be a list of text, got {value!r}")
+        raise _fail(path, where, f"must be a list of text, got {_short(value)}")
     return value
 
 
@@ -189,7 +195,7 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
     elif source == "claim":
         c = _keys(value, CLAIM_KEYS, path, where + "claim ")
         if not isinstance(c.get("verdict"), bool):
-            raise _fail(path, where, f"claim verdict must be true or false, got {c.get('verdict')!r}")
+            raise _fail(path, where, f"claim verdict must be true or false, got {_short(c.get('verdict'))}")
         _text(c.get("reason"), path, where + "claim reason ")
         checks = c.get("checks", [])
         if not isinstance(checks, list) or (not checks and "measure" not in c):
@@ -209,9 +215,9 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
                     raise _fail(path, w, f"'{k}' must be a non-empty mapping of runs.csv columns to values")
             if check.get("expect") not in ("higher", "lower"):
                 raise _fail(path, w, f"expect must be higher or lower (a's mean against b's), got "
-                                     f"{check.get('expect')!r}")
+                                     f"{_short(check.get('expect'))}")
             if check.get("holds", "all") not in ("all", "any"):
-                raise _fail(path, w, f"holds must be all or any, got {check.get('holds')!r}")
+                raise _fail(path, w, f"holds must be all or any, got {_short(check.get('holds'))}")
         if "measure" in c:
             m = _keys(c["measure"], MEASURE_KEYS, path, where + "claim measure ")
             for k in ("recipe", "command", "cost"):
@@ -231,11 +237,12 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
             raise _fail(path, where, f"examples file must be a .png name in the answers folder, got {name!r}")
         per_class = e.get("per_class", 1)
         if isinstance(per_class, bool) or not isinstance(per_class, int) or not 1 <= per_class <= 16:
-            raise _fail(path, where, f"examples per_class must be a whole number from 1 to 16, got {per_class!r}")
+            raise _fail(path, where, f"examples per_class must be a whole number from 1 to 16, got "
+                                     f"{_short(per_class)}")
         if "classes" in e:
             _str_list(e["classes"], path, where + "examples classes ")
         if isinstance(e.get("seed", 0), bool) or not isinstance(e.get("seed", 0), int):
-            raise _fail(path, where, f"examples seed must be a whole number, got {e.get('seed')!r}")
+            raise _fail(path, where, f"examples seed must be a whole number, got {_short(e.get('seed'))}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
