@@ -562,7 +562,8 @@ def run_check(check: Dict[str, Any], ctx: Context, where: str) -> CheckResult:
 
 
 # The result line of `cnnlab landscape` (1-D) as a recipe's analysis answer repeats it.
-_LANDSCAPE = re.compile(r"Analysis (\S+): \S+: loss at the trained weights ([-\d.]+), at the ends ([-\d.]+) / ([-\d.]+)")
+_LANDSCAPE = re.compile(r"Analysis (\S+): \S+: loss at the trained weights ([-\d.]+), "
+                        r"at the ends ([-\d.]+) / ([-\d.]+)")
 
 
 def landscape_rises(blocks: list) -> Dict[str, float]:
