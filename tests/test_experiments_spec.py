@@ -138,7 +138,7 @@ def test_config_file_is_the_base_below_base(tmp_path):
 
 
 def test_there_are_ten_recipes():
-    assert len(RECIPES) == 10, [p.name for p in RECIPES]
+    assert len(RECIPES) == 11, [p.name for p in RECIPES]
 
 
 @pytest.mark.parametrize("stem", ["07-adaptive-optimizers", "08-fashion-clr-cbs", "09-resnet44-cutout-ba",
