@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -85,6 +86,7 @@ def answers(tmp_path):
     folder = tmp_path / "assignments" / "hw2"
     fig, axes = new_figure()
     axes[0][0].plot([1, 2, 3], [40, 55, 61])
+    axes[0][0].set_xlabel("peak learning rate in units of ten")  # text the PDF must show from the figure itself
     save_figure(fig, folder / "fig-lr.svg")
     data = {"assignment": "HW2", "title": "Construct, Train, and Optimize CNN Models",
             "source": "experiments/assignments/hw2.yaml", "questions": [
@@ -133,7 +135,12 @@ def test_assignment_document_holds_every_question_and_answer_in_html_markdown_an
     # the caveat comes first, before any answer; the code appears once, in the appendix
     assert text.index("CPU budget") < text.index(data["questions"][0]["answer"][:30])
     assert page.count("<h3>src/cnnlab/models/simplenn.py</h3>") == 1 and "def simplenn(" in text
-    assert "<img alt='validation accuracy against learning rate' src='data:image/svg+xml;base64," in page
+    # the committed page links the figure file where it is (small), the PDF carries the image itself
+    link = os.path.relpath(path.parent / "fig-lr.svg", out).replace(os.sep, "/")
+    assert f"<img alt='validation accuracy against learning rate' src='{link}'>" in page
+    assert (out / link).resolve() == (path.parent / "fig-lr.svg").resolve()
+    assert "data:image" not in page
+    assert "peak learning rate in units of ten" in text
     # path::name prints only that function: the lab step, not its whole module
     assert "<h3>src/cnnlab/training/optim.py: l1_penalty</h3>" in page and "def l1_penalty(" in text
     assert "def build_optimizer(" not in page

@@ -166,7 +166,7 @@ def make_document(name: str, answers: Optional[str] = None, out: Optional[str] =
     check_writable(html_path, "document")
     repo = REPO if (REPO / "src" / "cnnlab").is_dir() else Path.cwd()
     doc = assignment_document(data, src.parent, repo, command or f"cnnlab document {name}")
-    paths = {"html": D.write_html(doc, html_path)}
+    paths = {"html": D.write_html(doc, html_path, link_files=True)}  # the PDF embeds them (write_pdf)
     paths["markdown"] = D.write_markdown(doc, html_path.with_suffix(".md"))[0]
     if pdf:
         paths["pdf"] = D.write_pdf(doc, html_path.with_suffix(".pdf"))

@@ -164,8 +164,13 @@ PRINT_CSS = """
 """
 
 
-def _img(fig: Figure) -> str:
+def _img(fig: Figure, link_from: Optional[Path] = None) -> str:
     data, kind = (fig.svg, "svg+xml") if fig.svg is not None else (fig.png, "png")
+    if data is None and link_from is not None and fig.file is not None and fig.file.is_file():
+        # an existing file in the repository (an assignment's figure): linked where it is, so the committed page
+        # stays small instead of holding a base64 copy of every recipe's figure
+        link = Path(os.path.relpath(fig.file.resolve(), link_from.resolve())).as_posix()
+        return f"<img alt='{html.escape(fig.caption)}' src='{html.escape(link)}'>"
     if data is None and fig.file is not None and fig.file.is_file():
         data = fig.file.read_bytes()
         kind = "svg+xml" if fig.file.suffix.lower() == ".svg" else "png"
@@ -199,7 +204,7 @@ def _html_table(t: Table) -> List[str]:
     return out
 
 
-def _html_block(b: Block) -> List[str]:
+def _html_block(b: Block, link_from: Optional[Path] = None) -> List[str]:
     e = html.escape
     if isinstance(b, Paragraph):
         return [f"<p class='{b.style}'>{e(b.text)}</p>" if b.style else f"<p>{e(b.text)}</p>"]
@@ -213,7 +218,7 @@ def _html_block(b: Block) -> List[str]:
         return [head + "<ul class='lines'>" + "".join(f"<li>{e(x)}</li>" for x in b.items) + "</ul>"]
     if isinstance(b, Figure):
         note = f" ({e(b.note)})" if b.note else ""
-        return [f"<figure>{_img(b)}<figcaption>{e(b.caption)}{note}</figcaption></figure>"]
+        return [f"<figure>{_img(b, link_from)}<figcaption>{e(b.caption)}{note}</figcaption></figure>"]
     if isinstance(b, Code):
         return [f"<h3>{e(b.title)}</h3><pre class='code'>{e(b.text)}</pre>"]
     if isinstance(b, Answers):
@@ -226,7 +231,7 @@ def _html_block(b: Block) -> List[str]:
         if b.title:
             out.append(f"<h{b.level}>{e(b.title)}</h{b.level}>")
         for inner in b.blocks:
-            out += _html_block(inner)
+            out += _html_block(inner, link_from)
         return out + ["</section>"]
     raise TypeError(f"not a document block: {b!r}")
 
@@ -235,8 +240,9 @@ def _label_html(a: AnswerItem) -> str:
     return f"<span class='label'>{html.escape(a.label)}:</span> " if a.label else ""
 
 
-def render_html(doc: Document, css: str = "") -> str:
-    """The document as one self-contained page (figures embedded); `css` is added after the page's own (print)."""
+def render_html(doc: Document, css: str = "", link_from: Optional[Path] = None) -> str:
+    """The document as one self-contained page (figures embedded); `css` is added after the page's own (print).
+    With `link_from` (the page's folder), figures that are existing files are linked relative to it instead."""
     e = html.escape
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{e(doc.title)}</title>"
@@ -244,13 +250,14 @@ def render_html(doc: Document, css: str = "") -> str:
     if doc.meta:
         parts.append(f"<p class='meta'>{e(doc.meta)}</p>")
     for b in doc.blocks:
-        parts += _html_block(b)
+        parts += _html_block(b, link_from)
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
 
-def write_html(doc: Document, path: Path) -> Path:
-    atomic_write_text(path, render_html(doc))
+def write_html(doc: Document, path: Path, link_files: bool = False) -> Path:
+    """The page at `path`; `link_files`: figures that are existing files are linked (relative), not embedded."""
+    atomic_write_text(path, render_html(doc, link_from=path.parent if link_files else None))
     return path
 
 
