@@ -112,6 +112,9 @@ def test_quick_report_has_the_networks_table_and_the_insight_figures(two_network
         assert column in header
     rows = {r["run"]: r for r in csv.DictReader(paths["csv"].open())}
     assert set(rows) == {"networks_simplenn_bn", "networks_resnet20"}
+    assert int(rows["networks_resnet20"]["params"]) == 269_722 and float(rows["networks_resnet20"]["test_acc"]) >= 0
+    simplenn = rows["networks_simplenn_bn"]
+    assert float(simplenn["images_per_sec"]) > 0 and float(simplenn["wall_s"]) > 0
     resnet = next(records[r.key].summary for r in plan.runs if r.name == "networks_resnet20")
     assert f"{resnet['params']:,}" in md and f"{100 * resnet['test_acc']:.2f}%" in md  # 269,722 parameters
     page = paths["html"].read_text()
