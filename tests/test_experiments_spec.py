@@ -136,8 +136,8 @@ def test_config_file_is_the_base_below_base(tmp_path):
     assert run.config.out.endswith("s/default")  # the spec is named after its file
 
 
-def test_there_are_ten_recipes():
-    assert len(RECIPES) == 10, [p.name for p in RECIPES]
+def test_there_are_eleven_recipes():
+    assert len(RECIPES) == 11, [p.name for p in RECIPES]
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
