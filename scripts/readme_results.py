@@ -6,8 +6,10 @@ course question, from the `answers.json` that `cnnlab report` writes beside each
 
 The site serves results/ under the same paths (scripts/docs_hooks.py), so the table's links work there as they did
 in the README.
-The answers are the reports' sentences, copied verbatim: nothing in the table is written by hand. Recipes whose cpu
-profile has not been run yet are listed as such, so the table never hides a question.
+Each row is short: the answer's first sentence, its conclusion (cut at about 40 words), linked to the report that
+holds the rest. Nothing in the table is written by hand: the sentence is the report's own. Recipes whose cpu profile
+has not been run yet are listed as such, so the table never hides a question. The questions answered without a
+recipe run (true/false, computations: results/assignments/<assignment>/answers.json) follow, one row each.
 """
 
 from __future__ import annotations
@@ -25,6 +27,23 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+WORDS = 40  # at most this many words of an answer in a row; the rest is in the linked report
+
+
+def first_sentence(text: str, words: int = WORDS) -> str:
+    """The answer's first sentence (its conclusion; a period inside parentheses or a number does not end it), cut
+    to `words` words with an ellipsis."""
+    depth, end = 0, len(text)
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "." and depth == 0 and (i + 1 == len(text) or text[i + 1] == " ") and i > 0:
+            end = i + 1
+            break
+    sentence = text[:end].strip()
+    cut = sentence.split()
+    return sentence if len(cut) <= words else " ".join(cut[:words]).rstrip(",;:") + " …"
 
 
 def _minutes(seconds: float) -> str:
@@ -49,13 +68,22 @@ def rows(repo: Path = REPO) -> list:
                 f"{source['runs']} runs"
             for a in source["answers"]:
                 link = f"[{folder.name}]({folder.relative_to(repo).as_posix()}/report.md)"
-                out.append([a["question"] or a["kind"], a["text"], link, "cpu",
+                out.append([a["question"] or a["kind"], first_sentence(a["text"]), link, "cpu",
                             f"{_minutes(source['wall_s'])} ({done})"])
+    for answers in sorted((repo / "results" / "assignments").glob("*/answers.json")):
+        doc = json.loads(answers.read_text())
+        folder = answers.parent.relative_to(repo).as_posix()
+        name = answers.parent.name
+        for q in doc.get("questions", []):
+            if q.get("kind") == "recipe":
+                continue  # its row is the recipe's, above
+            out.append([f"{q['id']}: {q.get('question', '')}".rstrip(": "), first_sentence(q.get("answer", "")),
+                        f"[{name}]({folder}/{name}.md)", q.get("kind", ""), ""])
     return out
 
 
 def section(repo: Path = REPO) -> str:
-    lines = [START, "", "| question | answer (from the report) | evidence | profile | training time |",
+    lines = [START, "", "| question | answer, its conclusion (the rest in the report) | evidence | profile | training time |",
              "|---|---|---|---|---|"]
     lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows(repo)]
     return "\n".join(lines + ["", END])

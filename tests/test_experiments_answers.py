@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.answers import answer_all, check_answer, pooled_std
+from cnnlab.experiments.answers import answer_all, check_answer, noise_caveat, pooled_std
 from cnnlab.experiments.figures import Entry
 from cnnlab.experiments.spec import expand, parse_spec
 
@@ -34,36 +34,44 @@ def test_compare_gives_means_stds_margin_and_a_noise_verdict_from_the_repeats():
     b = [run("no_bn", v, s, "no_bn") for s, v in enumerate((0.60, 0.61, 0.62))]
     text = say(a + b, kind="compare", a="bn", b="no_bn", metrics="best_val_acc")
     se = math.sqrt(statistics.variance([0.70, 0.72, 0.71]) / 3 + statistics.variance([0.60, 0.61, 0.62]) / 3)
-    assert "71.00% ± 1.00 (n=3) against 61.00% ± 1.00 (n=3)" in text
-    assert "+10.00 points (higher; beyond seed noise: " in text and f"{200 * se:.2f} points" in text
+    assert text.startswith("bn does better on best validation accuracy")       # the conclusion first
+    assert "71.00% ± 1.00 (n=3) against 61.00% ± 1.00 (n=3), +10.00 points" in text
+    assert f"beyond the seed noise of ±{200 * se:.2f} points" in text
     close = [run("x", v, s, "x") for s, v in enumerate((0.700, 0.720))] + \
         [run("y", v, s, "y") for s, v in enumerate((0.705, 0.725))]
-    assert "within seed noise" in say(close, kind="compare", a="y", b="x", metrics="best_val_acc")
+    assert say(close, kind="compare", a="y", b="x", metrics="best_val_acc").startswith(
+        "no measurable difference in best validation accuracy between y and x")
 
 
 def test_settings_run_once_use_the_pooled_spread_or_say_noise_was_not_measured():
     once = [run("a", 0.70, variant="a"), run("b", 0.69, variant="b")]
-    assert "seed-to-seed noise was not measured" in say(once, kind="compare", a="a", b="b", metrics="best_val_acc")
+    answers = answer_all([check_answer({"kind": "compare", "a": "a", "b": "b", "metrics": m}, "test")
+                          for m in ("best_val_acc", "final_train_acc")], once)
+    assert all("noise" not in a.text for a in answers)             # not in every sentence ...
+    assert "seed-to-seed noise was not measured" in noise_caveat(answers)   # ... but once per document
     repeated = [run("c", v, s, "c") for s, v in enumerate((0.60, 0.64))]
     assert pooled_std(once + repeated, "best_val_acc") == pytest.approx(statistics.stdev([0.60, 0.64]))
     text = say(once + repeated, kind="compare", a="a", b="b", metrics="best_val_acc")
-    assert "within seed noise" in text and "pooled spread" in text
+    assert text.startswith("no measurable difference") and "pooled over the repeated settings" in text
 
 
 def test_best_ranks_every_value_names_the_runner_up_and_lists_the_diverged():
     entries = [run(f"lr={lr}", acc, **{"optim.lr": lr}) for lr, acc in ((0.1, 0.80), (0.01, 0.75), (0.05, 0.82))]
     entries.append(run("lr=1", 0.10, diverged=True, **{"optim.lr": 1.0}))
     text = say(entries, kind="best", key="optim.lr")
-    assert text.startswith("Best optim.lr by best validation accuracy: 0.05 (82.00%), 2.00 points ahead of 0.1")
+    assert text.startswith("The best learning rate is 0.05, by best validation accuracy: 82.00%, 2.00 points ahead "
+                           "of 0.1 (80.00%)")
+    assert "optim.lr" not in text                                   # the setting in words, not its config key
     assert "All values: 0.05 → 82.00%, 0.1 → 80.00%, 0.01 → 75.00%; diverged: 1." in text
     lowest = say(entries, kind="best", key="optim.lr", by="wall_time")
-    assert "level with" in lowest  # equal wall times: no winner is claimed
+    assert lowest.startswith("No measurable difference")  # equal wall times: no winner is claimed
 
 
 def test_target_says_who_reached_it_and_the_best_of_the_rest():
     entries = [run("fast", 0.95, variant="fast"), run("slow", 0.90, variant="slow")]
     text = say(entries, kind="target", target=0.94)
-    assert "1 of 2 runs (fast at epoch 2, 20 s)" in text and "slow at 90.00% after 3 epochs, 100 s" in text
+    assert text.startswith("1 of 2 runs reached 94% validation accuracy (fast at epoch 2, 20 s)")
+    assert "slow at 90.00% after 3 epochs, 100 s" in text
 
 
 def test_an_ambiguous_selector_is_reported_not_raised():
@@ -118,10 +126,10 @@ def test_a_seeded_sweep_states_its_answer_from_the_numbers_in_runs_csv(tmp_path,
     rows = list(csv.DictReader((tmp_path / "rep" / "runs.csv").open()))
     assert [r["train.seed"] for r in rows] == ["0", "1", "0", "1"]
     acc = {v: [float(r["best_val_acc"]) for r in rows if r["variant"] == v] for v in ("small", "large")}
-    want = (f"large against small: best validation accuracy {100 * statistics.fmean(acc['large']):.2f}% ± "
+    want = (f"best validation accuracy ({100 * statistics.fmean(acc['large']):.2f}% ± "
             f"{100 * statistics.stdev(acc['large']):.2f} (n=2) against {100 * statistics.fmean(acc['small']):.2f}%")
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "**Answers** (computed from the runs below):" in md and want.replace("_", "\\_") in md
+    assert "### Answers (computed from the runs below)" in md and want.replace("_", "\\_") in md
     assert want in out.read_text() and "Mean ± standard deviation over the seeds" in md
 
 
@@ -129,13 +137,14 @@ def test_paired_compares_two_values_of_a_key_within_each_variant_and_best_can_be
     entries = [run(f"{opt}_d={d}", acc, variant=opt, **{"model.options.dropout": d})
                for opt, d, acc in (("adam", 0.0, 0.50), ("adam", 0.5, 0.55), ("sgd", 0.0, 0.40), ("sgd", 0.5, 0.38))]
     text = say(entries, kind="paired", key="model.options.dropout", a=0.5, b=0.0, metrics="best_val_acc")
-    assert text.startswith("model.options.dropout=0.5 against model.options.dropout=0, per variant: variant adam: ")
-    assert "55.00% against 50.00%, +5.00 points (higher" in text and "38.00% against 40.00%, -2.00 points (lower" in text
+    assert text.startswith("Dropout 0.5 against dropout 0, per variant: adam: dropout 0.5 does better on best "
+                           "validation accuracy (55.00% against 50.00%, +5.00 points)")
+    assert "sgd: dropout 0 does better on best validation accuracy (38.00% against 40.00%, -2.00 points)" in text
     blown = entries + [run("adagrad_d=0", 0.2, variant="adagrad", diverged=True, **{"model.options.dropout": 0.0}),
                        run("adagrad_d=0.5", 0.5, variant="adagrad", **{"model.options.dropout": 0.5})]
     text = say(blown, kind="paired", key="model.options.dropout", a=0.5, b=0.0, metrics="wall_time")
-    assert "variant adagrad: not compared (variant=adagrad, model.options.dropout=0 diverged)" in text
-    assert "variant adam: training time 100 s against 100 s" in text
+    assert "adagrad: not compared (dropout 0 diverged)" in text
+    assert "adam: dropout 0.5 and dropout 0 have the same training time (100 s against 100 s" in text
     scoped = say(entries, kind="best", key="variant", where={"model.options.dropout": 0.5})
-    assert scoped.startswith("Best variant by best validation accuracy among runs with model.options.dropout=0.5: "
-                             "adam (55.00%), 17.00 points ahead of sgd")
+    assert scoped.startswith("The best variant among the runs with dropout 0.5 is adam, by best validation accuracy: "
+                             "55.00%, 17.00 points ahead of sgd")

@@ -84,13 +84,13 @@ def test_the_training_loss_answer_reads_end_train_loss_and_every_answer_names_it
     tmp, _ = swept
     by_q = {a["question"]: a for a in answers(tmp)}
     loss = by_q["loss vs batch"]
-    assert loss["metrics"] == ["end_train_loss"] and loss["text"].endswith("[metric: end_train_loss]")
+    assert loss["metrics"] == ["end_train_loss"] and "training loss of the final weights" in loss["text"]
     r = rows(tmp)
     for name, bs in (("bs_size=32_epochs=1", "32"), ("bs_size=128_epochs=4", "128")):
         assert f"{bs} → {float(r[name]['end_train_loss']):.4g}" in loss["text"]
     assert by_q["best lr"]["metrics"] == ["best_val_acc"] and by_q["ok vs stuck"]["metrics"] == ["best_val_acc"]
     md = (tmp / "rep" / "report.md").read_text()
-    assert "\\[metric: end\\_train\\_loss\\]" in md  # the report text says it too, not only answers.json
+    assert "training loss of the final weights" in md  # the report's sentence names it too, not only answers.json
 
 
 def test_summary_metrics_are_declared_wherever_metrics_are_named():

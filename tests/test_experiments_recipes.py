@@ -30,6 +30,6 @@ def test_recipe_quick_profile_runs_and_reports(path, tmp_path, monkeypatch, sess
     page = paths["html"].read_text()
     assert len(re.findall(r"<tr class=", page)) == len(plan.runs)
     assert page.count("data:image/svg+xml;base64,") >= 2  # the curves and the recipe's own figure(s), as vectors
-    answers = re.search(r"<ul class='answers'>(.*?)</ul>", page, re.S)
+    answers = re.search(r"<ul class='answers[^']*'>(.*?)</ul>", page, re.S)
     assert answers and answers.group(1).count("<li>") == len(plan.spec.answers)
     assert "not answered: " not in answers.group(1)  # every selector names one setting of the runs

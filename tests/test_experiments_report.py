@@ -20,7 +20,7 @@ from cnnlab.experiments.figures import Entry, draw
 TINY = {"data": {"name": "cifar10", "train_subset": 300, "val_subset": 100},
         "model": {"name": "simplenn"}, "batch": {"size": 64}, "train": {"epochs": 2, "progress": "off",
                                                                         "targets": [0.1]}}
-HEADER_RGB = (0x2B, 0x57, 0x97)  # table.runs th background in report.CSS
+HEADER_RGB = (0x2B, 0x57, 0x97)  # table.runs th background in document.CSS
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,8 @@ def test_html_report_holds_the_table_and_embedded_figures(swept):
     page = (tmp / "rep" / "lr.html").read_text()
     table = re.search(r"<table class='runs' id='runs-0'>(.*?)</table>", page, re.S).group(1)
     header = re.findall(r"<th>(.*?)</th>", table)
-    # best accuracy right after the run; the varied key by its full dotted name; results after
-    assert header[:6] == ["run", "best val acc", "optim.lr", "status", "best epoch", "final train acc"]
+    # best accuracy right after the run; the varied key by a short label (a header wraps only between words); results
+    assert header[:6] == ["run", "best val acc", "lr", "status", "best epoch", "final train acc"]
     assert {"wall time (s)", "images/s", "diverged", "epoch / s to 10%"} <= set(header)
     assert "params" not in header and "every run: 82,030 parameters" in page   # equal in every run: said once
     rows = re.findall(r"<tr class='(.*?)'>(.*?)</tr>", table, re.S)
@@ -74,7 +74,13 @@ def test_html_report_holds_the_table_and_embedded_figures(swept):
     assert len(imgs) == 3  # curves, best val acc against lr, time to target
     assert all(src.startswith("data:image/svg+xml;base64,") for src in imgs), "self-contained, vector figures"
     assert "Which lr?" in page
-    assert "ran: cifar10, 300 training images, 100 validation images, 2 epochs" in page
+    assert "cifar10, 300 training images, 100 validation images, 2 epochs" in page
+    # what ran, named once: the model and its size, the optimizer, lr and schedule, batch size, augmentation
+    ran = dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", page))
+    assert ran["model"] == "simplenn, 82,030 parameters" and ran["optimizer"] == "sgd, momentum 0.9"
+    assert ran["learning rate"].startswith("differs per run: 100000; 0.05; 0.01")
+    assert ran["schedule"] == "constant" and ran["batch size"] == "64" and ran["augmentation"] == "none"
+    assert ran["epochs"] == "2"
 
 
 def test_runs_csv_has_one_row_per_run_with_the_numbers(swept):
@@ -111,7 +117,7 @@ def test_markdown_twin_has_the_same_table_and_png_files(swept):
     tmp, _, _ = swept
     md = (tmp / "rep" / "lr.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("|")]
-    assert len(table) == 2 + 3 and table[0].startswith("| run | best val acc | optim.lr | status")
+    assert len(table) == 2 + 3 and table[0].startswith("| run | best val acc | lr | status")
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(links) == 3 and all((tmp / "rep" / link).stat().st_size > 1000 for link in links)
 
@@ -122,7 +128,7 @@ def test_report_from_run_folders_finds_what_varied(swept):
     out = tmp / "rep2" / "folders.html"
     assert run_cli(["report", *folders, "--out", str(out)]) == 0
     md = out.with_suffix(".md").read_text()
-    assert "| run | best val acc | optim.lr | status |" in md  # the one key that differs between the folders
+    assert "| run | best val acc | lr | status |" in md  # the one key that differs between the folders
     assert md.count("![") == 2  # curves and the automatic lr figure (one numeric key with 3 values)
 
 
@@ -316,6 +322,10 @@ def test_pdf_report_has_the_question_the_table_and_the_code(swept, tmp_path):
     code_page = first_lines.index("Code")       # the appendix starts a page of its own ...
     assert code_page >= 1 and "Which lr?" in "".join(per_page[:code_page])
     appendix = "".join(per_page[code_page:])
+    # no runs-table header broken inside a word (it wraps only between words): each header word is whole
+    header = re.findall(r"<th>(.*?)</th>", re.search(r"id='runs-0'>(.*?)</thead>", out.read_text(), re.S).group(1))
+    words = set("".join(per_page[:code_page]).split())
+    assert [w for h in header for w in h.split() if w not in words] == []
     assert "lr.yaml" in appendix and "grid:" in appendix       # ... with the spec as run
     assert "def simplenn(" in appendix                           # and the code of its model
     subprocess.run(["pdftoppm", "-png", "-r", "50", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "page")],

@@ -99,6 +99,7 @@ def test_identity_hash_ignores_where_a_run_executes():
     ({"report": {"figures": [{"kind": "target", "target": 94}]}}, ["target must be a validation accuracy"]),
     ({"analysis": [{"name": "x", "args": []}]}, ["args must be a non-empty list"]),
     ({"predict": "train"}, ["predict must be holdout, test or val"]),
+    ({"profiles": {"cpu": {"stands_in": ["a list"]}}}, ["profile 'cpu' stands_in must be text"]),
 ])
 def test_bad_specs_give_errors_naming_the_key(data, words):
     with pytest.raises(CnnlabError) as e:
@@ -136,8 +137,17 @@ def test_config_file_is_the_base_below_base(tmp_path):
     assert run.config.out.endswith("s/default")  # the spec is named after its file
 
 
-def test_there_are_eleven_recipes():
-    assert len(RECIPES) == 11, [p.name for p in RECIPES]
+def test_there_are_twelve_recipes():
+    assert len(RECIPES) == 12, [p.name for p in RECIPES]
+
+
+@pytest.mark.parametrize("stem", ["07-adaptive-optimizers", "08-fashion-clr-cbs", "09-resnet44-cutout-ba",
+                                  "10-vgg-bn-landscape", "11-project2-cifar10"])
+def test_stand_in_cpu_profiles_say_what_they_cannot_show(stem):
+    """A cpu profile that swaps the course's model or budget for a smaller one says so, naming the full profile."""
+    s = load_spec(Path(__file__).parent.parent / "experiments" / f"{stem}.yaml")
+    assert "full profile" in s.profiles["cpu"].stands_in
+    assert not s.profiles["full"].stands_in
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])

@@ -25,7 +25,7 @@ def test_each_answer_is_the_sentence_its_report_states():
         md = (path.parent / "report.md").read_text()
         for source in json.loads(path.read_text()):
             for a in source["answers"]:
-                assert f"- {md_text(a['text'])}" in md, (path, a["question"])
+                assert md_text(a["text"]) in md, (path, a["question"])
 
 
 def test_results_are_small_and_hold_no_checkpoints():

@@ -1,4 +1,4 @@
-"""`cnnlab sweep` and `cnnlab report`: wiring only; the work is in cnnlab.experiments."""
+"""`cnnlab sweep`, `cnnlab report` and `cnnlab document`: wiring only; the work is in cnnlab.experiments."""
 
 from __future__ import annotations
 
@@ -73,6 +73,27 @@ def register(sub) -> None:
                                                       "code of the models and specs appended (needs Chromium)")
     p.set_defaults(func=_report)
 
+    p = sub.add_parser("answers", help="answer an assignment's questions from what cnnlab computes and has measured",
+                       description="Build OUT/answers.json (and its figures) from an assignment file such as "
+                                   "experiments/assignments/hw2.yaml: every question in order, each answered by the "
+                                   "calculator, a dataset summary, a recipe's committed answers, a true/false claim "
+                                   "checked against committed runs.csv files, or the file's own text.")
+    p.add_argument("assignment", help="assignment file (YAML), e.g. experiments/assignments/hw2.yaml")
+    p.add_argument("--out", required=True, help="folder for answers.json and figures, e.g. results/assignments/hw2")
+    p.add_argument("--results", default="results", help="the recipes' committed results (default results)")
+    add_data_root(p)
+    p.set_defaults(func=_answers)
+
+    p = sub.add_parser("document", help="an assignment's document to hand in (HTML, Markdown, PDF)",
+                       description="Render results/assignments/NAME/answers.json as NAME.html, NAME.md and NAME.pdf: "
+                                   "each question in order, its answer, the evidence and the code it is about.")
+    p.add_argument("assignment", choices=("hw2", "hw3", "project2"), help="which assignment")
+    p.add_argument("--answers", metavar="JSON", help="its answers file (default "
+                                                     "results/assignments/NAME/answers.json)")
+    p.add_argument("--out", metavar="DIR", help="folder to write into (default: the answers file's folder)")
+    p.add_argument("--no-pdf", action="store_true", help="skip the PDF (it needs headless Chromium)")
+    p.set_defaults(func=_document)
+
 
 def _options(args: argparse.Namespace):
     from cnnlab.experiments.sweep import SweepOptions
@@ -128,6 +149,15 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _document(args: argparse.Namespace) -> int:
+    from cnnlab.experiments.assignment import make_document
+
+    paths = make_document(args.assignment, args.answers, args.out, pdf=not args.no_pdf,
+                          command=f"cnnlab document {args.assignment}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def _tune(args: argparse.Namespace) -> int:
     from cnnlab.experiments.tune import TuneOptions, make_plan, open_study, tune
     from cnnlab.experiments.tune_report import write_tune_report
@@ -146,4 +176,14 @@ def _tune(args: argparse.Namespace) -> int:
         print(f"best: trial {best.number}, {plan.tune.metric} {show_metric(plan.tune.metric, best.value)}, "
               + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()))
     print(f"wrote {path} (and trials.csv, history.png, best-N.yaml beside it)")
+    return 0
+
+
+def _answers(args: argparse.Namespace) -> int:
+    from cnnlab.experiments.questions import build
+
+    doc = build(args.assignment, args.out, args.results, args.data_root, args.download)
+    states = [q["status"] for q in doc["questions"]]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in ("answered", "contradicted", "pending") if s in states)
+    print(f"wrote {args.out}/answers.json: {len(states)} questions of {doc['assignment']} ({counts})")
     return 0

@@ -11,7 +11,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-from cnnlab import __version__
+from cnnlab import __version__, logs
 from cnnlab.cli.common import flag_hint
 from cnnlab.errors import CnnlabError
 
@@ -48,6 +48,7 @@ def _error(message: str) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    logs.configure()  # progress lines of the library (the `cnnlab` loggers) on stdout, as bare lines
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse stops filling a nargs='*' positional at the first flag; key=value overrides after a flag land here

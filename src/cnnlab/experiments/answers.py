@@ -15,10 +15,13 @@ with its numbers and its margin; nothing in a generated report is written by han
         - {kind: initial_loss}                                                    # against ln(classes)
         - {kind: analysis, step: lr-range, file: find-lr}                         # an analysis step's result lines
 
-Runs that differ only in `train.seed` are repeats: a side's value is their mean ± standard deviation. A margin is
-called *within seed noise* when it is smaller than twice the standard error of the difference of the two means,
-estimated from the repeats themselves or, for settings run once, from the spread of every repeated setting of the
-source (pooled); with no repeats at all the sentence says that seed noise was not measured.
+Each sentence is written for the student who hands it in: the conclusion first, in plain words ("bn has the higher
+best validation accuracy, so bn does better"), then the numbers; runs are named by their variant, group or run
+names, settings in words ("learning rate"), never by config keys. Runs that differ only in `train.seed` are
+repeats: a side's value is their mean ± standard deviation. A margin smaller than twice the standard error of the
+difference of the two means (estimated from the repeats themselves or, for settings run once, from the spread of
+every repeated setting of the source, pooled) reads "no measurable difference". With no repeats at all the noise
+was not measured; the document says so once (noise_caveat), not in every sentence.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.figures import LABELS, Entry, _fmt, reach
+from cnnlab.experiments.figures import LABELS, Entry, _fmt, key_words, reach
 from cnnlab.registry import Registry, check_kwargs
 from cnnlab.training.config import SEED_KEY, check_key
 
@@ -55,6 +58,7 @@ class Answer:
     text: str
     question: str = ""            # the course question it answers (the spec's label, e.g. "HW2 Lab 1(h)")
     metrics: List[str] = field(default_factory=list)   # the metrics it was computed from (used_metrics)
+    noise: str = ""               # measured | unmeasured: which seed-noise caveat the document states (noise_caveat)
 
 
 @dataclass
@@ -157,17 +161,46 @@ def pooled_std(entries: Sequence[Entry], key: str) -> Optional[float]:
     return math.sqrt(sum((len(vs) - 1) * statistics.variance(vs) for vs in groups) / dof)
 
 
-def noise_text(key: str, a: Stat, b: Stat, pooled: Optional[float]) -> str:
-    """'within seed noise (...)' or 'beyond seed noise (...)' for the margin a - b, or why it cannot be said."""
+@dataclass
+class Noise:
+    """The seed noise of a margin: `within` is None where it could not be measured (every setting ran once)."""
+    within: Optional[bool]
+    bound: str = ""               # two standard errors of the difference, in the metric's unit ("0.84 points")
+    pooled: bool = False          # estimated from the spread of other repeated settings, not these two
+
+
+def noise(key: str, a: Stat, b: Stat, pooled: Optional[float]) -> Noise:
+    """Whether the margin a - b is within two standard errors of the difference of the means, estimated from the
+    repeats themselves or, for settings run once, from the pooled spread of the repeated settings."""
     sa = a.std if a.std is not None else pooled
     sb = b.std if b.std is not None else pooled
     if sa is None or sb is None:
-        return "one seed per setting, so seed-to-seed noise was not measured"
+        return Noise(None)
     se = math.sqrt(sa ** 2 / a.n + sb ** 2 / b.n)
-    bound = margin_text(key, 2 * se).lstrip("+")
-    where = "the repeats" if a.std is not None and b.std is not None else "the pooled spread of the repeated settings"
-    within = abs(a.mean - b.mean) < 2 * se
-    return f"{'within' if within else 'beyond'} seed noise: 2 standard errors = {bound}, from {where}"
+    return Noise(abs(a.mean - b.mean) < 2 * se, margin_text(key, 2 * se).lstrip("+"),
+                 a.std is None or b.std is None)
+
+
+def noise_text(key: str, a: Stat, b: Stat, pooled: Optional[float]) -> str:
+    """What a sentence says of the noise of the margin a - b: nothing where it was not measured (the document says
+    that once: noise_caveat), else the bound it was judged against."""
+    n = noise(key, a, b, pooled)
+    if n.within is None:
+        return ""
+    where = " (pooled over the repeated settings)" if n.pooled else ""
+    return f"{'inside' if n.within else 'beyond'} the seed noise of ±{n.bound}{where}"
+
+
+UNMEASURED = ("Each setting ran with one seed, so seed-to-seed noise was not measured: a margin of a point or so "
+              "may be noise alone.")
+MEASURED = ("A margin counts as measurable when it exceeds two standard errors of the difference, estimated from "
+            "the runs repeated over seeds; a smaller one reads \"no measurable difference\".")
+
+
+def noise_caveat(answers: Sequence["Answer"]) -> str:
+    """The seed-noise caveat, said once per document instead of in every sentence."""
+    kinds = {a.noise for a in answers if a.noise}
+    return " ".join(t for k, t in (("unmeasured", UNMEASURED), ("measured", MEASURED)) if k in kinds)
 
 
 def left_out(e: Entry) -> Optional[str]:
@@ -194,18 +227,48 @@ def _better(key: str, a: float, b: float) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Answer kinds.
+# Answer kinds. Each sentence opens with its conclusion in plain words, then gives the numbers; runs are named by
+# their labels (variant, group or run names) and settings by what they are ("learning rate"), not by config keys.
 
-def _label(sel: Selector) -> str:
-    return sel if isinstance(sel, str) else ", ".join(f"{k}={_fmt(v)}" for k, v in sel.items())
+def _label(sel: Selector, entries: Sequence[Entry] = ()) -> str:
+    """A selector as the report's tables name it: the variant, group or run it matches, else its settings in words."""
+    if isinstance(sel, str):
+        return sel
+    found = [e for e in entries if _matches(e, sel)]
+    if found and len({setting_name(e) for e in found}) == 1:
+        e = found[0]
+        return str(e.varied.get("variant") or setting_name(e))
+    return ", ".join(f"{key_words(k)} {_fmt(v)}" for k, v in sel.items())
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _versus(key: str, la: str, lb: str, sa: Stat, sb: Stat, pooled: Optional[float]) -> str:
+    """One metric of a comparison, conclusion first: which is higher (or no measurable difference), then the two
+    values and the margin."""
+    words = WORDS.get(key, key)
+    margin = margin_text(key, sa.mean - sb.mean)
+    numbers = f"{show_stat(key, sa)} against {show_stat(key, sb)}, {margin}"
+    n = noise(key, sa, sb, pooled)
+    said = noise_text(key, sa, sb, pooled)
+    if n.within:
+        return f"no measurable difference in {words} between {la} and {lb} ({numbers}, {said})"
+    if sa.mean == sb.mean:
+        return f"{la} and {lb} have the same {words} ({numbers})"
+    better = la if _better(key, sa.mean, sb.mean) else lb
+    tail = f", {said}" if said else ""
+    return f"{better} does better on {words} ({numbers}{tail})"
 
 
 @ANSWERS.register("compare")
 def compare(entries: List[Entry], a: Selector, b: Selector,
             metrics: Union[str, List[str]] = ("best_val_acc", "final_train_acc")) -> str:
-    """a against b on each metric: both values, the margin, and whether it is within seed noise."""
+    """a against b on each metric: which is better, both values, the margin, and whether it is inside the seed
+    noise (then: no measurable difference)."""
     ra, rb = select(entries, a), select(entries, b)
-    la, lb = _label(a), _label(b)
+    la, lb = _label(a, entries), _label(b, entries)
     if not ra or not rb:
         return f"{la} against {lb}: not answered yet ({'no finished run of ' + (la if not ra else lb)})."
     gone = [f"{lab} {left_out(rs[0])}" for lab, rs in ((la, ra), (lb, rb)) if all(left_out(e) for e in rs)]
@@ -216,13 +279,10 @@ def compare(entries: List[Entry], a: Selector, b: Selector,
     for key in ([metrics] if isinstance(metrics, str) else list(metrics)):
         sa, sb = stat(ra, key), stat(rb, key)
         if sa is None or sb is None:
-            parts.append(f"{WORDS.get(key, key)}: not measured")
+            parts.append(f"{WORDS.get(key, key)} was not measured")
             continue
-        verdict = "higher" if sa.mean > sb.mean else "lower" if sa.mean < sb.mean else "equal"
-        parts.append(f"{WORDS.get(key, key)} {show_stat(key, sa)} against {show_stat(key, sb)}, "
-                     f"{margin_text(key, sa.mean - sb.mean)} ({verdict}; "
-                     f"{noise_text(key, sa, sb, pooled_std(entries, key))})")
-    return f"{la} against {lb}: " + "; ".join(parts) + "."
+        parts.append(_versus(key, la, lb, sa, sb, pooled_std(entries, key)))
+    return ". ".join(parts) + "."  # not capitalised: a sentence may open with a run's name, spelt as in the table
 
 
 @ANSWERS.register("paired")
@@ -230,13 +290,26 @@ def paired(entries: List[Entry], key: str, a: Any, b: Any, by: str = "variant",
            metrics: Union[str, List[str]] = "best_val_acc") -> str:
     """For each value of `by` (each variant): its runs with `key` = a against those with `key` = b."""
     names = list(dict.fromkeys(_fmt(e.value(by)) for e in entries))
+    la, lb = f"{key_words(key)} {_fmt(a)}", f"{key_words(key)} {_fmt(b)}"
     parts = []
     for n in names:
         mine = [e for e in entries if _fmt(e.value(by)) == n]
-        sa, sb = {by: n, key: a}, {by: n, key: b}
-        text = compare(mine, sa, sb, metrics)
-        parts.append(f"{by} {n}: " + text.split(": ", 1)[1].rstrip("."))
-    return f"{key}={_fmt(a)} against {key}={_fmt(b)}, per {by}: " + "; ".join(parts) + "."
+        ra, rb = select(mine, {by: n, key: a}), select(mine, {by: n, key: b})
+        if not ra or not rb:
+            parts.append(f"{n}: not answered yet")
+            continue
+        gone = [f"{lab} {left_out(rs[0])}" for lab, rs in ((la, ra), (lb, rb)) if all(left_out(e) for e in rs)]
+        if gone:
+            parts.append(f"{n}: not compared ({' and '.join(gone)})")
+            continue
+        ra, rb = [e for e in ra if not left_out(e)], [e for e in rb if not left_out(e)]
+        said = []
+        for m in ([metrics] if isinstance(metrics, str) else list(metrics)):
+            sa, sb = stat(ra, m), stat(rb, m)
+            said.append(_versus(m, la, lb, sa, sb, pooled_std(entries, m)) if sa and sb else
+                        f"{WORDS.get(m, m)} was not measured")
+        parts.append(f"{n}: " + "; ".join(said))
+    return f"{_cap(la)} against {lb}, per {key_words(by)}: " + ". ".join(parts) + "."
 
 
 def _where(entries: List[Entry], where: Optional[Dict[str, Any]]) -> List[Entry]:
@@ -245,33 +318,43 @@ def _where(entries: List[Entry], where: Optional[Dict[str, Any]]) -> List[Entry]
 
 @ANSWERS.register("best")
 def best(entries: List[Entry], key: str, by: str = "best_val_acc", where: Optional[Dict[str, Any]] = None) -> str:
-    """The value of config `key` whose runs did best on `by`, its margin over the runner-up, and every value;
-    among the runs matching `where` (key: value pairs) when given."""
-    scope = f" among runs with {_label(where)}" if where else ""
+    """The value of config `key` whose runs did best on `by`, its margin over the runner-up (or no measurable
+    difference), and every value; among the runs matching `where` (key: value pairs) when given."""
+    scope = f" among the runs with {_label(where)}" if where else ""
+    what, by_words = key_words(key), WORDS.get(by, by)
     entries = _where(entries, where)
     at: Dict[str, List[Entry]] = {}
     for e in entries:
         if e.summary:
             at.setdefault(_fmt(e.value(key)), []).append(e)
     if not at:
-        return f"Best {key} by {WORDS.get(by, by)}{scope}: not answered yet (no finished run)."
+        return f"Best {what} by {by_words}{scope}: not answered yet (no finished run)."
     gone = {v: left_out(es[0]) for v, es in at.items() if all(left_out(x) for x in es)}
     stats = {v: stat([x for x in es if not left_out(x)], by) for v, es in at.items() if v not in gone}
     ranked = sorted(((v, s) for v, s in stats.items() if s is not None), key=lambda t: t[1].mean,
                     reverse=by not in LOWER_IS_BETTER)
     if not ranked:
         why = "not measured in these runs" if stats else "no run to compare (" + _named(gone) + ")"
-        return f"Best {key} by {WORDS.get(by, by)}{scope}: {why}."
+        return f"Best {what} by {by_words}{scope}: {why}."
     (v1, s1), rest = ranked[0], ranked[1:]
-    text = f"Best {key} by {WORDS.get(by, by)}{scope}: {v1} ({show_stat(by, s1)})"
-    if rest:
+    if not rest:
+        text = f"Only {what} {v1} has a usable result{scope}: {by_words} {show_stat(by, s1)}"
+    else:
         v2, s2 = rest[0]
-        lead = "ahead of" if _better(by, s1.mean, s2.mean) else "level with"
-        text += (f", {margin_text(by, s1.mean - s2.mean).lstrip('+-')} {lead} {v2} ({show_stat(by, s2)}; "
-                 f"{noise_text(by, s1, s2, pooled_std(entries, by))})")
-    text += ". All values: " + ", ".join(f"{v} → {show_stat(by, s)}" for v, s in ranked)
+        n = noise(by, s1, s2, pooled_std(entries, by))
+        said = noise_text(by, s1, s2, pooled_std(entries, by))
+        margin = margin_text(by, s1.mean - s2.mean).lstrip("+-")
+        if n.within or s1.mean == s2.mean:
+            why = said or "the same value"
+            text = (f"No measurable difference between the best two {what} values{scope}: {v1} "
+                    f"({show_stat(by, s1)}) and {v2} ({show_stat(by, s2)}) by {by_words}, {margin} apart ({why})")
+        else:
+            text = (f"The best {what}{scope} is {v1}, by {by_words}: {show_stat(by, s1)}, {margin} ahead of {v2} "
+                    f"({show_stat(by, s2)}{'; ' + said if said else ''})")
+    if rest:
+        text += ". All values: " + ", ".join(f"{v} → {show_stat(by, s)}" for v, s in ranked)
     if gone:
-        text += "; " + _named(gone)
+        text += ("; " if rest else ". ") + _named(gone)
     return text + "."
 
 
@@ -287,13 +370,16 @@ def target(entries: List[Entry], target: float, by: Optional[str] = None,
     missed = [e for e, h in hits if not h]
 
     def name(e):
-        return f"{by}={_fmt(e.value(by))}" if by else e.name
-    text = f"Reached {target:.0%} validation accuracy: {len(reached)} of {len(done)} runs"
-    if reached:
+        return f"{key_words(by)} {_fmt(e.value(by))}" if by else e.name
+    lead = (f"All {len(done)} runs" if not missed else f"None of the {len(done)} runs" if not reached else
+            f"{len(reached)} of {len(done)} runs")
+    text = f"{lead} reached {target:.0%} validation accuracy"
+    if reached:  # fastest first
         text += " (" + ", ".join(f"{name(e)} at epoch {h['epoch']}, {h['time']:,.0f} s" for e, h in reached) + ")"
     if missed:
         top = max(missed, key=lambda e: e.metric("best_val_acc") or 0)
-        text += (f"; best of the {len(missed)} that did not: {name(top)} at "
+        others = f"the best of the {len(missed)} that did not" if len(missed) > 1 else "the one that did not"
+        text += (f"; {others}: {name(top)} at "
                  f"{show('best_val_acc', top.metric('best_val_acc') or 0)} after {top.summary.get('epochs_done')} "
                  f"epochs, {top.metric('wall_time') or 0:,.0f} s")
     return text + "."
@@ -308,9 +394,11 @@ def initial_loss(entries: List[Entry]) -> str:
         return "Initial loss: not recorded."
     ls = [l for l, _ in pairs]
     c = pairs[0][1]
-    return (f"Initial loss before any step: {statistics.fmean(ls):.4f} (mean of {len(ls)} runs, "
-            f"{min(ls):.4f} to {max(ls):.4f}); ln({round(math.exp(c))}) = {c:.4f}, the loss of a uniform guess over "
-            f"the {round(math.exp(c))} classes, a ratio of {statistics.fmean(ls) / c:.3f}.")
+    k, ratio = round(math.exp(c)), statistics.fmean(ls) / c
+    verdict = ("As expected, the loss before any step is that of a uniform guess" if abs(ratio - 1) <= 0.05 else
+               "Unexpectedly, the loss before any step is not that of a uniform guess")
+    return (f"{verdict}: {statistics.fmean(ls):.4f} (mean of {len(ls)} runs, {min(ls):.4f} to {max(ls):.4f}) "
+            f"against ln({k}) = {c:.4f} for {k} classes, a ratio of {ratio:.3f}.")
 
 
 @ANSWERS.register("analysis")
@@ -400,7 +488,8 @@ def answer_all(specs: Sequence[Dict[str, Any]], entries: List[Entry],
         except CnnlabError as e:  # a selector that turned ambiguous with the runs at hand: say so in the report
             text = f"not answered: {e}"
         used = used_metrics(spec)
-        if used:
-            text += f" [metric{'s' if len(used) > 1 else ''}: {', '.join(used)}]"
-        out.append(Answer(spec["kind"], text, spec.get("question", ""), used))
+        margins = spec["kind"] in ("compare", "paired", "best")
+        measured = any(pooled_std(es, m) is not None for m in used)
+        out.append(Answer(spec["kind"], text, spec.get("question", ""), used,
+                          ("measured" if measured else "unmeasured") if margins else ""))
     return out

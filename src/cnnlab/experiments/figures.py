@@ -52,6 +52,20 @@ LABELS = {"best_val_acc": "best validation accuracy", "final_train_acc": "final 
                                                                                     ("acc", "accuracy"))}}
 
 
+# What a config key is, in words, where a sentence or an axis names it (the key itself stays in runs.csv).
+KEY_WORDS = {"optim.lr": "learning rate", "optim.weight_decay": "L2 strength", "optim.l1": "L1 strength",
+             "optim.name": "optimizer", "optim.momentum": "momentum", "model.name": "model",
+             "model.options.dropout": "dropout", "model.options.batch_norm": "batch norm",
+             "model.options.activation": "activation", "model.options.width": "width", "batch.size": "batch size",
+             "train.epochs": "epochs", "augment.repeats": "batch-augmentation copies", "augment.cutout": "cutout size",
+             "augment.crop": "crop padding", "augment.flip": "flip probability", "schedule.name": "schedule",
+             "train.label_smoothing": "label smoothing", "variant": "variant", "group": "group"}
+
+
+def key_words(key: str) -> str:
+    return KEY_WORDS.get(key) or key.rsplit(".", 1)[-1].replace("_", " ")
+
+
 CHANCE_SIGMAS = 3          # best val acc this many binomial std above 1/classes is still chance (did_not_learn)
 LOSS_AT_CHANCE = 0.05      # and a last loss within 5% of ln(classes)
 DEFAULT_VAL_IMAGES = 5000  # data.val_size None: both datasets' default validation split
@@ -156,8 +170,9 @@ def short_keys(keys: Sequence[str]) -> Dict[str, str]:
 
 
 def labels(entries: Sequence[Entry], skip: Sequence[str] = ()) -> Dict[str, str]:
-    """Run name -> a short legend label naming only what differs between these runs ("lr=0.1, batch_norm=true");
-    the run name where nothing does."""
+    """Run name -> a short label naming only what differs between these runs ("lr=0.1, batch_norm=true"), for a
+    sweep's series and the bars' categories (which merge a setting's seeds); the run name where nothing does. A
+    legend of runs uses run_names: the names the runs table gives them."""
     keys = [k for k in dict.fromkeys(k for e in entries for k in e.varied) if k not in skip]
     differ = [k for k in keys if len({_fmt(e.varied.get(k)) for e in entries}) > 1]
     short = short_keys(differ)
@@ -170,6 +185,12 @@ def labels(entries: Sequence[Entry], skip: Sequence[str] = ()) -> Dict[str, str]
         out = {e.name: e.name for e in entries}
     # a run at chance is drawn like the others (its flat line is the finding) but says what it is in the legend
     return {e.name: out[e.name] + (" (did not learn)" if e.outcome == "did not learn" else "") for e in entries}
+
+
+def run_names(entries: Sequence[Entry]) -> Dict[str, str]:
+    """Run name -> its legend label: the name the runs table gives it (a figure's legend and the table must name a
+    run alike), marked when the run never left chance."""
+    return {e.name: e.name + (" (did not learn)" if e.outcome == "did not learn" else "") for e in entries}
 
 
 def _scaled(metric: str, v):
@@ -216,7 +237,7 @@ def _as_list(y: Union[str, Sequence[str]]) -> List[str]:
 def curves(entries: List[Entry]) -> Optional[Drawn]:
     """Loss, accuracy and learning rate against epoch, every run overlaid: one colour per run, train dashed and
     validation solid, one legend outside the axes."""
-    names = labels(entries)
+    names = run_names(entries)
     runs = {names[e.name]: e.metrics for e in entries if e.metrics}
     if not runs:
         return None
@@ -279,10 +300,11 @@ def sweep(entries: List[Entry], x: str, y: Union[str, List[str]] = ("best_val_ac
             ax.plot(*zip(*flat), "o", mfc="none", color="0.3", markersize=12, mew=1.5,
                     label="did not learn (at chance)" if not any_flat else None)
             any_flat = True
-    ax.set(xlabel=x, ylabel=_axis_label(ys), title=f"{', '.join(LABELS.get(m, m) for m in ys)} against {x}")
+    ax.set(xlabel=key_words(x), ylabel=_axis_label(ys),
+           title=f"{', '.join(LABELS.get(m, m) for m in ys)} against {key_words(x)}")
     ax.grid(alpha=0.3, which="both")
     _legend_outside(ax)
-    return Drawn(f"{LABELS.get(ys[0], ys[0])} against {x}", fig, rows)
+    return Drawn(f"{LABELS.get(ys[0], ys[0])} against {key_words(x)}", fig, rows)
 
 
 def _by_value(entries: List[Entry], x: str, metric: str) -> List[tuple]:
@@ -405,7 +427,7 @@ def target(entries: List[Entry], target: Optional[float] = None, x: Optional[str
 @FIGURES.register("curve")
 def curve(entries: List[Entry], y: str = "val_error", logy: bool = False) -> Optional[Drawn]:
     """One per-epoch metric of every run, overlaid, one colour per run, the legend outside the axes."""
-    names = labels(entries)
+    names = run_names(entries)
     fig, axes = new_figure(figsize=(8, 4.4))
     ax = axes[0][0]
     rows = []
@@ -434,7 +456,7 @@ def weights(entries: List[Entry], checkpoint: str = "best", threshold: float = 1
     from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
     from cnnlab.training.ema import served_weights
 
-    names = labels(entries)
+    names = run_names(entries)
     states = {}
     for e in entries:
         path = find_checkpoint(e.run_dir, checkpoint) if e.run_dir and e.run_dir.is_dir() else None

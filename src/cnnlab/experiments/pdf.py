@@ -1,5 +1,5 @@
-"""The report as one PDF, ready to hand in: the HTML page's content (question, what ran, table, figures, best run's
-evaluation) followed by the code that defines the models and the recipe, printed by headless Chromium.
+"""The report as one PDF, ready to hand in: the document (document.py) printed by headless Chromium, and the code
+appendix every format of a report ends with (the recipe, the model, the modules of what the runs compare).
 
 Why Chromium's print-to-PDF and not WeasyPrint or ReportLab: the HTML report already is the layout, so printing it
 keeps one source of truth for both formats; Chromium keeps the SVG figures as vectors in the PDF, renders exactly
@@ -9,7 +9,6 @@ engine with its own gaps (and a Pango dependency); ReportLab would mean laying t
 
 from __future__ import annotations
 
-import html
 import inspect
 import os
 import shutil
@@ -21,18 +20,6 @@ from typing import List, Optional, Sequence
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_bytes
 
-PRINT_CSS = """
-@page{size:A4;margin:14mm 12mm}
-@media print{
- body{max-width:none;margin:0;padding:0;font-size:11px}
- .table-wrap,.table-wrap.long{overflow:visible;max-height:none;border:none}
- table.runs{font-size:8.5px;width:100%} table.runs td{white-space:normal;padding:2px 4px}
- table.runs th{position:static;padding:3px 4px} table.runs td:first-child{position:static}
- figure{break-inside:avoid} img{max-width:100%}
- h2{break-after:avoid} section.code{break-before:page}
- pre.code{white-space:pre-wrap;font-size:7.5px;line-height:1.25;border-left:3px solid #2b5797;padding-left:6px}
-}
-"""
 TIMEOUT_S = 180
 
 
@@ -46,6 +33,14 @@ def find_chromium() -> str:
             return path
     raise CnnlabError("--pdf needs headless Chromium: install it (Debian: apt-get install chromium; or "
                       "scripts/install-chromium.sh) or set CNNLAB_CHROMIUM to its path")
+
+
+REPO = Path(__file__).resolve().parents[3]   # src/cnnlab/experiments/pdf.py -> the checkout
+# The code a varied setting is about: a recipe that compares optimizers shows the optimizers' code, one that compares
+# augmentations the augmentation code; the model's module is always shown.
+SECTION_CODE = {"optim": "training/optim.py", "schedule": "training/schedules.py", "augment": "data/augment.py",
+                "batch": "training/schedules.py", "train.loss": "training/losses.py",
+                "train.label_smoothing": "training/losses.py", "train.ema": "training/ema.py"}
 
 
 def _model_files(sources) -> List[Path]:
@@ -64,20 +59,85 @@ def _model_files(sources) -> List[Path]:
     return files
 
 
-def code_appendix(sources: Sequence) -> str:
-    """HTML: the text of each spec and of each model's module, as the course asks ("the relevant code")."""
-    parts = ["<section class='code'><h2>Code</h2><p class='note'>The recipe (spec) of each part and the cnnlab "
-             "modules that define its models, as run.</p>"]
-    specs: List[Path] = [s.spec_path for s in sources if getattr(s, "spec_path", None)]
-    for path in [*specs, *_model_files(sources)]:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError:
+def _varied_files(sources) -> List[Path]:
+    """The library modules of the settings the runs vary (their axes, variants and groups)."""
+    import cnnlab
+
+    pkg = Path(cnnlab.__file__).parent
+    files = []
+    for s in sources:
+        keys = {k for e in s.entries for k in e.config if len({str(x.config.get(k)) for x in s.entries}) > 1}
+        for key in sorted(keys):
+            rel = SECTION_CODE.get(key) or SECTION_CODE.get(key.split(".")[0])
+            if rel and (pkg / rel) not in files:
+                files.append(pkg / rel)
+    return files
+
+
+def _shown(path: Path) -> str:
+    """A path as a reader finds it in the repository (src/cnnlab/models/resnet.py, experiments/05-....yaml)."""
+    try:
+        return path.resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return path.name
+
+
+def code_blocks(paths: Sequence[Path], parts: Optional[dict] = None) -> List:
+    """One Code block per file, each file once; `parts` maps a file to the names of the top-level functions and
+    classes to print of it (the lab step a question is about, not the whole 800-line module)."""
+    from cnnlab.experiments.document import Code
+
+    blocks, seen = [], set()
+    for path in paths:
+        if path.resolve() in seen:
             continue
-        shown = path.name if path in specs else f"cnnlab/models/{path.name}"
-        parts.append(f"<h3>{html.escape(shown)}</h3><pre class='code'>{html.escape(text)}</pre>")
-    parts.append("</section>")
-    return "\n".join(parts)
+        seen.add(path.resolve())
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        names = (parts or {}).get(path.resolve())
+        if names:
+            text, found = definitions(text, names)
+            blocks.append(Code(f"{_shown(path)}: {', '.join(found)}" if found else _shown(path), text))
+        else:
+            blocks.append(Code(_shown(path), text))
+    return blocks
+
+
+def definitions(source: str, names: Sequence[str]) -> tuple:
+    """(text, found): the source of the named top-level functions and classes (decorators included), in file
+    order; the whole source when none of them is there (a renamed function still shows its module)."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source, []
+    lines = source.splitlines()
+    picked = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+              and n.name in names]
+    if not picked:
+        return source, []
+    chunks = ["\n".join(lines[min([n.lineno, *[d.lineno for d in n.decorator_list]]) - 1:n.end_lineno])
+              for n in picked]
+    return "\n\n\n".join(chunks) + "\n", [n.name for n in picked]
+
+
+def code_section(sources: Sequence):
+    """The code the report is about, as the course asks ("the relevant code"): each spec (the recipe as run), a
+    single run's config, the module of each model and the modules of the settings that vary; None without any."""
+    from cnnlab.experiments.document import Paragraph, Section
+
+    specs = [Path(s.spec_path) for s in sources if getattr(s, "spec_path", None)]
+    configs = [e.run_dir / "config.yaml" for s in sources if not getattr(s, "spec_path", None)
+               for e in s.entries[:1] if e.run_dir is not None and (e.run_dir / "config.yaml").is_file()]
+    blocks = code_blocks([*specs, *configs, *_model_files(sources), *_varied_files(sources)])
+    if not blocks:
+        return None
+    intro = Paragraph("The recipe (spec) or run config as run, the cnnlab module that defines its model, and the "
+                      "modules of the settings the runs compare.", "note")
+    return Section("Code", [intro, *blocks], new_page=True, css="code")
 
 
 def print_to_pdf(page: str, pdf_path: Path, chromium: Optional[str] = None) -> Path:

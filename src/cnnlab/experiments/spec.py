@@ -62,18 +62,17 @@ from cnnlab.experiments.answers import check_answer
 from cnnlab.experiments.figures import check_figure
 from cnnlab.training.augment_spelling import view as augment_view
 from cnnlab.training.runfolder import RunFolder
-from cnnlab.training.config import (SEED_KEY, RunConfig, check_key, config_from_dict, config_keys, merge,
-                                   parse_override, read_config_file, read_yaml, set_dotted)
+# MACHINE_KEYS (where a run executes, not what it computes) and NEUTRAL_KEYS (keys added after runs were recorded,
+# neutral at the value that means "as before") are left out of a run's identity hash; each config field declares its
+# role (config.F), so a sweep can be shared by machines whose data lives in different folders.
+from cnnlab.training.config import (MACHINE_KEYS, NEUTRAL_KEYS, SEED_KEY, RunConfig, check_key, config_from_dict,
+                                   config_keys, merge, parse_override, read_config_file, read_yaml, set_dotted)
 
 SPEC_KEYS = ("name", "question", "description", "config", "base", "grid", "zip", "variants", "groups", "profiles",
              "report", "predict", "evaluate", "analysis", "default_profile", "tune")
 GROUP_KEYS = ("set", "grid", "zip", "variants")
-PROFILE_KEYS = ("description", "set", "axes", "groups", "variants", "seeds")
+PROFILE_KEYS = ("description", "set", "axes", "groups", "variants", "seeds", "stands_in")
 ANALYSIS_KEYS = ("name", "args", "description", "profiles", "feeds")
-# Where a run executes, not what it computes: left out of the run's identity hash so that the same sweep can be
-# shared by machines whose data lives in different folders or that train on different devices.
-MACHINE_KEYS = ("name", "out", "data.root", "data.download", "train.device", "train.threads", "train.progress",
-                "train.tensorboard")
 _SAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 
 
@@ -120,6 +119,9 @@ class Profile:
     groups: Optional[List[str]] = None
     variants: Optional[List[str]] = None
     seeds: List[int] = field(default_factory=list)   # repeat every run over train.seed (a grid axis of each group)
+    # What this profile's stand-in model or budget cannot show of the course's answer, and which profile would: the
+    # report states it before every answer, so a stand-in's numbers are never read as the course's answer.
+    stands_in: str = ""
 
 
 @dataclass
@@ -252,7 +254,8 @@ def _profile(name: str, data: Any, where: str) -> Profile:
     _check_fields(data, PROFILE_KEYS, where)
     p = Profile(name, description=_text(data.get("description"), f"{where} description"),
                 set=flatten(_mapping(data.get("set"), f"{where} set"), f"{where} set"),
-                axes=_axes(data.get("axes"), f"{where} axes"), seeds=_seeds(data.get("seeds"), f"{where} seeds"))
+                axes=_axes(data.get("axes"), f"{where} axes"), seeds=_seeds(data.get("seeds"), f"{where} seeds"),
+                stands_in=_text(data.get("stands_in"), f"{where} stands_in").strip())
     for k in ("groups", "variants"):
         if k in data:
             v = data[k]
@@ -441,11 +444,6 @@ def _points(g: Group, axes_override: Dict[str, list]) -> List[List[Tuple[str, An
     grid_axes = {k: axes_override.get(k, v) for k, v in g.grid.items()}
     grid = [list(zip(grid_axes, vals)) for vals in itertools.product(*grid_axes.values())]
     return [r + p for r in rows for p in grid]
-
-
-# Keys added to the config after runs were recorded, with the value that means "as before": left out of the identity
-# while they hold it, so that adding a key does not turn every recorded run into a new one.
-NEUTRAL_KEYS = {"train.ema": 0.0}
 
 
 def identity_hash(cfg: RunConfig) -> str:

@@ -226,7 +226,8 @@ def inception(h: int, w: int, c: int, n1x1: int = 64, n3x3_reduce: int = 96, n3x
         work.add(f"reduction: {m_naive:,} / {m_red:,} = {m_naive / m_red:.2f}x fewer multiplies, and "
                  f"{c_naive} -> {c_red} output channels (the naive pool branch makes the channels grow every module)")
     work.answer = dict(naive_output=(h, w, c_naive), naive_macs=m_naive, naive_params=p_naive,
-                       reduced_output=(h, w, c_red), reduced_macs=m_red, reduced_params=p_red)
+                       reduced_output=(h, w, c_red), reduced_macs=m_red, reduced_params=p_red,
+                       saved_macs=m_naive - m_red, reduction=m_naive / m_red if m_red else float("inf"))
     return work
 
 
@@ -243,7 +244,7 @@ def vgg19_table(dtype_bytes: int = 4) -> Working:
     work.add(f"{'layer':10s} {'output (HxWxC)':>15s} {'activations':>12s} {'params = weights + biases':>40s}")
     acts, params = [3 * 224 * 224], [0]
     work.add(f"{'INPUT':10s} {'224x224x3':>15s} {acts[0]:>12,} {0:>40,}")
-    table = []
+    table, weight_rows = [], []  # weight_rows: (layer, output, activations, weights) as the assignment's table
     for r in s.rows:
         if r.type == "Conv2d":
             _, k, hh, ww = r.output_shape
@@ -261,6 +262,7 @@ def vgg19_table(dtype_bytes: int = 4) -> Working:
         acts.append(r.activations)
         params.append(r.params)
         table.append((label, r.activations, r.params))
+        weight_rows.append((label, shape, r.activations, r.weights))
         work.add(f"{label:10s} {shape:>15s} {r.activations:>12,} {formula:>40s}")
     total_a, total_p = sum(acts), sum(params)
     total_w = sum(r.weights for r in s.rows)
@@ -273,7 +275,9 @@ def vgg19_table(dtype_bytes: int = 4) -> Working:
     work.add(f"without biases (the assignment's Table 1 convention): {total_w:,} weights ({total_w / 1e6:.2f} M); "
              f"the {total_p - total_w:,} biases are the difference")
     work.add(f"MACs: {s.totals.macs:,} ({s.totals.macs / 1e9:.2f} G) per image; FLOPs = 2·MACs")
-    work.answer = dict(activations=total_a, params=total_p, weights=total_w, macs=s.totals.macs, rows=table)
+    work.answer = dict(activations=total_a, params=total_p, weights=total_w, macs=s.totals.macs, rows=table,
+                       weight_rows=weight_rows, activations_mib=total_a * dtype_bytes / 2 ** 20,
+                       weights_mib=total_w * dtype_bytes / 2 ** 20)
     return work
 
 

@@ -64,10 +64,9 @@ def save_checkpoint(path, checkpoint: Dict[str, Any], keep_previous: bool = Fals
 
 
 # What each use of a checkpoint reads, with the type it must have: a damaged or foreign file is refused by name
-# before any of it is applied (and, for last.pt, the previous checkpoint is tried instead).
+# before any of it is applied (and, for last.pt, the previous checkpoint is tried instead). Resuming reads more:
+# runstate.RESUME_KEYS, derived from what a run's state is.
 MODEL_KEYS = {"model": dict, "config": dict}
-RESUME_KEYS = {**MODEL_KEYS, "optimizer": dict, "scheduler": dict, "scaler": dict, "rng": dict, "epoch": int,
-               "step": int, "time": (int, float), "best": dict, "targets": dict}
 
 
 def _load(path: Path, map_location, require: Dict[str, Any]) -> Dict[str, Any]:

@@ -21,6 +21,7 @@ import yaml
 from cnnlab import arguments as A
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import path_problem
+from cnnlab.registry import check_kwargs, keyword_defaults
 from cnnlab.training.augment_spelling import SHORTHAND_HELP, apply_shorthand, classic_value
 from cnnlab.training.tracking import check_mlflow_uri
 
@@ -32,15 +33,30 @@ SUPPORTED_DEVICES = ("cpu", "cuda", "mps")
 BIG = 10**7                              # ceiling of counts (epochs, images, steps) that no real run comes near
 
 
+_ALWAYS = object()  # `neutral` left out: the key is part of a run's identity whatever its value
+
+
 def F(default: Any, help: str, *, min: Optional[float] = None, gt: Optional[float] = None,
-      max: Optional[float] = None, lt: Optional[float] = None, choices: Optional[tuple] = None, path: bool = False):
-    """A dataclass field carrying its help text and bounds (checked by `validate`).
+      max: Optional[float] = None, lt: Optional[float] = None, choices: Optional[tuple] = None, path: bool = False,
+      machine: bool = False, neutral: Any = _ALWAYS, resumable: bool = False, planned: tuple = ()):
+    """A dataclass field carrying its help text, bounds (checked by `validate`) and role.
 
     Every number (and every number in a list) must also be finite: NaN passes every comparison, so it is refused
     by name rather than by bounds. Bounds of a list field apply to each of its items. A `path` field given as
     key=value is taken literally (parse_override), not read as YAML: `#` is not a comment in a path, nor is `null`
-    the absence of one."""
-    meta = {"help": help, "min": min, "gt": gt, "max": max, "lt": lt, "choices": choices, "path": path}
+    the absence of one.
+
+    The role, from which every list of keys elsewhere is derived (the constants at the end of this section):
+    `machine`: where a run executes, not what it computes: left out of the run's identity (MACHINE_KEYS);
+    `neutral`: a key added after runs were recorded, with the value that means "as before": left out of the identity
+    while it holds that value, so that adding the key does not turn every recorded run into a new one (NEUTRAL_KEYS);
+    `resumable`: a resumed run may change it: how long it goes on and how it reports, never what it trains
+    (RESUME_KEYS_CHANGEABLE); `planned`: the values of this key that lay themselves out over the run's length, so
+    that a run using one cannot be extended (LENGTH_PLANNED)."""
+    meta = {"help": help, "min": min, "gt": gt, "max": max, "lt": lt, "choices": choices, "path": path,
+            "machine": machine, "resumable": resumable, "planned": planned}
+    if neutral is not _ALWAYS:
+        meta["neutral"] = neutral
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -50,7 +66,7 @@ def F(default: Any, help: str, *, min: Optional[float] = None, gt: Optional[floa
 class DataConfig:
     name: str = F("cifar10", "dataset name (cifar10, fashion-mnist, imagefolder)")
     root: Optional[str] = F(None, "where the data lives; None: env CNNLAB_DATA, then the per-user cache dir",
-                            path=True)
+                            path=True, machine=True)
     val_size: Optional[int] = F(None, "images carved from train for validation (stratified); None: dataset default "
                                       "(5,000), 0: no validation split", min=0, max=BIG)
     test_size: Optional[int] = F(None, "carve a labelled, stratified test split of this many images out of the "
@@ -60,7 +76,8 @@ class DataConfig:
     train_subset: Optional[int] = F(None, "train on only this many images (stratified), for quick runs", gt=0, max=BIG)
     val_subset: Optional[int] = F(None, "validate on only this many images (stratified)", gt=0, max=BIG)
     seed: int = F(0, "seed of the validation split and of the subsets (not of training)", min=0, max=SEED_MAX)
-    download: bool = F(False, "fetch the official files (MD5-checked) when the dataset is not found (--download)")
+    download: bool = F(False, "fetch the official files (MD5-checked) when the dataset is not found (--download)",
+                       machine=True)
 
 
 @dataclass
@@ -107,7 +124,7 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     name: str = F("constant", "learning-rate schedule (constant, step, multistep, cosine, triangular, triangular2, "
-                              "exp_range, onecycle)")
+                              "exp_range, onecycle)", planned=("cosine", "onecycle"))
     unit: str = F("epoch", "unit of decay_epochs, milestones and step_size", choices=("epoch", "iter"))
     warmup: float = F(0, "linear warm-up length (in `unit`s) from warmup_factor*lr to lr, in front of the schedule",
                       min=0, max=BIG)
@@ -145,9 +162,10 @@ class BatchConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = F(30, "training epochs", gt=0, max=BIG)
+    epochs: int = F(30, "training epochs", gt=0, max=BIG, resumable=True)
     seed: int = F(0, "seed of initialisation, batch order, augmentation and dropout", min=0, max=SEED_MAX)
-    device: str = F("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps (no other kind)")
+    device: str = F("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps (no other kind)", machine=True,
+                    resumable=True)
     amp: str = F("auto", "mixed precision: auto (CUDA: bf16 where supported, else fp16; CPU: bf16 only if the CPU "
                          "has bf16 units and 3 timed steps show it faster than fp32, else fp32), none, bf16, fp16 "
                          "(CUDA)", choices=("auto", "none", "bf16", "fp16"))
@@ -158,7 +176,8 @@ class TrainConfig:
     threads: int = F(0, f"CPU intra-op threads (at most {MAX_THREADS}; more than 4 x the cores is reduced to that, "
                           "with a note), never changed; 0: start at torch's default (one per core) and, on the CPU, time "
                           "the first steps of an epoch (when due, at most 120 s of training apart) at one thread "
-                          "fewer and more and keep the fastest (training/threads.py; the count is in metrics.csv)", min=0, max=MAX_THREADS)
+                          "fewer and more and keep the fastest (training/threads.py; the count is in metrics.csv)",
+                   min=0, max=MAX_THREADS, machine=True, resumable=True)
     deterministic: bool = F(False, "use deterministic algorithms (slower on CUDA)")
     loss: str = F("cross_entropy", "training loss: cross_entropy, multi_margin (multi-class hinge), mse (softmax vs "
                                   "one-hot); validation always reports cross-entropy",
@@ -167,29 +186,32 @@ class TrainConfig:
     ema: float = F(0.0, "decay of an exponential moving average of the weights and BN statistics, updated every "
                         "optimizer step (warmed up as min(decay, (1+n)/(10+n))); validation, best.pt, evaluate, "
                         "predict and export use the average; e.g. 0.999 (a half-life of ~690 steps); 0: off",
-                   min=0, lt=1)
+                   min=0, lt=1, neutral=0.0)
     targets: List[float] = F([], "validation accuracies (0-1) whose first epoch and wall time are recorded",
                              gt=0, max=1)
     diverge_factor: float = F(4.0, "a loss above this many times max(initial loss, ln classes), or NaN/inf, "
                                    "stops the run as diverged", gt=1, max=1e6)
     max_time: Optional[float] = F(None, "stop after this many seconds of training (checked per epoch)", gt=0,
-                                   max=1e8)
+                                   max=1e8, resumable=True)
     checkpoints: bool = F(True, "write best.pt and last.pt every epoch")
-    tensorboard: bool = F(False, "also log to TensorBoard (runs/<name>/tb): grouped tags, hparams at the end")
+    tensorboard: bool = F(False, "also log to TensorBoard (runs/<name>/tb): grouped tags, hparams at the end",
+                          machine=True)
     mlflow: Optional[str] = F(None, "also log to MLflow: local (SQLite in `out`), or a tracking URI such as "
                                     "sqlite:///mlflow.db or http://host:5000; needs pip install 'cnnlab[mlflow]'")
     log_every: int = F(0, "TensorBoard/MLflow: also log the batch loss and lr every this many optimizer steps; "
-                          "0: per epoch only", min=0, max=BIG)
+                          "0: per epoch only", min=0, max=BIG, resumable=True)
     patience: int = F(0, "early stopping: stop when `monitor` has not improved for this many epochs; 0: off",
-                      min=0, max=BIG)
+                      min=0, max=BIG, resumable=True)
     monitor: str = F("val_acc", "early stopping's validation metric", choices=("val_acc", "val_loss"))
-    progress: str = F("auto", "progress bar: auto (on a terminal), on, off", choices=("auto", "on", "off"))
+    progress: str = F("auto", "progress bar: auto (on a terminal), on, off", choices=("auto", "on", "off"),
+                      machine=True, resumable=True)
 
 
 @dataclass
 class RunConfig:
-    name: Optional[str] = F(None, "run folder name under `out`; None: <model>-<dataset>-<timestamp>")
-    out: str = F("runs", "parent folder of run folders", path=True)
+    name: Optional[str] = F(None, "run folder name under `out`; None: <model>-<dataset>-<timestamp>",
+                            machine=True)
+    out: str = F("runs", "parent folder of run folders", path=True, machine=True)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -364,9 +386,9 @@ def _show(v) -> str:
 
 def _check_names(cfg: RunConfig) -> None:
     """Names chosen from registries must exist; the registries' own errors list the valid names."""
+    # here: the registries' modules load torch, and reading a config (--help-config, a spec) does not
     from cnnlab.data import DATASETS
     from cnnlab.models import MODELS
-    from cnnlab.registry import check_kwargs
     from cnnlab.training.optim import OPTIMIZERS
     from cnnlab.training.schedules import SCHEDULES
 
@@ -399,7 +421,6 @@ def _check_augment_pipeline(aug: AugmentConfig) -> None:
     to let it check them); the entry is completed with the augmentation's defaults, so that {name: flip} and
     {name: flip, p: 0.5} are one config, with one identity."""
     from cnnlab.data.augment import AUGMENTATIONS  # here: the data layer loads torch, and reading a config does not
-    from cnnlab.registry import check_kwargs, keyword_defaults
 
     for i, spec in enumerate(aug.pipeline):
         key = f"augment.pipeline[{i}]"
@@ -678,6 +699,19 @@ def describe_keys() -> List[tuple]:
 
 
 # Every dotted key, for specs, tuning spaces, figure and answer options (one home for config-key knowledge).
+def keys_with_role(role: str) -> tuple:
+    """The config keys whose field declares `role` (machine, resumable; see F)."""
+    return tuple(key for key, (_, meta, _) in schema().items() if meta.get(role))
+
+
+# Derived from the roles each field declares (F): a new key says its role where it is defined, and no list elsewhere
+# has to remember it (STYLE lesson 13).
+MACHINE_KEYS = keys_with_role("machine")
+NEUTRAL_KEYS = {key: meta["neutral"] for key, (_, meta, _) in schema().items() if "neutral" in meta}
+RESUME_KEYS_CHANGEABLE = keys_with_role("resumable")
+LENGTH_PLANNED = tuple(v for _, meta, _ in schema().values() for v in meta.get("planned", ()))
+
+
 _CONFIG_KEYS = None
 
 

@@ -24,7 +24,9 @@ def _series(rows, key, scale: float = 1.0):
 
 
 def has_lr(runs: Dict[str, List[dict]]) -> bool:
-    return any(isinstance(r.get("lr"), (int, float)) for rows in runs.values() for r in rows)
+    """Whether some run's learning rate changed during the run: a constant lr gets no panel (it would be a flat
+    line saying what the config already says)."""
+    return any(len({r["lr"] for r in rows if isinstance(r.get("lr"), (int, float))}) > 1 for rows in runs.values())
 
 
 def plot_curves(runs: Dict[str, List[dict]], axes=None, train_loss_label: str = "cross-entropy"):
@@ -52,10 +54,9 @@ def plot_curves(runs: Dict[str, List[dict]], axes=None, train_loss_label: str = 
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss" + ("" if same else f" (train: {train_loss_label})"))
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     if ax_lr is not None:
+        # a linear axis: a schedule that anneals to ~0 (one-cycle, cosine) would dive off a log axis at its end
         ax_lr.set(xlabel="epoch", ylabel="learning rate", title="learning rate (end of epoch)")
-        lrs = [v for rows in runs.values() for v in _series(rows, "lr")[1] if v > 0]
-        if lrs and max(lrs) / min(lrs) > 50:
-            ax_lr.set_yscale("log")
+        ax_lr.set_ylim(bottom=0)
     last = max((r["epoch"] for rows in runs.values() for r in rows if isinstance(r.get("epoch"), int)), default=1)
     for ax in axes:
         ax.grid(True)
