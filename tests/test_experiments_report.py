@@ -90,8 +90,10 @@ def test_runs_csv_has_one_row_per_run_with_the_numbers(swept):
     rows = list(csv.DictReader((tmp / "rep" / "lr-runs.csv").open()))
     assert [r["run"] for r in rows] == ["lr=100000", "lr=0.05", "lr=0.01"]
     assert {"optim.lr", "status", "best_val_acc", "best_epoch", "final_train_acc", "final_train_loss",
-            "final_val_loss", "weight_sparsity", "wall_s", "epochs_to_0.1", "seconds_to_0.1"} <= set(rows[0])
+            "final_val_loss", "weight_sparsity", "wall_s", "images_per_sec", "params", "epochs_to_0.1",
+            "seconds_to_0.1"} <= set(rows[0])
     ok = rows[1]
+    assert int(ok["params"]) == 82_030 and float(ok["images_per_sec"]) > 0  # SimpleNN, as `cnnlab models` says
     assert ok["status"] == "did not learn" and float(ok["optim.lr"]) == 0.05  # at chance, as the table says and 0 <= float(ok["best_val_acc"]) <= 1
     assert 0 <= float(ok["weight_sparsity"]) < 0.5 and float(ok["wall_s"]) > 0
     assert rows[0]["status"] == "diverged"

@@ -137,12 +137,12 @@ def test_config_file_is_the_base_below_base(tmp_path):
     assert run.config.out.endswith("s/default")  # the spec is named after its file
 
 
-def test_there_are_ten_recipes():
-    assert len(RECIPES) == 11, [p.name for p in RECIPES]
+def test_there_are_twelve_recipes():
+    assert len(RECIPES) == 12, [p.name for p in RECIPES]
 
 
 @pytest.mark.parametrize("stem", ["07-adaptive-optimizers", "08-fashion-clr-cbs", "09-resnet44-cutout-ba",
-                                  "10-vgg-bn-landscape"])
+                                  "10-vgg-bn-landscape", "11-project2-cifar10"])
 def test_stand_in_cpu_profiles_say_what_they_cannot_show(stem):
     """A cpu profile that swaps the course's model or budget for a smaller one says so, naming the full profile."""
     s = load_spec(Path(__file__).parent.parent / "experiments" / f"{stem}.yaml")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cnnlab.errors import CnnlabError
 from cnnlab.experiments.spec import expand, load_spec
 from cnnlab.experiments.store import ResultStore
 from cnnlab.experiments.sweep import SweepOptions, analysis_commands, make_plan, sweep
@@ -171,6 +172,27 @@ def test_analysis_steps_fill_their_placeholders(tmp_path, env):
     full = analysis_commands(make_plan(opts(spec, tmp_path, profile="full")))
     assert full[1].argv == ["weights", str(tmp_path / "runs" / "an" / "full" / "x"), str(tmp_path / "runs" / "an" / "full"
                                                                                    / "y")]
+
+
+def test_best_placeholder_names_the_finished_run_with_the_highest_validation_accuracy(grid_sweep, tmp_path, env):
+    tmp, _, records, _ = grid_sweep
+    # the same runs as the swept spec (same name, axes and out), with analysis steps that ask for the best run
+    spec = write_spec(tmp_path, "grid", grid={"optim.lr": [0.05, 0.01], "model.options.batch_norm": [False, True]},
+                      analysis=[{"name": "w", "args": ["weights", "{best}"]}])
+    plan = make_plan(opts(spec, tmp))
+    best = max(plan.runs, key=lambda r: records[r.key].summary["best_val_acc"])
+    (cmd,) = analysis_commands(plan)
+    assert cmd.argv == ["weights", str(tmp / "runs" / "grid" / "default" / best.name)]
+    grouped = write_spec(tmp_path, "grid", grid={"optim.lr": [0.05, 0.01], "model.options.batch_norm": [False, True]},
+                         analysis=[{"name": "w", "args": ["weights", "{best:bn}"]}])
+    with pytest.raises(CnnlabError, match="no group 'bn'"):
+        analysis_commands(make_plan(opts(grouped, tmp)))
+
+
+def test_best_placeholder_before_any_run_finished_says_to_run_the_sweep(tmp_path, env):
+    spec = write_spec(tmp_path, "fresh", variants={"x": {}}, analysis=[{"name": "f", "args": ["filters", "{best}"]}])
+    with pytest.raises(CnnlabError, match="no finished run to pick the best of; run the sweep first"):
+        analysis_commands(make_plan(opts(spec, tmp_path)))
 
 
 def test_a_finished_analysis_step_is_skipped_until_its_command_changes(tmp_path, env):

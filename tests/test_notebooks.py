@@ -18,7 +18,8 @@ FIGURE_MAKERS = re.compile(r"\bapi\.(?:new_figure|plot_curves|plot_histograms)\(
 # each notebook and a line it must print: the answer it computed, not just "the cells ran"
 EXPECTED = {"simplenn-cifar10": "initial loss", "simplenn-cifar10-dev": "best val acc",
             "resnet-cifar10": "TTA flip-translate", "save_test_predictions": "10,000 rows",
-            "fashion-clr-cbs": "suggested lr_min", "vgg-bn-landscape": "mean width of the loss band"}
+            "fashion-clr-cbs": "suggested lr_min", "vgg-bn-landscape": "mean width of the loss band",
+            "project2-cifar10": "best network by test accuracy"}
 
 
 def test_the_course_notebooks_are_all_there():

@@ -26,6 +26,7 @@ A spec answers one comparison (the course's "with and without BN", "six learning
     tune: {space: {optim.lr: {type: float, low: 1e-4, high: 1, log: true}}}   # for `cnnlab tune` (tune.py)
     analysis:                           # cnnlab commands run after the sweep by `cnnlab sweep --analysis`
       - {name: lr-range, args: [find-lr, "{run:bn}", --out, "{out}"]}
+      - {name: filters, args: [filters, "{best}", --out, "{out}"]}   # the finished run with the best val acc
 
 Precedence inside one run: config file < base < group.set < variant < profile.set < zip < grid < command line.
 A profile's `set` shrinks every run (its data, its epochs) but leaves what the axes vary alone; its `axes` replace

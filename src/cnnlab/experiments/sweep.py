@@ -348,8 +348,10 @@ class AnalysisCommand:
 
 def analysis_commands(plan: Plan, data_root: Optional[str] = None) -> List[AnalysisCommand]:
     """The spec's analysis steps as `cnnlab` argument lists, placeholders filled:
-    {run:NAME} -> that run's folder, {config:NAME} -> a YAML file of that run's config, {out} -> the step's
-    output folder (<sweep>/analysis/<step>), {sweep} -> the sweep folder, {data_root} -> the data folder."""
+    {run:NAME} -> that run's folder, {config:NAME} -> a YAML file of that run's config, {best} or {best:GROUP} ->
+    the folder of the finished run (of that group) with the highest best validation accuracy (best_run), {out} ->
+    the step's output folder (<sweep>/analysis/<step>), {sweep} -> the sweep folder, {data_root} -> the data
+    folder."""
     by_name = {r.name: r for r in plan.runs}
     cmds = []
     for step in analysis_steps(plan):
@@ -378,6 +380,8 @@ def _fill(arg: str, cmd: AnalysisCommand, by_name: Dict[str, Run], out: Path, pl
             path = out / f"{name}.yaml"
             cmd.files[path] = run.config.to_yaml()
             return str(path)
+        if kind == "best":
+            return str(run_folder(best_run(plan, name, f"analysis step {step!r}")))
         if kind == "out":
             return str(out)
         if kind == "sweep":
@@ -388,9 +392,34 @@ def _fill(arg: str, cmd: AnalysisCommand, by_name: Dict[str, Run], out: Path, pl
                 raise CnnlabError(f"analysis step {step!r} needs the data folder: pass --data-root")
             return root
         raise CnnlabError(f"{plan.spec.where()} analysis step {step!r}: unknown placeholder {m.group(0)!r}; "
-                          "use {run:NAME}, {config:NAME}, {out}, {sweep} or {data_root}")
+                          "use {run:NAME}, {config:NAME}, {best}, {best:GROUP}, {out}, {sweep} or {data_root}")
 
     return re.sub(r"\{(\w+)(?::([\w.+=-]+))?\}", sub, arg)
+
+
+def best_run(plan: Plan, group: Optional[str] = None, what: str = "analysis") -> Run:
+    """The run of the plan (of spec group `group`) whose run folder holds a finished summary with the highest best
+    validation accuracy: the run a recipe's insight figures are drawn for, decided after the sweep rather than
+    guessed when the spec is written. Chosen on validation accuracy, never on the test split. Diverged runs and
+    runs without a summary here (not run, or run on another machine) are not candidates."""
+    from cnnlab.training.runfolder import RunFolder
+
+    groups = {r.group for r in plan.runs}
+    if group is not None and group not in groups:
+        raise CnnlabError(f"{plan.spec.where()} {what}: no group {group!r} in profile {plan.profile!r}; its groups: "
+                          + (", ".join(sorted(g for g in groups if g)) or "none (write {best})"))
+    scores = []
+    for run in plan.runs:
+        if group is not None and run.group != group:
+            continue
+        summary = RunFolder(run_folder(run)).read_summary() or {}
+        acc = summary.get("best_val_acc")
+        if summary.get("status") in ("finished", "stopped") and isinstance(acc, (int, float)):
+            scores.append((acc, run))
+    if not scores:
+        raise CnnlabError(f"{plan.spec.where()} {what}: no finished run{f' in group {group!r}' if group else ''} "
+                          "to pick the best of; run the sweep first")
+    return max(scores, key=lambda t: t[0])[1]
 
 
 STEP_DONE = ".step-done"  # in a step's output folder: the fingerprint of the command that last finished there
