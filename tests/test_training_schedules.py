@@ -103,3 +103,20 @@ def test_cyclical_batch_size_sawtooth(mode, first, last):
 
 def test_constant_batch_policy():
     assert batch_size_at(7, BatchConfig(size=200)) == 200
+
+
+@pytest.mark.parametrize("steps,pct", [(4, 0.25), (10, 0.1), (20, 0.05), (2, 0.5), (1, 0.5), (3, 1 / 3)])
+def test_onecycle_with_a_one_step_warm_up_runs(steps, pct):
+    """torch's OneCycleLR divides by zero when its warm-up ends at step 0 (pct_start x steps = 1): such a run warms
+    up over 2 steps instead, and still peaks at the lr and anneals."""
+    got = lrs(ScheduleConfig(name="onecycle", pct_start=pct), ipe=steps, epochs=1)
+    assert len(got) == steps and all(math.isfinite(x) and x > 0 for x in got)
+    if steps >= 4:
+        assert max(got) == pytest.approx(0.1, rel=1e-6) and got[-1] < max(got) and got[0] < max(got)
+
+
+def test_onecycle_leaves_every_other_warm_up_as_configured():
+    from cnnlab.training.schedules import onecycle_steps
+
+    assert onecycle_steps(100, 0.25) == (100, 0.25) and onecycle_steps(15, 0.1) == (15, 0.1)
+    assert onecycle_steps(4, 0.25) == (4, 0.5) and onecycle_steps(2, 0.5) == (3, 2 / 3)

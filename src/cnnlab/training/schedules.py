@@ -62,8 +62,20 @@ for _mode in ("triangular", "triangular2", "exp_range"):
 
 @SCHEDULES.register("onecycle")
 def _onecycle(opt, cfg, lr, ipe, total):
-    return S.OneCycleLR(opt, max_lr=lr, total_steps=max(2, total), pct_start=cfg.pct_start,
+    total, pct = onecycle_steps(total, cfg.pct_start)
+    return S.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=pct,
                         div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, cycle_momentum=False)
+
+
+def onecycle_steps(total: int, pct_start: float):
+    """Total steps and warm-up share that torch's OneCycleLR can run. Its warm-up phase ends at step
+    pct_start·total − 1, and a phase ending at step 0 divides by zero (4 steps at 0.25, 10 at 0.1): such a run warms
+    up over 2 steps instead. Every other combination is passed through unchanged."""
+    total = max(2, total)
+    if float(pct_start * total) - 1 == 0:
+        total = max(3, total)    # 2 steps cannot hold both phases; a third step is planned and never taken
+        pct_start = 2 / total
+    return total, pct_start
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, cfg, lr: float, iters_per_epoch: int, epochs: int):
