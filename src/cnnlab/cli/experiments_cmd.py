@@ -9,6 +9,7 @@ import sys
 from cnnlab.cli.common import add_data_root, data_overrides
 
 from cnnlab.errors import CnnlabError
+from cnnlab.training.metrics import BEST_VAL_ACC
 
 
 def _spec_args(p: argparse.ArgumentParser, unit: str, spec_help: str) -> None:
@@ -101,7 +102,7 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"{len(names):,} planned run{'s' * (len(names) != 1)}", file=sys.stderr, flush=True)
         width = max(map(len, names), default=0)
         for r in rows:
-            best = f"{100 * r['best_val_acc']:.2f}%" if isinstance(r["best_val_acc"], float) else ""
+            best = f"{100 * r[BEST_VAL_ACC]:.2f}%" if isinstance(r[BEST_VAL_ACC], float) else ""
             other = "" if r["planned"] else "  (other settings: not in this plan; key=value overrides?)"
             print(f"{r['run']:{width}s}  {r['state']:12s} {best:>8s}  {r['folder']}{other}", flush=True)
         return 0

@@ -34,22 +34,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.figures import LABELS, Entry, _fmt, key_words, reach
+from cnnlab.experiments.figures import Entry, _fmt, key_words, reach
 from cnnlab.registry import Registry, check_kwargs
 from cnnlab.training.config import SEED_KEY, check_key
+from cnnlab.training.metrics import BEST_VAL_ACC, COMPARABLE, FINAL_TRAIN_ACC, FINAL_VAL_ACC, LABELS as WORDS
+from cnnlab.training.metrics import LOWER_IS_BETTER, PERCENT, WALL_TIME
 
 ANSWERS = Registry("report answer")
-# Metrics an answer can compare: the summary's, and two computed here (the overfitting gap, the weight sparsity).
-METRICS = ("best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "final_train_loss", "final_val_loss",
-           "end_train_loss", "end_train_acc", "wall_time", "images_per_sec", "best_epoch", "gap", "weight_sparsity",
-           "initial_loss")
-LOWER_IS_BETTER = {"final_train_loss", "final_val_loss", "end_train_loss", "wall_time", "best_epoch", "gap",
-                   "initial_loss"}
-PERCENT = {"best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "gap", "weight_sparsity", "end_train_acc"}
-WORDS = {**LABELS, "final_val_loss": "final validation loss",
-         "wall_time": "training time", "gap": "overfitting gap (final training minus final validation accuracy)",
-         "weight_sparsity": "share of weights below 1e-3 in magnitude (best checkpoint)",
-         "test_acc": "test accuracy (best checkpoint)", "initial_loss": "initial loss"}
+# The metrics an answer can compare (one number per run, or the overfitting gap and the weight sparsity computed
+# here), which are better lower, which are shown in percent, and their words: from the catalogue (training/metrics.py).
+METRICS = COMPARABLE
 
 
 @dataclass
@@ -71,7 +65,7 @@ class Stat:
 
 def metric(e: Entry, key: str) -> Optional[float]:
     if key == "gap":
-        tr, va = e.metric("final_train_acc"), e.metric("final_val_acc")
+        tr, va = e.metric(FINAL_TRAIN_ACC), e.metric(FINAL_VAL_ACC)
         return tr - va if tr is not None and va is not None else None
     if key == "weight_sparsity":
         return e.sparsity() if e.summary else None
@@ -88,7 +82,7 @@ def stat(entries: Sequence[Entry], key: str) -> Optional[Stat]:
 def show(key: str, v: float) -> str:
     if key in PERCENT:
         return f"{100 * v:.2f}%"
-    if key == "wall_time":
+    if key == WALL_TIME:
         return f"{v:,.0f} s"
     if key in ("images_per_sec", "best_epoch"):
         return f"{v:,.0f}"
@@ -101,7 +95,7 @@ def show_stat(key: str, s: Stat, n: bool = True) -> str:
         return show(key, s.mean)
     if key in PERCENT:
         text = f"{100 * s.mean:.2f}% ± {100 * s.std:.2f}"
-    elif key == "wall_time":
+    elif key == WALL_TIME:
         text = f"{s.mean:,.0f} ± {s.std:,.0f} s"
     else:
         text = f"{show(key, s.mean)} ± {show(key, s.std)}"
@@ -111,7 +105,7 @@ def show_stat(key: str, s: Stat, n: bool = True) -> str:
 def margin_text(key: str, d: float) -> str:
     if key in PERCENT:
         return f"{100 * d:+.2f} points"
-    if key == "wall_time":
+    if key == WALL_TIME:
         return f"{d:+,.0f} s"
     return f"{d:+,.0f}" if key in ("images_per_sec", "best_epoch") else f"{d:+.4g}"
 
@@ -264,7 +258,7 @@ def _versus(key: str, la: str, lb: str, sa: Stat, sb: Stat, pooled: Optional[flo
 
 @ANSWERS.register("compare")
 def compare(entries: List[Entry], a: Selector, b: Selector,
-            metrics: Union[str, List[str]] = ("best_val_acc", "final_train_acc")) -> str:
+            metrics: Union[str, List[str]] = (BEST_VAL_ACC, FINAL_TRAIN_ACC)) -> str:
     """a against b on each metric: which is better, both values, the margin, and whether it is inside the seed
     noise (then: no measurable difference)."""
     ra, rb = select(entries, a), select(entries, b)
@@ -287,7 +281,7 @@ def compare(entries: List[Entry], a: Selector, b: Selector,
 
 @ANSWERS.register("paired")
 def paired(entries: List[Entry], key: str, a: Any, b: Any, by: str = "variant",
-           metrics: Union[str, List[str]] = "best_val_acc") -> str:
+           metrics: Union[str, List[str]] = BEST_VAL_ACC) -> str:
     """For each value of `by` (each variant): its runs with `key` = a against those with `key` = b."""
     names = list(dict.fromkeys(_fmt(e.value(by)) for e in entries))
     la, lb = f"{key_words(key)} {_fmt(a)}", f"{key_words(key)} {_fmt(b)}"
@@ -317,7 +311,7 @@ def _where(entries: List[Entry], where: Optional[Dict[str, Any]]) -> List[Entry]
 
 
 @ANSWERS.register("best")
-def best(entries: List[Entry], key: str, by: str = "best_val_acc", where: Optional[Dict[str, Any]] = None) -> str:
+def best(entries: List[Entry], key: str, by: str = BEST_VAL_ACC, where: Optional[Dict[str, Any]] = None) -> str:
     """The value of config `key` whose runs did best on `by`, its margin over the runner-up (or no measurable
     difference), and every value; among the runs matching `where` (key: value pairs) when given."""
     scope = f" among the runs with {_label(where)}" if where else ""
@@ -377,11 +371,11 @@ def target(entries: List[Entry], target: float, by: Optional[str] = None,
     if reached:  # fastest first
         text += " (" + ", ".join(f"{name(e)} at epoch {h['epoch']}, {h['time']:,.0f} s" for e, h in reached) + ")"
     if missed:
-        top = max(missed, key=lambda e: e.metric("best_val_acc") or 0)
+        top = max(missed, key=lambda e: e.metric(BEST_VAL_ACC) or 0)
         others = f"the best of the {len(missed)} that did not" if len(missed) > 1 else "the one that did not"
         text += (f"; {others}: {name(top)} at "
-                 f"{show('best_val_acc', top.metric('best_val_acc') or 0)} after {top.summary.get('epochs_done')} "
-                 f"epochs, {top.metric('wall_time') or 0:,.0f} s")
+                 f"{show(BEST_VAL_ACC, top.metric(BEST_VAL_ACC) or 0)} after {top.summary.get('epochs_done')} "
+                 f"epochs, {top.metric(WALL_TIME) or 0:,.0f} s")
     return text + "."
 
 

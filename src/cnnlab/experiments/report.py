@@ -41,6 +41,7 @@ from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable,
 from cnnlab.plotting import figure_bytes
 from cnnlab.training.config import SEED_KEY
 from cnnlab.training.losses import describe as describe_loss
+from cnnlab.training.metrics import BEST_VAL_ACC, FINAL_TRAIN_ACC, FINAL_VAL_ACC, TEST_ACC, WALL_TIME
 
 
 @dataclass
@@ -340,7 +341,7 @@ def _columns(entries: List[Entry]) -> List[tuple]:
             ("best epoch", lambda e: _num((e.summary or {}).get("best_epoch"), "d")),
             ("final train acc", lambda e: _pct((e.summary or {}).get("final_train_acc"))),
             *[(f"{s} acc (best ckpt)", lambda e, s=s: _pct((e.summary or {}).get(f"{s}_acc"))) for s in splits],
-            ("wall time (s)", lambda e: _num((e.summary or {}).get("wall_time"), ",.1f")),
+            ("wall time (s)", lambda e: _num((e.summary or {}).get(WALL_TIME), ",.1f")),
             ("images/s", lambda e: _num((e.summary or {}).get("images_per_sec"), ",.0f")),
             ("params", lambda e: _num((e.summary or {}).get("params"), ",d")),
             ("diverged", lambda e: ("yes" if e.summary.get("diverged") else "no") if e.summary else "")]
@@ -367,7 +368,7 @@ def table(source: Source) -> tuple:
         keys = []
     short = short_keys(keys)  # short labels (lr, batch_norm): a header wraps only between words, so keep them short
     header = ["run", "best val acc", *[short[k] for k in keys], *[h for h, _ in cols]]
-    rows = [[e.name, _pct((e.summary or {}).get("best_val_acc")), *[_cell(e.value(k)) for k in keys],
+    rows = [[e.name, _pct((e.summary or {}).get(BEST_VAL_ACC)), *[_cell(e.value(k)) for k in keys],
              *[cells[h][i] for h, _ in cols]] for i, e in enumerate(entries)]
     words = {"status": lambda v: f"status {v}", "params": lambda v: f"{v} parameters",
              "diverged": lambda v: "none diverged" if v == "no" else "all diverged"}
@@ -389,7 +390,7 @@ def settings_table(source: Source) -> Optional[tuple]:
     return ["setting", *[e.name for e in entries]], [[k, *[_cell(e.varied.get(k)) for e in entries]] for k in keys]
 
 
-SEED_COLUMNS = ("best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "wall_time")
+SEED_COLUMNS = (BEST_VAL_ACC, FINAL_TRAIN_ACC, FINAL_VAL_ACC, TEST_ACC, WALL_TIME)
 
 
 def seed_table(source: Source) -> Optional[tuple]:
@@ -448,7 +449,7 @@ def runs_csv(sources: Sequence[Source]) -> str:
         # `set: {augment.repeats: 1}` beside a grid over it), so no cell is blank that has a value
         row = {"run": e.name, "source": src.title, **{k: _csv_value(e.value(k)) for k in keys},
                **{k: e.varied[k] for k in ("group", "variant") if k in e.varied},
-               **{k: s.get(k) for k in CSV_RESULTS if k in s}, "status": e.outcome, "wall_s": s.get("wall_time"),
+               **{k: s.get(k) for k in CSV_RESULTS if k in s}, "status": e.outcome, "wall_s": s.get(WALL_TIME),
                "weight_sparsity": e.sparsity() if e.summary else None}
         for t in targets:
             hit = reach(e, t)
@@ -481,8 +482,8 @@ def analysis_pngs(source: Source) -> List[Path]:
 
 
 def best_entry(source: Source) -> Optional[Entry]:
-    done = [e for e in source.entries if (e.summary or {}).get("best_val_acc") is not None]
-    return max(done, key=lambda e: e.summary["best_val_acc"]) if done else None
+    done = [e for e in source.entries if (e.summary or {}).get(BEST_VAL_ACC) is not None]
+    return max(done, key=lambda e: e.summary[BEST_VAL_ACC]) if done else None
 
 
 def best_evaluation(source: Source) -> Optional[dict]:
@@ -762,7 +763,7 @@ def answers_json(built: List[Built]) -> str:
             smoke = {"stands_in": b.source.stands_in}
         out.append({"source": b.source.title, "spec": str(b.source.spec_path or ""), "ran": ran_line(b.source.planned),
                     "runs": len(b.source.planned), "runs_done": len(done),
-                    "wall_s": round(sum((e.summary or {}).get("wall_time") or 0 for e in done), 1), **smoke,
+                    "wall_s": round(sum((e.summary or {}).get(WALL_TIME) or 0 for e in done), 1), **smoke,
                     "answers": [{"question": a.question, "kind": a.kind, "metrics": a.metrics, "text": a.text,
                                  **smoke} for a in b.answers]})
     return json.dumps(out, indent=1, ensure_ascii=False) + "\n"

@@ -52,6 +52,7 @@ from optuna.trial import TrialState
 
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_bytes, check_writable
+from cnnlab.training.metrics import BEST_VAL_ACC
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -401,7 +402,7 @@ class ResultStore:
     def finish(self, claim: Claim, summary: dict, metrics: List[dict]) -> bool:
         """Record a run that ended by itself: finished, stopped (time budget) or diverged. All count as done."""
         self._stop_heartbeat(claim)
-        best = summary.get("best_val_acc")
+        best = summary.get(BEST_VAL_ACC)
         value = float(best) if isinstance(best, (int, float)) and math.isfinite(best) else 0.0
         return self._close(claim.trial_id, TrialState.COMPLETE,
                            {"status": summary.get("status", "finished"), "summary": summary, "metrics": metrics},

@@ -27,6 +27,7 @@ from cnnlab.experiments.spec import (Run, Spec, expand, folder_identity, iter_ru
                                      run_folder, run_names, split_key, sweep_folder)
 from cnnlab.experiments.store import DEFAULT_STORE, Claim, Record, ResultStore
 from cnnlab.training.config import OVERRIDES
+from cnnlab.training.metrics import BEST_VAL_ACC
 
 DONE_STATES = ("finished", "diverged", "stopped")
 
@@ -318,15 +319,15 @@ def status_rows(opts: SweepOptions) -> Tuple[List[str], Iterator[dict]]:
 def _rows(records: Dict[str, Record], runs: Iterator[Run]) -> Iterator[dict]:
     for r in runs:
         rec = records.pop(r.key, None)
-        best = (rec.summary or {}).get("best_val_acc") if rec else None
-        yield {"run": r.name, "state": rec.state if rec else "pending", "best_val_acc": best,
+        best = (rec.summary or {}).get(BEST_VAL_ACC) if rec else None
+        yield {"run": r.name, "state": rec.state if rec else "pending", BEST_VAL_ACC: best,
                "folder": str(run_folder(r)), "planned": True}
     # Runs of the same spec and profile with other settings (a sweep started with key=value overrides): they ran,
     # so they are listed, marked as not part of this plan, rather than hidden behind "pending" rows.
     for rec in records.values():
         folder = (rec.summary or {}).get("run") or ""
         yield {"run": Path(folder).name if folder else rec.key, "state": rec.state,
-               "best_val_acc": (rec.summary or {}).get("best_val_acc"), "folder": folder, "planned": False}
+               BEST_VAL_ACC: (rec.summary or {}).get(BEST_VAL_ACC), "folder": folder, "planned": False}
 
 
 # ----------------------------------------------------------------------------------------------------------------------

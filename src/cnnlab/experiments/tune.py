@@ -44,12 +44,14 @@ from cnnlab.experiments.spec import Spec, load_spec, unflatten
 from cnnlab.training.config import check_key
 from cnnlab.experiments.store import DEFAULT_STORE, machine_id, open_storage, owner_alive, process_start
 from cnnlab.training.config import config_from_dict, merge, parse_override
+from cnnlab.training.metrics import LOWER_IS_BETTER, WALL_TIME
 
 TUNE_KEYS = ("metric", "sampler", "pruner", "trials", "seed", "space")
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "when")
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
-METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
+# The per-epoch metrics a trial reports to the pruner (metrics.csv's), in the direction the catalogue gives them.
+METRICS = {m: "minimize" if m in LOWER_IS_BETTER else "maximize" for m in ("val_acc", "val_loss")}
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -377,7 +379,7 @@ def objective(plan: Plan, log: Callable[[str], None]):
             log(f"trial {trial.number}: {shown} -> pruned at epoch {trial.user_attrs['pruned_at']} "
                 f"({metric} {show_metric(metric, best)})")
             raise optuna.TrialPruned()
-        log(f"trial {trial.number}: {shown} -> {metric} {show_metric(metric, best)} ({summary['wall_time']:.1f} s)")
+        log(f"trial {trial.number}: {shown} -> {metric} {show_metric(metric, best)} ({summary[WALL_TIME]:.1f} s)")
         return best
     return run
 

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from cnnlab.errors import CnnlabError
+from cnnlab.training.metrics import TRACKED
 
 EPOCH_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "acc/train", "val_acc": "acc/val",
               "lr": "lr", "batch_size": "batch_size", "images_per_sec": "throughput/images_per_sec",
               "epoch_time": "time/epoch_s"}
-FINAL_METRICS = ("best_val_acc", "best_epoch", "final_train_acc", "final_val_acc", "final_train_loss",
-                 "final_val_loss", "end_train_loss", "end_train_acc", "wall_time", "epochs_done")
+FINAL_METRICS = TRACKED  # the summary's metrics logged at the end of a run (the catalogue's `tracked`)
 ARTIFACTS = ("config.yaml", "metrics.csv", "summary.json", "curves.png", "best.pt")
 
 
