@@ -18,7 +18,7 @@ def register(sub) -> None:
     data.set_defaults(func=lambda a: data.print_help() or 2)
 
     p = dsub.add_parser("info", help="splits, per-class counts, image shape, mean/std, and example grids (PNG)",
-                        description="Summarise dataset NAME (cifar10, fashion-mnist, imagefolder) and write "
+                        description="Summarise dataset NAME (any registered dataset: an unknown NAME lists them) and write "
                                     "OUT/NAME_examples.png (and OUT/NAME_augmented.png with --augment).")
     p.add_argument("name", metavar="NAME")
     add_data_root(p)
