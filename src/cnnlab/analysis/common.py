@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import logging
 import math
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence
@@ -74,12 +75,13 @@ def run_steps(trainer, steps: int, lr_at: Optional[Callable[[int], float]] = Non
 
 
 def analysis_trainer(cfg, log: Optional[Callable[[str], None]] = None):
-    """A Trainer that writes nothing and shows no progress bar (analyses print their own summary lines)."""
+    """A Trainer that writes nothing and shows no progress bar (analyses print their own summary lines): its own
+    lines go to `log`, or at DEBUG level to the `cnnlab.analysis.trainer` logger, hidden unless asked for."""
     from cnnlab.training.config import config_from_dict, merge
     from cnnlab.training.trainer import Trainer
 
     cfg = config_from_dict(merge(cfg.to_dict(), {"train": {"progress": "off", "checkpoints": False}}))
-    return Trainer(cfg, write=False, log=log or (lambda s: None))
+    return Trainer(cfg, write=False, log=log or logging.getLogger("cnnlab.analysis.trainer").debug)
 
 
 def trainable(model: torch.nn.Module) -> List[torch.nn.Parameter]:

@@ -230,7 +230,7 @@ def _find_lr(args) -> int:
         lrs = rt.candidates(args.discrete, args.start, args.end)
         steps = args.sweep_epochs * len(t.train_loader)
         print(cost_line(f"discrete sweep: {len(lrs)} rates x {steps} steps", len(lrs) * steps * _images_per_step(t)))
-        res = rt.lr_sweep(t, lrs, args.sweep_epochs, args.rule, log=print, ax=axes[0][0])
+        res = rt.lr_sweep(t, lrs, args.sweep_epochs, args.rule, ax=axes[0][0])
     else:
         steps = round(args.epochs * len(t.train_loader)) if args.epochs else args.steps
         print(cost_line(f"range test: {steps} steps from lr {args.start:g} to {args.end:g} ({args.mode})",
@@ -263,7 +263,7 @@ def _find_batch(args) -> int:
     print(cost_line(f"batch-size test: {len(kept)} sizes x {args.steps} steps",
                     sum(kept) * args.steps * t.cfg.augment.repeats))
     fig, axes = new_figure()
-    res = rt.batch_range_test(t, sizes, args.steps, args.micro, log=print, ax=axes[0][0])
+    res = rt.batch_range_test(t, sizes, args.steps, args.micro, ax=axes[0][0])
     print(res.line())
     _write(Path(args.out), "find-batch", fig, res.rows(), lines=[res.line()])
     return 0
@@ -282,7 +282,7 @@ def _loss_band(args) -> int:
     for k, (label, cfg) in enumerate(variants):
         t = analysis_trainer(cfg)
         print(f"{label}: {_describe(t)}")
-        band = loss_band(t, args.lrs, args.steps, label, log=print, ax=axes[0][0], color=f"C{k}",
+        band = loss_band(t, args.lrs, args.steps, label, ax=axes[0][0], color=f"C{k}",
                          gradients=args.gradients, ax_grad=axes[0][1] if args.gradients else None)
         print(band.line())
         rows += band.rows()

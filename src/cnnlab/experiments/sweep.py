@@ -11,6 +11,7 @@ summary and metrics, so `cnnlab report` works from any of them).
 from __future__ import annotations
 
 import itertools
+import logging
 import multiprocessing as mp
 import os
 import shlex
@@ -29,6 +30,7 @@ from cnnlab.experiments.store import DEFAULT_STORE, Claim, Record, ResultStore
 from cnnlab.training.config import OVERRIDES
 from cnnlab.training.metrics import BEST_VAL_ACC
 
+logger = logging.getLogger(__name__)
 DONE_STATES = ("finished", "diverged", "stopped")
 
 
@@ -192,8 +194,10 @@ def execute(store: ResultStore, claim: Claim, run: Run, plan: Plan, log, threads
 # Workers.
 
 def worker_loop(opts: SweepOptions, since: float, worker: str = "w0", threads: int = 0,
-                log: Callable[[str], None] = print) -> Dict[str, int]:
-    """Claim and run runs until none is waiting; returns counts of outcomes."""
+                log: Optional[Callable[[str], None]] = None) -> Dict[str, int]:
+    """Claim and run runs until none is waiting; returns counts of outcomes. Progress lines go to `log`, or to this
+    module's logger (the `cnnlab` command shows them)."""
+    log = log or logger.info
     plan = make_plan(opts)
     by_key = {r.key: r for r in plan.runs}
     store = ResultStore(opts.store_url(), heartbeat=opts.heartbeat, grace=opts.grace)
@@ -230,6 +234,7 @@ def _child(opts: SweepOptions, since: float, worker: str, threads: int) -> None:
 
     torch.set_num_threads(max(1, threads))
     try:
+        # a worker process is started bare (spawn): nothing configured its logging, so it prints, as a command does
         worker_loop(opts, since, worker, threads, log=lambda s: print(s, flush=True))
     except CnnlabError as e:
         print(f"[{worker}] cnnlab: error: {e}", flush=True)
@@ -238,8 +243,10 @@ def _child(opts: SweepOptions, since: float, worker: str, threads: int) -> None:
         raise SystemExit(130)
 
 
-def sweep(opts: SweepOptions, log: Callable[[str], None] = print) -> Dict[str, Record]:
-    """Run the whole sweep (in this process, or in `opts.workers` processes); returns the store's records."""
+def sweep(opts: SweepOptions, log: Optional[Callable[[str], None]] = None) -> Dict[str, Record]:
+    """Run the whole sweep (in this process, or in `opts.workers` processes); returns the store's records. Progress
+    lines go to `log`, or to this module's logger."""
+    log = log or logger.info
     if opts.workers < 1:
         raise CnnlabError(f"--workers must be >= 1, got {opts.workers}")
     plan = make_plan(opts)  # fails here, once, on a bad spec rather than in every worker
@@ -415,7 +422,8 @@ def _step_fingerprint(cmd: AnalysisCommand) -> str:
     return h.hexdigest()
 
 
-def run_feeding_steps(opts: SweepOptions, data_root: Optional[str] = None, log=print) -> Dict[str, int]:
+def run_feeding_steps(opts: SweepOptions, data_root: Optional[str] = None,
+                      log: Optional[Callable[[str], None]] = None) -> Dict[str, int]:
     """The analysis steps that feed settings to runs (spec.fed_settings), run before the sweep plans its runs, so
     that those runs train with what the steps found; a later run_analysis skips them (same fingerprint)."""
     from cnnlab.experiments.spec import feeding_steps
@@ -426,7 +434,7 @@ def run_feeding_steps(opts: SweepOptions, data_root: Optional[str] = None, log=p
     return run_analysis(plan, data_root, log, only=names) if names else {}
 
 
-def run_analysis(plan: Plan, data_root: Optional[str] = None, log=print,
+def run_analysis(plan: Plan, data_root: Optional[str] = None, log: Optional[Callable[[str], None]] = None,
                  only: Optional[List[str]] = None) -> Dict[str, int]:
     """Run each analysis step as `python -m cnnlab ...`, the documented command line: a spec writes its steps as
     cnnlab commands, and a separate process keeps the experiments layer from importing the CLI and a crashing step
@@ -438,6 +446,7 @@ def run_analysis(plan: Plan, data_root: Optional[str] = None, log=print,
 
     from cnnlab.fileio import atomic_write_text
 
+    log = log or logger.info
     results = {}
     for cmd in analysis_commands(plan, data_root):
         if only is not None and cmd.name not in only:

@@ -29,6 +29,7 @@ machine it stays RUNNING (cnnlab does not yet turn on Optuna's RDB heartbeat for
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing as mp
 import os
@@ -53,6 +54,10 @@ PRUNERS = ("median", "hyperband", "successive_halving", "none")
 # The per-epoch metrics a trial reports to the pruner (metrics.csv's), in the direction the catalogue gives them.
 METRICS = {m: "minimize" if m in LOWER_IS_BETTER else "maximize" for m in ("val_acc", "val_loss")}
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED)
+logger = logging.getLogger(__name__)
+# A trial's own training lines (epoch by epoch) are too many beside one line per trial: DEBUG, shown on request
+# (logging.getLogger("cnnlab.experiments.tune.trial").setLevel(logging.DEBUG) and a handler that shows DEBUG).
+trial_logger = logging.getLogger(__name__ + ".trial")
 
 
 @dataclass
@@ -367,7 +372,7 @@ def objective(plan: Plan, log: Callable[[str], None]):
                 trial.set_user_attr("pruned_at", row["epoch"])
                 return f"pruned by the {plan.tune.pruner} pruner at epoch {row['epoch']}"
             return None
-        summary = Trainer(cfg, overwrite=True, epoch_hook=report, log=lambda s: None).fit()
+        summary = Trainer(cfg, overwrite=True, epoch_hook=report, log=trial_logger.debug).fit()
         values_seen = [r[metric] for r in _history(summary) if isinstance(r.get(metric), (int, float))]
         trial.set_user_attr("status", summary["status"])
         trial.set_user_attr("epochs", summary["epochs_done"])
@@ -390,9 +395,10 @@ def _history(summary: dict) -> List[dict]:
 
 
 # -- workers --------------------------------------------------------------------------------------------------------
-def worker(opts: TuneOptions, log: Callable[[str], None] = print) -> None:
+def worker(opts: TuneOptions, log: Optional[Callable[[str], None]] = None) -> None:
     """Run trials until the study has `trials` complete or pruned ones (across every worker) or time is up, sampling
-    with the seed of the worker slot it claims."""
+    with the seed of the worker slot it claims. One line per trial goes to `log`, or to this module's logger."""
+    log = log or logger.info
     plan = make_plan(opts)
     storage = open_storage(opts.store_url())
     slot = claim_worker_slot(storage, plan.study)
@@ -412,6 +418,7 @@ def _child(opts: TuneOptions, index: int, threads: int) -> None:
 
     torch.set_num_threads(max(1, threads))
     try:
+        # a worker process is started bare (spawn): nothing configured its logging, so it prints, as a command does
         worker(opts, log=lambda s: print(f"[w{index}] {s}", flush=True))
     except CnnlabError as e:
         print(f"[w{index}] cnnlab: error: {e}", flush=True)
@@ -420,8 +427,10 @@ def _child(opts: TuneOptions, index: int, threads: int) -> None:
         raise SystemExit(130)
 
 
-def tune(opts: TuneOptions, log: Callable[[str], None] = print) -> optuna.Study:
-    """The whole study, in this process or in `opts.workers` processes; returns it (reloaded) when done."""
+def tune(opts: TuneOptions, log: Optional[Callable[[str], None]] = None) -> optuna.Study:
+    """The whole study, in this process or in `opts.workers` processes; returns it (reloaded) when done. Progress
+    lines go to `log`, or to this module's logger (the `cnnlab` command shows them)."""
+    log = log or logger.info
     if not 1 <= opts.workers <= 64:
         raise CnnlabError(f"--workers must be between 1 and 64, got {opts.workers}")
     plan = make_plan(opts)
