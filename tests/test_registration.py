@@ -1,7 +1,7 @@
-""""How to add X" (docs/architecture.md), tried: a registration alone is enough for a new optimizer and a new report
-figure kind. Both are registered here, in the test, and used end to end: the config (with the optimizer's own
-defaults), `cnnlab optimizers`, a spec that names both, a real sweep on a few hundred CIFAR-10 images and its report.
-Nothing else in cnnlab is edited."""
+""""How to add X" (docs/architecture.md), tried: a registration alone is enough for a new optimizer, a new report
+figure kind and a new answer kind. They are registered here, in the test, and used end to end: the config (with the
+optimizer's own defaults), `cnnlab optimizers`, the spec checks, a spec that names all three, a real sweep on a few
+hundred CIFAR-10 images and its report. Nothing else in cnnlab is edited."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import torch
 import yaml
 
 import cnnlab.cli.main as cli_main
+from cnnlab.errors import CnnlabError
+from cnnlab.experiments.answers import ANSWERS, check_answer, register_answer, show
 from cnnlab.experiments.figures import FIGURES, SUMMARY_METRICS, Drawn, register_figure
 from cnnlab.experiments.spec import load_spec
 from cnnlab.plotting import new_figure
@@ -49,6 +51,12 @@ def _spread(entries, y="best_val_acc"):
     return Drawn(f"spread over the runs of {y.replace('_', ' ')}", fig, rows)
 
 
+def _range(entries, metrics="best_val_acc"):
+    """A tiny answer kind: the range of one metric over the runs."""
+    values = [v for v in (e.metric(metrics) for e in entries) if v is not None]
+    return f"The runs span {show(metrics, min(values))} to {show(metrics, max(values))} in {metrics}"
+
+
 @pytest.fixture
 def registered():
     """Register the optimizer and the figure kind as a new module would, and take them out again afterwards (the
@@ -57,9 +65,11 @@ def registered():
                        ["c <- beta1*m + (1-beta1)*g", "w <- w - eta*sign(c)", "m <- beta2*m + (1-beta2)*g"],
                        ("lr", "betas"), defaults={"betas": LION_BETAS, "lr": 1e-4})(_lion)
     register_figure("spread", y=SUMMARY_METRICS)(_spread)
+    register_answer("range")(_range)
     yield
     OPTIMIZERS._items.pop("lion")
     FIGURES._items.pop("spread")
+    ANSWERS._items.pop("range")
 
 
 def test_an_optimizer_entry_brings_its_own_defaults(registered):
@@ -95,10 +105,17 @@ def test_a_registered_figure_kind_is_checked_by_its_own_metrics(registered, tmp_
         load_spec(spec)
 
 
-def test_registered_optimizer_and_figure_work_end_to_end(registered, tmp_path, session_cache, shared_data,
+def test_a_registered_answer_kind_is_checked_by_its_metric_option(registered):
+    assert check_answer({"kind": "range", "metrics": "wall_time"}, "answer") == {"kind": "range",
+                                                                               "metrics": "wall_time"}
+    with pytest.raises(CnnlabError, match="'optim.lr' is not a metric an answer can use"):
+        check_answer({"kind": "range", "metrics": "optim.lr"}, "answer")
+
+
+def test_registered_optimizer_figure_and_answer_work_end_to_end(registered, tmp_path, session_cache, shared_data,
                                                          monkeypatch):
-    """A spec names the new optimizer and the new figure kind; `cnnlab sweep` trains with Lion's defaults and the
-    report draws the figure."""
+    """A spec names the new optimizer, figure kind and answer kind; `cnnlab sweep` trains with Lion's defaults and
+    the report draws the figure and states the answer."""
     monkeypatch.setenv("CNNLAB_CACHE", str(session_cache))
     monkeypatch.setenv("CNNLAB_DATA", str(shared_data))
     spec = tmp_path / "lion.yaml"
@@ -107,7 +124,8 @@ def test_registered_optimizer_and_figure_work_end_to_end(registered, tmp_path, s
         "base": {"data": {"name": "cifar10", "train_subset": 300, "val_subset": 100}, "model": {"name": "simplenn"},
                  "optim": {"name": "lion"}, "batch": {"size": 64}, "train": {"epochs": 1, "progress": "off"}},
         "grid": {"optim.lr": [1e-4, 1e-3]},
-        "report": {"figures": [{"kind": "spread", "y": "final_train_acc"}]}}))
+        "report": {"figures": [{"kind": "spread", "y": "final_train_acc"}],
+                   "answers": [{"kind": "range", "metrics": "best_val_acc"}]}}))
     report = tmp_path / "rep" / "lion.html"
     assert cli_main.main(["sweep", str(spec), "--out", str(tmp_path / "runs"), "--report", str(report)]) == 0
     configs = [yaml.safe_load(p.read_text()) for p in (tmp_path / "runs").rglob("config.yaml")]
@@ -115,3 +133,4 @@ def test_registered_optimizer_and_figure_work_end_to_end(registered, tmp_path, s
     assert all(c["optim"]["name"] == "lion" and c["optim"]["betas"] == LION_BETAS for c in configs)
     assert "spread over the runs of final train acc" in report.with_suffix(".md").read_text()
     assert "spread over the runs of final train acc" in report.read_text()
+    assert "The runs span " in report.with_suffix(".md").read_text()

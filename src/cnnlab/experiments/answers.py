@@ -26,6 +26,7 @@ was not measured; the document says so once (noise_caveat), not in every sentenc
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import statistics
@@ -41,6 +42,17 @@ from cnnlab.training.metrics import BEST_VAL_ACC, COMPARABLE, FINAL_TRAIN_ACC, F
 from cnnlab.training.metrics import LOWER_IS_BETTER, PERCENT, WALL_TIME
 
 ANSWERS = Registry("report answer")
+
+
+def register_answer(kind: str, metric_option: Optional[str] = "metrics", reads: Optional[Sequence[str]] = None):
+    """Register an answer function under `kind`. `metric_option`: its option that names the metric(s) it compares
+    (checked against METRICS when a spec is read; None: it has none); `reads`: the metrics it always reads, when no
+    option says (a report lists them under the answer). Registering is all a new kind needs."""
+    def deco(fn):
+        fn.metric_option, fn.reads = metric_option, None if reads is None else tuple(reads)
+        return ANSWERS.register(kind)(fn)
+
+    return deco
 # The metrics an answer can compare (one number per run, or the overfitting gap and the weight sparsity computed
 # here), which are better lower, which are shown in percent, and their words: from the catalogue (training/metrics.py).
 METRICS = COMPARABLE
@@ -256,7 +268,7 @@ def _versus(key: str, la: str, lb: str, sa: Stat, sb: Stat, pooled: Optional[flo
     return f"{better} does better on {words} ({numbers}{tail})"
 
 
-@ANSWERS.register("compare")
+@register_answer("compare")
 def compare(entries: List[Entry], a: Selector, b: Selector,
             metrics: Union[str, List[str]] = (BEST_VAL_ACC, FINAL_TRAIN_ACC)) -> str:
     """a against b on each metric: which is better, both values, the margin, and whether it is inside the seed
@@ -279,7 +291,7 @@ def compare(entries: List[Entry], a: Selector, b: Selector,
     return ". ".join(parts) + "."  # not capitalised: a sentence may open with a run's name, spelt as in the table
 
 
-@ANSWERS.register("paired")
+@register_answer("paired")
 def paired(entries: List[Entry], key: str, a: Any, b: Any, by: str = "variant",
            metrics: Union[str, List[str]] = BEST_VAL_ACC) -> str:
     """For each value of `by` (each variant): its runs with `key` = a against those with `key` = b."""
@@ -310,7 +322,7 @@ def _where(entries: List[Entry], where: Optional[Dict[str, Any]]) -> List[Entry]
     return [e for e in entries if _matches(e, where)] if where else list(entries)
 
 
-@ANSWERS.register("best")
+@register_answer("best", metric_option="by")
 def best(entries: List[Entry], key: str, by: str = BEST_VAL_ACC, where: Optional[Dict[str, Any]] = None) -> str:
     """The value of config `key` whose runs did best on `by`, its margin over the runner-up (or no measurable
     difference), and every value; among the runs matching `where` (key: value pairs) when given."""
@@ -352,7 +364,7 @@ def best(entries: List[Entry], key: str, by: str = BEST_VAL_ACC, where: Optional
     return text + "."
 
 
-@ANSWERS.register("target")
+@register_answer("target", metric_option=None, reads=["val_acc"])
 def target(entries: List[Entry], target: float, by: Optional[str] = None,
            where: Optional[Dict[str, Any]] = None) -> str:
     """Which runs reached `target` validation accuracy, after how many epochs and seconds; the best of the others."""
@@ -379,7 +391,7 @@ def target(entries: List[Entry], target: float, by: Optional[str] = None,
     return text + "."
 
 
-@ANSWERS.register("initial_loss")
+@register_answer("initial_loss", metric_option=None, reads=["initial_loss"])
 def initial_loss(entries: List[Entry]) -> str:
     """The loss before any training step against ln(number of classes), the loss of a uniform guess."""
     pairs = [(e.metric("initial_loss"), e.metric("ln_classes")) for e in entries if e.summary]
@@ -395,7 +407,7 @@ def initial_loss(entries: List[Entry]) -> str:
             f"against ln({k}) = {c:.4f} for {k} classes, a ratio of {ratio:.3f}.")
 
 
-@ANSWERS.register("analysis")
+@register_answer("analysis", metric_option=None, reads=[])
 def analysis(entries: List[Entry], step: str, file: str, analysis_dir: Optional[Path] = None) -> str:
     """The result lines an analysis step wrote (<analysis>/<step>/<file>.json, from `cnnlab sweep --analysis`)."""
     path = Path(analysis_dir or "") / step / f"{file}.json"
@@ -420,21 +432,21 @@ def check_answer(data: Dict[str, Any], where: str) -> Dict[str, Any]:
         raise CnnlabError(f"{where}: question must be a short text naming the course question, got "
                           f"{data['question']!r}")
     try:
-        check_kwargs(ANSWERS.get(str(data["kind"])), {"entries": None, **opts}, f"answer kind {data['kind']!r}")
+        fn = ANSWERS.get(str(data["kind"]))
+        check_kwargs(fn, {"entries": None, **opts}, f"answer kind {data['kind']!r}")
     except CnnlabError as e:
         raise CnnlabError(f"{where}: {e}") from None
     if "analysis_dir" in opts:
         raise CnnlabError(f"{where}: analysis_dir is filled in by the report; leave it out")
+    option = getattr(fn, "metric_option", "metrics")  # the option naming metrics (best's `by`), not config keys
     for k in ("key", "by"):
-        metric_option = k == "by" and data["kind"] == "best"
-        if k in opts and not metric_option and opts[k] not in ("variant", "group"):
+        if k in opts and k != option and opts[k] not in ("variant", "group"):
             check_key(opts[k], f"{where} {k}")
     for k in opts.get("where") or {}:
         if k not in ("variant", "group"):
             check_key(k, f"{where} where")
-    named = opts.get("metrics") or []
-    by = [opts["by"]] if data["kind"] == "best" and "by" in opts else []
-    for m in [*([named] if isinstance(named, str) else named), *by]:
+    named = (opts.get(option) or []) if option else []
+    for m in [named] if isinstance(named, str) else named:
         if m not in METRICS:
             raise CnnlabError(f"{where}: {m!r} is not a metric an answer can use; choose from {', '.join(METRICS)}")
     for side in ("a", "b") if data["kind"] == "compare" else ():
@@ -456,14 +468,11 @@ def check_answer(data: Dict[str, Any], where: str) -> Dict[str, Any]:
 def used_metrics(spec: Dict[str, Any]) -> List[str]:
     """The metrics an answer is computed from: what its `metrics` or (kind best) `by` names, else its kind's
     default; a target answer reads the per-epoch validation accuracy, an analysis answer its step's own numbers."""
-    import inspect
-
-    kind = spec["kind"]
-    fixed = {"target": ["val_acc"], "initial_loss": ["initial_loss"], "analysis": []}
-    if kind in fixed:
-        return fixed[kind]
-    option = "by" if kind == "best" else "metrics"
-    params = inspect.signature(ANSWERS.get(kind)).parameters
+    fn = ANSWERS.get(spec["kind"])
+    if getattr(fn, "reads", None) is not None:
+        return list(fn.reads)
+    option = getattr(fn, "metric_option", "metrics")
+    params = inspect.signature(fn).parameters
     named = spec.get(option, params[option].default if option in params else ())
     return [named] if isinstance(named, str) else list(named or ())
 
