@@ -62,8 +62,8 @@ def _imports(tree: ast.AST, module: str, is_package: bool) -> tuple:
 def metric_names() -> tuple:
     """The catalogue's metric names, read from the working tree's source (no cnnlab import: nothing runs)."""
     tree = ast.parse((ROOT / "src/cnnlab/training/metrics.py").read_text())
-    return tuple(call.args[0].value for call in ast.walk(tree) if isinstance(call, ast.Call)
-                 and getattr(call.func, "id", None) == "Metric" and call.args and isinstance(call.args[0], ast.Constant))
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Metric"]
+    return tuple(c.args[0].value for c in calls if c.args and isinstance(c.args[0], ast.Constant))
 
 
 def _strings(tree: ast.AST) -> set:
@@ -120,7 +120,8 @@ def measure(rev: str | None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rev", help="a git commit to measure instead of the working tree")
-    ap.add_argument("--list", action="store_true", help="also list the circles, the long functions, the side lists and who spells each metric")
+    ap.add_argument("--list", action="store_true",
+                    help="also list the circles, the long functions, the side lists and who spells each metric")
     args = ap.parse_args()
     m = measure(args.rev)
     print(f"{args.rev or 'working tree'}: import circles {len(m['circles'])}, functions over 40 lines "

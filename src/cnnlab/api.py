@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
+from matplotlib.axes import Axes
 from torch import nn
 
 from cnnlab import arguments as A
@@ -101,7 +102,6 @@ def _config_number(key: str) -> A.Accepts:
 
 
 def _is_axes(v) -> Any:
-    from matplotlib.axes import Axes
     if not isinstance(v, Axes):
         raise A.Refused()
     return v
@@ -337,7 +337,8 @@ lr_sweep = checked(trainer=TRAINER, lrs=A.sequence(LR, min_len=1), epochs=_confi
 candidates = checked(k=A.integer(2, 10**4), low=LR, high=LR)(_range.candidates)
 batch_sizes = checked(low=BATCH, high=BATCH)(_range.batch_sizes)
 batch_range_test = checked(trainer=TRAINER, sizes=A.sequence(BATCH, min_len=2), steps=STEPS,
-                                micro=_config_number("batch.micro"), log=LOG.or_none(), ax=AXES)(_range.batch_range_test)
+                           micro=_config_number("batch.micro"), log=LOG.or_none(),
+                           ax=AXES)(_range.batch_range_test)
 loss_band = checked(trainer=TRAINER, lrs=A.sequence(LR, min_len=1), steps=STEPS, label=TEXT, log=LOG.or_none(), ax=AXES,
                          color=TEXT, gradients=FLAG, ax_grad=AXES)(_landscape.loss_band)
 

@@ -29,6 +29,7 @@ import torch
 
 from cnnlab.analysis.common import preserved, run_steps
 from cnnlab.errors import CnnlabError
+from cnnlab.plotting import new_figure
 from cnnlab.registry import Registry
 
 logger = logging.getLogger(__name__)  # one line per rate or batch size; `log=` sends them elsewhere
@@ -398,8 +399,6 @@ def batch_range_test(trainer, sizes: Sequence[int], steps: int = 50, micro: Opti
 def batch_finder_diagram():
     """A flowchart Figure of `batch_range_test` + `suggest_batch`; its numbers are the module's constants, so the
     picture cannot drift from the code."""
-    from cnnlab.plotting import new_figure
-
     steps = [
         ("start", "model at w0, lr fixed (lr_min); candidate sizes B = 64, 128, ..., 8192"),
         ("box", "next B: restore w0, optimizer and RNG (the same start for every B)"),

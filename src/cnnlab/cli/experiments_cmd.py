@@ -86,6 +86,7 @@ def register(sub) -> None:
 
 
 def _options(args: argparse.Namespace):
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.experiments.sweep import SweepOptions
 
     overrides = list(args.overrides) + data_overrides(args)
@@ -94,6 +95,7 @@ def _options(args: argparse.Namespace):
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.experiments.sweep import DONE_STATES, make_plan, run_analysis, run_feeding_steps, status_rows, sweep
 
     opts = _options(args)
@@ -130,6 +132,7 @@ def _profile_arg(args) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.experiments.report import make_report
 
     paths = make_report(args.inputs, args.out, args.profile, args.store, args.runs_out, args.title,
@@ -140,6 +143,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _document(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.experiments.assignment import make_document
 
     paths = make_document(args.assignment, args.answers, args.out, pdf=not args.no_pdf,
@@ -149,6 +153,7 @@ def _document(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.experiments.tune import TuneOptions, make_plan, open_study, tune
     from cnnlab.experiments.tune_report import write_tune_report
     from cnnlab.training.trainer import show_metric

@@ -25,10 +25,13 @@ import statistics
 
 from matplotlib.ticker import MaxNLocator
 
+from cnnlab.analysis.weights import plot_histograms, sparsity as weight_sparsity, weight_stats
 from cnnlab.errors import CnnlabError
 from cnnlab.plotting import new_figure
 from cnnlab.registry import Registry, check_kwargs
+from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
 from cnnlab.training.config import SEED_KEY, check_key
+from cnnlab.training.ema import served_weights
 from cnnlab.training.losses import describe as describe_loss
 # The metrics a figure may plot (one number per run for sweep and bars, a series for curve), their labels and which
 # are drawn in percent come from the catalogue (training/metrics.py), under the names this module has used.
@@ -90,15 +93,11 @@ class Entry:
 
     def sparsity(self, threshold: float = 1e-3) -> Optional[float]:
         """Share of weights with |w| < threshold in the best checkpoint; None without one on this machine."""
-        from cnnlab.analysis.weights import sparsity
-        from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
-        from cnnlab.training.ema import served_weights
-
         cache = self.__dict__.setdefault("_sparsity", {})  # a report asks for it per table, answer and CSV row
         if threshold not in cache:
             path = find_checkpoint(self.run_dir, "best") if self.run_dir and self.run_dir.is_dir() else None
             if path is not None:
-                cache[threshold] = sparsity(served_weights(load_checkpoint(path)), threshold)
+                cache[threshold] = weight_sparsity(served_weights(load_checkpoint(path)), threshold)
             else:  # a report's copy of the run has no checkpoint, but its summary kept the default threshold's value
                 kept = (self.summary or {}).get("weight_sparsity") if threshold == 1e-3 else None
                 cache[threshold] = float(kept) if isinstance(kept, (int, float)) else None
@@ -448,10 +447,6 @@ def curve(entries: List[Entry], y: str = "val_error", logy: bool = False) -> Opt
 def weights(entries: List[Entry], checkpoint: str = "best", threshold: float = 1e-3,
             max_layers: int = 8) -> Optional[Drawn]:
     """Per-layer weight histograms of every run with a checkpoint here (cnnlab.analysis.weights), overlaid."""
-    from cnnlab.analysis.weights import plot_histograms, weight_stats
-    from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
-    from cnnlab.training.ema import served_weights
-
     names = run_names(entries)
     states = {}
     for e in entries:

@@ -49,6 +49,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
+from sqlalchemy import event
 
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_bytes, check_writable
@@ -220,7 +221,7 @@ def _rdb(url: str):
 
 @contextlib.contextmanager
 def _file_lock(path: Path):
-    import fcntl
+    import fcntl  # here: POSIX only, and only a journal-file store takes this lock
 
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -232,8 +233,6 @@ def _file_lock(path: Path):
 
 def _serialise_sqlite(engine) -> None:
     """Make every SQLite transaction BEGIN IMMEDIATE, so Optuna's read-check-write claim cannot interleave."""
-    from sqlalchemy import event
-
     @event.listens_for(engine, "connect")
     def _no_implicit_begin(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself

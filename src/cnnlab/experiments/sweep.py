@@ -10,25 +10,36 @@ summary and metrics, so `cnnlab report` works from any of them).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import multiprocessing as mp
 import os
+import re
 import shlex
+import subprocess
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
+import torch
+
 from cnnlab import arguments as A
 from cnnlab.arguments import check_arguments
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.spec import (Run, Spec, expand, folder_identity, iter_runs, load_spec, own_run_folder,
-                                     run_folder, run_names, split_key, sweep_folder)
+from cnnlab.experiments.spec import (Run, Spec, expand, feeding_steps, folder_identity, iter_runs, load_spec,
+                                     own_run_folder, run_folder, run_names, split_key, sweep_folder)
 from cnnlab.experiments.store import DEFAULT_STORE, Claim, Record, ResultStore
+from cnnlab.fileio import atomic_write_text
+from cnnlab.training.checkpoint import find_checkpoint
 from cnnlab.training.config import OVERRIDES
+from cnnlab.training.inference import evaluate_run, load_run, predictions, write_predictions
 from cnnlab.training.metrics import BEST_VAL_ACC
+from cnnlab.training.runfolder import read_metrics_csv
+from cnnlab.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 DONE_STATES = ("finished", "diverged", "stopped")
@@ -108,8 +119,6 @@ def _logger(run: Run, worker: str, log: Callable[[str], None]) -> Callable[[str]
 def folder_state(run: Run) -> str:
     """What the run's folder (run.config.name, placed by run_folder) holds: new (nothing usable), resume (last.pt
     of this very config), stale (a damaged config in the folder named by this run's identity: started over)."""
-    from cnnlab.training.checkpoint import find_checkpoint
-
     path = Path(run.config.out) / run.config.name
     found = folder_identity(path)
     if found is None:
@@ -128,8 +137,6 @@ def train_run(run: Run, log: Callable[[str], None], threads: int = 0, folder=Non
     reloads the folder's config.yaml: the two agree on everything that matters (the identity hash was checked), but
     the planned config carries this machine's data.root and device.
     """
-    from cnnlab.training.trainer import Trainer
-
     cfg = run.config
     if threads and not cfg.train.threads:
         cfg.train.threads = threads
@@ -142,8 +149,6 @@ def train_run(run: Run, log: Callable[[str], None], threads: int = 0, folder=Non
 
 
 def _predict(run: Run, split: str, log) -> None:
-    from cnnlab.training.inference import load_run, predictions, write_predictions
-
     path = Path(run.config.out) / run.config.name
     loaded = load_run(path, "best", run.config.data.root)
     ids, labels, _ = predictions(loaded, split)
@@ -155,7 +160,6 @@ def _evaluate(run: Run, splits: List[str], log) -> dict:
     """Loss and accuracy of the best checkpoint on each split, as <split>_loss / <split>_acc summary fields."""
     if not splits:
         return {}
-    from cnnlab.training.inference import evaluate_run, load_run
 
     loaded = load_run(Path(run.config.out) / run.config.name, "best", run.config.data.root)
     out = {}
@@ -170,7 +174,6 @@ def execute(store: ResultStore, claim: Claim, run: Run, plan: Plan, log, threads
     """Run one claimed run to its end and record it; returns its final state."""
     try:
         summary = train_run(run, log, threads, folder)
-        from cnnlab.training.runfolder import read_metrics_csv
         metrics = read_metrics_csv(Path(run.config.out) / run.config.name / "metrics.csv")
         if summary["status"] in ("finished", "stopped"):
             summary = {**summary, **_evaluate(run, plan.spec.evaluate, log)}
@@ -230,8 +233,6 @@ def worker_loop(opts: SweepOptions, since: float, worker: str = "w0", threads: i
 
 
 def _child(opts: SweepOptions, since: float, worker: str, threads: int) -> None:
-    import torch
-
     torch.set_num_threads(max(1, threads))
     try:
         # a worker process is started bare (spawn): nothing configured its logging, so it prints, as a command does
@@ -370,8 +371,6 @@ def analysis_commands(plan: Plan, data_root: Optional[str] = None) -> List[Analy
 
 def _fill(arg: str, cmd: AnalysisCommand, by_name: Dict[str, Run], out: Path, plan: Plan,
           data_root: Optional[str]) -> str:
-    import re
-
     step = cmd.name
 
     def sub(m):
@@ -407,8 +406,6 @@ STEP_DONE = ".step-done"  # in a step's output folder: the fingerprint of the co
 def _step_fingerprint(cmd: AnalysisCommand) -> str:
     """The command line and the content of every file it names (the {config:NAME} YAMLs, a run's checkpoint
     times): the same fingerprint means the step would compute the same thing again."""
-    import hashlib
-
     h = hashlib.sha1("\0".join(cmd.argv).encode())
     for a in cmd.argv:
         p = Path(a)
@@ -426,8 +423,6 @@ def run_feeding_steps(opts: SweepOptions, data_root: Optional[str] = None,
                       log: Optional[Callable[[str], None]] = None) -> Dict[str, int]:
     """The analysis steps that feed settings to runs (spec.fed_settings), run before the sweep plans its runs, so
     that those runs train with what the steps found; a later run_analysis skips them (same fingerprint)."""
-    from cnnlab.experiments.spec import feeding_steps
-
     plan = make_plan(opts)
     prof = plan.spec.profile(plan.profile)
     names = [s["name"] for s in feeding_steps(plan.spec, prof)]
@@ -441,11 +436,6 @@ def run_analysis(plan: Plan, data_root: Optional[str] = None, log: Optional[Call
     from taking the sweep with it; a failing step is reported, the next one runs.
     A step that already finished with the same command and inputs is skipped (the steps are the expensive part of
     some recipes: a re-run sweep resumes them like its runs); delete its folder to run it again."""
-    import subprocess
-    import sys
-
-    from cnnlab.fileio import atomic_write_text
-
     log = log or logger.info
     results = {}
     for cmd in analysis_commands(plan, data_root):

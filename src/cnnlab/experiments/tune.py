@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import optuna
 from optuna.trial import TrialState
+import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.spec import Spec, load_spec, unflatten
@@ -46,6 +47,8 @@ from cnnlab.training.config import check_key
 from cnnlab.experiments.store import DEFAULT_STORE, machine_id, open_storage, owner_alive, process_start
 from cnnlab.training.config import config_from_dict, merge, parse_override
 from cnnlab.training.metrics import LOWER_IS_BETTER, WALL_TIME
+from cnnlab.training.runfolder import read_metrics_csv
+from cnnlab.training.trainer import Trainer, show_metric
 
 TUNE_KEYS = ("metric", "sampler", "pruner", "trials", "seed", "space")
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "when")
@@ -352,8 +355,6 @@ def ended(study: optuna.Study) -> int:
 
 # -- one trial ------------------------------------------------------------------------------------------------------
 def objective(plan: Plan, log: Callable[[str], None]):
-    from cnnlab.training.trainer import Trainer, show_metric
-
     metric, sign = plan.tune.metric, 1 if plan.tune.direction == "maximize" else -1
 
     def run(trial: optuna.Trial) -> float:
@@ -390,7 +391,6 @@ def objective(plan: Plan, log: Callable[[str], None]):
 
 
 def _history(summary: dict) -> List[dict]:
-    from cnnlab.training.runfolder import read_metrics_csv
     return read_metrics_csv(Path(summary["run"]) / "metrics.csv")
 
 
@@ -414,8 +414,6 @@ def worker(opts: TuneOptions, log: Optional[Callable[[str], None]] = None) -> No
 
 
 def _child(opts: TuneOptions, index: int, threads: int) -> None:
-    import torch
-
     torch.set_num_threads(max(1, threads))
     try:
         # a worker process is started bare (spawn): nothing configured its logging, so it prints, as a command does

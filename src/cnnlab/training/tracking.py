@@ -55,7 +55,7 @@ def _finite(v) -> bool:
 
 class TensorBoardTracker:
     def __init__(self, folder: Path):
-        try:
+        try:  # an optional dependency, imported when a run asks for it
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise CnnlabError("train.tensorboard=true needs the tensorboard package: pip install tensorboard") \
@@ -72,7 +72,7 @@ class TensorBoardTracker:
                 self.writer.add_scalar(tag, row[key], row["epoch"])
 
     def end(self, params: Dict[str, Any], summary: Dict[str, Any]) -> None:
-        from torch.utils.tensorboard.summary import hparams
+        from torch.utils.tensorboard.summary import hparams  # the optional package __init__ found
 
         metrics = {f"hparam/{k}": float(summary[k]) for k in FINAL_METRICS if _finite(summary.get(k))}
         # written into this run's own event file (SummaryWriter.add_hparams would open a sub-folder per call)
@@ -86,7 +86,7 @@ class TensorBoardTracker:
 
 class MlflowTracker:
     def __init__(self, uri: str, folder: Path, out: str, name: str, params: Dict[str, Any]):
-        try:
+        try:  # an optional dependency, imported when a run asks for it
             import mlflow
         except ImportError:
             raise CnnlabError("train.mlflow needs MLflow: pip install 'cnnlab[mlflow]' (or mlflow-skinny)") from None
