@@ -8,7 +8,7 @@ import json
 from cnnlab.experiments import answers, figures, report, tune
 from cnnlab.training import metrics as M
 from cnnlab.training.runfolder import METRIC_COLUMNS, SUMMARY_TYPES
-from cnnlab.training.tracking import FINAL_METRICS
+from cnnlab.training.tracking import EPOCH_TAGS, FINAL_METRICS
 
 # The side lists as they were written by hand before the catalogue (commit 89375f6).
 OLD_FIGURE_SUMMARY = ("best_val_acc", "best_epoch", "final_train_acc", "final_val_acc", "final_train_loss",
@@ -41,6 +41,9 @@ OLD_WORDS = {**OLD_LABELS, "final_val_loss": "final validation loss", "wall_time
              "test_acc": "test accuracy (best checkpoint)", "initial_loss": "initial loss"}
 OLD_FINAL = ("best_val_acc", "best_epoch", "final_train_acc", "final_val_acc", "final_train_loss", "final_val_loss",
              "end_train_loss", "end_train_acc", "wall_time", "epochs_done")
+OLD_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "acc/train", "val_acc": "acc/val",
+            "lr": "lr", "batch_size": "batch_size", "images_per_sec": "throughput/images_per_sec",
+            "epoch_time": "time/epoch_s"}
 OLD_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "batch_size", "epoch_time",
                "images_per_sec", "time", "threads"]
 OLD_SUMMARY_TYPES = {"status", "best_val_acc", "best_epoch", "final_train_acc", "final_val_acc", "final_train_loss",
@@ -68,6 +71,7 @@ def test_answer_tables_keep_every_old_metric_word_and_direction():
 
 def test_training_tables_equal_the_old_ones():
     assert FINAL_METRICS == OLD_FINAL
+    assert EPOCH_TAGS == OLD_TAGS
     assert METRIC_COLUMNS == OLD_COLUMNS
     assert set(SUMMARY_TYPES) - OLD_SUMMARY_TYPES == {"final_val_loss", "initial_loss"}
     assert tune.METRICS == {"val_acc": "maximize", "val_loss": "minimize"}

@@ -43,6 +43,7 @@ class Metric:
     axis: Optional[str] = None   # the axis label where it differs from `label` (the unit added)
     tracked: bool = False        # logged to the trackers (TensorBoard hparams, MLflow) at the end of a run
     whole: bool = False          # an integer (a count, an epoch number); None where it is not known yet
+    tag: Optional[str] = None    # its TensorBoard tag, for a metrics.csv column logged every epoch
 
     @property
     def axis_label(self) -> str:
@@ -71,15 +72,15 @@ CATALOGUE: Tuple[Metric, ...] = (
     Metric("params", "parameters", "count", (SUMMARY,), whole=True),
     Metric("epochs_done", "epochs_done", "epochs", (SUMMARY,), tracked=True, whole=True),
     Metric("initial_loss", "initial loss", "nats", (SUMMARY,), "lower"),
-    Metric("train_loss", "training loss", sources=(EPOCHS,), **_LOSS),
-    Metric("train_acc", "training accuracy", sources=(EPOCHS,), **_ACC),
-    Metric("val_loss", "validation loss", sources=(EPOCHS, EVALUATION), **_LOSS),
-    Metric("val_acc", "validation accuracy", sources=(EPOCHS, EVALUATION), **_ACC),
-    Metric("lr", "lr", "per optimizer step", (EPOCHS,)),
-    Metric("batch_size", "batch_size", "images", (EPOCHS,)),
-    Metric("epoch_time", "epoch_time", "s", (EPOCHS,)),
+    Metric("train_loss", "training loss", sources=(EPOCHS,), tag="loss/train", **_LOSS),
+    Metric("train_acc", "training accuracy", sources=(EPOCHS,), tag="acc/train", **_ACC),
+    Metric("val_loss", "validation loss", sources=(EPOCHS, EVALUATION), tag="loss/val", **_LOSS),
+    Metric("val_acc", "validation accuracy", sources=(EPOCHS, EVALUATION), tag="acc/val", **_ACC),
+    Metric("lr", "lr", "per optimizer step", (EPOCHS,), tag="lr"),
+    Metric("batch_size", "batch_size", "images", (EPOCHS,), tag="batch_size"),
+    Metric("epoch_time", "epoch_time", "s", (EPOCHS,), tag="time/epoch_s"),
     # per epoch in metrics.csv; the summary keeps the median over the epochs
-    Metric("images_per_sec", "images / s", "images/s", (EPOCHS, SUMMARY), "higher"),
+    Metric("images_per_sec", "images / s", "images/s", (EPOCHS, SUMMARY), "higher", tag="throughput/images_per_sec"),
     Metric("time", "time", "s", (EPOCHS,)),
     Metric("test_acc", "test accuracy (best checkpoint)", sources=(EVALUATION,), **_ACC),
     Metric("test_loss", "test loss (best checkpoint)", sources=(EVALUATION,), **_LOSS),
@@ -116,6 +117,7 @@ EPOCH_COLUMNS = names(source=EPOCHS, exclude=(COMPUTED,))        # metrics.csv's
 EPOCH_METRICS = names(source=EPOCHS)                             # per-epoch series, with the computed errors
 RUN_METRICS = tuple(n for n in names() if set(METRICS[n].sources) & {SUMMARY, EVALUATION})  # one number per run
 TRACKED = tuple(m.name for m in CATALOGUE if m.tracked)
+EPOCH_TAGS = {m.name: m.tag for m in CATALOGUE if m.tag}        # logged to TensorBoard every epoch, under its tag
 # what an answer can compare: one number per run (or computed from such numbers) with a better direction
 COMPARABLE = tuple(m.name for m in CATALOGUE if m.better and (set(m.sources) & {SUMMARY, EVALUATION}
                                                               or m.sources == (COMPUTED,)))

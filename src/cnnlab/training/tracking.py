@@ -26,11 +26,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from cnnlab.errors import CnnlabError
-from cnnlab.training.metrics import TRACKED
+from cnnlab.training.metrics import EPOCH_TAGS, TRACKED
 
-EPOCH_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "acc/train", "val_acc": "acc/val",
-              "lr": "lr", "batch_size": "batch_size", "images_per_sec": "throughput/images_per_sec",
-              "epoch_time": "time/epoch_s"}
 FINAL_METRICS = TRACKED  # the summary's metrics logged at the end of a run (the catalogue's `tracked`)
 ARTIFACTS = ("config.yaml", "metrics.csv", "summary.json", "curves.png", "best.pt")
 
