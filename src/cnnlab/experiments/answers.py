@@ -42,6 +42,9 @@ from cnnlab.training.metrics import BEST_VAL_ACC, COMPARABLE, FINAL_TRAIN_ACC, F
 from cnnlab.training.metrics import LOWER_IS_BETTER, PERCENT, WALL_TIME
 
 ANSWERS = Registry("report answer")
+# The metrics an answer can compare (one number per run, or the overfitting gap and the weight sparsity computed
+# here), which are better lower, which are shown in percent, and their words: from the catalogue (training/metrics.py).
+METRICS = COMPARABLE
 
 
 def register_answer(kind: str, metric_option: Optional[str] = "metrics", reads: Optional[Sequence[str]] = None):
@@ -53,9 +56,6 @@ def register_answer(kind: str, metric_option: Optional[str] = "metrics", reads: 
         return ANSWERS.register(kind)(fn)
 
     return deco
-# The metrics an answer can compare (one number per run, or the overfitting gap and the weight sparsity computed
-# here), which are better lower, which are shown in percent, and their words: from the catalogue (training/metrics.py).
-METRICS = COMPARABLE
 
 
 @dataclass

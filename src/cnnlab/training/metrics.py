@@ -70,6 +70,7 @@ CATALOGUE: Tuple[Metric, ...] = (
     Metric("end_train_acc", f"training accuracy {_END}", sources=(SUMMARY,), tracked=True, **_ACC),
     Metric("wall_time", "training time", "s", (SUMMARY,), "lower", axis="training time (s)", tracked=True),
     Metric("params", "parameters", "count", (SUMMARY,), whole=True),
+    # lr, batch_size, epoch_time, time and epochs_done are labelled by their names, as figure titles always had them
     Metric("epochs_done", "epochs_done", "epochs", (SUMMARY,), tracked=True, whole=True),
     Metric("initial_loss", "initial loss", "nats", (SUMMARY,), "lower"),
     Metric("train_loss", "training loss", sources=(EPOCHS,), tag="loss/train", **_LOSS),
@@ -98,10 +99,6 @@ if len(METRICS) != len(CATALOGUE):
 # The names that modules spell by themselves (a dict key written, a value read).
 BEST_VAL_ACC, BEST_EPOCH, WALL_TIME = "best_val_acc", "best_epoch", "wall_time"
 FINAL_TRAIN_ACC, FINAL_VAL_ACC, TEST_ACC = "final_train_acc", "final_val_acc", "test_acc"
-
-
-def metric(name: str) -> Metric:
-    return METRICS[name]
 
 
 def names(*, source: Optional[str] = None, exclude: Tuple[str, ...] = ()) -> Tuple[str, ...]:
