@@ -205,18 +205,18 @@ def models_section() -> str:
 
 def optimizers_section() -> str:
     from cnnlab.training.config import schema
-    from cnnlab.training.optim import EQUATIONS, OPTIMIZERS
+    from cnnlab.training.optim import OPTIMIZERS
     keys = schema()
     out = ["## Optimizers\n",
            "`optim.name`. The update of each as cnnlab runs it, per element: g is the gradient of the step's loss "
            "(plus wd·w for coupled L2), eta the lr, w the weights. Printed by `cnnlab optimizers [NAME]` from the "
-           "same table (`EQUATIONS` in `src/cnnlab/training/optim.py`).\n"]
+           "same entry (`register_optimizer` in `src/cnnlab/training/optim.py`), with the optimizer's own defaults.\n"]
     for name in OPTIMIZERS.names():
-        title, lines, hyper = EQUATIONS[name]
-        out += [f"### {name}\n", cell(title) + "\n", "```text\n" + "\n".join(lines) + "\n```\n",
+        entry = OPTIMIZERS.get(name)
+        out += [f"### {name}\n", cell(entry.title) + "\n", "```text\n" + "\n".join(entry.equations) + "\n```\n",
                 table(["config key", "default", "meaning"],
-                      [[f"`optim.{k}`", code(keys[f'optim.{k}'][2]), cell(keys[f'optim.{k}'][1]["help"])]
-                       for k in hyper])]
+                      [[f"`optim.{k}`", code(entry.defaults.get(k, keys[f'optim.{k}'][2])),
+                        cell(keys[f'optim.{k}'][1]["help"])] for k in entry.keys])]
     return "\n".join(out)
 
 

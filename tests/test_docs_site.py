@@ -86,7 +86,7 @@ def test_registry_reference_lists_every_registered_name(site):
     from cnnlab.experiments.figures import FIGURES
     from cnnlab.models import MODELS, model_info
     from cnnlab.training.losses import LOSSES
-    from cnnlab.training.optim import EQUATIONS, OPTIMIZERS
+    from cnnlab.training.optim import OPTIMIZERS
     from cnnlab.training.schedules import SCHEDULES
     text = page_text(site, "reference/registries")
     for registry in (MODELS, DATASETS, AUGMENTATIONS, OPTIMIZERS, SCHEDULES, LOSSES, FIGURES, ANSWERS, LR_RULES):
@@ -96,7 +96,7 @@ def test_registry_reference_lists_every_registered_name(site):
     for name in MODELS.names():  # each model's parameter count, as `cnnlab models` computes it
         assert f"{model_info(name)['params']:,}" in text, name
     for name in OPTIMIZERS.names():  # and each optimizer's update equations
-        for line in EQUATIONS[name][1]:
+        for line in OPTIMIZERS.get(name).equations:
             assert line in text, (name, line)
 
 

@@ -22,6 +22,7 @@ several, pass a list). The classes (Trainer, BatchLoader, RunConfig, SweepOption
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import typing
@@ -29,9 +30,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
+from matplotlib.axes import Axes
 from torch import nn
 
 from cnnlab import arguments as A
+from cnnlab import logs
 from cnnlab.arguments import checked
 from cnnlab import system
 from cnnlab.analysis import common as _common
@@ -60,6 +63,14 @@ from cnnlab.training.config import OVERRIDES, RunConfig
 from cnnlab.training.evaluation import TTA_MODES
 from cnnlab.training.runfolder import API, RunFolder
 from cnnlab.training.trainer import Trainer
+
+# Progress lines (a sweep's, an analysis's, a Trainer's) go to the `cnnlab` loggers (cnnlab.logs). This module is what
+# notebooks import, and a notebook shows nothing of a logger nobody configured, so importing it shows them on stdout
+# as the `cnnlab` command does, unless the application has set up logging itself (a handler on the `cnnlab` logger or
+# on the root logger): then its setup decides. logging.getLogger("cnnlab").setLevel(logging.WARNING) silences them,
+# and every function that takes `log=` sends its lines there instead (train and resume print by default, as before).
+if not logging.getLogger(logs.ROOT).handlers and not logging.getLogger().handlers:
+    logs.configure()
 
 __all__ = ["BatchLoader", "CnnlabError", "RunConfig", "SweepOptions", "Trainer", "analysis_trainer",
            "batch_range_test", "batch_sizes", "candidates", "config", "config_from_dict", "create_model",
@@ -91,7 +102,6 @@ def _config_number(key: str) -> A.Accepts:
 
 
 def _is_axes(v) -> Any:
-    from matplotlib.axes import Axes
     if not isinstance(v, Axes):
         raise A.Refused()
     return v
@@ -323,12 +333,13 @@ lr_range_test = checked(trainer=TRAINER, start=LR, end=LR, steps=A.integer(2, BI
                              beta=A.number(0, lt=1), diverge=A.number(gt=1, high=1e6), rule=LR_RULE,
                              ax=AXES)(_range.lr_range_test)
 lr_sweep = checked(trainer=TRAINER, lrs=A.sequence(LR, min_len=1), epochs=_config_number("train.epochs"),
-                        rule=LR_RULE, log=LOG, ax=AXES)(_range.lr_sweep)
+                        rule=LR_RULE, log=LOG.or_none(), ax=AXES)(_range.lr_sweep)
 candidates = checked(k=A.integer(2, 10**4), low=LR, high=LR)(_range.candidates)
 batch_sizes = checked(low=BATCH, high=BATCH)(_range.batch_sizes)
 batch_range_test = checked(trainer=TRAINER, sizes=A.sequence(BATCH, min_len=2), steps=STEPS,
-                                micro=_config_number("batch.micro"), log=LOG, ax=AXES)(_range.batch_range_test)
-loss_band = checked(trainer=TRAINER, lrs=A.sequence(LR, min_len=1), steps=STEPS, label=TEXT, log=LOG, ax=AXES,
+                           micro=_config_number("batch.micro"), log=LOG.or_none(),
+                           ax=AXES)(_range.batch_range_test)
+loss_band = checked(trainer=TRAINER, lrs=A.sequence(LR, min_len=1), steps=STEPS, label=TEXT, log=LOG.or_none(), ax=AXES,
                          color=TEXT, gradients=FLAG, ax_grad=AXES)(_landscape.loss_band)
 
 
@@ -337,7 +348,7 @@ loss_band = checked(trainer=TRAINER, lrs=A.sequence(LR, min_len=1), steps=STEPS,
 load_spec = checked(path=PATH)(_spec.load_spec)
 expand = checked(spec=SPEC, profile=TEXT.or_none(), overrides=OVERRIDES.or_none(), out=PATH,
                  analysis_dirs=A.sequence(PATH, what="a list of folders"))(_spec.expand)
-sweep = checked(opts=A.instance(SweepOptions, "SweepOptions(spec_path=...)"), log=LOG)(_sweep.sweep)
+sweep = checked(opts=A.instance(SweepOptions, "SweepOptions(spec_path=...)"), log=LOG.or_none())(_sweep.sweep)
 make_report = checked(inputs=A.sequence(PATH, min_len=1, what="a list", one=True), out=PATH,
                            profile=TEXT.or_none(), store=TEXT.or_none(), runs_out=PATH, title=TEXT.or_none(),
                            command=TEXT, pdf=FLAG)(_report.make_report)

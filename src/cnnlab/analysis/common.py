@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import logging
 import math
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence
@@ -20,6 +21,10 @@ import torch
 from cnnlab import plotting
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_text
+from cnnlab.models import MODELS
+from cnnlab.models.registry import default_args
+from cnnlab.training.config import config_from_dict, merge
+from cnnlab.training.trainer import Trainer
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -74,12 +79,10 @@ def run_steps(trainer, steps: int, lr_at: Optional[Callable[[int], float]] = Non
 
 
 def analysis_trainer(cfg, log: Optional[Callable[[str], None]] = None):
-    """A Trainer that writes nothing and shows no progress bar (analyses print their own summary lines)."""
-    from cnnlab.training.config import config_from_dict, merge
-    from cnnlab.training.trainer import Trainer
-
+    """A Trainer that writes nothing and shows no progress bar (analyses print their own summary lines): its own
+    lines go to `log`, or at DEBUG level to the `cnnlab.analysis.trainer` logger, hidden unless asked for."""
     cfg = config_from_dict(merge(cfg.to_dict(), {"train": {"progress": "off", "checkpoints": False}}))
-    return Trainer(cfg, write=False, log=log or (lambda s: None))
+    return Trainer(cfg, write=False, log=log or logging.getLogger("cnnlab.analysis.trainer").debug)
 
 
 def trainable(model: torch.nn.Module) -> List[torch.nn.Parameter]:
@@ -134,10 +137,6 @@ def save_figure(fig, path, title: Optional[str] = None) -> Path:
 def bn_variants(cfg) -> List[tuple]:
     """[(label, cfg without BN), (label, cfg with BN)] for the configured model: a `<name>`/`<name>_bn` pair in the
     model registry (vgg_a / vgg_a_bn), else the model's `batch_norm` option switched off and on."""
-    from cnnlab.models import MODELS
-    from cnnlab.models.registry import default_args
-    from cnnlab.training.config import config_from_dict, merge
-
     name = cfg.model.name.lower()
     base = name[:-3] if name.endswith("_bn") else name
     if base + "_bn" in MODELS and base in MODELS:

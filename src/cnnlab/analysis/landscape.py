@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -26,6 +27,8 @@ from torch import nn
 
 from cnnlab.analysis.common import preserved, run_steps
 from cnnlab.errors import CnnlabError
+
+logger = logging.getLogger(__name__)  # one line per rate; `log=` sends them elsewhere
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -129,12 +132,13 @@ def _grad_recorder(trainer, out: List[float]):
 
 
 def loss_band(trainer, lrs: Sequence[float], steps: int, label: str = "",
-              log: Callable[[str], None] = lambda s: None, ax=None, color: str = "C0", gradients: bool = False,
+              log: Optional[Callable[[str], None]] = None, ax=None, color: str = "C0", gradients: bool = False,
               ax_grad=None) -> LossBand:
     """Train from the trainer's current state at each rate for `steps` steps; the trainer is restored after. With
     `gradients`, also record the change of the gradient between successive steps at each rate."""
     if not lrs or any(lr <= 0 for lr in lrs):
         raise CnnlabError(f"loss-band needs positive learning rates, got {list(lrs)}")
+    log = log or logger.info
     curves, grads = [], []
     for lr in lrs:
         changes: List[float] = []

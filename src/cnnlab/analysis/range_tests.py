@@ -19,6 +19,7 @@ model that is about to be trained. Suggestion rules are registered by name in `L
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -28,7 +29,10 @@ import torch
 
 from cnnlab.analysis.common import preserved, run_steps
 from cnnlab.errors import CnnlabError
+from cnnlab.plotting import new_figure
 from cnnlab.registry import Registry
+
+logger = logging.getLogger(__name__)  # one line per rate or batch size; `log=` sends them elsewhere
 
 LR_RULES = Registry("lr rule")
 
@@ -235,9 +239,10 @@ class LRSweep:
 
 
 def lr_sweep(trainer, lrs: Sequence[float], epochs: int = 2, rule: str = "smith",
-             log: Callable[[str], None] = lambda s: None, ax=None) -> LRSweep:
+             log: Optional[Callable[[str], None]] = None, ax=None) -> LRSweep:
     """Train from the same initial state at each constant rate for `epochs` epochs; the trainer is restored after."""
     LR_RULES.get(rule)
+    log = log or logger.info
     ipe = len(trainer.train_loader)
     lrs = sorted(float(v) for v in lrs)
     losses, curves = [], []
@@ -345,12 +350,13 @@ def _train_batch(trainer, b: int, steps: int, micro: Optional[int]) -> Tuple[Lis
 
 
 def batch_range_test(trainer, sizes: Sequence[int], steps: int = 50, micro: Optional[int] = None,
-                     log: Callable[[str], None] = lambda s: None, ax=None) -> BatchRange:
+                     log: Optional[Callable[[str], None]] = None, ax=None) -> BatchRange:
     """Train `steps` steps at each batch size (same lr, same initial state); the trainer is restored after.
 
     micro: largest micro-batch per forward pass (None: whole batch); on running out of memory the micro-batch is
     halved and the size retried, so large batches are simulated by gradient accumulation.
     """
+    log = log or logger.info
     n = len(trainer.ds.train)
     usable = sorted(b for b in sizes if b <= n)
     if len(usable) < len(sizes):
@@ -393,8 +399,6 @@ def batch_range_test(trainer, sizes: Sequence[int], steps: int = 50, micro: Opti
 def batch_finder_diagram():
     """A flowchart Figure of `batch_range_test` + `suggest_batch`; its numbers are the module's constants, so the
     picture cannot drift from the code."""
-    from cnnlab.plotting import new_figure
-
     steps = [
         ("start", "model at w0, lr fixed (lr_min); candidate sizes B = 64, 128, ..., 8192"),
         ("box", "next B: restore w0, optimizer and RNG (the same start for every B)"),

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 from cnnlab.cli.common import add_data_root, data_overrides
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_write_text
+from cnnlab.training.config import config_from_dict, load_config, merge, parse_override, set_dotted
 
 DEFAULT_OUT = "runs/analysis"
 
@@ -160,8 +163,6 @@ def _register_run_views(sub) -> None:
 # helpers
 
 def _cfg(args):
-    from cnnlab.training.config import load_config
-
     overrides = list(args.overrides) + data_overrides(args)
     if args.subset is not None:
         overrides.append(f"data.train_subset={args.subset}")
@@ -169,8 +170,8 @@ def _cfg(args):
 
 
 def _variants(args, cfg):
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.analysis.common import bn_variants
-    from cnnlab.training.config import config_from_dict, merge, parse_override, set_dotted
 
     if not args.variant:
         return bn_variants(cfg)
@@ -187,8 +188,8 @@ def _write(out: Path, name: str, fig, rows: List[dict], extra: Optional[dict] = 
            lines: Sequence[str] = ()) -> None:
     """<out>/<name>.png and <out>/<name>.csv (+ further CSVs from `extra`: suffix -> rows), and the result lines the
     command printed as <out>/<name>.json {"lines": [...]}, which a spec's `analysis` answers quote in its report."""
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.analysis.common import save_figure, write_csv
-    from cnnlab.fileio import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     written = [save_figure(fig, out / f"{name}.png"), write_csv(out / f"{name}.csv", rows)]
@@ -219,6 +220,7 @@ def _run_out(args) -> Path:
 # commands that train
 
 def _find_lr(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.analysis import range_tests as rt
     from cnnlab.analysis.common import analysis_trainer, cost_line, new_figure
 
@@ -230,7 +232,7 @@ def _find_lr(args) -> int:
         lrs = rt.candidates(args.discrete, args.start, args.end)
         steps = args.sweep_epochs * len(t.train_loader)
         print(cost_line(f"discrete sweep: {len(lrs)} rates x {steps} steps", len(lrs) * steps * _images_per_step(t)))
-        res = rt.lr_sweep(t, lrs, args.sweep_epochs, args.rule, log=print, ax=axes[0][0])
+        res = rt.lr_sweep(t, lrs, args.sweep_epochs, args.rule, ax=axes[0][0])
     else:
         steps = round(args.epochs * len(t.train_loader)) if args.epochs else args.steps
         print(cost_line(f"range test: {steps} steps from lr {args.start:g} to {args.end:g} ({args.mode})",
@@ -245,6 +247,7 @@ def _find_lr(args) -> int:
 
 
 def _find_batch(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.analysis import range_tests as rt
     from cnnlab.analysis.common import analysis_trainer, cost_line, new_figure
 
@@ -263,13 +266,14 @@ def _find_batch(args) -> int:
     print(cost_line(f"batch-size test: {len(kept)} sizes x {args.steps} steps",
                     sum(kept) * args.steps * t.cfg.augment.repeats))
     fig, axes = new_figure()
-    res = rt.batch_range_test(t, sizes, args.steps, args.micro, log=print, ax=axes[0][0])
+    res = rt.batch_range_test(t, sizes, args.steps, args.micro, ax=axes[0][0])
     print(res.line())
     _write(Path(args.out), "find-batch", fig, res.rows(), lines=[res.line()])
     return 0
 
 
 def _loss_band(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.analysis.common import analysis_trainer, cost_line, new_figure
     from cnnlab.analysis.landscape import compare_bands, loss_band
 
@@ -282,7 +286,7 @@ def _loss_band(args) -> int:
     for k, (label, cfg) in enumerate(variants):
         t = analysis_trainer(cfg)
         print(f"{label}: {_describe(t)}")
-        band = loss_band(t, args.lrs, args.steps, label, log=print, ax=axes[0][0], color=f"C{k}",
+        band = loss_band(t, args.lrs, args.steps, label, ax=axes[0][0], color=f"C{k}",
                          gradients=args.gradients, ax_grad=axes[0][1] if args.gradients else None)
         print(band.line())
         rows += band.rows()
@@ -295,6 +299,7 @@ def _loss_band(args) -> int:
 
 
 def _smoothness(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.analysis.common import analysis_trainer, cost_line, new_figure
     from cnnlab.analysis.smoothness import smoothness_cost, smoothness_trace
 
@@ -320,6 +325,7 @@ def _smoothness(args) -> int:
 # commands that read a run folder
 
 def _loaded(args):
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.training.inference import load_run
 
     return load_run(args.run_dir, args.checkpoint, getattr(args, "data_root", None),
@@ -327,6 +333,7 @@ def _loaded(args):
 
 
 def _landscape(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.analysis.common import cost_line, new_figure
     from cnnlab.analysis.landscape import landscape_1d, landscape_2d, landscape_cost
     from cnnlab.analysis.samples import batches
@@ -352,6 +359,7 @@ def _landscape(args) -> int:
 
 
 def _weights(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.analysis.weights import plot_histograms, weight_stats
     from cnnlab.training.inference import load_weights
 
@@ -372,6 +380,7 @@ def _weights(args) -> int:
 
 
 def _filters(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.analysis.common import new_figure
     from cnnlab.analysis.weights import first_layer_filters
     from cnnlab.training.inference import load_weights
@@ -385,8 +394,7 @@ def _filters(args) -> int:
 
 
 def _feature_maps(args) -> int:
-    import math
-
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.analysis.common import new_figure
     from cnnlab.analysis.samples import pick
     from cnnlab.analysis.weights import feature_maps
@@ -404,6 +412,7 @@ def _feature_maps(args) -> int:
 
 
 def _saliency(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.analysis.common import new_figure
     from cnnlab.analysis.samples import one_per_class, pick
     from cnnlab.analysis.weights import saliency_maps

@@ -18,8 +18,8 @@ def register(sub) -> None:
     data.set_defaults(func=lambda a: data.print_help() or 2)
 
     p = dsub.add_parser("info", help="splits, per-class counts, image shape, mean/std, and example grids (PNG)",
-                        description="Summarise dataset NAME (cifar10, fashion-mnist, imagefolder) and write "
-                                    "OUT/NAME_examples.png (and OUT/NAME_augmented.png with --augment).")
+                        description="Summarise dataset NAME (a registered dataset; an unknown NAME lists them) and "
+                                    "write OUT/NAME_examples.png (and OUT/NAME_augmented.png with --augment).")
     p.add_argument("name", metavar="NAME")
     add_data_root(p)
     p.add_argument("--val-size", type=int, default=None, help="validation images carved from train (default: the "
@@ -90,6 +90,7 @@ def print_summary(ds, summary) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.data import load_dataset
     from cnnlab.data.augment import build_augmentation
     from cnnlab.data.preview import MAX_PER_CLASS, example_grids, summarize

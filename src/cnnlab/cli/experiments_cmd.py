@@ -9,6 +9,7 @@ import sys
 from cnnlab.cli.common import add_data_root, data_overrides
 
 from cnnlab.errors import CnnlabError
+from cnnlab.training.metrics import BEST_VAL_ACC
 
 
 def _spec_args(p: argparse.ArgumentParser, unit: str, spec_help: str) -> None:
@@ -96,6 +97,7 @@ def register(sub) -> None:
 
 
 def _options(args: argparse.Namespace):
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.experiments.sweep import SweepOptions
 
     overrides = list(args.overrides) + data_overrides(args)
@@ -104,6 +106,7 @@ def _options(args: argparse.Namespace):
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.experiments.sweep import DONE_STATES, make_plan, run_analysis, run_feeding_steps, status_rows, sweep
 
     opts = _options(args)
@@ -112,7 +115,7 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"{len(names):,} planned run{'s' * (len(names) != 1)}", file=sys.stderr, flush=True)
         width = max(map(len, names), default=0)
         for r in rows:
-            best = f"{100 * r['best_val_acc']:.2f}%" if isinstance(r["best_val_acc"], float) else ""
+            best = f"{100 * r[BEST_VAL_ACC]:.2f}%" if isinstance(r[BEST_VAL_ACC], float) else ""
             other = "" if r["planned"] else "  (other settings: not in this plan; key=value overrides?)"
             print(f"{r['run']:{width}s}  {r['state']:12s} {best:>8s}  {r['folder']}{other}", flush=True)
         return 0
@@ -140,6 +143,7 @@ def _profile_arg(args) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.experiments.report import make_report
 
     paths = make_report(args.inputs, args.out, args.profile, args.store, args.runs_out, args.title,
@@ -150,6 +154,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _document(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.experiments.assignment import make_document
 
     paths = make_document(args.assignment, args.answers, args.out, pdf=not args.no_pdf,
@@ -159,6 +164,7 @@ def _document(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.experiments.tune import TuneOptions, make_plan, open_study, tune
     from cnnlab.experiments.tune_report import write_tune_report
     from cnnlab.training.trainer import show_metric

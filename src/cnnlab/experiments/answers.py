@@ -26,6 +26,7 @@ was not measured; the document says so once (noise_caveat), not in every sentenc
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import statistics
@@ -34,22 +35,27 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.figures import LABELS, Entry, _fmt, key_words, reach
+from cnnlab.experiments.figures import Entry, _fmt, key_words, reach
 from cnnlab.registry import Registry, check_kwargs
 from cnnlab.training.config import SEED_KEY, check_key
+from cnnlab.training.metrics import BEST_VAL_ACC, COMPARABLE, FINAL_TRAIN_ACC, FINAL_VAL_ACC, LABELS as WORDS
+from cnnlab.training.metrics import LOWER_IS_BETTER, PERCENT, WALL_TIME
 
 ANSWERS = Registry("report answer")
-# Metrics an answer can compare: the summary's, and two computed here (the overfitting gap, the weight sparsity).
-METRICS = ("best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "final_train_loss", "final_val_loss",
-           "end_train_loss", "end_train_acc", "wall_time", "images_per_sec", "best_epoch", "gap", "weight_sparsity",
-           "initial_loss")
-LOWER_IS_BETTER = {"final_train_loss", "final_val_loss", "end_train_loss", "wall_time", "best_epoch", "gap",
-                   "initial_loss"}
-PERCENT = {"best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "gap", "weight_sparsity", "end_train_acc"}
-WORDS = {**LABELS, "final_val_loss": "final validation loss",
-         "wall_time": "training time", "gap": "overfitting gap (final training minus final validation accuracy)",
-         "weight_sparsity": "share of weights below 1e-3 in magnitude (best checkpoint)",
-         "test_acc": "test accuracy (best checkpoint)", "initial_loss": "initial loss"}
+# The metrics an answer can compare (one number per run, or the overfitting gap and the weight sparsity computed
+# here), which are better lower, which are shown in percent, and their words: from the catalogue (training/metrics.py).
+METRICS = COMPARABLE
+
+
+def register_answer(kind: str, metric_option: Optional[str] = "metrics", reads: Optional[Sequence[str]] = None):
+    """Register an answer function under `kind`. `metric_option`: its option that names the metric(s) it compares
+    (checked against METRICS when a spec is read; None: it has none); `reads`: the metrics it always reads, when no
+    option says (a report lists them under the answer). Registering is all a new kind needs."""
+    def deco(fn):
+        fn.metric_option, fn.reads = metric_option, None if reads is None else tuple(reads)
+        return ANSWERS.register(kind)(fn)
+
+    return deco
 
 
 @dataclass
@@ -71,7 +77,7 @@ class Stat:
 
 def metric(e: Entry, key: str) -> Optional[float]:
     if key == "gap":
-        tr, va = e.metric("final_train_acc"), e.metric("final_val_acc")
+        tr, va = e.metric(FINAL_TRAIN_ACC), e.metric(FINAL_VAL_ACC)
         return tr - va if tr is not None and va is not None else None
     if key == "weight_sparsity":
         return e.sparsity() if e.summary else None
@@ -88,7 +94,7 @@ def stat(entries: Sequence[Entry], key: str) -> Optional[Stat]:
 def show(key: str, v: float) -> str:
     if key in PERCENT:
         return f"{100 * v:.2f}%"
-    if key == "wall_time":
+    if key == WALL_TIME:
         return f"{v:,.0f} s"
     if key in ("images_per_sec", "best_epoch"):
         return f"{v:,.0f}"
@@ -101,7 +107,7 @@ def show_stat(key: str, s: Stat, n: bool = True) -> str:
         return show(key, s.mean)
     if key in PERCENT:
         text = f"{100 * s.mean:.2f}% ± {100 * s.std:.2f}"
-    elif key == "wall_time":
+    elif key == WALL_TIME:
         text = f"{s.mean:,.0f} ± {s.std:,.0f} s"
     else:
         text = f"{show(key, s.mean)} ± {show(key, s.std)}"
@@ -111,7 +117,7 @@ def show_stat(key: str, s: Stat, n: bool = True) -> str:
 def margin_text(key: str, d: float) -> str:
     if key in PERCENT:
         return f"{100 * d:+.2f} points"
-    if key == "wall_time":
+    if key == WALL_TIME:
         return f"{d:+,.0f} s"
     return f"{d:+,.0f}" if key in ("images_per_sec", "best_epoch") else f"{d:+.4g}"
 
@@ -262,9 +268,9 @@ def _versus(key: str, la: str, lb: str, sa: Stat, sb: Stat, pooled: Optional[flo
     return f"{better} does better on {words} ({numbers}{tail})"
 
 
-@ANSWERS.register("compare")
+@register_answer("compare")
 def compare(entries: List[Entry], a: Selector, b: Selector,
-            metrics: Union[str, List[str]] = ("best_val_acc", "final_train_acc")) -> str:
+            metrics: Union[str, List[str]] = (BEST_VAL_ACC, FINAL_TRAIN_ACC)) -> str:
     """a against b on each metric: which is better, both values, the margin, and whether it is inside the seed
     noise (then: no measurable difference)."""
     ra, rb = select(entries, a), select(entries, b)
@@ -285,9 +291,9 @@ def compare(entries: List[Entry], a: Selector, b: Selector,
     return ". ".join(parts) + "."  # not capitalised: a sentence may open with a run's name, spelt as in the table
 
 
-@ANSWERS.register("paired")
+@register_answer("paired")
 def paired(entries: List[Entry], key: str, a: Any, b: Any, by: str = "variant",
-           metrics: Union[str, List[str]] = "best_val_acc") -> str:
+           metrics: Union[str, List[str]] = BEST_VAL_ACC) -> str:
     """For each value of `by` (each variant): its runs with `key` = a against those with `key` = b."""
     names = list(dict.fromkeys(_fmt(e.value(by)) for e in entries))
     la, lb = f"{key_words(key)} {_fmt(a)}", f"{key_words(key)} {_fmt(b)}"
@@ -316,8 +322,8 @@ def _where(entries: List[Entry], where: Optional[Dict[str, Any]]) -> List[Entry]
     return [e for e in entries if _matches(e, where)] if where else list(entries)
 
 
-@ANSWERS.register("best")
-def best(entries: List[Entry], key: str, by: str = "best_val_acc", where: Optional[Dict[str, Any]] = None) -> str:
+@register_answer("best", metric_option="by")
+def best(entries: List[Entry], key: str, by: str = BEST_VAL_ACC, where: Optional[Dict[str, Any]] = None) -> str:
     """The value of config `key` whose runs did best on `by`, its margin over the runner-up (or no measurable
     difference), and every value; among the runs matching `where` (key: value pairs) when given."""
     scope = f" among the runs with {_label(where)}" if where else ""
@@ -358,7 +364,7 @@ def best(entries: List[Entry], key: str, by: str = "best_val_acc", where: Option
     return text + "."
 
 
-@ANSWERS.register("target")
+@register_answer("target", metric_option=None, reads=["val_acc"])
 def target(entries: List[Entry], target: float, by: Optional[str] = None,
            where: Optional[Dict[str, Any]] = None) -> str:
     """Which runs reached `target` validation accuracy, after how many epochs and seconds; the best of the others."""
@@ -377,15 +383,15 @@ def target(entries: List[Entry], target: float, by: Optional[str] = None,
     if reached:  # fastest first
         text += " (" + ", ".join(f"{name(e)} at epoch {h['epoch']}, {h['time']:,.0f} s" for e, h in reached) + ")"
     if missed:
-        top = max(missed, key=lambda e: e.metric("best_val_acc") or 0)
+        top = max(missed, key=lambda e: e.metric(BEST_VAL_ACC) or 0)
         others = f"the best of the {len(missed)} that did not" if len(missed) > 1 else "the one that did not"
         text += (f"; {others}: {name(top)} at "
-                 f"{show('best_val_acc', top.metric('best_val_acc') or 0)} after {top.summary.get('epochs_done')} "
-                 f"epochs, {top.metric('wall_time') or 0:,.0f} s")
+                 f"{show(BEST_VAL_ACC, top.metric(BEST_VAL_ACC) or 0)} after {top.summary.get('epochs_done')} "
+                 f"epochs, {top.metric(WALL_TIME) or 0:,.0f} s")
     return text + "."
 
 
-@ANSWERS.register("initial_loss")
+@register_answer("initial_loss", metric_option=None, reads=["initial_loss"])
 def initial_loss(entries: List[Entry]) -> str:
     """The loss before any training step against ln(number of classes), the loss of a uniform guess."""
     pairs = [(e.metric("initial_loss"), e.metric("ln_classes")) for e in entries if e.summary]
@@ -401,7 +407,7 @@ def initial_loss(entries: List[Entry]) -> str:
             f"against ln({k}) = {c:.4f} for {k} classes, a ratio of {ratio:.3f}.")
 
 
-@ANSWERS.register("analysis")
+@register_answer("analysis", metric_option=None, reads=[])
 def analysis(entries: List[Entry], step: str, file: str, analysis_dir: Optional[Path] = None) -> str:
     """The result lines an analysis step wrote (<analysis>/<step>/<file>.json, from `cnnlab sweep --analysis`)."""
     path = Path(analysis_dir or "") / step / f"{file}.json"
@@ -426,21 +432,21 @@ def check_answer(data: Dict[str, Any], where: str) -> Dict[str, Any]:
         raise CnnlabError(f"{where}: question must be a short text naming the course question, got "
                           f"{data['question']!r}")
     try:
-        check_kwargs(ANSWERS.get(str(data["kind"])), {"entries": None, **opts}, f"answer kind {data['kind']!r}")
+        fn = ANSWERS.get(str(data["kind"]))
+        check_kwargs(fn, {"entries": None, **opts}, f"answer kind {data['kind']!r}")
     except CnnlabError as e:
         raise CnnlabError(f"{where}: {e}") from None
     if "analysis_dir" in opts:
         raise CnnlabError(f"{where}: analysis_dir is filled in by the report; leave it out")
+    option = getattr(fn, "metric_option", "metrics")  # the option naming metrics (best's `by`), not config keys
     for k in ("key", "by"):
-        metric_option = k == "by" and data["kind"] == "best"
-        if k in opts and not metric_option and opts[k] not in ("variant", "group"):
+        if k in opts and k != option and opts[k] not in ("variant", "group"):
             check_key(opts[k], f"{where} {k}")
     for k in opts.get("where") or {}:
         if k not in ("variant", "group"):
             check_key(k, f"{where} where")
-    named = opts.get("metrics") or []
-    by = [opts["by"]] if data["kind"] == "best" and "by" in opts else []
-    for m in [*([named] if isinstance(named, str) else named), *by]:
+    named = (opts.get(option) or []) if option else []
+    for m in [named] if isinstance(named, str) else named:
         if m not in METRICS:
             raise CnnlabError(f"{where}: {m!r} is not a metric an answer can use; choose from {', '.join(METRICS)}")
     for side in ("a", "b") if data["kind"] == "compare" else ():
@@ -462,14 +468,11 @@ def check_answer(data: Dict[str, Any], where: str) -> Dict[str, Any]:
 def used_metrics(spec: Dict[str, Any]) -> List[str]:
     """The metrics an answer is computed from: what its `metrics` or (kind best) `by` names, else its kind's
     default; a target answer reads the per-epoch validation accuracy, an analysis answer its step's own numbers."""
-    import inspect
-
-    kind = spec["kind"]
-    fixed = {"target": ["val_acc"], "initial_loss": ["initial_loss"], "analysis": []}
-    if kind in fixed:
-        return fixed[kind]
-    option = "by" if kind == "best" else "metrics"
-    params = inspect.signature(ANSWERS.get(kind)).parameters
+    fn = ANSWERS.get(spec["kind"])
+    if getattr(fn, "reads", None) is not None:
+        return list(fn.reads)
+    option = getattr(fn, "metric_option", "metrics")
+    params = inspect.signature(fn).parameters
     named = spec.get(option, params[option].default if option in params else ())
     return [named] if isinstance(named, str) else list(named or ())
 

@@ -25,31 +25,32 @@ import statistics
 
 from matplotlib.ticker import MaxNLocator
 
+from cnnlab.analysis.weights import plot_histograms, sparsity as weight_sparsity, weight_stats
 from cnnlab.errors import CnnlabError
 from cnnlab.plotting import new_figure
 from cnnlab.registry import Registry, check_kwargs
+from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
 from cnnlab.training.config import SEED_KEY, check_key
+from cnnlab.training.ema import served_weights
 from cnnlab.training.losses import describe as describe_loss
+# The metrics a figure may plot (one number per run for sweep and bars, a series for curve), their labels and which
+# are drawn in percent come from the catalogue (training/metrics.py), under the names this module has used.
+from cnnlab.training.metrics import AXIS_LABELS as LABELS, EPOCH_METRICS, PERCENT as ACCURACIES  # noqa: F401
+from cnnlab.training.metrics import BEST_VAL_ACC, FINAL_TRAIN_ACC, RUN_METRICS as SUMMARY_METRICS, WALL_TIME
 from cnnlab.training.plots import plot_curves
-from cnnlab.training.runfolder import END_TRAIN_IMAGES
 
 FIGURES = Registry("report figure")
-SUMMARY_METRICS = ("best_val_acc", "best_epoch", "final_train_acc", "final_val_acc", "final_train_loss", "wall_time",
-                   "images_per_sec", "params", "epochs_done", "test_acc", "test_loss", "val_acc", "val_loss",
-                   "end_train_loss", "end_train_acc")
-EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "train_error", "val_error", "lr", "batch_size",
-                 "epoch_time", "images_per_sec", "time")
-LABELS = {"best_val_acc": "best validation accuracy", "final_train_acc": "final training accuracy",
-          "final_val_acc": "final validation accuracy", "wall_time": "training time (s)",
-          "images_per_sec": "images / s", "params": "parameters", "best_epoch": "epoch of best val acc",
-          "val_error": "validation error", "train_error": "training error", "train_loss": "training loss",
-          "val_loss": "validation loss", "val_acc": "validation accuracy", "train_acc": "training accuracy",
-          "test_acc": "test accuracy (best checkpoint)", "test_loss": "test loss (best checkpoint)",
-          # runfolder.END_TRAIN_IMAGES says what the end_train_* metrics measure, and why
-          "final_train_loss": "last epoch's mean training loss (augmented batches, weights moving)",
-          **{f"end_train_{m}": f"training {w} of the final weights (eval mode, no augmentation, up to "
-                               f"{END_TRAIN_IMAGES:,} training images)" for m, w in (("loss", "loss"),
-                                                                                    ("acc", "accuracy"))}}
+
+
+def register_figure(kind: str, y: Sequence[str] = EPOCH_METRICS):
+    """Register a figure function under `kind`; `y`: the metrics its `y` option may name (SUMMARY_METRICS: one
+    number per run; EPOCH_METRICS: a series per run), which `check_figure` reads. Registering is all a new kind
+    needs: specs, the report and the reference find it here."""
+    def deco(fn):
+        fn.y_metrics = tuple(y)
+        return FIGURES.register(kind)(fn)
+
+    return deco
 
 
 # What a config key is, in words, where a sentence or an axis names it (the key itself stays in runs.csv).
@@ -92,15 +93,11 @@ class Entry:
 
     def sparsity(self, threshold: float = 1e-3) -> Optional[float]:
         """Share of weights with |w| < threshold in the best checkpoint; None without one on this machine."""
-        from cnnlab.analysis.weights import sparsity
-        from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
-        from cnnlab.training.ema import served_weights
-
         cache = self.__dict__.setdefault("_sparsity", {})  # a report asks for it per table, answer and CSV row
         if threshold not in cache:
             path = find_checkpoint(self.run_dir, "best") if self.run_dir and self.run_dir.is_dir() else None
             if path is not None:
-                cache[threshold] = sparsity(served_weights(load_checkpoint(path)), threshold)
+                cache[threshold] = weight_sparsity(served_weights(load_checkpoint(path)), threshold)
             else:  # a report's copy of the run has no checkpoint, but its summary kept the default threshold's value
                 kept = (self.summary or {}).get("weight_sparsity") if threshold == 1e-3 else None
                 cache[threshold] = float(kept) if isinstance(kept, (int, float)) else None
@@ -118,7 +115,7 @@ class Entry:
         ln(classes), the loss of a uniform guess. Such a run (HW2 2(c)i at lr 1.0: 10.0% for 30 epochs) did not
         diverge, but its numbers measure nothing the others do: a report names it and compares it with nothing."""
         s = self.summary or {}
-        best, ln = self.metric("best_val_acc"), self.metric("ln_classes")
+        best, ln = self.metric(BEST_VAL_ACC), self.metric("ln_classes")
         loss = self.metric("final_val_loss") if self.metric("final_val_loss") is not None else \
             self.metric("final_train_loss")
         if best is None or ln is None or loss is None or s.get("diverged") or ln <= 0:
@@ -150,8 +147,6 @@ class Drawn:
 
 
 LABEL_MAX = 48  # characters of a legend label built from the varied keys; longer ones fall back to the run name
-ACCURACIES = {"best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "val_acc", "train_acc", "val_error",
-              "train_error", "end_train_acc"}
 
 
 def short_keys(keys: Sequence[str]) -> Dict[str, str]:
@@ -200,7 +195,7 @@ def _scaled(metric: str, v):
 def _value_text(metric: str, v: float) -> str:
     if metric in ACCURACIES:
         return f"{100 * v:.1f}%"
-    if metric == "wall_time":
+    if metric == WALL_TIME:
         return f"{v:,.0f} s" if v >= 100 else f"{v:.1f} s"
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
@@ -233,7 +228,7 @@ def _as_list(y: Union[str, Sequence[str]]) -> List[str]:
 
 # ----------------------------------------------------------------------------------------------------------------------
 
-@FIGURES.register("curves")
+@register_figure("curves")
 def curves(entries: List[Entry]) -> Optional[Drawn]:
     """Loss, accuracy and learning rate against epoch, every run overlaid: one colour per run, train dashed and
     validation solid, one legend outside the axes."""
@@ -249,8 +244,8 @@ def curves(entries: List[Entry]) -> Optional[Drawn]:
     return Drawn("Loss, accuracy and learning rate per epoch (train dashed, validation solid)", axes[0].figure, rows)
 
 
-@FIGURES.register("sweep")
-def sweep(entries: List[Entry], x: str, y: Union[str, List[str]] = ("best_val_acc", "final_train_acc"),
+@register_figure("sweep", y=SUMMARY_METRICS)
+def sweep(entries: List[Entry], x: str, y: Union[str, List[str]] = (BEST_VAL_ACC, FINAL_TRAIN_ACC),
           log: Optional[bool] = None, series: Optional[str] = None) -> Optional[Drawn]:
     """y against the value of config key x (one line per value of `series`, else per combination of the other
     varied keys); diverged runs are marked with a red x on the axis. Repeated seeds are averaged (mean ± std)."""
@@ -329,8 +324,8 @@ def _covarying(entries: List[Entry], x: str) -> List[str]:
     return out
 
 
-@FIGURES.register("bars")
-def bars(entries: List[Entry], y: Union[str, List[str]] = "wall_time", by: Optional[str] = None,
+@register_figure("bars", y=SUMMARY_METRICS)
+def bars(entries: List[Entry], y: Union[str, List[str]] = WALL_TIME, by: Optional[str] = None,
          hue: Optional[str] = None) -> Optional[Drawn]:
     """A dot per run (or per value of `by`, one colour per value of `hue`), one panel per metric, each value written
     beside its dot. Runs that differ only in `train.seed` are one dot: the mean, with a ±1 std bar and n. The value
@@ -387,7 +382,7 @@ def had_target(entry: Entry, target: float) -> bool:
     return any(abs(float(t) - target) < 1e-9 for t in (entry.config.get("train.targets") or []))
 
 
-@FIGURES.register("target")
+@register_figure("target")
 def target(entries: List[Entry], target: Optional[float] = None, x: Optional[str] = None) -> Optional[Drawn]:
     """Epochs and wall time to reach `target` validation accuracy (default: the runs' first train.targets value,
     so a quick profile can aim lower than the full one), against config key x (or per run)."""
@@ -424,7 +419,7 @@ def target(entries: List[Entry], target: Optional[float] = None, x: Optional[str
     return Drawn(f"Epochs and time to {target:.0%} validation accuracy", fig, rows)
 
 
-@FIGURES.register("curve")
+@register_figure("curve")
 def curve(entries: List[Entry], y: str = "val_error", logy: bool = False) -> Optional[Drawn]:
     """One per-epoch metric of every run, overlaid, one colour per run, the legend outside the axes."""
     names = run_names(entries)
@@ -448,14 +443,10 @@ def curve(entries: List[Entry], y: str = "val_error", logy: bool = False) -> Opt
     return Drawn(f"{LABELS.get(y, y)} per epoch", fig, rows)
 
 
-@FIGURES.register("weights")
+@register_figure("weights")
 def weights(entries: List[Entry], checkpoint: str = "best", threshold: float = 1e-3,
             max_layers: int = 8) -> Optional[Drawn]:
     """Per-layer weight histograms of every run with a checkpoint here (cnnlab.analysis.weights), overlaid."""
-    from cnnlab.analysis.weights import plot_histograms, weight_stats
-    from cnnlab.training.checkpoint import find_checkpoint, load_checkpoint
-    from cnnlab.training.ema import served_weights
-
     names = run_names(entries)
     states = {}
     for e in entries:
@@ -490,7 +481,7 @@ def check_figure(data: Dict[str, Any], where: str) -> Dict[str, Any]:
     for k in ("x", "by", "hue", "series"):
         if opts.get(k) is not None and opts[k] not in ("variant", "group"):
             check_key(opts[k], f"{where} {k}")
-    metrics = SUMMARY_METRICS if data["kind"] in ("sweep", "bars") else EPOCH_METRICS
+    metrics = getattr(fn, "y_metrics", EPOCH_METRICS)
     if "y" in opts:
         for m in _as_list(opts["y"]):
             if m not in metrics:

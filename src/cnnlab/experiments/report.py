@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +37,16 @@ from cnnlab.experiments import document as D
 from cnnlab.experiments.answers import WORDS, Answer, answer_all, noise_caveat, setting_name, show_stat, stat
 from cnnlab.experiments.document import md_text  # noqa: F401  (re-exported: tune_report and tests escape with it)
 from cnnlab.experiments.figures import Drawn, Entry, draw, had_target, reach, short_keys
-from cnnlab.experiments.spec import MACHINE_KEYS, flatten_config, run_folder, split_key
+from cnnlab.experiments.pdf import code_section
+from cnnlab.experiments.spec import (MACHINE_KEYS, expand, flatten_config, identity_hash, load_spec, run_folder,
+                                     split_key, sweep_folder)
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable, path_problem
+from cnnlab.models.registry import default_args
 from cnnlab.plotting import figure_bytes
 from cnnlab.training.config import SEED_KEY
 from cnnlab.training.losses import describe as describe_loss
+from cnnlab.training.metrics import BEST_VAL_ACC, FINAL_TRAIN_ACC, FINAL_VAL_ACC, TEST_ACC, WALL_TIME
+from cnnlab.training.runfolder import RunFolder
 
 
 @dataclass
@@ -69,8 +75,6 @@ class Source:
 # Collecting runs.
 
 def entry_from_folder(path: Path, varied: Optional[dict] = None, name: Optional[str] = None) -> Entry:
-    from cnnlab.training.runfolder import RunFolder
-
     folder = RunFolder(path)
     config = resolved(folder.load_config().to_dict())  # validated, defaults resolved
     summary = folder.read_summary()
@@ -89,8 +93,6 @@ def resolved(tree: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _model_options(config: Dict[str, Any]) -> Dict[str, Any]:
-    from cnnlab.models.registry import default_args
-
     given = config.get("model.options") or {}
     try:
         defaults = default_args(str(config.get("model.name")).lower().replace("-", "_"))
@@ -140,7 +142,7 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
                      run_files: Optional[Path] = None) -> Source:
     """The spec's planned runs, each from the results store, else from its run folder under `out`, else from its
     copy under `run_files` (a report's <stem>_runs/ folder: config.yaml, metrics.csv and summary.json per run)."""
-    from cnnlab.experiments.spec import expand, load_spec, sweep_folder
+    # here: the store loads Optuna and SQLAlchemy, which a report of run folders alone does not need
     from cnnlab.experiments.store import DEFAULT_STORE, ResultStore
 
     spec = load_spec(path)
@@ -217,9 +219,6 @@ def run_files_dir(html_path: Path) -> Path:
 def _run_copy(run_files: Optional[Path], run) -> Optional[Path]:
     """run_files/<run name>, when it holds the three files of this very run: its config's identity hash must be
     the planned run's (a copy of an older version of the spec's run is not this run)."""
-    from cnnlab.experiments.spec import identity_hash
-    from cnnlab.training.runfolder import RunFolder
-
     folder = run_files / run.name if run_files is not None else None
     if folder is None or not all((folder / f).is_file() for f in RUN_FILES):
         return None
@@ -234,8 +233,6 @@ def save_run_files(sources: Sequence[Source]) -> List[Path]:  # the files writte
     source's run_files/<run name>/: the run folder's config.yaml (the planned config where the run ran on another
     machine), the metrics and the summary the report used (the store's: it adds the sweep's evaluations, e.g.
     test_acc), and the best checkpoint's weight sparsity where the checkpoint is here (the copy has no checkpoint)."""
-    from cnnlab.training.runfolder import RunFolder
-
     written = []
     for s in sources:
         for e in s.planned if s.run_files is not None else ():
@@ -340,7 +337,7 @@ def _columns(entries: List[Entry]) -> List[tuple]:
             ("best epoch", lambda e: _num((e.summary or {}).get("best_epoch"), "d")),
             ("final train acc", lambda e: _pct((e.summary or {}).get("final_train_acc"))),
             *[(f"{s} acc (best ckpt)", lambda e, s=s: _pct((e.summary or {}).get(f"{s}_acc"))) for s in splits],
-            ("wall time (s)", lambda e: _num((e.summary or {}).get("wall_time"), ",.1f")),
+            ("wall time (s)", lambda e: _num((e.summary or {}).get(WALL_TIME), ",.1f")),
             ("images/s", lambda e: _num((e.summary or {}).get("images_per_sec"), ",.0f")),
             ("params", lambda e: _num((e.summary or {}).get("params"), ",d")),
             ("diverged", lambda e: ("yes" if e.summary.get("diverged") else "no") if e.summary else "")]
@@ -367,7 +364,7 @@ def table(source: Source) -> tuple:
         keys = []
     short = short_keys(keys)  # short labels (lr, batch_norm): a header wraps only between words, so keep them short
     header = ["run", "best val acc", *[short[k] for k in keys], *[h for h, _ in cols]]
-    rows = [[e.name, _pct((e.summary or {}).get("best_val_acc")), *[_cell(e.value(k)) for k in keys],
+    rows = [[e.name, _pct((e.summary or {}).get(BEST_VAL_ACC)), *[_cell(e.value(k)) for k in keys],
              *[cells[h][i] for h, _ in cols]] for i, e in enumerate(entries)]
     words = {"status": lambda v: f"status {v}", "params": lambda v: f"{v} parameters",
              "diverged": lambda v: "none diverged" if v == "no" else "all diverged"}
@@ -389,7 +386,7 @@ def settings_table(source: Source) -> Optional[tuple]:
     return ["setting", *[e.name for e in entries]], [[k, *[_cell(e.varied.get(k)) for e in entries]] for k in keys]
 
 
-SEED_COLUMNS = ("best_val_acc", "final_train_acc", "final_val_acc", "test_acc", "wall_time")
+SEED_COLUMNS = (BEST_VAL_ACC, FINAL_TRAIN_ACC, FINAL_VAL_ACC, TEST_ACC, WALL_TIME)
 
 
 def seed_table(source: Source) -> Optional[tuple]:
@@ -449,7 +446,7 @@ def runs_csv(sources: Sequence[Source]) -> str:
         # `set: {augment.repeats: 1}` beside a grid over it), so no cell is blank that has a value
         row = {"run": e.name, "source": src.title, **{k: _csv_value(e.value(k)) for k in keys},
                **{k: e.varied[k] for k in ("group", "variant") if k in e.varied},
-               **{k: s.get(k) for k in CSV_RESULTS if k in s}, "status": e.outcome, "wall_s": s.get("wall_time"),
+               **{k: s.get(k) for k in CSV_RESULTS if k in s}, "status": e.outcome, "wall_s": s.get(WALL_TIME),
                "weight_sparsity": e.sparsity() if e.summary else None}
         for t in targets:
             hit = reach(e, t)
@@ -482,8 +479,8 @@ def analysis_pngs(source: Source) -> List[Path]:
 
 
 def best_entry(source: Source) -> Optional[Entry]:
-    done = [e for e in source.entries if (e.summary or {}).get("best_val_acc") is not None]
-    return max(done, key=lambda e: e.summary["best_val_acc"]) if done else None
+    done = [e for e in source.entries if (e.summary or {}).get(BEST_VAL_ACC) is not None]
+    return max(done, key=lambda e: e.summary[BEST_VAL_ACC]) if done else None
 
 
 def best_evaluation(source: Source) -> Optional[dict]:
@@ -732,8 +729,6 @@ def source_section(b: Built, i: int, titled: bool) -> D.Section:
 
 def report_document(report: Report, built: List[Built]) -> D.Document:
     """The report as a document: one section per source, then the code the runs are about."""
-    from cnnlab.experiments.pdf import code_section
-
     titled = len(built) > 1 or any(b.source.title != report.title for b in built)
     blocks: List[Any] = [source_section(b, i, titled) for i, b in enumerate(built)]
     code = code_section(report.sources)
@@ -763,7 +758,7 @@ def answers_json(built: List[Built]) -> str:
             smoke = {"stands_in": b.source.stands_in}
         out.append({"source": b.source.title, "spec": str(b.source.spec_path or ""), "ran": ran_line(b.source.planned),
                     "runs": len(b.source.planned), "runs_done": len(done),
-                    "wall_s": round(sum((e.summary or {}).get("wall_time") or 0 for e in done), 1), **smoke,
+                    "wall_s": round(sum((e.summary or {}).get(WALL_TIME) or 0 for e in done), 1), **smoke,
                     "answers": [{"question": a.question, "kind": a.kind, "metrics": a.metrics, "text": a.text,
                                  **smoke} for a in b.answers]})
     return json.dumps(out, indent=1, ensure_ascii=False) + "\n"
@@ -804,8 +799,6 @@ def make_report(inputs: Sequence[str], out: str = "report.html", profile: Option
 def _readable(paths) -> None:
     """Atomic writes go through mkstemp, whose files are private (0600); a report is meant to be shared and opened
     by a browser, so give it the permissions an ordinary new file gets (0666 less the umask)."""
-    import os
-
     umask = os.umask(0)
     os.umask(umask)
     for p in paths:

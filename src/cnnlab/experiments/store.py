@@ -49,9 +49,11 @@ from typing import Any, Dict, Iterable, List, Optional
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
+from sqlalchemy import event
 
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_bytes, check_writable
+from cnnlab.training.metrics import BEST_VAL_ACC
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -219,7 +221,7 @@ def _rdb(url: str):
 
 @contextlib.contextmanager
 def _file_lock(path: Path):
-    import fcntl
+    import fcntl  # here: POSIX only, and only a journal-file store takes this lock
 
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -231,8 +233,6 @@ def _file_lock(path: Path):
 
 def _serialise_sqlite(engine) -> None:
     """Make every SQLite transaction BEGIN IMMEDIATE, so Optuna's read-check-write claim cannot interleave."""
-    from sqlalchemy import event
-
     @event.listens_for(engine, "connect")
     def _no_implicit_begin(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
@@ -401,7 +401,7 @@ class ResultStore:
     def finish(self, claim: Claim, summary: dict, metrics: List[dict]) -> bool:
         """Record a run that ended by itself: finished, stopped (time budget) or diverged. All count as done."""
         self._stop_heartbeat(claim)
-        best = summary.get("best_val_acc")
+        best = summary.get(BEST_VAL_ACC)
         value = float(best) if isinstance(best, (int, float)) and math.isfinite(best) else 0.0
         return self._close(claim.trial_id, TrialState.COMPLETE,
                            {"status": summary.get("status", "finished"), "summary": summary, "metrics": metrics},

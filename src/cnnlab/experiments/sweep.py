@@ -10,24 +10,38 @@ summary and metrics, so `cnnlab report` works from any of them).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import logging
 import multiprocessing as mp
 import os
+import re
 import shlex
+import subprocess
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
+import torch
+
 from cnnlab import arguments as A
 from cnnlab.arguments import check_arguments
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.spec import (Run, Spec, expand, folder_identity, iter_runs, load_spec, own_run_folder,
-                                     run_folder, run_names, split_key, sweep_folder)
+from cnnlab.experiments.spec import (Run, Spec, expand, feeding_steps, folder_identity, iter_runs, load_spec,
+                                     own_run_folder, run_folder, run_names, split_key, sweep_folder)
 from cnnlab.experiments.store import DEFAULT_STORE, Claim, Record, ResultStore
+from cnnlab.fileio import atomic_write_text
+from cnnlab.training.checkpoint import find_checkpoint
 from cnnlab.training.config import OVERRIDES
+from cnnlab.training.inference import evaluate_run, load_run, predictions, write_predictions
+from cnnlab.training.metrics import BEST_VAL_ACC
+from cnnlab.training.runfolder import read_metrics_csv
+from cnnlab.training.trainer import Trainer
 
+logger = logging.getLogger(__name__)
 DONE_STATES = ("finished", "diverged", "stopped")
 
 
@@ -105,8 +119,6 @@ def _logger(run: Run, worker: str, log: Callable[[str], None]) -> Callable[[str]
 def folder_state(run: Run) -> str:
     """What the run's folder (run.config.name, placed by run_folder) holds: new (nothing usable), resume (last.pt
     of this very config), stale (a damaged config in the folder named by this run's identity: started over)."""
-    from cnnlab.training.checkpoint import find_checkpoint
-
     path = Path(run.config.out) / run.config.name
     found = folder_identity(path)
     if found is None:
@@ -125,8 +137,6 @@ def train_run(run: Run, log: Callable[[str], None], threads: int = 0, folder=Non
     reloads the folder's config.yaml: the two agree on everything that matters (the identity hash was checked), but
     the planned config carries this machine's data.root and device.
     """
-    from cnnlab.training.trainer import Trainer
-
     cfg = run.config
     if threads and not cfg.train.threads:
         cfg.train.threads = threads
@@ -139,8 +149,6 @@ def train_run(run: Run, log: Callable[[str], None], threads: int = 0, folder=Non
 
 
 def _predict(run: Run, split: str, log) -> None:
-    from cnnlab.training.inference import load_run, predictions, write_predictions
-
     path = Path(run.config.out) / run.config.name
     loaded = load_run(path, "best", run.config.data.root)
     ids, labels, _ = predictions(loaded, split)
@@ -152,7 +160,6 @@ def _evaluate(run: Run, splits: List[str], log) -> dict:
     """Loss and accuracy of the best checkpoint on each split, as <split>_loss / <split>_acc summary fields."""
     if not splits:
         return {}
-    from cnnlab.training.inference import evaluate_run, load_run
 
     loaded = load_run(Path(run.config.out) / run.config.name, "best", run.config.data.root)
     out = {}
@@ -167,7 +174,6 @@ def execute(store: ResultStore, claim: Claim, run: Run, plan: Plan, log, threads
     """Run one claimed run to its end and record it; returns its final state."""
     try:
         summary = train_run(run, log, threads, folder)
-        from cnnlab.training.runfolder import read_metrics_csv
         metrics = read_metrics_csv(Path(run.config.out) / run.config.name / "metrics.csv")
         if summary["status"] in ("finished", "stopped"):
             summary = {**summary, **_evaluate(run, plan.spec.evaluate, log)}
@@ -191,8 +197,10 @@ def execute(store: ResultStore, claim: Claim, run: Run, plan: Plan, log, threads
 # Workers.
 
 def worker_loop(opts: SweepOptions, since: float, worker: str = "w0", threads: int = 0,
-                log: Callable[[str], None] = print) -> Dict[str, int]:
-    """Claim and run runs until none is waiting; returns counts of outcomes."""
+                log: Optional[Callable[[str], None]] = None) -> Dict[str, int]:
+    """Claim and run runs until none is waiting; returns counts of outcomes. Progress lines go to `log`, or to this
+    module's logger (the `cnnlab` command shows them)."""
+    log = log or logger.info
     plan = make_plan(opts)
     by_key = {r.key: r for r in plan.runs}
     store = ResultStore(opts.store_url(), heartbeat=opts.heartbeat, grace=opts.grace)
@@ -225,10 +233,9 @@ def worker_loop(opts: SweepOptions, since: float, worker: str = "w0", threads: i
 
 
 def _child(opts: SweepOptions, since: float, worker: str, threads: int) -> None:
-    import torch
-
     torch.set_num_threads(max(1, threads))
     try:
+        # a worker process is started bare (spawn): nothing configured its logging, so it prints, as a command does
         worker_loop(opts, since, worker, threads, log=lambda s: print(s, flush=True))
     except CnnlabError as e:
         print(f"[{worker}] cnnlab: error: {e}", flush=True)
@@ -237,8 +244,10 @@ def _child(opts: SweepOptions, since: float, worker: str, threads: int) -> None:
         raise SystemExit(130)
 
 
-def sweep(opts: SweepOptions, log: Callable[[str], None] = print) -> Dict[str, Record]:
-    """Run the whole sweep (in this process, or in `opts.workers` processes); returns the store's records."""
+def sweep(opts: SweepOptions, log: Optional[Callable[[str], None]] = None) -> Dict[str, Record]:
+    """Run the whole sweep (in this process, or in `opts.workers` processes); returns the store's records. Progress
+    lines go to `log`, or to this module's logger."""
+    log = log or logger.info
     if opts.workers < 1:
         raise CnnlabError(f"--workers must be >= 1, got {opts.workers}")
     plan = make_plan(opts)  # fails here, once, on a bad spec rather than in every worker
@@ -318,15 +327,15 @@ def status_rows(opts: SweepOptions) -> Tuple[List[str], Iterator[dict]]:
 def _rows(records: Dict[str, Record], runs: Iterator[Run]) -> Iterator[dict]:
     for r in runs:
         rec = records.pop(r.key, None)
-        best = (rec.summary or {}).get("best_val_acc") if rec else None
-        yield {"run": r.name, "state": rec.state if rec else "pending", "best_val_acc": best,
+        best = (rec.summary or {}).get(BEST_VAL_ACC) if rec else None
+        yield {"run": r.name, "state": rec.state if rec else "pending", BEST_VAL_ACC: best,
                "folder": str(run_folder(r)), "planned": True}
     # Runs of the same spec and profile with other settings (a sweep started with key=value overrides): they ran,
     # so they are listed, marked as not part of this plan, rather than hidden behind "pending" rows.
     for rec in records.values():
         folder = (rec.summary or {}).get("run") or ""
         yield {"run": Path(folder).name if folder else rec.key, "state": rec.state,
-               "best_val_acc": (rec.summary or {}).get("best_val_acc"), "folder": folder, "planned": False}
+               BEST_VAL_ACC: (rec.summary or {}).get(BEST_VAL_ACC), "folder": folder, "planned": False}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -364,8 +373,6 @@ def analysis_commands(plan: Plan, data_root: Optional[str] = None) -> List[Analy
 
 def _fill(arg: str, cmd: AnalysisCommand, by_name: Dict[str, Run], out: Path, plan: Plan,
           data_root: Optional[str]) -> str:
-    import re
-
     step = cmd.name
 
     def sub(m):
@@ -428,8 +435,6 @@ STEP_DONE = ".step-done"  # in a step's output folder: the fingerprint of the co
 def _step_fingerprint(cmd: AnalysisCommand) -> str:
     """The command line and the content of every file it names (the {config:NAME} YAMLs, a run's checkpoint
     times): the same fingerprint means the step would compute the same thing again."""
-    import hashlib
-
     h = hashlib.sha1("\0".join(cmd.argv).encode())
     for a in cmd.argv:
         p = Path(a)
@@ -443,29 +448,24 @@ def _step_fingerprint(cmd: AnalysisCommand) -> str:
     return h.hexdigest()
 
 
-def run_feeding_steps(opts: SweepOptions, data_root: Optional[str] = None, log=print) -> Dict[str, int]:
+def run_feeding_steps(opts: SweepOptions, data_root: Optional[str] = None,
+                      log: Optional[Callable[[str], None]] = None) -> Dict[str, int]:
     """The analysis steps that feed settings to runs (spec.fed_settings), run before the sweep plans its runs, so
     that those runs train with what the steps found; a later run_analysis skips them (same fingerprint)."""
-    from cnnlab.experiments.spec import feeding_steps
-
     plan = make_plan(opts)
     prof = plan.spec.profile(plan.profile)
     names = [s["name"] for s in feeding_steps(plan.spec, prof)]
     return run_analysis(plan, data_root, log, only=names) if names else {}
 
 
-def run_analysis(plan: Plan, data_root: Optional[str] = None, log=print,
+def run_analysis(plan: Plan, data_root: Optional[str] = None, log: Optional[Callable[[str], None]] = None,
                  only: Optional[List[str]] = None) -> Dict[str, int]:
     """Run each analysis step as `python -m cnnlab ...`, the documented command line: a spec writes its steps as
     cnnlab commands, and a separate process keeps the experiments layer from importing the CLI and a crashing step
     from taking the sweep with it; a failing step is reported, the next one runs.
     A step that already finished with the same command and inputs is skipped (the steps are the expensive part of
     some recipes: a re-run sweep resumes them like its runs); delete its folder to run it again."""
-    import subprocess
-    import sys
-
-    from cnnlab.fileio import atomic_write_text
-
+    log = log or logger.info
     results = {}
     for cmd in analysis_commands(plan, data_root):
         if only is not None and cmd.name not in only:

@@ -29,6 +29,7 @@ machine it stays RUNNING (cnnlab does not yet turn on Optuna's RDB heartbeat for
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing as mp
 import os
@@ -38,19 +39,28 @@ from typing import Any, Callable, Dict, List, Optional
 
 import optuna
 from optuna.trial import TrialState
+import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.spec import Spec, load_spec, unflatten
 from cnnlab.training.config import check_key
 from cnnlab.experiments.store import DEFAULT_STORE, machine_id, open_storage, owner_alive, process_start
 from cnnlab.training.config import config_from_dict, merge, parse_override
+from cnnlab.training.metrics import LOWER_IS_BETTER, WALL_TIME
+from cnnlab.training.runfolder import read_metrics_csv
+from cnnlab.training.trainer import Trainer, show_metric
 
 TUNE_KEYS = ("metric", "sampler", "pruner", "trials", "seed", "space")
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "when")
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
-METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
+# The per-epoch metrics a trial reports to the pruner (metrics.csv's), in the direction the catalogue gives them.
+METRICS = {m: "minimize" if m in LOWER_IS_BETTER else "maximize" for m in ("val_acc", "val_loss")}
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED)
+logger = logging.getLogger(__name__)
+# A trial's own training lines (epoch by epoch) are too many beside one line per trial: DEBUG, shown on request
+# (logging.getLogger("cnnlab.experiments.tune.trial").setLevel(logging.DEBUG) and a handler that shows DEBUG).
+trial_logger = logging.getLogger(__name__ + ".trial")
 
 
 @dataclass
@@ -345,8 +355,6 @@ def ended(study: optuna.Study) -> int:
 
 # -- one trial ------------------------------------------------------------------------------------------------------
 def objective(plan: Plan, log: Callable[[str], None]):
-    from cnnlab.training.trainer import Trainer, show_metric
-
     metric, sign = plan.tune.metric, 1 if plan.tune.direction == "maximize" else -1
 
     def run(trial: optuna.Trial) -> float:
@@ -365,7 +373,7 @@ def objective(plan: Plan, log: Callable[[str], None]):
                 trial.set_user_attr("pruned_at", row["epoch"])
                 return f"pruned by the {plan.tune.pruner} pruner at epoch {row['epoch']}"
             return None
-        summary = Trainer(cfg, overwrite=True, epoch_hook=report, log=lambda s: None).fit()
+        summary = Trainer(cfg, overwrite=True, epoch_hook=report, log=trial_logger.debug).fit()
         values_seen = [r[metric] for r in _history(summary) if isinstance(r.get(metric), (int, float))]
         trial.set_user_attr("status", summary["status"])
         trial.set_user_attr("epochs", summary["epochs_done"])
@@ -377,20 +385,20 @@ def objective(plan: Plan, log: Callable[[str], None]):
             log(f"trial {trial.number}: {shown} -> pruned at epoch {trial.user_attrs['pruned_at']} "
                 f"({metric} {show_metric(metric, best)})")
             raise optuna.TrialPruned()
-        log(f"trial {trial.number}: {shown} -> {metric} {show_metric(metric, best)} ({summary['wall_time']:.1f} s)")
+        log(f"trial {trial.number}: {shown} -> {metric} {show_metric(metric, best)} ({summary[WALL_TIME]:.1f} s)")
         return best
     return run
 
 
 def _history(summary: dict) -> List[dict]:
-    from cnnlab.training.runfolder import read_metrics_csv
     return read_metrics_csv(Path(summary["run"]) / "metrics.csv")
 
 
 # -- workers --------------------------------------------------------------------------------------------------------
-def worker(opts: TuneOptions, log: Callable[[str], None] = print) -> None:
+def worker(opts: TuneOptions, log: Optional[Callable[[str], None]] = None) -> None:
     """Run trials until the study has `trials` complete or pruned ones (across every worker) or time is up, sampling
-    with the seed of the worker slot it claims."""
+    with the seed of the worker slot it claims. One line per trial goes to `log`, or to this module's logger."""
+    log = log or logger.info
     plan = make_plan(opts)
     storage = open_storage(opts.store_url())
     slot = claim_worker_slot(storage, plan.study)
@@ -406,10 +414,9 @@ def worker(opts: TuneOptions, log: Callable[[str], None] = print) -> None:
 
 
 def _child(opts: TuneOptions, index: int, threads: int) -> None:
-    import torch
-
     torch.set_num_threads(max(1, threads))
     try:
+        # a worker process is started bare (spawn): nothing configured its logging, so it prints, as a command does
         worker(opts, log=lambda s: print(f"[w{index}] {s}", flush=True))
     except CnnlabError as e:
         print(f"[w{index}] cnnlab: error: {e}", flush=True)
@@ -418,8 +425,10 @@ def _child(opts: TuneOptions, index: int, threads: int) -> None:
         raise SystemExit(130)
 
 
-def tune(opts: TuneOptions, log: Callable[[str], None] = print) -> optuna.Study:
-    """The whole study, in this process or in `opts.workers` processes; returns it (reloaded) when done."""
+def tune(opts: TuneOptions, log: Optional[Callable[[str], None]] = None) -> optuna.Study:
+    """The whole study, in this process or in `opts.workers` processes; returns it (reloaded) when done. Progress
+    lines go to `log`, or to this module's logger (the `cnnlab` command shows them)."""
+    log = log or logger.info
     if not 1 <= opts.workers <= 64:
         raise CnnlabError(f"--workers must be between 1 and 64, got {opts.workers}")
     plan = make_plan(opts)

@@ -64,7 +64,7 @@ def F(default: Any, help: str, *, min: Optional[float] = None, gt: Optional[floa
 
 @dataclass
 class DataConfig:
-    name: str = F("cifar10", "dataset name (cifar10, fashion-mnist, imagefolder)")
+    name: str = F("cifar10", "dataset name (a registered dataset: an unknown name is answered with the list)")
     root: Optional[str] = F(None, "where the data lives; None: env CNNLAB_DATA, then the per-user cache dir",
                             path=True, machine=True)
     val_size: Optional[int] = F(None, "images carved from train for validation (stratified); None: dataset default "
@@ -106,7 +106,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = F("sgd", "optimizer (sgd, adagrad, rmsprop, rmsprop_nesterov, adadelta, adam, adamw)")
+    name: str = F("sgd", "optimizer (see `cnnlab optimizers`: each one's update, keys and defaults)")
     lr: float = F(0.01, "learning rate per optimizer step, not scaled by batch size; the schedule's peak", gt=0,
                   max=1e6)
     momentum: float = F(0.9, "momentum (sgd, rmsprop, rmsprop_nesterov)", min=0, max=1)
@@ -644,23 +644,36 @@ def read_config_file(path) -> Dict[str, Any]:
 
 
 def load_config(path=None, overrides: Optional[List[str]] = None, base: Optional[Dict[str, Any]] = None) -> RunConfig:
-    """defaults < `base` dict < YAML file at `path` < `key=value` overrides; validated."""
-    tree = RunConfig().to_dict()
-    if base:
-        tree = merge(tree, base)
-    if path is not None:
-        tree = merge(tree, read_config_file(path))
+    """defaults < `base` dict < YAML file at `path` < `key=value` overrides; validated. The defaults are the
+    schema's with the chosen optimizer's own over them (`defaults_for`)."""
+    layers = [base or {}, read_config_file(path) if path is not None else {}]
     patch: Dict[str, Any] = {}
     for text in overrides or []:
         key, value = parse_override(text)
         set_dotted(patch, key, value)
-    tree = merge(tree, patch)
+    tree = defaults_for(*layers, patch)
+    for layer in (*layers, patch):
+        tree = merge(tree, layer)
     return validate(_build(RunConfig, tree))
 
 
 def config_from_dict(data: Dict[str, Any]) -> RunConfig:
     """Rebuild a saved config (from config.yaml or a checkpoint), filling keys added since with defaults."""
-    return validate(_build(RunConfig, merge(RunConfig().to_dict(), data)))
+    return validate(_build(RunConfig, merge(defaults_for(data), data)))
+
+
+def defaults_for(*layers: Dict[str, Any]) -> Dict[str, Any]:
+    """The tree a config starts from: the schema's defaults, with the defaults of the optimizer the layers choose
+    (the last one naming it wins) over them, so that an optimizer whose defaults differ from the schema's (Lion's
+    betas) gets its own where the user sets nothing; the optimizers whose defaults are the schema's change nothing."""
+    # here: the optimizer registry loads torch, and the schema (--help-config) is read without it
+    from cnnlab.training.optim import optimizer_defaults
+
+    tree = RunConfig().to_dict()
+    chosen = [layer["optim"]["name"] for layer in layers
+              if isinstance(layer, dict) and isinstance(layer.get("optim"), dict) and "name" in layer["optim"]]
+    own = optimizer_defaults(chosen[-1] if chosen else tree["optim"]["name"])
+    return merge(tree, {"optim": own}) if own else tree
 
 
 def schema(cls=RunConfig, prefix: str = "") -> Dict[str, tuple]:

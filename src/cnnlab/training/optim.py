@@ -1,6 +1,7 @@
 """Optimizers by name, parameter groups for L2 and the L1 penalty.
 
-Registry entries take (param_groups, OptimConfig) and return a torch optimizer. All but one are torch's own;
+Each entry (`OptimizerEntry`, registered with `register_optimizer`) holds its factory, which takes (param_groups,
+OptimConfig) and returns a torch optimizer, its update equations and its own defaults. All but one are torch's own;
 `RMSpropNesterov` is written here because torch has none (Goodfellow, Bengio & Courville, *Deep Learning*, 2016,
 Algorithm 8.6; Hinton's Coursera lecture 6e).
 
@@ -12,7 +13,8 @@ alone, since decaying them constrains nothing useful and hurts BN networks (`opt
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -41,45 +43,53 @@ def l1_penalty(optimizer: torch.optim.Optimizer) -> torch.Tensor:
     return torch.stack([p.abs().sum() for p in params]).sum()
 
 
-# The update of each optimizer as cnnlab runs it (HW3 1.1), printed by `cnnlab optimizers`. g is the gradient of the
-# step's loss (plus wd*w for coupled L2), eta the lr, w the weights; every operation is per element.
-EQUATIONS: Dict[str, tuple] = {
-    "sgd": ("SGD with momentum (Polyak 1964; torch's form); nesterov: Sutskever et al. 2013",
-            ["v <- momentum*v + g", "w <- w - eta*v                      (plain momentum)",
-             "w <- w - eta*(g + momentum*v)       (nesterov: the look-ahead gradient step)"],
-            ("lr", "momentum", "nesterov", "weight_decay")),
-    "adagrad": ("Adagrad (Duchi, Hazan & Singer 2011)",
-                ["r <- r + g^2", "w <- w - eta*g / (sqrt(r) + eps)"], ("lr", "eps", "weight_decay")),
-    "rmsprop": ("RMSprop (Hinton, Coursera lecture 6e; Goodfellow et al. 2016, Alg. 8.5)",
-                ["r <- alpha*r + (1-alpha)*g^2", "v <- momentum*v + g / (sqrt(r) + eps)", "w <- w - eta*v"],
-                ("lr", "alpha", "eps", "momentum", "weight_decay")),
-    "rmsprop_nesterov": ("RMSprop with Nesterov momentum (Goodfellow et al. 2016, Alg. 8.6; written here)",
-                         ["g at the look-ahead point w~ = w + momentum*v", "r <- alpha*r + (1-alpha)*g^2",
-                          "v <- momentum*v - eta*g / sqrt(r + eps)", "w <- w + v"],
-                         ("lr", "alpha", "eps", "momentum", "weight_decay")),
-    "adadelta": ("Adadelta (Zeiler 2012)",
-                 ["r <- rho*r + (1-rho)*g^2", "d <- sqrt(u + eps) / sqrt(r + eps) * g",
-                  "u <- rho*u + (1-rho)*d^2", "w <- w - eta*d   (eta = 1 in the paper)"],
-                 ("lr", "rho", "eps", "weight_decay")),
-    "adam": ("Adam (Kingma & Ba 2015)",
-             ["m <- beta1*m + (1-beta1)*g", "v <- beta2*v + (1-beta2)*g^2",
-              "m^ = m/(1-beta1^t), v^ = v/(1-beta2^t)", "w <- w - eta*m^ / (sqrt(v^) + eps)"],
-             ("lr", "betas", "eps", "weight_decay")),
-    "adamw": ("AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay",
-              ["m, v, m^, v^ as Adam, on g without the L2 term", "w <- w - eta*(m^ / (sqrt(v^) + eps) + wd*w)"],
-              ("lr", "betas", "eps", "weight_decay")),
-}
+@dataclass(frozen=True)
+class OptimizerEntry:
+    """One optimizer, everything about it in one place (timm's OptimInfo): how to build it, the `optim.*` keys it
+    reads, the defaults it wants where they differ from the config schema's (Lion's betas are not Adam's), and its
+    update as cnnlab runs it (HW3 1.1), which `cnnlab optimizers` and the optimizer reference print. In the
+    equations g is the gradient of the step's loss (plus wd*w for coupled L2), eta the lr, w the weights; every
+    operation is per element."""
+    factory: Callable  # (param_groups, OptimConfig) -> torch.optim.Optimizer
+    title: str         # the name in words, with its reference
+    equations: Tuple[str, ...]
+    keys: Tuple[str, ...]                                  # the optim.* keys it reads
+    defaults: Dict[str, Any] = field(default_factory=dict)  # optim.* values of its own, applied when a config does
+    #                                                         not set them (training/config.py, load_config)
+
+    def __call__(self, groups, cfg) -> torch.optim.Optimizer:
+        return self.factory(groups, cfg)
+
+
+def register_optimizer(name: str, title: str, equations: Sequence[str], keys: Sequence[str],
+                       defaults: Optional[Dict[str, Any]] = None) -> Callable:
+    """Decorate a factory `(param_groups, OptimConfig) -> torch.optim.Optimizer`: registering is all a new optimizer
+    needs (config check, defaults, `cnnlab optimizers`, the reference). A key of `defaults` must be a key it reads."""
+    def deco(factory: Callable) -> Callable:
+        unread = set(defaults or ()) - set(keys)
+        if unread:
+            raise ValueError(f"optimizer {name!r}: defaults for keys it does not read: {', '.join(sorted(unread))}")
+        OPTIMIZERS.register(name)(OptimizerEntry(factory, title, tuple(equations), tuple(keys), dict(defaults or {})))
+        return factory
+
+    return deco
+
+
+def optimizer_defaults(name: Any) -> Dict[str, Any]:
+    """The `optim.*` defaults of optimizer `name` that differ from the schema's ({} for an unknown name: the config
+    check reports it)."""
+    return dict(OPTIMIZERS.get(name).defaults) if name in OPTIMIZERS else {}
 
 
 def describe_optimizer(name: str, defaults: Dict[str, tuple]) -> List[str]:
     """Lines for `cnnlab optimizers`: the title, the update equations and each hyperparameter's config key, default
-    and meaning (`defaults`: dotted key -> (default, help), from the config schema)."""
-    OPTIMIZERS.get(name)  # an unknown name fails with the list of known ones
-    title, lines, keys = EQUATIONS[name]
-    out = [f"{name}: {title}", *(f"    {line}" for line in lines), "  hyperparameters:"]
-    for k in keys:
+    and meaning (`defaults`: dotted key -> (default, help), from the config schema; the optimizer's own defaults
+    win)."""
+    entry = OPTIMIZERS.get(name)  # an unknown name fails with the list of known ones
+    out = [f"{name}: {entry.title}", *(f"    {line}" for line in entry.equations), "  hyperparameters:"]
+    for k in entry.keys:
         default, meaning = defaults[f"optim.{k}"]
-        out.append(f"    optim.{k} = {default!r:<8} {meaning}")
+        out.append(f"    optim.{k} = {entry.defaults.get(k, default)!r:<8} {meaning}")
     return out
 
 
@@ -88,38 +98,55 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     return OPTIMIZERS.get(cfg.name)(groups, cfg)
 
 
-@OPTIMIZERS.register("sgd")
+@register_optimizer("sgd", "SGD with momentum (Polyak 1964; torch's form); nesterov: Sutskever et al. 2013",
+                    ["v <- momentum*v + g", "w <- w - eta*v                      (plain momentum)",
+                     "w <- w - eta*(g + momentum*v)       (nesterov: the look-ahead gradient step)"],
+                    ("lr", "momentum", "nesterov", "weight_decay"))
 def _sgd(groups, cfg):
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
-@OPTIMIZERS.register("adagrad")
+@register_optimizer("adagrad", "Adagrad (Duchi, Hazan & Singer 2011)",
+                    ["r <- r + g^2", "w <- w - eta*g / (sqrt(r) + eps)"], ("lr", "eps", "weight_decay"))
 def _adagrad(groups, cfg):
     return torch.optim.Adagrad(groups, lr=cfg.lr, eps=cfg.eps)
 
 
-@OPTIMIZERS.register("rmsprop")
+@register_optimizer("rmsprop", "RMSprop (Hinton, Coursera lecture 6e; Goodfellow et al. 2016, Alg. 8.5)",
+                    ["r <- alpha*r + (1-alpha)*g^2", "v <- momentum*v + g / (sqrt(r) + eps)", "w <- w - eta*v"],
+                    ("lr", "alpha", "eps", "momentum", "weight_decay"))
 def _rmsprop(groups, cfg):
     return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
 
 
-@OPTIMIZERS.register("rmsprop_nesterov")
+@register_optimizer("rmsprop_nesterov", "RMSprop with Nesterov momentum (Goodfellow et al. 2016, Alg. 8.6; written "
+                    "here)", ["g at the look-ahead point w~ = w + momentum*v", "r <- alpha*r + (1-alpha)*g^2",
+                              "v <- momentum*v - eta*g / sqrt(r + eps)", "w <- w + v"],
+                    ("lr", "alpha", "eps", "momentum", "weight_decay"))
 def _rmsprop_nesterov(groups, cfg):
     return RMSpropNesterov(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
 
 
-@OPTIMIZERS.register("adadelta")
+@register_optimizer("adadelta", "Adadelta (Zeiler 2012)",
+                    ["r <- rho*r + (1-rho)*g^2", "d <- sqrt(u + eps) / sqrt(r + eps) * g",
+                     "u <- rho*u + (1-rho)*d^2", "w <- w - eta*d   (eta = 1 in the paper)"],
+                    ("lr", "rho", "eps", "weight_decay"))
 def _adadelta(groups, cfg):
     # Adadelta's lr scales its unit-correct step; Zeiler (2012) uses 1.0.
     return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.rho, eps=cfg.eps)
 
 
-@OPTIMIZERS.register("adam")
+@register_optimizer("adam", "Adam (Kingma & Ba 2015)",
+                    ["m <- beta1*m + (1-beta1)*g", "v <- beta2*v + (1-beta2)*g^2",
+                     "m^ = m/(1-beta1^t), v^ = v/(1-beta2^t)", "w <- w - eta*m^ / (sqrt(v^) + eps)"],
+                    ("lr", "betas", "eps", "weight_decay"))
 def _adam(groups, cfg):
     return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
 
 
-@OPTIMIZERS.register("adamw")
+@register_optimizer("adamw", "AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay",
+                    ["m, v, m^, v^ as Adam, on g without the L2 term", "w <- w - eta*(m^ / (sqrt(v^) + eps) + wd*w)"],
+                    ("lr", "betas", "eps", "weight_decay"))
 def _adamw(groups, cfg):
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
 

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -24,6 +25,7 @@ from typing import Any, Dict, List, Optional
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import OwnerLock, atomic_write_text
 from cnnlab.training.config import RunConfig, config_from_dict, read_yaml
+from cnnlab.training.metrics import EPOCH_COLUMNS, METRICS, SUMMARY_METRICS
 
 # Everything cnnlab writes into a run folder (trainer, evaluate, predict, sweeps, the quickstart's report): what
 # --overwrite removes, so an old run's predictions never sit beside a new run.
@@ -46,21 +48,13 @@ CLI = Spelling("pass --overwrite", "cnnlab train --resume {path}", "--resume")
 API = Spelling("pass overwrite=True", "api.resume('{path}')", "api.resume")
 
 _NUM = (int, float, type(None))
-SUMMARY_TYPES = {"status": str, "best_val_acc": _NUM, "best_epoch": (int, type(None)), "final_train_acc": _NUM,
-                 "final_val_acc": _NUM, "final_train_loss": _NUM, "wall_time": _NUM, "images_per_sec": _NUM,
-                 "params": (int, type(None)), "epochs_done": int, "targets": (dict, type(None)), "diverged": bool,
-                 "end_train_loss": _NUM, "end_train_acc": _NUM, "end_train_images": (int, type(None))}
-# end_train_loss / end_train_acc: the final weights (the served ones: the EMA where train.ema is set) on the first
-# END_TRAIN_IMAGES images of the training split (the whole split when it is smaller), in eval mode and without
-# augmentation, once at the end of a finished or stopped run. Unlike final_train_loss (the mean over the last
-# epoch's augmented batches while the weights moved), it compares runs of different lengths and batch sizes: a
-# 1-epoch run's final_train_loss averages in its first steps from ln(classes). A fixed subset, not the whole split:
-# 10,000 images cost a fifth of a CIFAR-10 epoch's forward passes, and the split is already shuffled (data.seed).
-END_TRAIN_IMAGES = 10_000
+# The metrics' types come from the catalogue (training/metrics.py); epochs_done is always known.
+SUMMARY_TYPES = {"status": str, **{n: (int, type(None)) if METRICS[n].whole else _NUM for n in SUMMARY_METRICS},
+                 "epochs_done": int, "targets": (dict, type(None)), "diverged": bool,
+                 "end_train_images": (int, type(None))}
 LOCK_FILE = ".cnnlab.lock"  # held by the run folder's one owner (RunFolder.own); never deleted, see OwnerLock
 CHECKPOINT_FILES = ("best.pt", "last.pt", "last.prev.pt")
-METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "batch_size", "epoch_time",
-                  "images_per_sec", "time", "threads"]
+METRIC_COLUMNS = ["epoch", *EPOCH_COLUMNS, "threads"]  # the metrics' columns in the catalogue's order
 
 
 class RunFolder:
@@ -246,5 +240,4 @@ def _num(v: str):
 
 
 def default_run_name(cfg) -> str:
-    import time
     return f"{cfg.model.name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid() % 1000:03d}"

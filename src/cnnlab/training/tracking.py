@@ -26,12 +26,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from cnnlab.errors import CnnlabError
+from cnnlab.training.metrics import EPOCH_TAGS, TRACKED
 
-EPOCH_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "acc/train", "val_acc": "acc/val",
-              "lr": "lr", "batch_size": "batch_size", "images_per_sec": "throughput/images_per_sec",
-              "epoch_time": "time/epoch_s"}
-FINAL_METRICS = ("best_val_acc", "best_epoch", "final_train_acc", "final_val_acc", "final_train_loss",
-                 "final_val_loss", "end_train_loss", "end_train_acc", "wall_time", "epochs_done")
+FINAL_METRICS = TRACKED  # the summary's metrics logged at the end of a run (the catalogue's `tracked`)
 ARTIFACTS = ("config.yaml", "metrics.csv", "summary.json", "curves.png", "best.pt")
 
 
@@ -55,7 +52,7 @@ def _finite(v) -> bool:
 
 class TensorBoardTracker:
     def __init__(self, folder: Path):
-        try:
+        try:  # an optional dependency, imported when a run asks for it
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise CnnlabError("train.tensorboard=true needs the tensorboard package: pip install tensorboard") \
@@ -72,7 +69,7 @@ class TensorBoardTracker:
                 self.writer.add_scalar(tag, row[key], row["epoch"])
 
     def end(self, params: Dict[str, Any], summary: Dict[str, Any]) -> None:
-        from torch.utils.tensorboard.summary import hparams
+        from torch.utils.tensorboard.summary import hparams  # the optional package __init__ found
 
         metrics = {f"hparam/{k}": float(summary[k]) for k in FINAL_METRICS if _finite(summary.get(k))}
         # written into this run's own event file (SummaryWriter.add_hparams would open a sub-folder per call)
@@ -86,7 +83,7 @@ class TensorBoardTracker:
 
 class MlflowTracker:
     def __init__(self, uri: str, folder: Path, out: str, name: str, params: Dict[str, Any]):
-        try:
+        try:  # an optional dependency, imported when a run asks for it
             import mlflow
         except ImportError:
             raise CnnlabError("train.mlflow needs MLflow: pip install 'cnnlab[mlflow]' (or mlflow-skinny)") from None

@@ -47,9 +47,10 @@ from cnnlab.training.distributed import DistInfo, broadcast_object, init_from_en
 from cnnlab.training.ema import WeightAverage
 from cnnlab.training.engine import CHECK_EVERY, evaluate, predict_logits  # noqa: F401 (re-exported)
 from cnnlab.training.losses import build_loss, describe as describe_loss
+from cnnlab.training.metrics import BEST_EPOCH, BEST_VAL_ACC, END_TRAIN_IMAGES, WALL_TIME
 from cnnlab.training.optim import build_optimizer
 from cnnlab.training.plots import save_curves
-from cnnlab.training.runfolder import CLI, END_TRAIN_IMAGES, RunFolder, Spelling, default_run_name
+from cnnlab.training.runfolder import CLI, RunFolder, Spelling, default_run_name
 from cnnlab.training.runstate import RunState
 from cnnlab.training.saver import CheckpointSaver, check_against_checkpoint
 from cnnlab.training.schedules import build_schedule
@@ -416,11 +417,11 @@ class Trainer:
         last = rows[-1] if rows else {}
         return {"run": str(self.folder.path), "status": self.status, "diverged": self.status == "diverged",
                 "model": self.cfg.model.name, "dataset": self.cfg.data.name, "params": self.params,
-                "epochs_done": self.epoch, "best_val_acc": self.best["val_acc"] if self.best["epoch"] else None,
-                "best_epoch": self.best["epoch"], "final_train_acc": last.get("train_acc"),
+                "epochs_done": self.epoch, BEST_VAL_ACC: self.best["val_acc"] if self.best["epoch"] else None,
+                BEST_EPOCH: self.best["epoch"], "final_train_acc": last.get("train_acc"),
                 "final_val_acc": last.get("val_acc"), "final_train_loss": last.get("train_loss"),
                 "final_val_loss": last.get("val_loss"), **self.end_train, "stop_reason": self.stop_reason,
-                "wall_time": self.time, "images_per_sec": sorted(ips)[len(ips) // 2] if ips else None,
+                WALL_TIME: self.time, "images_per_sec": sorted(ips)[len(ips) // 2] if ips else None,
                 "initial_loss": self.initial_loss, "ln_classes": math.log(self.ds.num_classes),
                 "targets": self.targets, "device": runtime.describe_device(self.device),
                 "gpu_memory_mib": runtime.memory_used(self.device) or None,
@@ -445,7 +446,7 @@ class Trainer:
         self._end(summary)
 
     def measure_end_train(self) -> Dict[str, float]:
-        """end_train_loss / end_train_acc / end_train_images (runfolder.END_TRAIN_IMAGES says what they measure):
+        """end_train_loss / end_train_acc / end_train_images (metrics.END_TRAIN_IMAGES says what they measure):
         evaluation only, so the weights, BN statistics and RNG are left as they were (exact resume is untouched)."""
         split = self.ds.train.subset(min(END_TRAIN_IMAGES, len(self.ds.train)))
         model = self.ema.module if self.ema is not None else self.forward
@@ -459,9 +460,9 @@ class Trainer:
         if self.write:
             with self.saver.writing(self.epoch):
                 self._write_final(summary)
-        best = summary["best_val_acc"]
-        self.log(f"{self.status}: best val acc {percent(best)} at epoch {summary['best_epoch']}, "
-                 f"{summary['wall_time']:.1f}s" if best is not None else f"{self.status}: {self.epoch} epochs")
+        best = summary[BEST_VAL_ACC]
+        self.log(f"{self.status}: best val acc {percent(best)} at epoch {summary[BEST_EPOCH]}, "
+                 f"{summary[WALL_TIME]:.1f}s" if best is not None else f"{self.status}: {self.epoch} epochs")
         if self.write:
             self.log(f"run folder: {self.folder.path}")
         return summary
