@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from cnnlab.data.paths import resolve_root
 from cnnlab.errors import CnnlabError
 
 ASSIGNMENT_KEYS = ("assignment", "title", "questions")
@@ -370,8 +371,13 @@ def build_data(q: Question, ctx: Context) -> Dict[str, Any]:
         values.update({s: summary[s]["images"], f"{s}_per_class_min": min(counts), f"{s}_per_class_max": max(counts)})
     per_class_total = [sum(summary[s]["per_class"][c] for s in splits) for c in ds.classes]
     values.update(per_class_min=min(per_class_total), per_class_max=max(per_class_total))
+    # the source without the machine's data root, so that the answer rebuilds the same wherever the data lives
+    root = resolve_root(ctx.data_root)[0]
+    where = str(ds.source)
+    for spelling in {str(root), str(root.resolve()), str(ctx.data_root or "").rstrip("/")} - {""}:
+        where = where.replace(spelling, "<data root>")
     evidence = [f"dataset {ds.name}: {ds.num_classes} classes, images {values['shape']} (C x H x W), uint8; "
-                f"source: {ds.source}"]
+                f"source: {where}"]
     for s in summary:
         evidence.append(f"{s}: {summary[s]['images']:,} images" + (
             "; per class " + ", ".join(f"{k} {v:,}" for k, v in summary[s]["per_class"].items())
@@ -445,22 +451,23 @@ def build_text(q: Question, ctx: Context) -> Dict[str, Any]:
 
 
 def optimizer_table(names: Sequence[str]) -> Tuple[List[str], List[List[str]]]:
-    """The update equations and hyperparameters of `names` from training.optim.EQUATIONS (their one home), as
-    `cnnlab optimizers` prints them, and as table rows."""
+    """The update equations and hyperparameters of `names` from their optimizer entries (training.optim, their one
+    home), as `cnnlab optimizers` prints them, and as table rows."""
+    # here, not at the top: they import torch, which only the optimizer questions need
     from cnnlab.training.config import describe_keys
-    from cnnlab.training.optim import EQUATIONS, describe_optimizer
+    from cnnlab.training.optim import OPTIMIZERS, describe_optimizer
 
     defaults = {key: (default, meaning) for key, default, meaning in describe_keys()}
     evidence = ["g: gradient of the step's loss (+ weight_decay*w for coupled L2), eta: the lr at this step, "
                 "w: weights; every operation is per element."]
     rows = []
     for name in names:
-        if name not in EQUATIONS:
-            raise CnnlabError(f"optimizer {name!r} has no update equations; known: {', '.join(EQUATIONS)}")
+        if name not in OPTIMIZERS:
+            raise CnnlabError(f"optimizer {name!r} has no update equations; known: {', '.join(OPTIMIZERS.names())}")
         evidence += describe_optimizer(name, defaults)
-        title, lines, keys = EQUATIONS[name]
-        rows.append([f"{name}: {title}", "; ".join(" ".join(l.split()) for l in lines),
-                     ", ".join(f"{k} = {defaults[f'optim.{k}'][0]!r}" for k in keys)])
+        entry = OPTIMIZERS.get(name)
+        rows.append([f"{name}: {entry.title}", "; ".join(" ".join(l.split()) for l in entry.equations),
+                     ", ".join(f"{k} = {entry.defaults.get(k, defaults[f'optim.{k}'][0])!r}" for k in entry.keys)])
     return evidence, rows
 
 
