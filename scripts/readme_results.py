@@ -82,8 +82,20 @@ def rows(repo: Path = REPO) -> list:
     return out
 
 
+def rebuild_line(repo: Path = REPO) -> str:
+    """Which committed reports carry their runs' files (report_runs/) and so rebuild in a clean clone, and which
+    predate them and wait for a rerun of their cpu profile (scripts/run-cpu-profiles.sh STEM)."""
+    done, waiting = [], []
+    for spec in sorted((repo / "experiments").glob("*.yaml")):
+        folder = repo / "results" / spec.stem
+        (done if (folder / "report_runs").is_dir() else waiting).append(spec.stem)
+    return (f"Rebuild from the committed files alone (`cnnlab report experiments/STEM.yaml --profile cpu --out "
+            f"results/STEM/report.html`): {', '.join(done) or 'none yet'}. Waiting for a rerun of their cpu "
+            f"profile, so that their run files are committed: {', '.join(waiting) or 'none'}.")
+
+
 def section(repo: Path = REPO) -> str:
-    lines = [START, "", "| question | answer, its conclusion (the rest in the report) | evidence | profile | training time |",
+    lines = [START, "", rebuild_line(repo), "", "| question | answer, its conclusion (the rest in the report) | evidence | profile | training time |",
              "|---|---|---|---|---|"]
     lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows(repo)]
     return "\n".join(lines + ["", END])
