@@ -55,6 +55,26 @@ def test_settings_run_once_use_the_pooled_spread_or_say_noise_was_not_measured()
     assert text.startswith("no measurable difference") and "pooled over the repeated settings" in text
 
 
+def test_identical_copies_under_other_names_count_as_repeats_for_the_noise():
+    """A recipe's baseline run once in each study group: same config, other names. Their spread is the noise the
+    other settings (run once) are judged against; runs whose configs differ are not pooled."""
+    def cfg(lr, name):
+        return {"optim.lr": lr, "model.name": "simplenn", "name": name, "train.threads": 0, "train.seed": 0}
+    copies = [Entry(f"{g}_base", {"variant": "base"}, "finished", {"best_val_acc": acc}, [], cfg(0.1, f"{g}_base"))
+              for g, acc in (("widths", 0.655), ("losses", 0.672), ("optimizers", 0.668))]
+    other = Entry("lr_small", {"variant": "small"}, "finished", {"best_val_acc": 0.675}, [], cfg(0.01, "lr_small"))
+    far = Entry("lr_big", {"variant": "big"}, "finished", {"best_val_acc": 0.75}, [], cfg(1.0, "lr_big"))
+    entries = copies + [other, far]
+    assert pooled_std(entries, "best_val_acc") == pytest.approx(statistics.stdev([0.655, 0.672, 0.668]))
+    assert say(entries, kind="compare", a="small", b="big", metrics="best_val_acc").startswith("big does better")
+    near = say(entries, kind="compare", a="small", b={"optim.lr": 0.1, "name": "widths_base"},
+               metrics="best_val_acc")
+    assert near.startswith("no measurable difference") and "identical copies" in near
+    # without configs (entries read from the spec's varied keys alone) the copies are three settings, not repeats
+    bare = [Entry(e.name, {"variant": e.name}, "finished", e.summary, [], {}) for e in copies]
+    assert pooled_std(bare, "best_val_acc") is None
+
+
 def test_best_ranks_every_value_names_the_runner_up_and_lists_the_diverged():
     entries = [run(f"lr={lr}", acc, **{"optim.lr": lr}) for lr, acc in ((0.1, 0.80), (0.01, 0.75), (0.05, 0.82))]
     entries.append(run("lr=1", 0.10, diverged=True, **{"optim.lr": 1.0}))

@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.figures import Entry, _fmt, key_words, reach
 from cnnlab.registry import Registry, check_kwargs
-from cnnlab.training.config import SEED_KEY, check_key
+from cnnlab.training.config import MACHINE_KEYS, SEED_KEY, check_key
 from cnnlab.training.metrics import BEST_VAL_ACC, COMPARABLE, FINAL_TRAIN_ACC, FINAL_VAL_ACC, LABELS as WORDS
 from cnnlab.training.metrics import LOWER_IS_BETTER, PERCENT, WALL_TIME
 
@@ -150,6 +150,13 @@ def select(entries: Sequence[Entry], sel: Selector) -> List[Entry]:
 
 
 def _setting(e: Entry) -> str:
+    """What a run computes, without its seed: two runs with the same setting are repeats. From its whole config where
+    the entry has one, so that identical copies under other names (a recipe's baseline run once in each study group)
+    count as repeats too: their spread is noise (the thread count the tuner picked changes the last bits, and eight
+    epochs amplify them) like the seed's. From the keys the spec varied otherwise."""
+    if e.config:
+        return json.dumps({k: _fmt(v) for k, v in sorted(e.config.items())
+                           if k not in MACHINE_KEYS and k != SEED_KEY}, sort_keys=True, default=str)
     return json.dumps({k: _fmt(v) for k, v in e.varied.items() if k != SEED_KEY}, sort_keys=True)
 
 
@@ -193,7 +200,7 @@ def noise_text(key: str, a: Stat, b: Stat, pooled: Optional[float]) -> str:
     n = noise(key, a, b, pooled)
     if n.within is None:
         return ""
-    where = " (pooled over the repeated settings)" if n.pooled else ""
+    where = " (pooled over the repeated settings and identical copies)" if n.pooled else ""
     return f"{'inside' if n.within else 'beyond'} the seed noise of ±{n.bound}{where}"
 
 
