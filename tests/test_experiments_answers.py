@@ -159,7 +159,9 @@ def test_paired_compares_two_values_of_a_key_within_each_variant_and_best_can_be
     text = say(entries, kind="paired", key="model.options.dropout", a=0.5, b=0.0, metrics="best_val_acc")
     assert text.startswith("Dropout 0.5 against dropout 0, per variant: adam: dropout 0.5 does better on best "
                            "validation accuracy (55.00% against 50.00%, +5.00 points)")
-    assert "sgd: dropout 0 does better on best validation accuracy (38.00% against 40.00%, -2.00 points)" in text
+    # the better side's number first, so the sentence reads one way (not "0 does better (38% against 40%)")
+    assert "sgd: dropout 0 does better on best validation accuracy (40.00% against 38.00% for dropout 0.5, +2.00 " \
+           "points)" in text
     blown = entries + [run("adagrad_d=0", 0.2, variant="adagrad", diverged=True, **{"model.options.dropout": 0.0}),
                        run("adagrad_d=0.5", 0.5, variant="adagrad", **{"model.options.dropout": 0.5})]
     text = say(blown, kind="paired", key="model.options.dropout", a=0.5, b=0.0, metrics="wall_time")

@@ -270,9 +270,12 @@ def _versus(key: str, la: str, lb: str, sa: Stat, sb: Stat, pooled: Optional[flo
         return f"no measurable difference in {words} between {la} and {lb} ({numbers}, {said})"
     if sa.mean == sb.mean:
         return f"{la} and {lb} have the same {words} ({numbers})"
-    better = la if _better(key, sa.mean, sb.mean) else lb
     tail = f", {said}" if said else ""
-    return f"{better} does better on {words} ({numbers}{tail})"
+    if _better(key, sa.mean, sb.mean):
+        return f"{la} does better on {words} ({numbers}{tail})"
+    # the better side first, with its own number first, so that the sentence reads in one direction
+    return (f"{lb} does better on {words} ({show_stat(key, sb)} against {show_stat(key, sa)} for {la}, "
+            f"{margin_text(key, sb.mean - sa.mean)}{tail})")
 
 
 @register_answer("compare")
