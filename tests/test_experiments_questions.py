@@ -198,10 +198,25 @@ def test_recipe_answers_are_copied_by_label_prefix(hw2_doc):
     blocks = json.loads((RESULTS / "03-bn-swish" / "answers.json").read_text())
     labels = [a["question"] for a in blocks[0]["answers"]]
     q = _built(hw2_doc, "HW2 Lab 2(b)i")   # not 2(b)ii's or 2(b)iii's answers
-    mine = [line for line in q["evidence"][1:]]
-    assert len(mine) == sum(1 for label in labels if label.startswith("HW2 Lab 2(b)i:"))
+    mine = [label for label in labels if label.startswith("HW2 Lab 2(b)i:")]
+    assert q["evidence"][1] == "from results/03-bn-swish/answers.json: " + "; ".join(mine)
     assert q["figures"][0]["path"].endswith("/03-bn-swish/report_files/fig02.png")
     assert q["figures"][0]["caption"] == "training loss per epoch (recipe 03-bn-swish)"  # as its report shows it
+
+
+def test_a_stand_in_says_so_once_per_answer_however_many_recipe_sentences_it_joins(tmp_path):
+    from cnnlab.experiments.report import STAND_IN
+
+    results = tmp_path / "results" / "r"
+    results.mkdir(parents=True)
+    (results / "answers.json").write_text(json.dumps([{"source": "r (cpu profile)", "ran": "ran: 8 epochs",
+        "stands_in": "8 epochs, not 100", "answers": [
+            {"question": "X 1: width", "text": f"{STAND_IN}: the best width is 4."},
+            {"question": "X 1: loss", "text": f"{STAND_IN}: the best loss is smooth_l2."}]}]))
+    data = {"assignment": "X", "title": "T", "questions": [{"id": "X 1", "question": "q", "recipe": "r",
+                                                             "answers": ["X 1"]}]}
+    q = A.build(_write(tmp_path, data), tmp_path / "out", str(tmp_path / "results"))["questions"][0]
+    assert q["answer"] == f"{STAND_IN}: the best width is 4. The best loss is smooth_l2."
 
 
 def test_recipe_not_run_is_pending(tmp_path):

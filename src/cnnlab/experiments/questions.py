@@ -57,6 +57,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from cnnlab.data.paths import resolve_root
 from cnnlab.errors import CnnlabError
+from cnnlab.experiments.report import STAND_IN
 
 ASSIGNMENT_KEYS = ("assignment", "title", "questions")
 SOURCES = ("claim", "calc", "data", "recipe", "text")   # exactly one per question
@@ -389,6 +390,10 @@ def build_data(q: Question, ctx: Context) -> Dict[str, Any]:
                   tables=[table], source=f"cnnlab data info {ds.name}")
 
 
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _recipe_blocks(ctx: Context, stem: str) -> Optional[list]:
     path = ctx.results / stem / "answers.json"
     if not path.is_file():
@@ -431,9 +436,11 @@ def build_recipe(q: Question, ctx: Context) -> Dict[str, Any]:
         raise CnnlabError(f"question {q.id!r}: results/{stem}/answers.json has no answer labelled "
                           f"{' or '.join(map(repr, prefixes))}; its labels: {'; '.join(map(str, labels))}")
     block = found[0][0]
-    answer = " ".join(a["text"] for _, a in found)
+    # the stand-in's opening words once per answer, not once per recipe sentence joined into it
+    texts = [a["text"] for _, a in found]
+    answer = " ".join([texts[0]] + [_cap(t.removeprefix(STAND_IN + ": ")) for t in texts[1:]])
     evidence = [f"{block.get('source', stem)}: {block.get('ran', '')}".rstrip(": ")]
-    evidence += [f"{a['question']}: {a['text']}" for _, a in found]
+    evidence += [f"from results/{stem}/answers.json: " + "; ".join(str(a["question"]) for _, a in found)]
     caveat = " ".join(filter(None, [q.spec.get("caveat"), _stands_in(ctx, block)]))
     if caveat:
         caveat = f"Stand-in budget ({block.get('ran', '').removeprefix('ran: ')}): {caveat.rstrip('.')}."
