@@ -254,7 +254,8 @@ def _label(sel: Selector, entries: Sequence[Entry] = ()) -> str:
     return ", ".join(f"{key_words(k)} {_fmt(v)}" for k, v in sel.items())
 
 
-def _cap(text: str) -> str:
+def cap_first(text: str) -> str:
+    """The text with its first letter capitalised (a sentence that may open with a run's name keeps the rest)."""
     return text[:1].upper() + text[1:]
 
 
@@ -325,7 +326,7 @@ def paired(entries: List[Entry], key: str, a: Any, b: Any, by: str = "variant",
             said.append(_versus(m, la, lb, sa, sb, pooled_std(entries, m)) if sa and sb else
                         f"{WORDS.get(m, m)} was not measured")
         parts.append(f"{n}: " + "; ".join(said))
-    return f"{_cap(la)} against {lb}, per {key_words(by)}: " + ". ".join(parts) + "."
+    return f"{cap_first(la)} against {lb}, per {key_words(by)}: " + ". ".join(parts) + "."
 
 
 def _where(entries: List[Entry], where: Optional[Dict[str, Any]]) -> List[Entry]:

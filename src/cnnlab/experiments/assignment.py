@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional
 
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments import document as D
+from cnnlab.experiments.answers import cap_first
 from cnnlab.fileio import check_writable
 
 ASSIGNMENTS = ("hw2", "hw3", "project2")
@@ -98,12 +99,9 @@ def _question(q: Dict[str, Any], base: Path) -> D.Section:
     where = [f"computed by {q['source']}" if q.get("source") else "",
              "code: " + ", ".join(q["code"]) + " (printed in the Code appendix)" if q.get("code") else ""]
     if any(where):
-        blocks.append(D.Paragraph(_cap("; ".join(w for w in where if w)) + ".", "note"))
+        blocks.append(D.Paragraph(cap_first("; ".join(w for w in where if w)) + ".", "note"))
     return D.Section(f"{q['id']}", blocks)
 
-
-def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:]
 
 
 def _code_appendix(questions: List[Dict[str, Any]], repo: Path) -> Optional[D.Section]:

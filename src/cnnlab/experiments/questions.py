@@ -58,6 +58,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from cnnlab.data.paths import resolve_root
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.report import STAND_IN
+from cnnlab.experiments.answers import cap_first
 
 ASSIGNMENT_KEYS = ("assignment", "title", "questions")
 SOURCES = ("claim", "calc", "data", "recipe", "text")   # exactly one per question
@@ -390,9 +391,6 @@ def build_data(q: Question, ctx: Context) -> Dict[str, Any]:
                   tables=[table], source=f"cnnlab data info {ds.name}")
 
 
-def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
 
 def _recipe_blocks(ctx: Context, stem: str) -> Optional[list]:
     path = ctx.results / stem / "answers.json"
@@ -438,7 +436,7 @@ def build_recipe(q: Question, ctx: Context) -> Dict[str, Any]:
     block = found[0][0]
     # the stand-in's opening words once per answer, not once per recipe sentence joined into it
     texts = [a["text"] for _, a in found]
-    answer = " ".join([texts[0]] + [_cap(t.removeprefix(STAND_IN + ": ")) for t in texts[1:]])
+    answer = " ".join([texts[0]] + [cap_first(t.removeprefix(STAND_IN + ": ")) for t in texts[1:]])
     evidence = [f"{block.get('source', stem)}: {block.get('ran', '')}".rstrip(": ")]
     evidence += [f"from results/{stem}/answers.json: " + "; ".join(str(a["question"]) for _, a in found)]
     caveat = " ".join(filter(None, [q.spec.get("caveat"), _stands_in(ctx, block)]))
