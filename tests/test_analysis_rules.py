@@ -91,6 +91,35 @@ def test_batch_rule_takes_half_and_most_of_the_fall():
         rt.suggest_batch(sizes, [float("nan")] * 6)
 
 
+def test_batch_words_say_the_range_and_the_fall_it_rests_on():
+    rows = [{"batch_size": b, "final_train_loss": l, "steps": 859}
+            for b, l in zip([64, 128, 256, 512, 1024, 2048], [2.0, 1.6, 1.2, 1.05, 1.01, 1.0])]
+    words = rt.batch_words(rows)
+    assert words.startswith("b_min = 256 and b_max = 512: after 859 steps at each batch size, the training loss "
+                            "fell from 2.0000 at batch 64 to its lowest, 1.0000, at 2,048, a fall of 50.0%")
+    assert "weak basis" not in words   # a 50% fall is a real basis
+    small = [{**r, "final_train_loss": 1.0 - 0.005 * i / 5} for i, r in enumerate(rows)]   # 0.5% in all
+    assert rt.batch_words(small).startswith("No cyclical range: b_min = b_max = 64")
+
+
+def test_lr_words_name_the_range_the_lowest_loss_and_divergence():
+    rows = [{"lr": lr, "final_train_loss": l, "diverged": int(l != l), "steps": 100}
+            for lr, l in zip([1e-4, 1e-3, 1e-2, 1e-1, 1.0], [2.3, 2.0, 0.9, 0.5, float("nan")])]
+    words = rt.lr_words(rows, "smith")
+    s = rt.suggest([r["lr"] for r in rows], [r["final_train_loss"] for r in rows], "smith")
+    assert words.startswith(f"lr_min = {s.lr_min:.3g} and lr_max = {s.lr_max:.3g}: over 5 rates from 0.0001 to 1 "
+                            "(100 steps each), the training loss went from 2.300 at 0.0001 to its lowest, 0.500, "
+                            "at 0.1, and diverged from 1 on")
+    assert rt.ANALYSIS_WORDS["find-lr"](rows, ["suggested ... (rule 'steepest': ...)"]) == rt.lr_words(rows,
+                                                                                                      "steepest")
+
+
+def test_the_report_keeps_the_csv_of_every_analysis_with_words():
+    from cnnlab.experiments.answers import WORDED_ANALYSES
+
+    assert set(WORDED_ANALYSES) == set(rt.ANALYSIS_WORDS)
+
+
 def test_batch_sizes_are_powers_of_two_between_the_bounds():
     assert rt.batch_sizes(64, 8192) == [64, 128, 256, 512, 1024, 2048, 4096, 8192]
 

@@ -219,6 +219,59 @@ def test_a_stand_in_says_so_once_per_answer_however_many_recipe_sentences_it_joi
     assert q["answer"] == f"{STAND_IN}: the best width is 4. The best loss is smooth_l2."
 
 
+def _concluded_build(tmp_path, expect):
+    """A recipe question with a conclusion whose one check expects l1's sparsity `expect` than l2's."""
+    from cnnlab.experiments.report import STAND_IN
+
+    results = _fake_results(tmp_path, [
+        {"run": "a", "variant": "l1", "status": "finished", "weight_sparsity": "0.30"},
+        {"run": "b", "variant": "l2", "status": "finished", "weight_sparsity": "0.02"}])
+    (results / "fake" / "answers.json").write_text(json.dumps([{"source": "fake (cpu profile)", "answers": [
+        {"question": "X 1: sparsity", "text": f"{STAND_IN}: b_min = 4 and l1 left 30.00% near zero."}]}]))
+    data = {"assignment": "X", "title": "T", "questions": [{
+        "id": "X 1", "question": "q", "recipe": "fake",
+        "conclusion": {"text": "Yes: L1 makes weights sparse.", "checks": [
+            {"recipe": "fake", "metric": "weight_sparsity", "a": {"variant": "l1"}, "b": {"variant": "l2"},
+             "expect": expect, "says": "L1 left more weights near zero"}]}}]}
+    return A.build(_write(tmp_path, data), tmp_path / "out", str(results))["questions"][0], STAND_IN
+
+
+def test_a_conclusion_opens_the_recipe_answer_after_the_stand_in_words(tmp_path):
+    q, stand_in = _concluded_build(tmp_path, "higher")
+    # the stand-in's words first, then the plain conclusion, then the recipe's numbers; a symbol keeps its case
+    assert q["answer"] == f"{stand_in}: Yes: L1 makes weights sparse. b_min = 4 and l1 left 30.00% near zero."
+    assert any("30.00% (n=1) against 2.00% (n=1), higher; expected higher: holds" in e for e in q["evidence"])
+
+
+def test_a_conclusion_its_runs_contradict_says_so_first(tmp_path):
+    q, stand_in = _concluded_build(tmp_path, "lower")
+    assert q["answer"].startswith(f"{stand_in}: Our runs contradict the conclusion we expected (Yes: L1 makes "
+                                  "weights sparse): we expected that L1 left more weights near zero")
+
+
+def test_a_conclusion_belongs_to_recipe_questions_only(tmp_path, capsys):
+    data = {"assignment": "X", "title": "T", "questions": [{"id": "X 1", "question": "q", "text": "t",
+                                                             "conclusion": {"text": "Yes."}}]}
+    with pytest.raises(CnnlabError, match="conclusion is for recipe questions"):
+        A.load_assignment(_write(tmp_path, data))
+
+
+def test_hw3_2_4_answers_the_literal_question_first():
+    # the committed answers (test_committed_hw3_answers_and_figures_rebuild rebuilds them from the committed files)
+    doc = json.loads((RESULTS / "assignments" / "hw3" / "answers.json").read_text())
+    q = _built(doc, "HW3 2.4")
+    assert q["answer"].split(": ", 1)[1].startswith("Only partly."), q["answer"]
+    assert q["status"] == "answered" and "expected higher: holds" in " ".join(q["evidence"])
+    q = _built(doc, "HW3 2.5")
+    from cnnlab.analysis.range_tests import batch_words
+
+    committed = RESULTS / "08-fashion-clr-cbs" / "report_runs" / "analysis" / "batch-range" / "find-batch.csv"
+    with committed.open(newline="") as f:
+        words = batch_words(list(csv.DictReader(f)))   # the range read back from the committed test's losses
+    assert "Not from part 4's curve" in q["answer"] and q["answer"].endswith(words)
+    assert "batch.min" not in q["answer"] and "batch.policy" not in q["answer"]  # no config keys in an answer
+
+
 def test_recipe_not_run_is_pending(tmp_path):
     data = {"assignment": "X", "title": "T", "questions": [{"id": "X 1", "question": "q", "recipe": "99-none"}]}
     (tmp_path / "results").mkdir()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -433,3 +434,65 @@ def batch_finder_diagram():
                 arrowprops=dict(arrowstyle="->", color="#2b5797", connectionstyle="arc3,rad=-0.3"))
     ax.set_title("Batch-size finder (cnnlab find-batch): how b_min and b_max are chosen")
     return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The results in plain words, for a report's answer: read back from the CSV a range test wrote (so that a report
+# rebuilt from committed files says the same), with the numbers a student needs to see where the range came from.
+
+def _g(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def lr_words(rows: Sequence[dict], rule: str = "smith") -> str:
+    """`find-lr --discrete` rows (lr, final_train_loss) or continuous rows (lr, smoothed_loss) -> one paragraph."""
+    if rows and "smoothed_loss" in rows[0]:
+        lrs = [float(r["lr"]) for r in rows]
+        losses = [float(r["smoothed_loss"]) for r in rows]
+        what = f"over {len(lrs):,} steps from lr {_g(lrs[0])} to {_g(lrs[-1])}, the smoothed training loss"
+    else:
+        lrs = [float(r["lr"]) for r in rows]
+        losses = [float(r["final_train_loss"]) for r in rows]
+        steps = int(float(rows[0].get("steps") or 0)) if rows else 0
+        each = f" ({steps:,} steps each)" if steps else ""
+        what = f"over {len(lrs)} rates from {_g(lrs[0])} to {_g(lrs[-1])}{each}, the training loss"
+    s = suggest(lrs, losses, rule)
+    ok = [(lr, l) for lr, l in zip(lrs, losses) if math.isfinite(l)]
+    best_lr, best = min(ok, key=lambda p: p[1])
+    diverged = [lr for lr, l in zip(lrs, losses) if not math.isfinite(l)]
+    return (f"lr_min = {_g(s.lr_min)} and lr_max = {_g(s.lr_max)}: {what} went from {ok[0][1]:.3f} at "
+            f"{_g(ok[0][0])} to its lowest, {best:.3f}, at {_g(best_lr)}"
+            + (f", and diverged from {_g(diverged[0])} on" if diverged else "")
+            + f" ({s.how}).")
+
+
+def batch_words(rows: Sequence[dict]) -> str:
+    """`find-batch` rows (batch_size, final_train_loss, steps) -> one paragraph: b_min, b_max and how big the loss
+    fall they rest on is (a fall of a few per cent is a weak basis for a range)."""
+    sizes = [int(float(r["batch_size"])) for r in rows]
+    losses = [float(r["final_train_loss"]) for r in rows]
+    b_min, b_max, how = suggest_batch(sizes, losses)
+    ok = [(b, l) for b, l in zip(sizes, losses) if math.isfinite(l)]
+    best_b, best = min(ok, key=lambda p: p[1])
+    fall = (ok[0][1] - best) / abs(ok[0][1]) if ok[0][1] else 0.0
+    steps = rows[0].get("steps") if rows else None
+    after = f"after {int(float(steps)):,} steps at each batch size, " if steps else ""
+    if b_min == b_max:
+        return (f"No cyclical range: b_min = b_max = {b_min}; {after}the training loss went from {ok[0][1]:.4f} at "
+                f"batch {ok[0][0]:,} to {best:.4f} at {best_b:,} ({how}).")
+    return (f"b_min = {b_min:,} and b_max = {b_max:,}: {after}the training loss fell from {ok[0][1]:.4f} at batch "
+            f"{ok[0][0]:,} to its lowest, {best:.4f}, at {best_b:,}, a fall of {fall:.1%}; b_min is the smallest "
+            f"batch that makes {BATCH_HALF:.0%} of that fall, b_max the smallest that makes {BATCH_MOST:.0%}"
+            + (" (a fall this small is a weak basis for a range)" if fall < 0.05 else "") + ".")
+
+
+# analysis file name (as `cnnlab find-lr/find-batch --out` writes it) -> (rows of its CSV, its JSON lines) -> words
+ANALYSIS_WORDS = {
+    "find-lr": lambda rows, lines: lr_words(rows, next((m for l in lines for m in _rule_in(l)), "smith")),
+    "find-batch": lambda rows, lines: batch_words(rows),
+}
+
+
+def _rule_in(line: str) -> List[str]:
+    """The rule a find-lr result line names ("... (rule 'smith': ...)")."""
+    return re.findall(r"rule '(\w+)'", line)

@@ -26,6 +26,7 @@ was not measured; the document says so once (noise_caveat), not in every sentenc
 
 from __future__ import annotations
 
+import csv
 import inspect
 import json
 import math
@@ -98,7 +99,17 @@ def show(key: str, v: float) -> str:
         return f"{v:,.0f} s"
     if key in ("images_per_sec", "best_epoch"):
         return f"{v:,.0f}"
-    return f"{v:.4g}"
+    return sig4(v)
+
+
+def sig4(v: float) -> str:
+    """Four significant digits that keep their trailing zeros, so that a column of losses lines up (1.400 beside
+    1.399, not 1.4); thousands and more in full with separators (2,417, not 2417. or 2.417e+03)."""
+    if not math.isfinite(v):
+        return str(v)
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:#.4g}".rstrip(".") if abs(v) >= 1e-4 or v == 0 else f"{v:.3g}"
 
 
 def show_stat(key: str, s: Stat, n: bool = True) -> str:
@@ -119,7 +130,8 @@ def margin_text(key: str, d: float) -> str:
         return f"{100 * d:+.2f} points"
     if key == WALL_TIME:
         return f"{d:+,.0f} s"
-    return f"{d:+,.0f}" if key in ("images_per_sec", "best_epoch") else f"{d:+.4g}"
+    # a margin to three significant digits: 0.000972, not 0.0009719, beside values shown to four
+    return f"{d:+,.0f}" if key in ("images_per_sec", "best_epoch") else f"{d:+.3g}"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -255,7 +267,11 @@ def _label(sel: Selector, entries: Sequence[Entry] = ()) -> str:
 
 
 def cap_first(text: str) -> str:
-    """The text with its first letter capitalised (a sentence that may open with a run's name keeps the rest)."""
+    """The text with its first letter capitalised (a sentence that may open with a run's name keeps the rest); a
+    sentence that opens with a symbol such as b_min or lr_max keeps it as it is written."""
+    first = text.split(" ", 1)[0]
+    if "_" in first or "=" in first:
+        return text
     return text[:1].upper() + text[1:]
 
 
@@ -428,7 +444,32 @@ def analysis(entries: List[Entry], step: str, file: str, analysis_dir: Optional[
         lines = json.loads(path.read_text()).get("lines") or []
     except (OSError, ValueError, AttributeError):
         return f"Analysis {step}: {path.name} is unreadable; rerun the step."
+    words = analysis_words(path.with_suffix(".csv"), file, lines)
+    if words:
+        return words
     return f"Analysis {step}: " + " ".join(l.rstrip(".") + "." for l in lines)
+
+
+# The analyses whose CSV an answer reads back (the keys of range_tests.ANALYSIS_WORDS, named here so that building a
+# report does not load torch to ask): a report keeps these CSVs with its run files.
+WORDED_ANALYSES = ("find-lr", "find-batch")
+
+
+def analysis_words(csv_path: Path, file: str, lines: List[str]) -> Optional[str]:
+    """A range test's result in plain words (b_min and b_max, lr_min and lr_max, with the losses they rest on), read
+    from the CSV beside its result lines; None for analyses without words or without their CSV (then the result
+    lines, which name the command's settings, are quoted)."""
+    # here, not at the top: the range tests load torch, which reading answers otherwise does not need
+    from cnnlab.analysis.range_tests import ANALYSIS_WORDS
+
+    if file not in ANALYSIS_WORDS or not csv_path.is_file():
+        return None
+    try:
+        with csv_path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        return ANALYSIS_WORDS[file](rows, lines) if rows else None
+    except (OSError, ValueError, KeyError, CnnlabError):
+        return None  # an unreadable or odd CSV: the result lines still say what ran
 
 
 # ----------------------------------------------------------------------------------------------------------------------

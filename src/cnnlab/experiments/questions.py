@@ -63,8 +63,11 @@ from cnnlab.experiments.answers import cap_first
 ASSIGNMENT_KEYS = ("assignment", "title", "questions")
 SOURCES = ("claim", "calc", "data", "recipe", "text")   # exactly one per question
 QUESTION_KEYS = ("id", "question", *SOURCES, "answer", "answers", "figures", "code", "caveat", "optimizers",
-                 "examples")
+                 "examples", "conclusion")
 CLAIM_KEYS = ("verdict", "reason", "checks", "measure")
+# A recipe question's opening words in answer to its literal question (yes or no, expected or not, why), with the
+# runs.csv checks that the words rest on: a check that fails turns the opening into the contradiction.
+CONCLUSION_KEYS = ("text", "checks")
 CHECK_KEYS = ("recipe", "metric", "a", "b", "expect", "per", "per_name", "holds", "says")
 MEASURE_KEYS = ("recipe", "command", "cost", "flatter")
 EXAMPLE_KEYS = ("dataset", "classes", "per_class", "augment", "file", "seed")
@@ -204,23 +207,7 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
         if not isinstance(checks, list) or (not checks and "measure" not in c):
             raise _fail(path, where, "claim needs 'checks:' (a list) or 'measure:' (the recipe that would measure "
                                      "it)")
-        for j, check in enumerate(checks, 1):
-            w = where + f"check {j} "
-            _keys(check, CHECK_KEYS, path, w)
-            for k in ("recipe", "metric", "says"):
-                _text(check.get(k), path, w + f"{k} ")
-            _component(check["recipe"], path, w + "recipe ")
-            for k in ("per", "per_name"):
-                if k in check:
-                    _text(check[k], path, w + f"{k} ")
-            for k in ("a", "b"):
-                if not isinstance(check.get(k), dict) or not check[k]:
-                    raise _fail(path, w, f"'{k}' must be a non-empty mapping of runs.csv columns to values")
-            if check.get("expect") not in ("higher", "lower"):
-                raise _fail(path, w, f"expect must be higher or lower (a's mean against b's), got "
-                                     f"{_short(check.get('expect'))}")
-            if check.get("holds", "all") not in ("all", "any"):
-                raise _fail(path, w, f"holds must be all or any, got {_short(check.get('holds'))}")
+        _check_checks(checks, path, where)
         if "measure" in c:
             m = _keys(c["measure"], MEASURE_KEYS, path, where + "claim measure ")
             for k in ("recipe", "command", "cost"):
@@ -230,6 +217,14 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
                 f = _keys(m["flatter"], ("a", "b", "says"), path, where + "claim measure flatter ")
                 for k in ("a", "b", "says"):
                     _text(f.get(k), path, where + f"claim measure flatter {k} ")
+    if "conclusion" in q:
+        if source != "recipe":
+            raise _fail(path, where, "conclusion is for recipe questions (a claim says its verdict and reason)")
+        c = _keys(q["conclusion"], CONCLUSION_KEYS, path, where + "conclusion ")
+        _text(c.get("text"), path, where + "conclusion text ")
+        if not isinstance(c.get("checks", []), list):
+            raise _fail(path, where, "conclusion checks must be a list of runs.csv checks")
+        _check_checks(c.get("checks", []), path, where + "conclusion ")
     if "optimizers" in q:
         _str_list(q["optimizers"], path, where + "optimizers ")
     if "examples" in q:
@@ -246,6 +241,27 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
             _str_list(e["classes"], path, where + "examples classes ")
         if isinstance(e.get("seed", 0), bool) or not isinstance(e.get("seed", 0), int):
             raise _fail(path, where, f"examples seed must be a whole number, got {_short(e.get('seed'))}")
+
+
+def _check_checks(checks: list, path: Path, where: str) -> None:
+    """The runs.csv checks of a claim or a conclusion: which runs to compare on which metric, and what to expect."""
+    for j, check in enumerate(checks, 1):
+        w = where + f"check {j} "
+        _keys(check, CHECK_KEYS, path, w)
+        for k in ("recipe", "metric", "says"):
+            _text(check.get(k), path, w + f"{k} ")
+        _component(check["recipe"], path, w + "recipe ")
+        for k in ("per", "per_name"):
+            if k in check:
+                _text(check[k], path, w + f"{k} ")
+        for k in ("a", "b"):
+            if not isinstance(check.get(k), dict) or not check[k]:
+                raise _fail(path, w, f"'{k}' must be a non-empty mapping of runs.csv columns to values")
+        if check.get("expect") not in ("higher", "lower"):
+            raise _fail(path, w, f"expect must be higher or lower (a's mean against b's), got "
+                                 f"{_short(check.get('expect'))}")
+        if check.get("holds", "all") not in ("all", "any"):
+            raise _fail(path, w, f"holds must be all or any, got {_short(check.get('holds'))}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -438,11 +454,29 @@ def build_recipe(q: Question, ctx: Context) -> Dict[str, Any]:
     texts = [a["text"] for _, a in found]
     answer = " ".join([texts[0]] + [cap_first(t.removeprefix(STAND_IN + ": ")) for t in texts[1:]])
     evidence = [f"{block.get('source', stem)}: {block.get('ran', '')}".rstrip(": ")]
+    if "conclusion" in q.spec:
+        answer, lines = _concluded(q, ctx, answer)
+        evidence += lines
     evidence += [f"from results/{stem}/answers.json: " + "; ".join(str(a["question"]) for _, a in found)]
     caveat = " ".join(filter(None, [q.spec.get("caveat"), _stands_in(ctx, block)]))
     if caveat:
         caveat = f"Stand-in budget ({block.get('ran', '').removeprefix('ran: ')}): {caveat.rstrip('.')}."
     return _entry(q, answer=answer, evidence=evidence, source=stem, caveat=caveat)
+
+
+def _concluded(q: Question, ctx: Context, answer: str) -> Tuple[str, List[str]]:
+    """The recipe's answer opened with the question's conclusion in plain words (after a stand-in's opening words,
+    which come first), or with the contradiction where a check of it fails on the committed runs."""
+    conclusion = q.spec["conclusion"]
+    results = [run_check(c, ctx, f"question {q.id!r}") for c in conclusion.get("checks", [])]
+    failed = [r for r in results if r.holds is False]
+    text = " ".join(conclusion["text"].split())
+    if failed:
+        text = ("Our runs contradict the conclusion we expected (" + text.rstrip(".") + "): "
+                + "; ".join(f"we expected that {r.says}, and it did not hold" for r in failed) + ".")
+    head = STAND_IN + ": "
+    opening = head if answer.startswith(head) else ""
+    return opening + text + " " + cap_first(answer.removeprefix(opening)), [r.line for r in results]
 
 
 def build_text(q: Question, ctx: Context) -> Dict[str, Any]:

@@ -34,7 +34,8 @@ import yaml
 
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments import document as D
-from cnnlab.experiments.answers import WORDS, Answer, answer_all, noise_caveat, setting_name, show_stat, stat
+from cnnlab.experiments.answers import (WORDED_ANALYSES, WORDS, Answer, answer_all, noise_caveat, setting_name,
+                                       show_stat, stat)
 from cnnlab.experiments.document import md_text  # noqa: F401  (re-exported: tune_report and tests escape with it)
 from cnnlab.experiments.figures import Drawn, Entry, draw, had_target, reach, short_keys
 from cnnlab.experiments.pdf import code_section
@@ -263,7 +264,8 @@ def _save_analysis(s: Source) -> List[Path]:
         return []
     written = []
     for f in sorted(s.analysis_dir.glob("*/*")):
-        if f.suffix in (".json", ".png") and f.is_file():
+        # a CSV only where an answer reads it back (the range tests' words); others can be large and are not quoted
+        if (f.suffix in (".json", ".png") or (f.suffix == ".csv" and f.stem in WORDED_ANALYSES)) and f.is_file():
             atomic_write_bytes(kept / f.parent.name / f.name, f.read_bytes())
             written.append(kept / f.parent.name / f.name)
     return written
