@@ -265,6 +265,9 @@ def sweep(entries: List[Entry], x: str, y: Union[str, List[str]] = (BEST_VAL_ACC
             ax.set_xscale("symlog", linthresh=min(positive))
         elif positive:
             ax.set_xscale("log")
+        if len(xs) <= 12:  # a handful of settings: tick each one as it is written (64 ... 8192, not 10^2 ... 10^4)
+            ax.set_xticks(xs, [_fmt(v) for v in xs])
+            ax.minorticks_off()
     along = (x, *_covarying(pts, x), SEED_KEY)  # zipped with x (epochs zipped with batch size): the x axis itself
     names = labels(pts, skip=along)
     groups: Dict[str, List[Entry]] = {}

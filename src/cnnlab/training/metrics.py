@@ -64,10 +64,13 @@ CATALOGUE: Tuple[Metric, ...] = (
     Metric("final_train_acc", "final training accuracy", sources=(SUMMARY,), tracked=True, **_ACC),
     Metric("final_val_acc", "final validation accuracy", sources=(SUMMARY,), tracked=True, **_ACC),
     Metric("final_train_loss", "last epoch's mean training loss (augmented batches, weights moving)",
-           sources=(SUMMARY,), tracked=True, **_LOSS),
+           sources=(SUMMARY,), tracked=True, axis="training loss (last epoch's mean)", **_LOSS),
     Metric("final_val_loss", "final validation loss", sources=(SUMMARY,), tracked=True, **_LOSS),
-    Metric("end_train_loss", f"training loss {_END}", sources=(SUMMARY,), tracked=True, **_LOSS),
-    Metric("end_train_acc", f"training accuracy {_END}", sources=(SUMMARY,), tracked=True, **_ACC),
+    # the axis says "final weights" only: the whole definition runs off a figure's height (it is in the caption)
+    Metric("end_train_loss", f"training loss {_END}", sources=(SUMMARY,), tracked=True,
+           axis="training loss (final weights)", **_LOSS),
+    Metric("end_train_acc", f"training accuracy {_END}", sources=(SUMMARY,), tracked=True,
+           axis="training accuracy (final weights)", **_ACC),
     Metric("wall_time", "training time", "s", (SUMMARY,), "lower", axis="training time (s)", tracked=True),
     Metric("params", "parameters", "count", (SUMMARY,), whole=True),
     # lr, batch_size, epoch_time, time and epochs_done are labelled by their names, as figure titles always had them
