@@ -123,6 +123,19 @@ def test_batch_finder_block_diagram_uses_the_codes_thresholds():
     fig = batch_finder_diagram()
     texts = " ".join(t.get_text() for t in fig.axes[0].texts)
     assert "b_min = smallest B with gain >= 50%" in texts and ">= 90%" in texts and "micro-batches" in texts
+    assert "fall >= 1% of loss(smallest B)?" in texts and "keep the smallest" in texts  # the flat-loss branch
+
+
+def test_batch_finder_diagram_describes_the_test_that_ran(tmp_path, capsys):
+    """HW3 2.5: the diagram states the lr, sizes and steps the range test ran with (the recipe's batch-range)."""
+    from cnnlab.cli import main as cli_main
+
+    texts = " ".join(t.get_text() for t in batch_finder_diagram([64, 128, 256, 512], 859, 0.0046).axes[0].texts)
+    assert "lr fixed at 0.0046; candidate sizes B = 64, 128, ..., 512" in texts and "train 859 steps" in texts
+    assert "lr_min" not in texts
+    assert cli_main.main(["find-batch", "--diagram", "--min", "32", "--max", "64", "--steps", "7",
+                          "--out", str(tmp_path), "optim.lr=0.01"]) == 0
+    assert (tmp_path / "find-batch-algorithm.png").stat().st_size > 10_000
 
 
 # -- a labelled test split carved from train ------------------------------------------------------------------------

@@ -397,22 +397,30 @@ def batch_range_test(trainer, sizes: Sequence[int], steps: int = 50, micro: Opti
 # ----------------------------------------------------------------------------------------------------------------------
 # The batch-size finder as a block diagram (HW3 2.5), drawn from the constants the code uses
 
-def batch_finder_diagram():
-    """A flowchart Figure of `batch_range_test` + `suggest_batch`; its numbers are the module's constants, so the
-    picture cannot drift from the code."""
+def batch_finder_diagram(sizes: Optional[Sequence[int]] = None, steps: Optional[int] = None,
+                         lr: Optional[float] = None):
+    """A flowchart Figure of `batch_range_test` + `suggest_batch`; its numbers are the module's constants and, where
+    given, the test's own sizes, steps and lr (as `find-batch` would run with the same arguments), so the picture
+    cannot drift from the code or from the test that ran."""
+    sizes = list(sizes) if sizes else batch_sizes()
+    shown = ", ".join(str(b) for b in sizes[:2]) + (", ..., " + str(sizes[-1]) if len(sizes) > 2 else "")
+    at = f"lr fixed at {lr:g}" if lr is not None else "lr fixed"
+    train = (f"train {steps:,} steps at B (the same number for every B)" if steps else
+             "train the same number of steps at every B")
     steps = [
-        ("start", "model at w0, lr fixed (lr_min); candidate sizes B = 64, 128, ..., 8192"),
+        ("start", f"model at w0, {at}; candidate sizes B = {shown}"),
         ("box", "next B: restore w0, optimizer and RNG (the same start for every B)"),
         ("diamond", "B fits in memory?"),
-        ("box", "train the same number of steps at B (the iterations of 5 epochs at batch 64)"),
+        ("box", train),
         ("box", "record the mean loss of the last steps; NaN/inf marks B as diverged"),
         ("diamond", "more sizes?"),
         ("box", "fall = loss(smallest B) - lowest loss; gain(B) = (loss(smallest) - loss(B)) / fall"),
+        ("diamond", f"fall >= {BATCH_FLAT:.0%} of loss(smallest B)?"),
         ("box", f"b_min = smallest B with gain >= {BATCH_HALF:.0%};  b_max = smallest B with gain >= "
                 f"{BATCH_MOST:.0%} (b_min < b_max)"),
-        ("start", "batch.policy=cyclical batch.min=b_min batch.max=b_max"),
+        ("start", "cyclical batch size between b_min and b_max"),
     ]
-    fig, axes = new_figure(figsize=(8.2, 9.6))
+    fig, axes = new_figure(figsize=(8.2, 10.4))
     ax = axes[0][0]
     ax.set_xlim(0, 10)
     ax.set_ylim(0, len(steps) * 1.1)
@@ -432,6 +440,9 @@ def batch_finder_diagram():
                 arrowprops=dict(arrowstyle="->", color="#b00", connectionstyle="arc3,rad=-0.3"))
     ax.annotate("yes: next size", (1.2, ys[1]), (1.2, ys[5]), fontsize=7.5, ha="center", va="center",
                 arrowprops=dict(arrowstyle="->", color="#2b5797", connectionstyle="arc3,rad=-0.3"))
+    ax.annotate("no: the batch size hardly\nmatters; keep the smallest", (6.95, ys[7]), (8.75, ys[7]),
+                fontsize=7.5, ha="center", va="center", color="#b00",
+                arrowprops=dict(arrowstyle="<-", color="#b00"))
     ax.set_title("Batch-size finder (cnnlab find-batch): how b_min and b_max are chosen")
     return fig
 

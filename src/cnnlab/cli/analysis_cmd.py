@@ -88,7 +88,8 @@ def _register_range_tests(sub) -> None:
     p.add_argument("--max", type=int, default=8192, help="largest batch size (default 8192)")
     p.add_argument("--steps", type=int, default=50, help="optimizer steps per batch size (default 50)")
     p.add_argument("--micro", type=int, help="largest micro-batch per forward pass (gradient accumulation)")
-    p.add_argument("--diagram", action="store_true", help="only draw the algorithm as a block diagram "
+    p.add_argument("--diagram", action="store_true", help="only draw the algorithm as a block diagram, with the "
+                                                          "sizes, steps and lr these arguments give "
                                                           "(OUT/find-batch-algorithm.png and .svg), train nothing")
     p.set_defaults(func=_find_batch)
 
@@ -254,7 +255,10 @@ def _find_batch(args) -> int:
     if args.diagram:
         from cnnlab.plotting import save_figure
 
-        fig = rt.batch_finder_diagram()
+        # the test as these arguments would run it: its sizes and steps, and the lr of the config when one is given
+        lr = _cfg(args).optim.lr if args.config or args.overrides else None
+        sizes = sorted(set(args.sizes)) if args.sizes else rt.batch_sizes(args.min, args.max)
+        fig = rt.batch_finder_diagram(sizes, args.steps, lr)
         for suffix in ("png", "svg"):
             print(f"wrote {save_figure(fig, Path(args.out) / f'find-batch-algorithm.{suffix}')}")
         return 0
