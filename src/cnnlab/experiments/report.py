@@ -37,7 +37,7 @@ from cnnlab.experiments import document as D
 from cnnlab.experiments.answers import WORDS, Answer, answer_all, noise_caveat, setting_name, show_stat, stat
 from cnnlab.experiments.document import md_text  # noqa: F401  (re-exported: tune_report and tests escape with it)
 from cnnlab.experiments.figures import Drawn, Entry, draw, had_target, reach, short_keys
-from cnnlab.experiments.pdf import code_section
+from cnnlab.experiments.pdf import code_section, write_pdf
 from cnnlab.experiments.spec import (MACHINE_KEYS, expand, flatten_config, identity_hash, load_spec, run_folder,
                                      split_key, sweep_folder)
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable, path_problem
@@ -789,7 +789,7 @@ def make_report(inputs: Sequence[str], out: str = "report.html", profile: Option
         atomic_write_text(paths["answers"], answers_json(built))
     copied = save_run_files(sources)
     if pdf:
-        paths["pdf"] = D.write_pdf(doc, html_path.with_suffix(".pdf"))
+        paths["pdf"] = write_pdf(doc, html_path.with_suffix(".pdf"))
     _readable([*paths.values(), *md_files[1:], *copied])
     if copied:
         paths["runs"] = run_files_dir(html_path)
