@@ -46,8 +46,8 @@ def _module(path: str) -> str:
 def _inner_imports(tree: ast.AST, text: str, module: str) -> tuple:
     """(imports inside functions, those of them with no comment saying why). Each import statement counts once
     (one in a nested function is not counted again for the outer one). An import says why when its line ends in a
-    comment, or when the comment line stands directly above it or above the run of import lines it belongs to (one
-    comment for a function's group of imports)."""
+    comment, or when a comment line (or a `try:  # ...` guarding an optional import) stands directly above it or above
+    the run of import lines it belongs to (one comment for a function's group of imports)."""
     lines = text.splitlines()
     inner = {id(n): n for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
              for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))}
@@ -59,7 +59,8 @@ def _inner_imports(tree: ast.AST, text: str, module: str) -> tuple:
         above = n.lineno - 1  # walk up over the imports of the same run
         while above in taken:
             above -= 1
-        if above < 1 or not lines[above - 1].strip().startswith("#"):
+        line = lines[above - 1].strip() if above >= 1 else ""
+        if not (line.startswith("#") or (line.startswith("try:") and "#" in line)):
             bare.append(f"{module}:{n.lineno}")
     return len(inner), sorted(bare)
 

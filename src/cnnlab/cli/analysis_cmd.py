@@ -250,10 +250,9 @@ def _find_batch(args) -> int:
     # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.analysis import range_tests as rt
     from cnnlab.analysis.common import analysis_trainer, cost_line, new_figure
+    from cnnlab.plotting import save_figure
 
     if args.diagram:
-        from cnnlab.plotting import save_figure
-
         fig = rt.batch_finder_diagram()
         for suffix in ("png", "svg"):
             print(f"wrote {save_figure(fig, Path(args.out) / f'find-batch-algorithm.{suffix}')}")

@@ -107,6 +107,7 @@ def _options(args: argparse.Namespace):
 
 def _sweep(args: argparse.Namespace) -> int:
     # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
+    from cnnlab.experiments.report import make_report
     from cnnlab.experiments.sweep import DONE_STATES, make_plan, run_analysis, run_feeding_steps, status_rows, sweep
 
     opts = _options(args)
@@ -128,8 +129,6 @@ def _sweep(args: argparse.Namespace) -> int:
     elif plan.spec.analysis:
         print("note: the spec has analysis steps; run them with --analysis (they reuse the finished runs)")
     if args.report:
-        from cnnlab.experiments.report import make_report
-
         paths = make_report([args.spec], args.report, args.profile, args.store, args.out,
                             command=f"cnnlab report {shlex.quote(args.spec)}" + _profile_arg(args))
         print(f"wrote {paths['html']} and {paths['markdown']}")
@@ -186,6 +185,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _answers(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.experiments.questions import build
 
     doc = build(args.assignment, args.out, args.results, args.data_root, args.download)

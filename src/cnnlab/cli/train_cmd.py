@@ -11,6 +11,7 @@ import threading
 from cnnlab.cli.common import add_data_root, data_overrides
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_text, check_writable
+from cnnlab.training.config import describe_keys, load_config
 
 
 SPLIT_HELP = ("val (the validation split the run was trained against), test (labelled: the official one of "
@@ -84,7 +85,7 @@ def register(sub) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from cnnlab.training.config import describe_keys, load_config
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.training.distributed import cleanup
     from cnnlab.training.trainer import Trainer, resume
 
@@ -123,7 +124,7 @@ def _sigterm(signum, frame):
 
 
 def _optimizers(args) -> int:
-    from cnnlab.training.config import describe_keys
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.training.optim import OPTIMIZERS, describe_optimizer
 
     defaults = {key: (default, meaning) for key, default, meaning in describe_keys()}
@@ -134,6 +135,7 @@ def _optimizers(args) -> int:
 
 
 def _evaluate(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.plotting import save_figure
     from cnnlab.training.evaluation import confusion_csv, confusion_figure
     from cnnlab.training.inference import evaluate_run, load_run
@@ -164,6 +166,7 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.data.images import read_image_files
     from cnnlab.training.inference import load_run, predictions, write_predictions
 
@@ -185,6 +188,7 @@ def _predict(args) -> int:
 
 
 def _export(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.training.export import FORMATS, check_export_paths, export_run
     from cnnlab.training.inference import load_run
 

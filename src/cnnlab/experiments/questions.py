@@ -47,18 +47,32 @@ question, kind, answer, evidence, figures, tables, source, code, caveat, status)
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
+import os
 import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import torch
+
+from cnnlab.data import load_dataset
+from cnnlab.data.augment import build_augmentation
 from cnnlab.data.paths import resolve_root
+from cnnlab.data.preview import augmented_for_display, draw_grid, pick_examples, summarize as summarize_data
 from cnnlab.errors import CnnlabError
+from cnnlab.experiments.answers import WORDS, cap_first, show
 from cnnlab.experiments.report import STAND_IN
-from cnnlab.experiments.answers import cap_first
+from cnnlab.fileio import atomic_write_text
+from cnnlab.models import calc, create_model
+from cnnlab.models.calc import Working
+from cnnlab.models.summary import summarize
+from cnnlab.plotting import save_figure
+from cnnlab.training.config import describe_keys, read_yaml
+from cnnlab.training.optim import OPTIMIZERS, describe_optimizer
 
 ASSIGNMENT_KEYS = ("assignment", "title", "questions")
 SOURCES = ("claim", "calc", "data", "recipe", "text")   # exactly one per question
@@ -139,8 +153,6 @@ def _str_list(value: Any, path: Path, where: str) -> List[str]:
 def load_assignment(path) -> Assignment:
     """Read and check an assignment file: known keys only, every question with an id, a question and exactly one
     source; ids unique. What each source computes is checked when it is built."""
-    from cnnlab.training.config import read_yaml
-
     path = Path(path)
     data = _keys(read_yaml(path, "assignment file"), ASSIGNMENT_KEYS, path, "")
     name = _text(data.get("assignment"), path, "assignment ")
@@ -268,20 +280,12 @@ class Context:
 
     def rel(self, results_path: str) -> str:
         """A path under results/ as the answers folder reaches it (the documents link from there)."""
-        import os
-
         return Path(os.path.relpath(self.results / results_path, self.out)).as_posix()
 
 
 def model_check(name: str) -> Any:
     """The Step-0 sanity check of a registered model as a `Working`: the output shape of a dummy batch of its input
     size and the parameters of every conv/FC layer (what `cnnlab summary NAME` prints)."""
-    import torch
-
-    from cnnlab.models import create_model
-    from cnnlab.models.calc import Working
-    from cnnlab.models.summary import summarize
-
     model = create_model(name).eval()
     shape = tuple(model.input_shape)
     with torch.no_grad():
@@ -308,8 +312,6 @@ CALCS = {"model": ("model_check", "summary"), "conv": ("conv", "calc conv"), "fc
 
 
 def calc_function(name: str) -> Callable:
-    from cnnlab.models import calc
-
     function = CALCS[name][0]
     return model_check if function == "model_check" else getattr(calc, function)
 
@@ -354,15 +356,12 @@ def build_calc(q: Question, ctx: Context) -> Dict[str, Any]:
 
 
 def build_data(q: Question, ctx: Context) -> Dict[str, Any]:
-    from cnnlab.data import load_dataset
-    from cnnlab.data.preview import summarize
-
     args = dict(q.spec["data"])
     try:
         ds = load_dataset(args.pop("name"), root=ctx.data_root, download=ctx.download, **args)
     except (TypeError, ValueError) as e:
         raise CnnlabError(f"question {q.id!r}: data takes name, val_size, seed ({e})") from None
-    summary = summarize(ds)
+    summary = summarize_data(ds)
     splits = [s for s in summary if summary[s]["per_class"] is not None]
     values = {"name": ds.name, "classes": ds.num_classes, "class_names": ", ".join(ds.classes),
               "total": sum(summary[s]["images"] for s in splits), "shape": "x".join(map(str, ds.shape)),
@@ -410,8 +409,6 @@ def _label_matches(label: str, prefix: str) -> bool:
 
 def _stands_in(ctx: Context, block: dict) -> str:
     """What the profile that ran cannot show of the course's answer (the spec's profiles.<name>.stands_in)."""
-    from cnnlab.training.config import read_yaml
-
     m = re.search(r"\((\w+) profile\)", str(block.get("source", "")))
     spec = ctx.root / str(block.get("spec", ""))
     if not m or not block.get("spec") or not spec.is_file():
@@ -458,10 +455,6 @@ def build_text(q: Question, ctx: Context) -> Dict[str, Any]:
 def optimizer_table(names: Sequence[str]) -> Tuple[List[str], List[List[str]]]:
     """The update equations and hyperparameters of `names` from their optimizer entries (training.optim, their one
     home), as `cnnlab optimizers` prints them, and as table rows."""
-    # here, not at the top: they import torch, which only the optimizer questions need
-    from cnnlab.training.config import describe_keys
-    from cnnlab.training.optim import OPTIMIZERS, describe_optimizer
-
     defaults = {key: (default, meaning) for key, default, meaning in describe_keys()}
     evidence = ["g: gradient of the step's loss (+ weight_decay*w for coupled L2), eta: the lr at this step, "
                 "w: weights; every operation is per element."]
@@ -509,14 +502,10 @@ def _selector(sel: Dict[str, Any]) -> str:
 
 
 def _show(metric: str, v: float) -> str:
-    from cnnlab.experiments.answers import show
-
     return show({"wall_s": "wall_time"}.get(metric, metric), v)
 
 
 def _words(metric: str) -> str:
-    from cnnlab.experiments.answers import WORDS
-
     return WORDS.get({"wall_s": "wall_time"}.get(metric, metric), metric)
 
 
@@ -673,8 +662,6 @@ def _entry(q: Question, answer: str, evidence: Optional[List[str]] = None, sourc
 def figure_caption(results: Path, fig: str) -> str:
     """A recipe figure's caption as its report gives it (the image's alt text in results/<stem>/report.md), with the
     recipe named; the path alone where the report does not show it."""
-    import html
-
     stem, _, rest = fig.partition("/")
     report = results / stem / "report.md"
     text = report.read_text(encoding="utf-8") if report.is_file() else ""
@@ -687,12 +674,6 @@ def figure_caption(results: Path, fig: str) -> str:
 def draw_examples(spec: Dict[str, Any], ctx: Context):
     """(figure, caption): the first training images of the named classes, a grid of `per_class` per class, or, with
     `augment`, each image beside its augmented version (Cutout holes show as the mean colour)."""
-    import torch
-
-    from cnnlab.data import load_dataset
-    from cnnlab.data.augment import build_augmentation
-    from cnnlab.data.preview import augmented_for_display, draw_grid, pick_examples
-
     ds = load_dataset(spec["dataset"], root=ctx.data_root, download=ctx.download)
     names = spec.get("classes") or list(ds.classes)
     unknown = [c for c in names if c not in ds.classes]
@@ -721,9 +702,6 @@ def build(path, out, results: str = "results", data_root: Optional[str] = None,
           download: bool = False) -> Dict[str, Any]:
     """Every answer of the assignment file at `path`, figures saved into `out`, OUT/answers.json written atomically.
     Returns the document written."""
-    from cnnlab.fileio import atomic_write_text
-    from cnnlab.plotting import save_figure
-
     assignment = load_assignment(path)
     ctx = Context(Path(results), Path(out), data_root, Path(path).as_posix(), download)
     if not ctx.results.is_dir():

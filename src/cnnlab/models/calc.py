@@ -18,6 +18,9 @@ from typing import Any, Dict, List, Union
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model
+from cnnlab.models.layers import Branches
+from cnnlab.models.summary import summarize
 
 
 @dataclass
@@ -234,9 +237,6 @@ def inception(h: int, w: int, c: int, n1x1: int = 64, n3x3_reduce: int = 96, n3x
 def vgg19_table(dtype_bytes: int = 4) -> Working:
     """The CS231n-style VGG table for VGG19 at 224×224: per layer the output, its activation count (memory) and its
     parameters; ReLU is folded into the conv/FC before it (in-place in the original), dropout is not a layer."""
-    from cnnlab.models import create_model
-    from cnnlab.models.summary import summarize
-
     with torch.device("meta"):  # shapes only: nothing is allocated or computed
         model = create_model("vgg19")
     s = summarize(model)
@@ -286,8 +286,6 @@ def vgg19_table(dtype_bytes: int = 4) -> Working:
 
 
 def _meta_model(name: str, **options):
-    from cnnlab.models import create_model
-
     with torch.device("meta"):  # shapes only: nothing is allocated or computed
         return create_model(name, **options)
 
@@ -295,8 +293,6 @@ def _meta_model(name: str, **options):
 def alexnet_params() -> Working:
     """AlexNet's parameters with the working per layer (HW3 3.1): each conv's filter size, stride, padding and
     groups (the two-GPU split of conv2, conv4, conv5: each filter sees half the channels), then the FC layers."""
-    from cnnlab.models.summary import summarize
-
     model = _meta_model("alexnet")
     rows = {r.name: r for r in summarize(model).rows}
     work = Working("AlexNet (Krizhevsky et al. 2012, §3.5, Fig. 2) at 224x224x3: parameters per layer")
@@ -336,8 +332,6 @@ def receptive_field_of(name: str, **options) -> Working:
     state = {"r": 1, "j": 1}
 
     def visit(module, prefix: str) -> None:
-        from cnnlab.models.layers import Branches
-
         if isinstance(module, Branches):
             start, best = dict(state), None
             for bname, branch in module.branches.items():
@@ -374,8 +368,6 @@ def separable_network(name: str, **options) -> Working:
     """The whole-network version of `separable` (HW2 2.5): every F×F convolution (F > 1, not grouped) replaced by a
     depthwise F×F + pointwise 1×1 pair, MACs per image summed over the network (FC layers and 1×1 convs as they
     are)."""
-    from cnnlab.models.summary import summarize
-
     model = _meta_model(name, **options)
     rows = {r.name: r for r in summarize(model).rows}
     work = Working(f"{name} with depthwise-separable convolutions: MACs per image")
