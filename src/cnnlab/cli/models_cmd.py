@@ -48,7 +48,12 @@ def _register_calc(sub) -> None:
     calc = sub.add_parser("calc", help="the course's computation questions, with the working shown")
     csub = calc.add_subparsers(dest="calc_command", metavar="QUESTION", parser_class=type(calc))
     calc.set_defaults(func=lambda a: calc.print_help() or 2)
+    _add_layer_calcs(csub)
+    _add_network_calcs(csub)
 
+
+def _add_layer_calcs(csub) -> None:
+    """The questions about one layer or a stack of them: conv, fc, rf, separable."""
     p = csub.add_parser("conv", help="output shape, parameters, MACs of a conv layer (K filters of FxF)")
     p.add_argument("--input", required=True, help="HxWxC, e.g. 32x32x3")
     p.add_argument("--filters", type=int, required=True, help="number of filters K")
@@ -80,6 +85,9 @@ def _register_calc(sub) -> None:
     p.add_argument("--padding", default="same", help="P in pixels, or 'same' (default) / 'valid'")
     p.set_defaults(func=_calc_separable)
 
+
+def _add_network_calcs(csub) -> None:
+    """The questions about a whole network or module: separable-net, alexnet, inception, vgg19."""
     p = csub.add_parser("separable-net", help="a whole registered model with every FxF conv made depthwise-"
                                               "separable: MACs per layer and the total speed-up")
     p.add_argument("model", help="e.g. vgg_a, resnet20, simplenn")

@@ -23,6 +23,14 @@ TTA_HELP = ("test-time augmentation: none (default), flip (image + mirror), flip
 
 
 def register(sub) -> None:
+    _add_train(sub)
+    _add_optimizers(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_export(sub)
+
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model (defaults < -c YAML < key=value overrides)",
                        description="Train a model into runs/<name>/. Config precedence: defaults < -c FILE < "
                                    "key=value overrides (dotted keys, e.g. optim.lr=0.05 model.options.batch_norm=true)."
@@ -40,10 +48,14 @@ def register(sub) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_train)
 
+
+def _add_optimizers(sub) -> None:
     p = sub.add_parser("optimizers", help="each optimizer's update equations and hyperparameters (optim.*)")
     p.add_argument("names", nargs="*", metavar="NAME", help="optimizers to show (default: all)")
     p.set_defaults(func=_optimizers)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="loss, accuracy, per-class accuracy and confusion matrix of a run's best "
                                         "checkpoint on a split",
                        description="Print per-class accuracy and a JSON line (loss, accuracy); write "
@@ -55,6 +67,8 @@ def register(sub) -> None:
     add_data_root(p)
     p.set_defaults(func=_evaluate)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="write predictions.csv (id,label) for a split, e.g. the holdout set")
     p.add_argument("run_dir")
     p.add_argument("--split", default="holdout", help="default holdout; " + SPLIT_HELP)
@@ -70,6 +84,8 @@ def register(sub) -> None:
     add_data_root(p)
     p.set_defaults(func=_predict)
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="write a run's model as ONNX or TorchScript, normalisation folded in",
                        description="Export the model of a run's best (or last) checkpoint. The exported graph takes "
                                    "float32 NCHW images in [0, 1] and returns logits; the run's mean/std are inside "
@@ -82,7 +98,6 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     add_data_root(p)
     p.set_defaults(func=_export)
-
 
 def _train(args: argparse.Namespace) -> int:
     # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
