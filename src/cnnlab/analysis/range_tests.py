@@ -349,6 +349,23 @@ def _train_batch(trainer, b: int, steps: int, micro: Optional[int]) -> Tuple[Lis
         return curve, trainer.status == "diverged" or len(curve) < steps
 
 
+def _train_in_memory(trainer, b: int, steps: int, micro: Optional[int], log: Callable[[str], None]) -> tuple:
+    """(curve, blew_up, micro) of `steps` steps at batch size `b`; on running out of memory the micro-batch is
+    halved and the size retried, down to one image."""
+    m = micro
+    while True:
+        try:
+            curve, blew_up = _train_batch(trainer, b, steps, m)
+            return curve, blew_up, m
+        except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            if not _out_of_memory(e) or (m or b) <= 1:
+                raise
+            m = max(1, (m or b) // 2)
+            log(f"batch {b}: out of memory, retrying with micro-batches of {m}")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
 def batch_range_test(trainer, sizes: Sequence[int], steps: int = 50, micro: Optional[int] = None,
                      log: Optional[Callable[[str], None]] = None, ax=None) -> BatchRange:
     """Train `steps` steps at each batch size (same lr, same initial state); the trainer is restored after.
@@ -368,18 +385,7 @@ def batch_range_test(trainer, sizes: Sequence[int], steps: int = 50, micro: Opti
     window = max(1, steps // 5)  # the last fifth of the steps: one batch's loss is too noisy to compare
     losses, used, curves = [], [], []
     for b in usable:
-        m = micro
-        while True:
-            try:
-                curve, blew_up = _train_batch(trainer, b, steps, m)
-                break
-            except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-                if not _out_of_memory(e) or (m or b) <= 1:
-                    raise
-                m = max(1, (m or b) // 2)
-                log(f"batch {b}: out of memory, retrying with micro-batches of {m}")
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+        curve, blew_up, m = _train_in_memory(trainer, b, steps, micro, log)
         loss = float("nan") if blew_up else float(np.mean(curve[-window:]))
         log(f"batch {b}: training loss {loss:.4f} over the last {window} of {steps} steps"
             + (f" (micro-batches of {m})" if m and m < b else ""))

@@ -208,56 +208,71 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
             raise _fail(path, where, f"calc question {value['question']!r} is not known; known: {', '.join(CALCS)}")
         _text(q.get("answer"), path, where + "answer (a template filled from the computed numbers) ")
     elif source == "claim":
-        c = _keys(value, CLAIM_KEYS, path, where + "claim ")
-        if not isinstance(c.get("verdict"), bool):
-            raise _fail(path, where, f"claim verdict must be true or false, got {_short(c.get('verdict'))}")
-        _text(c.get("reason"), path, where + "claim reason ")
-        checks = c.get("checks", [])
-        if not isinstance(checks, list) or (not checks and "measure" not in c):
-            raise _fail(path, where, "claim needs 'checks:' (a list) or 'measure:' (the recipe that would measure "
-                                     "it)")
-        for j, check in enumerate(checks, 1):
-            w = where + f"check {j} "
-            _keys(check, CHECK_KEYS, path, w)
-            for k in ("recipe", "metric", "says"):
-                _text(check.get(k), path, w + f"{k} ")
-            _component(check["recipe"], path, w + "recipe ")
-            for k in ("per", "per_name"):
-                if k in check:
-                    _text(check[k], path, w + f"{k} ")
-            for k in ("a", "b"):
-                if not isinstance(check.get(k), dict) or not check[k]:
-                    raise _fail(path, w, f"'{k}' must be a non-empty mapping of runs.csv columns to values")
-            if check.get("expect") not in ("higher", "lower"):
-                raise _fail(path, w, f"expect must be higher or lower (a's mean against b's), got "
-                                     f"{_short(check.get('expect'))}")
-            if check.get("holds", "all") not in ("all", "any"):
-                raise _fail(path, w, f"holds must be all or any, got {_short(check.get('holds'))}")
-        if "measure" in c:
-            m = _keys(c["measure"], MEASURE_KEYS, path, where + "claim measure ")
-            for k in ("recipe", "command", "cost"):
-                _text(m.get(k), path, where + f"claim measure {k} ")
-            _component(m["recipe"], path, where + "claim measure recipe ")
-            if "flatter" in m:
-                f = _keys(m["flatter"], ("a", "b", "says"), path, where + "claim measure flatter ")
-                for k in ("a", "b", "says"):
-                    _text(f.get(k), path, where + f"claim measure flatter {k} ")
+        _check_claim(value, path, where)
     if "optimizers" in q:
         _str_list(q["optimizers"], path, where + "optimizers ")
     if "examples" in q:
-        e = _keys(q["examples"], EXAMPLE_KEYS, path, where + "examples ")
-        _text(e.get("dataset"), path, where + "examples dataset ")
-        name = _text(e.get("file"), path, where + "examples file ")
-        if "/" in name or "\\" in name or not name.endswith(".png"):
-            raise _fail(path, where, f"examples file must be a .png name in the answers folder, got {name!r}")
-        per_class = e.get("per_class", 1)
-        if isinstance(per_class, bool) or not isinstance(per_class, int) or not 1 <= per_class <= 16:
-            raise _fail(path, where, f"examples per_class must be a whole number from 1 to 16, got "
-                                     f"{_short(per_class)}")
-        if "classes" in e:
-            _str_list(e["classes"], path, where + "examples classes ")
-        if isinstance(e.get("seed", 0), bool) or not isinstance(e.get("seed", 0), int):
-            raise _fail(path, where, f"examples seed must be a whole number, got {_short(e.get('seed'))}")
+        _check_examples(q["examples"], path, where)
+
+
+def _check_claim(value, path: Path, where: str) -> None:
+    """A claim: its verdict and reason, its checks against committed runs.csv files, the recipe that would measure
+    it."""
+    c = _keys(value, CLAIM_KEYS, path, where + "claim ")
+    if not isinstance(c.get("verdict"), bool):
+        raise _fail(path, where, f"claim verdict must be true or false, got {_short(c.get('verdict'))}")
+    _text(c.get("reason"), path, where + "claim reason ")
+    checks = c.get("checks", [])
+    if not isinstance(checks, list) or (not checks and "measure" not in c):
+        raise _fail(path, where, "claim needs 'checks:' (a list) or 'measure:' (the recipe that would measure "
+                                 "it)")
+    for j, check in enumerate(checks, 1):
+        _check_claim_check(check, path, where + f"check {j} ")
+    if "measure" in c:
+        m = _keys(c["measure"], MEASURE_KEYS, path, where + "claim measure ")
+        for k in ("recipe", "command", "cost"):
+            _text(m.get(k), path, where + f"claim measure {k} ")
+        _component(m["recipe"], path, where + "claim measure recipe ")
+        if "flatter" in m:
+            f = _keys(m["flatter"], ("a", "b", "says"), path, where + "claim measure flatter ")
+            for k in ("a", "b", "says"):
+                _text(f.get(k), path, where + f"claim measure flatter {k} ")
+
+
+def _check_claim_check(check, path: Path, w: str) -> None:
+    """One check of a claim: two groups of runs (a, b) of a recipe and which way a's mean should lie from b's."""
+    _keys(check, CHECK_KEYS, path, w)
+    for k in ("recipe", "metric", "says"):
+        _text(check.get(k), path, w + f"{k} ")
+    _component(check["recipe"], path, w + "recipe ")
+    for k in ("per", "per_name"):
+        if k in check:
+            _text(check[k], path, w + f"{k} ")
+    for k in ("a", "b"):
+        if not isinstance(check.get(k), dict) or not check[k]:
+            raise _fail(path, w, f"'{k}' must be a non-empty mapping of runs.csv columns to values")
+    if check.get("expect") not in ("higher", "lower"):
+        raise _fail(path, w, f"expect must be higher or lower (a's mean against b's), got "
+                             f"{_short(check.get('expect'))}")
+    if check.get("holds", "all") not in ("all", "any"):
+        raise _fail(path, w, f"holds must be all or any, got {_short(check.get('holds'))}")
+
+
+def _check_examples(value, path: Path, where: str) -> None:
+    """The example images a question shows: the dataset, the .png name, the classes, per_class and seed."""
+    e = _keys(value, EXAMPLE_KEYS, path, where + "examples ")
+    _text(e.get("dataset"), path, where + "examples dataset ")
+    name = _text(e.get("file"), path, where + "examples file ")
+    if "/" in name or "\\" in name or not name.endswith(".png"):
+        raise _fail(path, where, f"examples file must be a .png name in the answers folder, got {name!r}")
+    per_class = e.get("per_class", 1)
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or not 1 <= per_class <= 16:
+        raise _fail(path, where, f"examples per_class must be a whole number from 1 to 16, got "
+                                 f"{_short(per_class)}")
+    if "classes" in e:
+        _str_list(e["classes"], path, where + "examples classes ")
+    if isinstance(e.get("seed", 0), bool) or not isinstance(e.get("seed", 0), int):
+        raise _fail(path, where, f"examples seed must be a whole number, got {_short(e.get('seed'))}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -519,12 +534,10 @@ class CheckResult:
     short: str = ""           # the numbers in a few words, for the answer itself
 
 
-def run_check(check: Dict[str, Any], ctx: Context, where: str) -> CheckResult:
-    stem, metric, expect = check["recipe"], check["metric"], check["expect"]
-    rows = _runs(ctx, stem)
-    if rows is None:
-        return CheckResult(None, check["says"], f"{stem}: no committed runs.csv yet")
-    where = f"{where} check on {stem}"
+def _check_pairs(rows: List[dict], check: Dict[str, Any], where: str) -> List[tuple]:
+    """(value of `per` or None, a's mean, b's mean, a's count, b's count, as expected) for each value of the check's
+    `per` column (one tuple without `per`) where both a and b have finished runs."""
+    metric, expect = check["metric"], check["expect"]
     a, b, per = check["a"], check["b"], check.get("per")
     keys = sorted({r.get(per, "") for r in rows}) if per else [None]
     pairs = []
@@ -538,6 +551,16 @@ def run_check(check: Dict[str, Any], ctx: Context, where: str) -> CheckResult:
     if not pairs:
         raise CnnlabError(f"{where}: no finished runs match a ({_selector(a)}) and b ({_selector(b)}); fix the "
                           "selectors to name runs.csv values")
+    return pairs
+
+
+def run_check(check: Dict[str, Any], ctx: Context, where: str) -> CheckResult:
+    stem, metric, expect = check["recipe"], check["metric"], check["expect"]
+    rows = _runs(ctx, stem)
+    if rows is None:
+        return CheckResult(None, check["says"], f"{stem}: no committed runs.csv yet")
+    a, b, per = check["a"], check["b"], check.get("per")
+    pairs = _check_pairs(rows, check, f"{where} check on {stem}")
     ok = [p[-1] for p in pairs]
     holds = any(ok) if check.get("holds", "all") == "any" else all(ok)
     shown = "; ".join(f"{'' if v is None else f'{v}: '}{_show(metric, ma)} (n={na}) against {_show(metric, mb)} "
