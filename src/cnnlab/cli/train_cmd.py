@@ -100,14 +100,14 @@ def _add_export(sub) -> None:
     p.set_defaults(func=_export)
 
 def _train(args: argparse.Namespace) -> int:
-    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
-    from cnnlab.training.distributed import cleanup
-    from cnnlab.training.trainer import Trainer, resume
-
     if args.help_config:
         for key, default, text in describe_keys():
             print(f"{key:26s} {str(default):14s} {text}")
         return 0
+    # here, not at the top: torch and the heavy layers load only for the command that runs, after --help-config
+    from cnnlab.training.distributed import cleanup
+    from cnnlab.training.trainer import Trainer, resume
+
     overrides = list(args.overrides) + data_overrides(args) + ([f"out={args.out}"] if args.out else [])
     if args.resume:
         if args.out:
