@@ -43,11 +43,31 @@ def _module(path: str) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(tree: ast.AST, module: str, is_package: bool) -> tuple:
-    """(modules imported anywhere, number of imports inside functions)."""
-    found, inner = set(), 0
-    for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
-        inner += sum(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(fn))
+def _inner_imports(tree: ast.AST, text: str, module: str) -> tuple:
+    """(imports inside functions, those of them with no comment saying why). Each import statement counts once
+    (one in a nested function is not counted again for the outer one). An import says why when its line ends in a
+    comment, or when a comment line (or a `try:  # ...` guarding an optional import) stands directly above it or above
+    the run of import lines it belongs to (one comment for a function's group of imports)."""
+    lines = text.splitlines()
+    inner = {id(n): n for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+             for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    taken = {i for n in inner.values() for i in range(n.lineno, n.end_lineno + 1)}  # lines held by those imports
+    bare = []
+    for n in inner.values():
+        if "#" in lines[n.end_lineno - 1]:
+            continue
+        above = n.lineno - 1  # walk up over the imports of the same run
+        while above in taken:
+            above -= 1
+        line = lines[above - 1].strip() if above >= 1 else ""
+        if not (line.startswith("#") or (line.startswith("try:") and "#" in line)):
+            bare.append(f"{module}:{n.lineno}")
+    return len(inner), sorted(bare)
+
+
+def _imports(tree: ast.AST, module: str, is_package: bool) -> set:
+    """The cnnlab modules imported anywhere (at module top or inside functions)."""
+    found = set()
     base = module.split(".") if is_package else module.split(".")[:-1]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -57,7 +77,7 @@ def _imports(tree: ast.AST, module: str, is_package: bool) -> tuple:
                 if node.level else node.module
             found.add(target)
             found.update(f"{target}.{a.name}" for a in node.names)  # `from pkg import submodule`
-    return {m for m in found if m and m.startswith("cnnlab")}, inner
+    return {m for m in found if m and m.startswith("cnnlab")}
 
 
 def metric_names() -> tuple:
@@ -94,7 +114,7 @@ def _side_lists(tree: ast.AST, module: str, names: set) -> list:
 
 def measure(rev: str | None) -> dict:
     mods = sources(rev)
-    graph, inner, long_functions = {}, 0, []
+    graph, inner, bare, long_functions = {}, 0, [], []
     catalogue = metric_names()
     spelled, side_lists = {m: [] for m in catalogue}, []
     for name, (path, text) in mods.items():
@@ -102,9 +122,11 @@ def measure(rev: str | None) -> dict:
         for m in set(catalogue) & _strings(tree):
             spelled[m].append(name)
         side_lists += _side_lists(tree, name, set(catalogue))
-        deps, n = _imports(tree, name, path.endswith("__init__.py"))
+        deps = _imports(tree, name, path.endswith("__init__.py"))
         graph[name] = {d for d in deps if d in mods and d != name}
+        n, why_not = _inner_imports(tree, text, name)
         inner += n
+        bare += why_not
         for fn in ast.walk(tree):
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.end_lineno - fn.lineno + 1 > 40:
                 long_functions.append(f"{name}.{fn.name} ({fn.end_lineno - fn.lineno + 1})")
@@ -114,7 +136,8 @@ def measure(rev: str | None) -> dict:
     for path in WATCHED:
         text = next((t for p, t in mods.values() if p == path), None)
         lines[path] = None if text is None else len(text.splitlines())
-    return {"circles": circles, "long_functions": sorted(long_functions), "inner_imports": inner, "lines": lines,
+    return {"circles": circles, "long_functions": sorted(long_functions), "inner_imports": inner, "bare_imports": bare,
+            "lines": lines,
             "spelled": {m: sorted(ms) for m, ms in spelled.items()}, "side_lists": sorted(side_lists)}
 
 
@@ -126,7 +149,8 @@ def main() -> None:
     args = ap.parse_args()
     m = measure(args.rev)
     print(f"{args.rev or 'working tree'}: import circles {len(m['circles'])}, functions over 40 lines "
-          f"{len(m['long_functions'])}, in-function imports {m['inner_imports']}, "
+          f"{len(m['long_functions'])}, in-function imports {m['inner_imports']} ({len(m['bare_imports'])} without a "
+          "comment saying why), "
           + ", ".join(f"{Path(p).name} {n} lines" for p, n in m["lines"].items()))
     # the catalogue itself spells every name once: count the modules besides it
     spread = sorted(((len([x for x in ms if x != CATALOGUE]), n) for n, ms in m["spelled"].items()), reverse=True)
@@ -144,6 +168,8 @@ def main() -> None:
             print("  circle:", " <-> ".join(c))
         for f in m["long_functions"]:
             print("  long:", f)
+        for f in m["bare_imports"]:
+            print("  import without why:", f)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import stat
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional, Union
+
+from cnnlab.errors import CnnlabError
 
 PathLike = Union[str, os.PathLike]
 
@@ -62,8 +67,6 @@ def atomic_write_text(path: PathLike, text: str) -> None:
 def check_writable(path: PathLike, what: str = "output") -> Path:
     """Refuse, before any work, an output file that cannot be written: its folder is missing and cannot be made,
     is not writable, or the path is a folder. Creates the folder (as the write would) but no file."""
-    from cnnlab.errors import CnnlabError
-
     path = Path(path)
     try:
         str(path).encode("utf-8")
@@ -137,9 +140,9 @@ class OwnerLock:
 
 def _try_lock(fd: int) -> bool:
     try:
-        import fcntl
+        import fcntl  # here, not at the top: POSIX only
     except ImportError:  # Windows
-        import msvcrt
+        import msvcrt  # here, not at the top: Windows only
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
             return True
@@ -153,10 +156,8 @@ def _try_lock(fd: int) -> bool:
 
 
 def _owner_text() -> str:
-    import shlex
-    import socket
-    import sys
-    import time
+    import socket  # here: only a folder's owner needs it, and every command (--help too) imports this module
+
     cmd = shlex.join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])[:300]
     return f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: {cmd}\n"
 

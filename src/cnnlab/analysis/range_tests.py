@@ -350,6 +350,23 @@ def _train_batch(trainer, b: int, steps: int, micro: Optional[int]) -> Tuple[Lis
         return curve, trainer.status == "diverged" or len(curve) < steps
 
 
+def _train_in_memory(trainer, b: int, steps: int, micro: Optional[int], log: Callable[[str], None]) -> tuple:
+    """(curve, blew_up, micro) of `steps` steps at batch size `b`; on running out of memory the micro-batch is
+    halved and the size retried, down to one image."""
+    m = micro
+    while True:
+        try:
+            curve, blew_up = _train_batch(trainer, b, steps, m)
+            return curve, blew_up, m
+        except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            if not _out_of_memory(e) or (m or b) <= 1:
+                raise
+            m = max(1, (m or b) // 2)
+            log(f"batch {b}: out of memory, retrying with micro-batches of {m}")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
 def batch_range_test(trainer, sizes: Sequence[int], steps: int = 50, micro: Optional[int] = None,
                      log: Optional[Callable[[str], None]] = None, ax=None) -> BatchRange:
     """Train `steps` steps at each batch size (same lr, same initial state); the trainer is restored after.
@@ -369,18 +386,7 @@ def batch_range_test(trainer, sizes: Sequence[int], steps: int = 50, micro: Opti
     window = max(1, steps // 5)  # the last fifth of the steps: one batch's loss is too noisy to compare
     losses, used, curves = [], [], []
     for b in usable:
-        m = micro
-        while True:
-            try:
-                curve, blew_up = _train_batch(trainer, b, steps, m)
-                break
-            except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-                if not _out_of_memory(e) or (m or b) <= 1:
-                    raise
-                m = max(1, (m or b) // 2)
-                log(f"batch {b}: out of memory, retrying with micro-batches of {m}")
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+        curve, blew_up, m = _train_in_memory(trainer, b, steps, micro, log)
         loss = float("nan") if blew_up else float(np.mean(curve[-window:]))
         log(f"batch {b}: training loss {loss:.4f} over the last {window} of {steps} steps"
             + (f" (micro-batches of {m})" if m and m < b else ""))
@@ -397,17 +403,14 @@ def batch_range_test(trainer, sizes: Sequence[int], steps: int = 50, micro: Opti
 # ----------------------------------------------------------------------------------------------------------------------
 # The batch-size finder as a block diagram (HW3 2.5), drawn from the constants the code uses
 
-def batch_finder_diagram(sizes: Optional[Sequence[int]] = None, steps: Optional[int] = None,
-                         lr: Optional[float] = None):
-    """A flowchart Figure of `batch_range_test` + `suggest_batch`; its numbers are the module's constants and, where
-    given, the test's own sizes, steps and lr (as `find-batch` would run with the same arguments), so the picture
-    cannot drift from the code or from the test that ran."""
+def _finder_steps(sizes: Optional[Sequence[int]], steps: Optional[int], lr: Optional[float]) -> List[tuple]:
+    """The diagram's boxes, top to bottom: (shape, text)."""
     sizes = list(sizes) if sizes else batch_sizes()
     shown = ", ".join(str(b) for b in sizes[:2]) + (", ..., " + str(sizes[-1]) if len(sizes) > 2 else "")
     at = f"lr fixed at {lr:g}" if lr is not None else "lr fixed"
     train = (f"train {steps:,} steps at B (the same number for every B)" if steps else
              "train the same number of steps at every B")
-    steps = [
+    return [
         ("start", f"model at w0, {at}; candidate sizes B = {shown}"),
         ("box", "next B: restore w0, optimizer and RNG (the same start for every B)"),
         ("diamond", "B fits in memory?"),
@@ -420,6 +423,14 @@ def batch_finder_diagram(sizes: Optional[Sequence[int]] = None, steps: Optional[
                 f"{BATCH_MOST:.0%} (b_min < b_max)"),
         ("start", "cyclical batch size between b_min and b_max"),
     ]
+
+
+def batch_finder_diagram(sizes: Optional[Sequence[int]] = None, steps: Optional[int] = None,
+                         lr: Optional[float] = None):
+    """A flowchart Figure of `batch_range_test` + `suggest_batch`; its numbers are the module's constants and, where
+    given, the test's own sizes, steps and lr (as `find-batch` would run with the same arguments), so the picture
+    cannot drift from the code or from the test that ran."""
+    steps = _finder_steps(sizes, steps, lr)
     fig, axes = new_figure(figsize=(8.2, 10.4))
     ax = axes[0][0]
     ax.set_xlim(0, 10)

@@ -8,6 +8,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from cnnlab.data.core import stratified_subset
+from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import CnnlabError
 
 
@@ -24,8 +26,6 @@ SAMPLE_PURPOSE = 7001  # seed stream of analysis subsets, apart from the data la
 def sample(split, n: int, seed: int = 0):
     """n images of a split, every class in proportion where it is labelled (splits are stored class by class, so
     the first n images would be one class), chosen deterministically by seed."""
-    from cnnlab.data.core import stratified_subset
-
     if n < 1:
         raise CnnlabError(f"--subset must be at least 1, got {n}")
     n = min(n, len(split))
@@ -37,8 +37,6 @@ def sample(split, n: int, seed: int = 0):
 
 def batches(run, split: str, n: int, batch_size: int = 250, seed: int = 0) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """n images of `split` (stratified, fixed by seed) as normalised batches on the run's device."""
-    from cnnlab.data.loader import BatchLoader
-
     s = _split(run, split)
     if s.y is None:
         raise CnnlabError(f"split {split!r} is unlabelled, so it has no loss; use --split train or val")
@@ -48,8 +46,6 @@ def batches(run, split: str, n: int, batch_size: int = 250, seed: int = 0) -> Li
 
 def pick(run, split: str, indices: Sequence[int]) -> Tuple[torch.Tensor, Optional[List[int]], np.ndarray]:
     """(normalised images on the run's device, labels or None, raw uint8 images [N, C, H, W]) at `indices`."""
-    from cnnlab.data.loader import BatchLoader
-
     s = _split(run, split)
     bad = [i for i in indices if not 0 <= i < len(s)]
     if bad:

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from cnnlab.analysis.common import preserved, run_steps, set_lr, trainable
+from cnnlab.analysis.samples import sample
+from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import CnnlabError
 
 ETA_FACTORS = (0.5, 1.0, 2.0, 4.0)  # probe step sizes as multiples of the training learning rate
@@ -155,9 +157,6 @@ class SmoothnessTrace:
 
 def probe_batch(trainer, size: Optional[int] = None, seed: int = 0):
     """`size` training images (stratified, fixed by seed) without augmentation, normalised, on the trainer's device."""
-    from cnnlab.analysis.samples import sample
-    from cnnlab.data.loader import BatchLoader
-
     split = sample(trainer.ds.train, size or trainer.cfg.batch.size, seed)
     loader = BatchLoader(split, len(split), mean=trainer.ds.mean, std=trainer.ds.std, device=trainer.device)
     return next(iter(loader))

@@ -251,10 +251,9 @@ def _find_batch(args) -> int:
     # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.analysis import range_tests as rt
     from cnnlab.analysis.common import analysis_trainer, cost_line, new_figure
+    from cnnlab.plotting import save_figure
 
     if args.diagram:
-        from cnnlab.plotting import save_figure
-
         # the test as these arguments would run it: its sizes and steps, and the lr of the config when one is given
         lr = _cfg(args).optim.lr if args.config or args.overrides else None
         sizes = sorted(set(args.sizes)) if args.sizes else rt.batch_sizes(args.min, args.max)

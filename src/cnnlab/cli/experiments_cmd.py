@@ -26,6 +26,14 @@ def _spec_args(p: argparse.ArgumentParser, unit: str, spec_help: str) -> None:
 
 
 def register(sub) -> None:
+    _add_sweep(sub)
+    _add_tune(sub)
+    _add_report(sub)
+    _add_answers(sub)
+    _add_document(sub)
+
+
+def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="run every run of an experiment spec (skips finished runs, resumes interrupted)",
                        description="Run every run of an experiment spec, each in its own folder under "
                                    "OUT/<spec>/<profile>/, recorded in a results store. Re-running the same command "
@@ -45,6 +53,8 @@ def register(sub) -> None:
                         "machine is alive is never taken over, one whose process died is resumed at once")
     p.set_defaults(func=_sweep)
 
+
+def _add_tune(sub) -> None:
     p = sub.add_parser("tune", help="search a spec's tune: space with Optuna (TPE, pruning), resumable, several "
                                     "workers",
                        description="Search the space in the spec's tune: section with Optuna: each trial is a run "
@@ -58,6 +68,8 @@ def register(sub) -> None:
     p.add_argument("--report-only", action="store_true", help="write the report of the study as it is; run nothing")
     p.set_defaults(func=_tune)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="HTML + Markdown comparison report of runs, sweep folders or specs",
                        description="Write a self-contained HTML page (figures embedded) and a Markdown twin: a table "
                                    "of runs, overlaid curves, and the spec's own figures.")
@@ -74,6 +86,8 @@ def register(sub) -> None:
                                                       "code of the models and specs appended (needs Chromium)")
     p.set_defaults(func=_report)
 
+
+def _add_answers(sub) -> None:
     p = sub.add_parser("answers", help="answer an assignment's questions from what cnnlab computes and has measured",
                        description="Build OUT/answers.json (and its figures) from an assignment file such as "
                                    "experiments/assignments/hw2.yaml: every question in order, each answered by the "
@@ -85,6 +99,8 @@ def register(sub) -> None:
     add_data_root(p)
     p.set_defaults(func=_answers)
 
+
+def _add_document(sub) -> None:
     p = sub.add_parser("document", help="an assignment's document to hand in (HTML, Markdown, PDF)",
                        description="Render results/assignments/NAME/answers.json as NAME.html, NAME.md and NAME.pdf: "
                                    "each question in order, its answer, the evidence and the code it is about.")
@@ -94,7 +110,6 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="folder to write into (default: the answers file's folder)")
     p.add_argument("--no-pdf", action="store_true", help="skip the PDF (it needs headless Chromium)")
     p.set_defaults(func=_document)
-
 
 def _options(args: argparse.Namespace):
     # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
@@ -107,6 +122,7 @@ def _options(args: argparse.Namespace):
 
 def _sweep(args: argparse.Namespace) -> int:
     # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
+    from cnnlab.experiments.report import make_report
     from cnnlab.experiments.sweep import DONE_STATES, make_plan, run_analysis, run_feeding_steps, status_rows, sweep
 
     opts = _options(args)
@@ -128,8 +144,6 @@ def _sweep(args: argparse.Namespace) -> int:
     elif plan.spec.analysis:
         print("note: the spec has analysis steps; run them with --analysis (they reuse the finished runs)")
     if args.report:
-        from cnnlab.experiments.report import make_report
-
         paths = make_report([args.spec], args.report, args.profile, args.store, args.out,
                             command=f"cnnlab report {shlex.quote(args.spec)}" + _profile_arg(args))
         print(f"wrote {paths['html']} and {paths['markdown']}")
@@ -186,6 +200,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _answers(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.experiments.questions import build
 
     doc = build(args.assignment, args.out, args.results, args.data_root, args.download)

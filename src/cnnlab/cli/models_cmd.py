@@ -11,6 +11,7 @@ from typing import Any, Dict, Tuple
 
 from cnnlab.cli.common import add_data_root, key_values
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_write_text
 
 
 def register(sub) -> None:
@@ -47,7 +48,12 @@ def _register_calc(sub) -> None:
     calc = sub.add_parser("calc", help="the course's computation questions, with the working shown")
     csub = calc.add_subparsers(dest="calc_command", metavar="QUESTION", parser_class=type(calc))
     calc.set_defaults(func=lambda a: calc.print_help() or 2)
+    _add_layer_calcs(csub)
+    _add_network_calcs(csub)
 
+
+def _add_layer_calcs(csub) -> None:
+    """The questions about one layer or a stack of them: conv, fc, rf, separable."""
     p = csub.add_parser("conv", help="output shape, parameters, MACs of a conv layer (K filters of FxF)")
     p.add_argument("--input", required=True, help="HxWxC, e.g. 32x32x3")
     p.add_argument("--filters", type=int, required=True, help="number of filters K")
@@ -79,6 +85,9 @@ def _register_calc(sub) -> None:
     p.add_argument("--padding", default="same", help="P in pixels, or 'same' (default) / 'valid'")
     p.set_defaults(func=_calc_separable)
 
+
+def _add_network_calcs(csub) -> None:
+    """The questions about a whole network or module: separable-net, alexnet, inception, vgg19."""
     p = csub.add_parser("separable-net", help="a whole registered model with every FxF conv made depthwise-"
                                               "separable: MACs per layer and the total speed-up")
     p.add_argument("model", help="e.g. vgg_a, resnet20, simplenn")
@@ -117,6 +126,7 @@ def parse_dims(text: str, what: str, n: int = 3) -> Tuple[int, ...]:
 
 
 def parse_dtype(name: str):
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     import torch
 
     table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -152,6 +162,7 @@ def _model_kwargs(args) -> Dict[str, Any]:
 
 
 def _models(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.models import list_models, model_info
 
     rows = [model_info(n) for n in list_models()]
@@ -164,9 +175,10 @@ def _models(args) -> int:
 
 
 def _summary(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     import torch
 
-    from cnnlab.fileio import atomic_write_text
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.models import create_model
     from cnnlab.models.summary import summarize
 
@@ -184,6 +196,7 @@ def _summary(args) -> int:
 
 
 def _calc_conv(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.models import calc
 
     h, w, c = parse_dims(args.input, "--input (HxWxC)")
@@ -193,6 +206,7 @@ def _calc_conv(args) -> int:
 
 
 def _calc_fc(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.models import calc
 
     h, w, c = parse_dims(args.input, "--input (HxWxC)")
@@ -201,6 +215,7 @@ def _calc_fc(args) -> int:
 
 
 def _calc_rf(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.models import calc
 
     if args.model:
@@ -213,6 +228,7 @@ def _calc_rf(args) -> int:
 
 
 def _calc_separable_net(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.models import calc
 
     print(calc.separable_network(args.model).to_text())
@@ -220,6 +236,7 @@ def _calc_separable_net(args) -> int:
 
 
 def _calc_alexnet(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.models import calc
 
     print(calc.alexnet_params().to_text())
@@ -227,6 +244,7 @@ def _calc_alexnet(args) -> int:
 
 
 def _calc_separable(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.models import calc
 
     h, w, c = parse_dims(args.input, "--input (HxWxC)")
@@ -235,6 +253,7 @@ def _calc_separable(args) -> int:
 
 
 def _calc_inception(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.models import calc
 
     h, w, c = parse_dims(args.input, "--input (HxWxC)")
@@ -244,6 +263,7 @@ def _calc_inception(args) -> int:
 
 
 def _calc_vgg19(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.models import calc
 
     if args.bytes <= 0:
@@ -253,8 +273,10 @@ def _calc_vgg19(args) -> int:
 
 
 def _sanity(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     import torch
 
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.models import create_model
     from cnnlab.models.sanity import initial_loss_check
 
@@ -275,8 +297,10 @@ def _check_sanity_memory(args) -> None:
     """Refuse, in a second, a model or batch that cannot fit: the float32 weights (counted on the meta device,
     where nothing is allocated) and the input batch, against the memory available, as `train` does before it
     builds anything. Activations are not counted: a floor, to stop the impossible (a 10^11-weight layer)."""
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     import torch
 
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.models import create_model
     from cnnlab.training.runtime import check_memory
 
@@ -296,6 +320,7 @@ def _check_sanity_memory(args) -> None:
 
 def _sanity_batch(model, args):
     """A real batch when --data-root is given and the data layer can load it; else a synthetic one (said so)."""
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     import torch
 
     c, h, w = model.input_shape
@@ -312,8 +337,10 @@ def _sanity_batch(model, args):
 
 def _real_batch(args, c: int, size: int, n_cls: int):
     """One shuffled, standardised training batch, loaded the way the trainer loads its data."""
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     import torch
 
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.data import load_dataset
     from cnnlab.data.loader import BatchLoader
 

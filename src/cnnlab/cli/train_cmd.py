@@ -11,6 +11,7 @@ import threading
 from cnnlab.cli.common import add_data_root, data_overrides
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_text, check_writable
+from cnnlab.training.config import describe_keys, load_config
 
 
 SPLIT_HELP = ("val (the validation split the run was trained against), test (labelled: the official one of "
@@ -22,6 +23,14 @@ TTA_HELP = ("test-time augmentation: none (default), flip (image + mirror), flip
 
 
 def register(sub) -> None:
+    _add_train(sub)
+    _add_optimizers(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_export(sub)
+
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model (defaults < -c YAML < key=value overrides)",
                        description="Train a model into runs/<name>/. Config precedence: defaults < -c FILE < "
                                    "key=value overrides (dotted keys, e.g. optim.lr=0.05 model.options.batch_norm=true)."
@@ -39,10 +48,14 @@ def register(sub) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_train)
 
+
+def _add_optimizers(sub) -> None:
     p = sub.add_parser("optimizers", help="each optimizer's update equations and hyperparameters (optim.*)")
     p.add_argument("names", nargs="*", metavar="NAME", help="optimizers to show (default: all)")
     p.set_defaults(func=_optimizers)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="loss, accuracy, per-class accuracy and confusion matrix of a run's best "
                                         "checkpoint on a split",
                        description="Print per-class accuracy and a JSON line (loss, accuracy); write "
@@ -54,6 +67,8 @@ def register(sub) -> None:
     add_data_root(p)
     p.set_defaults(func=_evaluate)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="write predictions.csv (id,label) for a split, e.g. the holdout set")
     p.add_argument("run_dir")
     p.add_argument("--split", default="holdout", help="default holdout; " + SPLIT_HELP)
@@ -69,6 +84,8 @@ def register(sub) -> None:
     add_data_root(p)
     p.set_defaults(func=_predict)
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="write a run's model as ONNX or TorchScript, normalisation folded in",
                        description="Export the model of a run's best (or last) checkpoint. The exported graph takes "
                                    "float32 NCHW images in [0, 1] and returns logits; the run's mean/std are inside "
@@ -82,16 +99,15 @@ def register(sub) -> None:
     add_data_root(p)
     p.set_defaults(func=_export)
 
-
 def _train(args: argparse.Namespace) -> int:
-    from cnnlab.training.config import describe_keys, load_config
-    from cnnlab.training.distributed import cleanup
-    from cnnlab.training.trainer import Trainer, resume
-
     if args.help_config:
         for key, default, text in describe_keys():
             print(f"{key:26s} {str(default):14s} {text}")
         return 0
+    # here, not at the top: torch and the heavy layers load only for the command that runs, after --help-config
+    from cnnlab.training.distributed import cleanup
+    from cnnlab.training.trainer import Trainer, resume
+
     overrides = list(args.overrides) + data_overrides(args) + ([f"out={args.out}"] if args.out else [])
     if args.resume:
         if args.out:
@@ -123,7 +139,7 @@ def _sigterm(signum, frame):
 
 
 def _optimizers(args) -> int:
-    from cnnlab.training.config import describe_keys
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.training.optim import OPTIMIZERS, describe_optimizer
 
     defaults = {key: (default, meaning) for key, default, meaning in describe_keys()}
@@ -134,6 +150,7 @@ def _optimizers(args) -> int:
 
 
 def _evaluate(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.plotting import save_figure
     from cnnlab.training.evaluation import confusion_csv, confusion_figure
     from cnnlab.training.inference import evaluate_run, load_run
@@ -164,6 +181,7 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.data.images import read_image_files
     from cnnlab.training.inference import load_run, predictions, write_predictions
 
@@ -185,6 +203,7 @@ def _predict(args) -> int:
 
 
 def _export(args) -> int:
+    # here, not at the top: torch and the heavy layers load only for the command that runs (start-up time)
     from cnnlab.training.export import FORMATS, check_export_paths, export_run
     from cnnlab.training.inference import load_run
 

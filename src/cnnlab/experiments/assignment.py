@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments import document as D
 from cnnlab.experiments.answers import cap_first
+from cnnlab.experiments.pdf import REPO, code_blocks, write_pdf
 from cnnlab.fileio import check_writable
 
 ASSIGNMENTS = ("hw2", "hw3", "project2")
@@ -105,8 +106,6 @@ def _question(q: Dict[str, Any], base: Path) -> D.Section:
 
 
 def _code_appendix(questions: List[Dict[str, Any]], repo: Path) -> Optional[D.Section]:
-    from cnnlab.experiments.pdf import code_blocks
-
     paths: List[Path] = []
     parts: Dict[Path, List[str]] = {}
     whole = set()
@@ -153,8 +152,6 @@ def assignment_document(data: Dict[str, Any], base: Path, repo: Path, command: s
 def make_document(name: str, answers: Optional[str] = None, out: Optional[str] = None, pdf: bool = True,
                   command: str = "") -> Dict[str, Path]:
     """Write <out>/<name>.html, .md and (with `pdf`) .pdf from the assignment's answers.json; returns the paths."""
-    from cnnlab.experiments.pdf import REPO
-
     if name not in ASSIGNMENTS:
         raise CnnlabError(f"unknown assignment {name!r}; choose one of {', '.join(ASSIGNMENTS)}")
     src = Path(answers) if answers else default_answers(name)
@@ -167,5 +164,5 @@ def make_document(name: str, answers: Optional[str] = None, out: Optional[str] =
     paths = {"html": D.write_html(doc, html_path, link_files=True)}  # the PDF embeds them (write_pdf)
     paths["markdown"] = D.write_markdown(doc, html_path.with_suffix(".md"))[0]
     if pdf:
-        paths["pdf"] = D.write_pdf(doc, html_path.with_suffix(".pdf"))
+        paths["pdf"] = write_pdf(doc, html_path.with_suffix(".pdf"))
     return paths

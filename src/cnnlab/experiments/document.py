@@ -5,8 +5,8 @@ Why a model and not three writers: the HTML page, its Markdown twin and the PDF 
 thing (the same headings, answers and numbers). When each format walked the runs itself they drifted (the Markdown
 lost a note, the PDF gained a code appendix the page did not have); now a fact is placed once, by the code that
 knows it (report.py for a recipe, assignment.py for an assignment), and the renderers only lay it out. The PDF is the
-HTML printed by headless Chromium (pdf.py says why), with print CSS: table headers wrap only between words, figures
-never split, and a figure is sized so that it does not push a lone caption onto a page of its own.
+HTML printed by headless Chromium (pdf.py prints it, and says why), with print CSS: table headers wrap only between
+words, figures never split, and a figure is sized so that it does not push a lone caption onto a page of its own.
 """
 
 from __future__ import annotations
@@ -340,13 +340,3 @@ def write_markdown(doc: Document, path: Path) -> List[Path]:
         lines += w.block(b)
     atomic_write_text(path, "\n".join(lines))
     return [path, *w.written]
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# PDF.
-
-def write_pdf(doc: Document, path: Path) -> Path:
-    """The HTML page with the print CSS, printed by headless Chromium (pdf.print_to_pdf)."""
-    from cnnlab.experiments.pdf import print_to_pdf
-
-    return print_to_pdf(render_html(doc, PRINT_CSS), path)

@@ -244,6 +244,36 @@ def curves(entries: List[Entry]) -> Optional[Drawn]:
     return Drawn("Loss, accuracy and learning rate per epoch (train dashed, validation solid)", axes[0].figure, rows)
 
 
+def _x_scale(ax, xs: List[float], log: Optional[bool]) -> None:
+    """A log x axis (symlog when 0 is among the values) when asked, or, with `log` None, when the positive values
+    span a factor of 20 or more."""
+    positive = [v for v in xs if v > 0]
+    if log is None:
+        log = len(positive) >= 2 and max(positive) / min(positive) >= 20
+    if log:
+        if 0 in xs and positive:
+            ax.set_xscale("symlog", linthresh=min(positive))
+        elif positive:
+            ax.set_xscale("log")
+        if len(xs) <= 12:  # a handful of settings: tick each one as it is written (64 ... 8192, not 10^2 ... 10^4)
+            ax.set_xticks(xs, [_fmt(v) for v in xs])
+            ax.minorticks_off()
+
+
+def _mark_failed(ax, es: List[Entry], x: str, metric: str, first: bool, flat_labelled: bool) -> bool:
+    """Mark a group's diverged runs (a red x on the axis) and ringed points for runs that never learned; returns
+    whether any of the latter were drawn (each legend entry is labelled once)."""
+    bad = [e.value(x) for e in es if e.state == "diverged"]
+    if bad:
+        ax.plot(bad, [0] * len(bad), "x", color="red", markersize=10, mew=2, label="diverged" if first else None)
+    flat = [(e.value(x), _scaled(metric, e.metric(metric))) for e in es
+            if e.outcome == "did not learn" and e.metric(metric) is not None]
+    if flat:  # ringed: a point at chance is a run that never learned, not a bad setting's result
+        ax.plot(*zip(*flat), "o", mfc="none", color="0.3", markersize=12, mew=1.5,
+                label="did not learn (at chance)" if not flat_labelled else None)
+    return bool(flat)
+
+
 @register_figure("sweep", y=SUMMARY_METRICS)
 def sweep(entries: List[Entry], x: str, y: Union[str, List[str]] = (BEST_VAL_ACC, FINAL_TRAIN_ACC),
           log: Optional[bool] = None, series: Optional[str] = None) -> Optional[Drawn]:
@@ -256,18 +286,7 @@ def sweep(entries: List[Entry], x: str, y: Union[str, List[str]] = (BEST_VAL_ACC
     xs = sorted({_num(e.value(x)) for e in pts})
     fig, axes = new_figure(figsize=(8, 4.4))
     ax = axes[0][0]
-    if log is None:
-        positive = [v for v in xs if v > 0]
-        log = len(positive) >= 2 and max(positive) / min(positive) >= 20
-    if log:
-        positive = [v for v in xs if v > 0]
-        if 0 in xs and positive:
-            ax.set_xscale("symlog", linthresh=min(positive))
-        elif positive:
-            ax.set_xscale("log")
-        if len(xs) <= 12:  # a handful of settings: tick each one as it is written (64 ... 8192, not 10^2 ... 10^4)
-            ax.set_xticks(xs, [_fmt(v) for v in xs])
-            ax.minorticks_off()
+    _x_scale(ax, xs, log)
     along = (x, *_covarying(pts, x), SEED_KEY)  # zipped with x (epochs zipped with batch size): the x axis itself
     names = labels(pts, skip=along)
     groups: Dict[str, List[Entry]] = {}
@@ -288,16 +307,7 @@ def sweep(entries: List[Entry], x: str, y: Union[str, List[str]] = (BEST_VAL_ACC
                             color=f"C{i % 10}", label=label or None, capsize=3, markersize=4)
             for e in es:
                 rows.append({"series": gname, x: e.value(x), metric: e.metric(metric), "state": e.outcome})
-        bad = [e.value(x) for e in es if e.state == "diverged"]
-        if bad:
-            ax.plot(bad, [0] * len(bad), "x", color="red", markersize=10, mew=2,
-                    label="diverged" if i == 0 else None)
-        flat = [(e.value(x), _scaled(ys[0], e.metric(ys[0]))) for e in es
-                if e.outcome == "did not learn" and e.metric(ys[0]) is not None]
-        if flat:  # ringed: a point at chance is a run that never learned, not a bad setting's result
-            ax.plot(*zip(*flat), "o", mfc="none", color="0.3", markersize=12, mew=1.5,
-                    label="did not learn (at chance)" if not any_flat else None)
-            any_flat = True
+        any_flat = _mark_failed(ax, es, x, ys[0], first=i == 0, flat_labelled=any_flat) or any_flat
     ax.set(xlabel=key_words(x), ylabel=_axis_label(ys),
            title=f"{', '.join(LABELS.get(m, m) for m in ys)} against {key_words(x)}")
     ax.grid(alpha=0.3, which="both")
@@ -325,6 +335,17 @@ def _covarying(entries: List[Entry], x: str) -> List[str]:
         if len({p[1] for p in pairs}) > 1 and len(pairs) == len({p[0] for p in pairs}):
             out.append(k)
     return out
+
+
+def _dot_axes(ax, cats: List[str], metric: str, by: Optional[str]) -> None:
+    """A dot-plot panel: one row per category, first on top, the value axis with room for the value labels."""
+    ax.set_yticks(range(len(cats)), cats)
+    ax.invert_yaxis()  # first run on top, as in the table
+    ax.set_ylim(len(cats) - 0.5, -0.5)
+    ax.margins(x=0.25)  # room for the value labels
+    name = LABELS.get(metric, metric)
+    ax.set(xlabel=_axis_label([metric]), title=name + (f" by {by}" if by else ""))
+    ax.grid(alpha=0.3, axis="x")
 
 
 @register_figure("bars", y=SUMMARY_METRICS)
@@ -358,13 +379,7 @@ def bars(entries: List[Entry], y: Union[str, List[str]] = WALL_TIME, by: Optiona
                 text = _value_text(metric, mean) + (f" ± {_value_text(metric, sd)} (n={len(vals)})" if sd else "")
                 ax.annotate(text, (_scaled(metric, mean), pos), xytext=(6, 4), textcoords="offset points",
                             fontsize=7)
-        ax.set_yticks(range(len(cats)), cats)
-        ax.invert_yaxis()  # first run on top, as in the table
-        ax.set_ylim(len(cats) - 0.5, -0.5)
-        ax.margins(x=0.25)  # room for the value labels
-        name = LABELS.get(metric, metric)
-        ax.set(xlabel=_axis_label([metric]), title=name + (f" by {by}" if by else ""))
-        ax.grid(alpha=0.3, axis="x")
+        _dot_axes(ax, cats, metric, by)
     if hue:  # one legend for all panels (they share the colours), below them: beside each it would crowd the next
         handles, names_ = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, names_, loc="outside lower center", ncol=min(len(hues), 4))

@@ -9,6 +9,7 @@ engine with its own gaps (and a Pango dependency); ReportLab would mean laying t
 
 from __future__ import annotations
 
+import ast
 import inspect
 import os
 import shutil
@@ -17,8 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+import cnnlab
 from cnnlab.errors import CnnlabError
+from cnnlab.experiments.document import PRINT_CSS, Code, Document, Paragraph, Section, render_html
 from cnnlab.fileio import atomic_write_bytes
+from cnnlab.models import MODELS
 
 TIMEOUT_S = 180
 
@@ -44,8 +48,6 @@ SECTION_CODE = {"optim": "training/optim.py", "schedule": "training/schedules.py
 
 
 def _model_files(sources) -> List[Path]:
-    from cnnlab.models import MODELS
-
     files = []
     names = sorted({str(e.config.get("model.name")) for s in sources for e in s.entries if e.config.get("model.name")})
     for name in names:
@@ -61,8 +63,6 @@ def _model_files(sources) -> List[Path]:
 
 def _varied_files(sources) -> List[Path]:
     """The library modules of the settings the runs vary (their axes, variants and groups)."""
-    import cnnlab
-
     pkg = Path(cnnlab.__file__).parent
     files = []
     for s in sources:
@@ -85,8 +85,6 @@ def _shown(path: Path) -> str:
 def code_blocks(paths: Sequence[Path], parts: Optional[dict] = None) -> List:
     """One Code block per file, each file once; `parts` maps a file to the names of the top-level functions and
     classes to print of it (the lab step a question is about, not the whole 800-line module)."""
-    from cnnlab.experiments.document import Code
-
     blocks, seen = [], set()
     for path in paths:
         if path.resolve() in seen:
@@ -108,8 +106,6 @@ def code_blocks(paths: Sequence[Path], parts: Optional[dict] = None) -> List:
 def definitions(source: str, names: Sequence[str]) -> tuple:
     """(text, found): the source of the named top-level functions and classes (decorators included), in file
     order; the whole source when none of them is there (a renamed function still shows its module)."""
-    import ast
-
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -127,8 +123,6 @@ def definitions(source: str, names: Sequence[str]) -> tuple:
 def code_section(sources: Sequence):
     """The code the report is about, as the course asks ("the relevant code"): each spec (the recipe as run), a
     single run's config, the module of each model and the modules of the settings that vary; None without any."""
-    from cnnlab.experiments.document import Paragraph, Section
-
     specs = [Path(s.spec_path) for s in sources if getattr(s, "spec_path", None)]
     configs = [e.run_dir / "config.yaml" for s in sources if not getattr(s, "spec_path", None)
                for e in s.entries[:1] if e.run_dir is not None and (e.run_dir / "config.yaml").is_file()]
@@ -160,3 +154,8 @@ def print_to_pdf(page: str, pdf_path: Path, chromium: Optional[str] = None) -> P
             raise CnnlabError(f"Chromium failed to print the PDF (exit {run.returncode}): {last[0][:200]}")
         atomic_write_bytes(pdf_path, out.read_bytes())
     return pdf_path
+
+
+def write_pdf(doc: Document, path: Path) -> Path:
+    """The document's HTML page with the print CSS, printed by headless Chromium."""
+    return print_to_pdf(render_html(doc, PRINT_CSS), path)

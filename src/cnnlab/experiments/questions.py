@@ -47,18 +47,32 @@ question, kind, answer, evidence, figures, tables, source, code, caveat, status)
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
+import os
 import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import torch
+
+from cnnlab.data import load_dataset
+from cnnlab.data.augment import build_augmentation
 from cnnlab.data.paths import resolve_root
+from cnnlab.data.preview import augmented_for_display, draw_grid, pick_examples, summarize as summarize_data
 from cnnlab.errors import CnnlabError
+from cnnlab.experiments.answers import WORDS, cap_first, show
 from cnnlab.experiments.report import STAND_IN
-from cnnlab.experiments.answers import cap_first
+from cnnlab.fileio import atomic_write_text
+from cnnlab.models import calc, create_model
+from cnnlab.models.calc import Working
+from cnnlab.models.summary import summarize
+from cnnlab.plotting import save_figure
+from cnnlab.training.config import describe_keys, read_yaml
+from cnnlab.training.optim import OPTIMIZERS, describe_optimizer
 
 ASSIGNMENT_KEYS = ("assignment", "title", "questions")
 SOURCES = ("claim", "calc", "data", "recipe", "text")   # exactly one per question
@@ -142,8 +156,6 @@ def _str_list(value: Any, path: Path, where: str) -> List[str]:
 def load_assignment(path) -> Assignment:
     """Read and check an assignment file: known keys only, every question with an id, a question and exactly one
     source; ids unique. What each source computes is checked when it is built."""
-    from cnnlab.training.config import read_yaml
-
     path = Path(path)
     data = _keys(read_yaml(path, "assignment file"), ASSIGNMENT_KEYS, path, "")
     name = _text(data.get("assignment"), path, "assignment ")
@@ -199,69 +211,85 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
             raise _fail(path, where, f"calc question {value['question']!r} is not known; known: {', '.join(CALCS)}")
         _text(q.get("answer"), path, where + "answer (a template filled from the computed numbers) ")
     elif source == "claim":
-        c = _keys(value, CLAIM_KEYS, path, where + "claim ")
-        if not isinstance(c.get("verdict"), bool):
-            raise _fail(path, where, f"claim verdict must be true or false, got {_short(c.get('verdict'))}")
-        _text(c.get("reason"), path, where + "claim reason ")
-        checks = c.get("checks", [])
-        if not isinstance(checks, list) or (not checks and "measure" not in c):
-            raise _fail(path, where, "claim needs 'checks:' (a list) or 'measure:' (the recipe that would measure "
-                                     "it)")
-        _check_checks(checks, path, where)
-        if "measure" in c:
-            m = _keys(c["measure"], MEASURE_KEYS, path, where + "claim measure ")
-            for k in ("recipe", "command", "cost"):
-                _text(m.get(k), path, where + f"claim measure {k} ")
-            _component(m["recipe"], path, where + "claim measure recipe ")
-            if "flatter" in m:
-                f = _keys(m["flatter"], ("a", "b", "says"), path, where + "claim measure flatter ")
-                for k in ("a", "b", "says"):
-                    _text(f.get(k), path, where + f"claim measure flatter {k} ")
+        _check_claim(value, path, where)
     if "conclusion" in q:
-        if source != "recipe":
-            raise _fail(path, where, "conclusion is for recipe questions (a claim says its verdict and reason)")
-        c = _keys(q["conclusion"], CONCLUSION_KEYS, path, where + "conclusion ")
-        _text(c.get("text"), path, where + "conclusion text ")
-        if not isinstance(c.get("checks", []), list):
-            raise _fail(path, where, "conclusion checks must be a list of runs.csv checks")
-        _check_checks(c.get("checks", []), path, where + "conclusion ")
+        _check_conclusion(q["conclusion"], source, path, where)
     if "optimizers" in q:
         _str_list(q["optimizers"], path, where + "optimizers ")
     if "examples" in q:
-        e = _keys(q["examples"], EXAMPLE_KEYS, path, where + "examples ")
-        _text(e.get("dataset"), path, where + "examples dataset ")
-        name = _text(e.get("file"), path, where + "examples file ")
-        if "/" in name or "\\" in name or not name.endswith(".png"):
-            raise _fail(path, where, f"examples file must be a .png name in the answers folder, got {name!r}")
-        per_class = e.get("per_class", 1)
-        if isinstance(per_class, bool) or not isinstance(per_class, int) or not 1 <= per_class <= 16:
-            raise _fail(path, where, f"examples per_class must be a whole number from 1 to 16, got "
-                                     f"{_short(per_class)}")
-        if "classes" in e:
-            _str_list(e["classes"], path, where + "examples classes ")
-        if isinstance(e.get("seed", 0), bool) or not isinstance(e.get("seed", 0), int):
-            raise _fail(path, where, f"examples seed must be a whole number, got {_short(e.get('seed'))}")
+        _check_examples(q["examples"], path, where)
 
 
-def _check_checks(checks: list, path: Path, where: str) -> None:
-    """The runs.csv checks of a claim or a conclusion: which runs to compare on which metric, and what to expect."""
+def _check_claim(value, path: Path, where: str) -> None:
+    """A claim: its verdict and reason, its checks against committed runs.csv files, the recipe that would measure
+    it."""
+    c = _keys(value, CLAIM_KEYS, path, where + "claim ")
+    if not isinstance(c.get("verdict"), bool):
+        raise _fail(path, where, f"claim verdict must be true or false, got {_short(c.get('verdict'))}")
+    _text(c.get("reason"), path, where + "claim reason ")
+    checks = c.get("checks", [])
+    if not isinstance(checks, list) or (not checks and "measure" not in c):
+        raise _fail(path, where, "claim needs 'checks:' (a list) or 'measure:' (the recipe that would measure "
+                                 "it)")
     for j, check in enumerate(checks, 1):
-        w = where + f"check {j} "
-        _keys(check, CHECK_KEYS, path, w)
-        for k in ("recipe", "metric", "says"):
-            _text(check.get(k), path, w + f"{k} ")
-        _component(check["recipe"], path, w + "recipe ")
-        for k in ("per", "per_name"):
-            if k in check:
-                _text(check[k], path, w + f"{k} ")
-        for k in ("a", "b"):
-            if not isinstance(check.get(k), dict) or not check[k]:
-                raise _fail(path, w, f"'{k}' must be a non-empty mapping of runs.csv columns to values")
-        if check.get("expect") not in ("higher", "lower"):
-            raise _fail(path, w, f"expect must be higher or lower (a's mean against b's), got "
-                                 f"{_short(check.get('expect'))}")
-        if check.get("holds", "all") not in ("all", "any"):
-            raise _fail(path, w, f"holds must be all or any, got {_short(check.get('holds'))}")
+        _check_claim_check(check, path, where + f"check {j} ")
+    if "measure" in c:
+        m = _keys(c["measure"], MEASURE_KEYS, path, where + "claim measure ")
+        for k in ("recipe", "command", "cost"):
+            _text(m.get(k), path, where + f"claim measure {k} ")
+        _component(m["recipe"], path, where + "claim measure recipe ")
+        if "flatter" in m:
+            f = _keys(m["flatter"], ("a", "b", "says"), path, where + "claim measure flatter ")
+            for k in ("a", "b", "says"):
+                _text(f.get(k), path, where + f"claim measure flatter {k} ")
+
+
+def _check_claim_check(check, path: Path, w: str) -> None:
+    """One check of a claim: two groups of runs (a, b) of a recipe and which way a's mean should lie from b's."""
+    _keys(check, CHECK_KEYS, path, w)
+    for k in ("recipe", "metric", "says"):
+        _text(check.get(k), path, w + f"{k} ")
+    _component(check["recipe"], path, w + "recipe ")
+    for k in ("per", "per_name"):
+        if k in check:
+            _text(check[k], path, w + f"{k} ")
+    for k in ("a", "b"):
+        if not isinstance(check.get(k), dict) or not check[k]:
+            raise _fail(path, w, f"'{k}' must be a non-empty mapping of runs.csv columns to values")
+    if check.get("expect") not in ("higher", "lower"):
+        raise _fail(path, w, f"expect must be higher or lower (a's mean against b's), got "
+                             f"{_short(check.get('expect'))}")
+    if check.get("holds", "all") not in ("all", "any"):
+        raise _fail(path, w, f"holds must be all or any, got {_short(check.get('holds'))}")
+
+
+def _check_examples(value, path: Path, where: str) -> None:
+    """The example images a question shows: the dataset, the .png name, the classes, per_class and seed."""
+    e = _keys(value, EXAMPLE_KEYS, path, where + "examples ")
+    _text(e.get("dataset"), path, where + "examples dataset ")
+    name = _text(e.get("file"), path, where + "examples file ")
+    if "/" in name or "\\" in name or not name.endswith(".png"):
+        raise _fail(path, where, f"examples file must be a .png name in the answers folder, got {name!r}")
+    per_class = e.get("per_class", 1)
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or not 1 <= per_class <= 16:
+        raise _fail(path, where, f"examples per_class must be a whole number from 1 to 16, got "
+                                 f"{_short(per_class)}")
+    if "classes" in e:
+        _str_list(e["classes"], path, where + "examples classes ")
+    if isinstance(e.get("seed", 0), bool) or not isinstance(e.get("seed", 0), int):
+        raise _fail(path, where, f"examples seed must be a whole number, got {_short(e.get('seed'))}")
+
+
+def _check_conclusion(value, source: str, path: Path, where: str) -> None:
+    """A recipe question's conclusion: its words, and the runs.csv checks they rest on (as a claim's)."""
+    if source != "recipe":
+        raise _fail(path, where, "conclusion is for recipe questions (a claim says its verdict and reason)")
+    c = _keys(value, CONCLUSION_KEYS, path, where + "conclusion ")
+    _text(c.get("text"), path, where + "conclusion text ")
+    if not isinstance(c.get("checks", []), list):
+        raise _fail(path, where, "conclusion checks must be a list of runs.csv checks")
+    for j, check in enumerate(c.get("checks", []), 1):
+        _check_claim_check(check, path, where + f"conclusion check {j} ")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -284,20 +312,12 @@ class Context:
 
     def rel(self, results_path: str) -> str:
         """A path under results/ as the answers folder reaches it (the documents link from there)."""
-        import os
-
         return Path(os.path.relpath(self.results / results_path, self.out)).as_posix()
 
 
 def model_check(name: str) -> Any:
     """The Step-0 sanity check of a registered model as a `Working`: the output shape of a dummy batch of its input
     size and the parameters of every conv/FC layer (what `cnnlab summary NAME` prints)."""
-    import torch
-
-    from cnnlab.models import create_model
-    from cnnlab.models.calc import Working
-    from cnnlab.models.summary import summarize
-
     model = create_model(name).eval()
     shape = tuple(model.input_shape)
     with torch.no_grad():
@@ -324,8 +344,6 @@ CALCS = {"model": ("model_check", "summary"), "conv": ("conv", "calc conv"), "fc
 
 
 def calc_function(name: str) -> Callable:
-    from cnnlab.models import calc
-
     function = CALCS[name][0]
     return model_check if function == "model_check" else getattr(calc, function)
 
@@ -370,15 +388,12 @@ def build_calc(q: Question, ctx: Context) -> Dict[str, Any]:
 
 
 def build_data(q: Question, ctx: Context) -> Dict[str, Any]:
-    from cnnlab.data import load_dataset
-    from cnnlab.data.preview import summarize
-
     args = dict(q.spec["data"])
     try:
         ds = load_dataset(args.pop("name"), root=ctx.data_root, download=ctx.download, **args)
     except (TypeError, ValueError) as e:
         raise CnnlabError(f"question {q.id!r}: data takes name, val_size, seed ({e})") from None
-    summary = summarize(ds)
+    summary = summarize_data(ds)
     splits = [s for s in summary if summary[s]["per_class"] is not None]
     values = {"name": ds.name, "classes": ds.num_classes, "class_names": ", ".join(ds.classes),
               "total": sum(summary[s]["images"] for s in splits), "shape": "x".join(map(str, ds.shape)),
@@ -426,8 +441,6 @@ def _label_matches(label: str, prefix: str) -> bool:
 
 def _stands_in(ctx: Context, block: dict) -> str:
     """What the profile that ran cannot show of the course's answer (the spec's profiles.<name>.stands_in)."""
-    from cnnlab.training.config import read_yaml
-
     m = re.search(r"\((\w+) profile\)", str(block.get("source", "")))
     spec = ctx.root / str(block.get("spec", ""))
     if not m or not block.get("spec") or not spec.is_file():
@@ -492,10 +505,6 @@ def build_text(q: Question, ctx: Context) -> Dict[str, Any]:
 def optimizer_table(names: Sequence[str]) -> Tuple[List[str], List[List[str]]]:
     """The update equations and hyperparameters of `names` from their optimizer entries (training.optim, their one
     home), as `cnnlab optimizers` prints them, and as table rows."""
-    # here, not at the top: they import torch, which only the optimizer questions need
-    from cnnlab.training.config import describe_keys
-    from cnnlab.training.optim import OPTIMIZERS, describe_optimizer
-
     defaults = {key: (default, meaning) for key, default, meaning in describe_keys()}
     evidence = ["g: gradient of the step's loss (+ weight_decay*w for coupled L2), eta: the lr at this step, "
                 "w: weights; every operation is per element."]
@@ -543,14 +552,10 @@ def _selector(sel: Dict[str, Any]) -> str:
 
 
 def _show(metric: str, v: float) -> str:
-    from cnnlab.experiments.answers import show
-
     return show({"wall_s": "wall_time"}.get(metric, metric), v)
 
 
 def _words(metric: str) -> str:
-    from cnnlab.experiments.answers import WORDS
-
     return WORDS.get({"wall_s": "wall_time"}.get(metric, metric), metric)
 
 
@@ -564,12 +569,10 @@ class CheckResult:
     short: str = ""           # the numbers in a few words, for the answer itself
 
 
-def run_check(check: Dict[str, Any], ctx: Context, where: str) -> CheckResult:
-    stem, metric, expect = check["recipe"], check["metric"], check["expect"]
-    rows = _runs(ctx, stem)
-    if rows is None:
-        return CheckResult(None, check["says"], f"{stem}: no committed runs.csv yet")
-    where = f"{where} check on {stem}"
+def _check_pairs(rows: List[dict], check: Dict[str, Any], where: str) -> List[tuple]:
+    """(value of `per` or None, a's mean, b's mean, a's count, b's count, as expected) for each value of the check's
+    `per` column (one tuple without `per`) where both a and b have finished runs."""
+    metric, expect = check["metric"], check["expect"]
     a, b, per = check["a"], check["b"], check.get("per")
     keys = sorted({r.get(per, "") for r in rows}) if per else [None]
     pairs = []
@@ -583,6 +586,16 @@ def run_check(check: Dict[str, Any], ctx: Context, where: str) -> CheckResult:
     if not pairs:
         raise CnnlabError(f"{where}: no finished runs match a ({_selector(a)}) and b ({_selector(b)}); fix the "
                           "selectors to name runs.csv values")
+    return pairs
+
+
+def run_check(check: Dict[str, Any], ctx: Context, where: str) -> CheckResult:
+    stem, metric, expect = check["recipe"], check["metric"], check["expect"]
+    rows = _runs(ctx, stem)
+    if rows is None:
+        return CheckResult(None, check["says"], f"{stem}: no committed runs.csv yet")
+    a, b, per = check["a"], check["b"], check.get("per")
+    pairs = _check_pairs(rows, check, f"{where} check on {stem}")
     ok = [p[-1] for p in pairs]
     holds = any(ok) if check.get("holds", "all") == "any" else all(ok)
     shown = "; ".join(f"{'' if v is None else f'{v}: '}{_show(metric, ma)} (n={na}) against {_show(metric, mb)} "
@@ -707,8 +720,6 @@ def _entry(q: Question, answer: str, evidence: Optional[List[str]] = None, sourc
 def figure_caption(results: Path, fig: str) -> str:
     """A recipe figure's caption as its report gives it (the image's alt text in results/<stem>/report.md), with the
     recipe named; the path alone where the report does not show it."""
-    import html
-
     stem, _, rest = fig.partition("/")
     report = results / stem / "report.md"
     text = report.read_text(encoding="utf-8") if report.is_file() else ""
@@ -721,12 +732,6 @@ def figure_caption(results: Path, fig: str) -> str:
 def draw_examples(spec: Dict[str, Any], ctx: Context):
     """(figure, caption): the first training images of the named classes, a grid of `per_class` per class, or, with
     `augment`, each image beside its augmented version (Cutout holes show as the mean colour)."""
-    import torch
-
-    from cnnlab.data import load_dataset
-    from cnnlab.data.augment import build_augmentation
-    from cnnlab.data.preview import augmented_for_display, draw_grid, pick_examples
-
     ds = load_dataset(spec["dataset"], root=ctx.data_root, download=ctx.download)
     names = spec.get("classes") or list(ds.classes)
     unknown = [c for c in names if c not in ds.classes]
@@ -755,9 +760,6 @@ def build(path, out, results: str = "results", data_root: Optional[str] = None,
           download: bool = False) -> Dict[str, Any]:
     """Every answer of the assignment file at `path`, figures saved into `out`, OUT/answers.json written atomically.
     Returns the document written."""
-    from cnnlab.fileio import atomic_write_text
-    from cnnlab.plotting import save_figure
-
     assignment = load_assignment(path)
     ctx = Context(Path(results), Path(out), data_root, Path(path).as_posix(), download)
     if not ctx.results.is_dir():

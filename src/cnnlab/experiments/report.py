@@ -38,7 +38,7 @@ from cnnlab.experiments.answers import (WORDED_ANALYSES, WORDS, Answer, answer_a
                                        show_stat, stat)
 from cnnlab.experiments.document import md_text  # noqa: F401  (re-exported: tune_report and tests escape with it)
 from cnnlab.experiments.figures import Drawn, Entry, draw, had_target, reach, short_keys
-from cnnlab.experiments.pdf import code_section
+from cnnlab.experiments.pdf import code_section, write_pdf
 from cnnlab.experiments.spec import (MACHINE_KEYS, expand, flatten_config, identity_hash, load_spec, run_folder,
                                      split_key, sweep_folder)
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, check_writable, path_problem
@@ -143,9 +143,6 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
                      run_files: Optional[Path] = None) -> Source:
     """The spec's planned runs, each from the results store, else from its run folder under `out`, else from its
     copy under `run_files` (a report's <stem>_runs/ folder: config.yaml, metrics.csv and summary.json per run)."""
-    # here: the store loads Optuna and SQLAlchemy, which a report of run folders alone does not need
-    from cnnlab.experiments.store import DEFAULT_STORE, ResultStore
-
     spec = load_spec(path)
     prof = spec.profile(profile)
     kept = run_files / "analysis" if run_files is not None else None   # save_run_files' copy of the steps' results
@@ -154,36 +151,9 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
     analysis = sweep_dir / "analysis" if spec.analysis else None
     if analysis is not None and not analysis.is_dir() and kept is not None and kept.is_dir():
         analysis = kept
-    url = store_url or str(Path(out) / DEFAULT_STORE)
-    records = {}
-    if "://" in url or Path(url).exists():  # reading must not create an empty store file
-        store = ResultStore(url)
-        sid = store.study_id(f"{spec.name}/{prof.name if prof else 'default'}", create=False)
-        records = store.records(sid)
-    entries = []
-    for run in runs:
-        run_dir = run_folder(run)
-        rec = records.get(run.key)
-        if rec is not None and rec.summary:
-            e = Entry(run.name, run.varied, rec.state, rec.summary, rec.metrics, resolved(run.config.to_dict()),
-                      run_dir)
-        elif (run_dir / "config.yaml").exists():
-            e = entry_from_folder(run_dir, run.varied, run.name)
-            if rec is not None:
-                e.state = rec.state if rec.state != "waiting" else e.state
-        elif (copy := _run_copy(run_files, run)) is not None:
-            e = entry_from_folder(copy, run.varied, run.name)
-        else:
-            e = Entry(run.name, run.varied, rec.state if rec else "pending", None, [],
-                      resolved(run.config.to_dict()), run_dir)
-        entries.append(e)
-    planned = {run.key for run in runs}
-    # A record under another name but with a planned run's settings (the spec renamed its runs, e.g. when a profile
-    # gained `seeds`) is the same computation again: listing it would count one seed twice in every mean.
-    same = {split_key(run.key)[1] for run in runs}
-    outside = [(key, rec) for key, rec in records.items() if key not in planned and rec.summary]
-    renamed = [key for key, _ in outside if split_key(key)[1] in same]
-    others = [_other_entry(rec) for key, rec in outside if key not in renamed]
+    url, records = _store_records(store_url, out, f"{spec.name}/{prof.name if prof else 'default'}")
+    entries = [_planned_entry(run, records.get(run.key), run_files) for run in runs]
+    renamed, others = _unplanned(runs, records)
     title = f"{spec.name} ({prof.name} profile)" if prof else spec.name
     notes = [f"spec {path}; {len(runs)} runs; store {url}"]
     if renamed:
@@ -203,6 +173,49 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
     return Source(title, spec.question or spec.description, entries, spec.figures, analysis, notes, Path(path),
                   spec.answers, {run.name: run.config.to_yaml() for run in runs}, run_files,
                   prof.name if prof else "", prof.stands_in if prof else "")
+
+
+def _store_records(store_url: Optional[str], out: str, study: str) -> tuple:
+    """(the store's URL, {run key: record} of the study): the records of a sweep's runs, none where the store is not
+    there (reading must not create an empty store file)."""
+    # here: the store loads Optuna and SQLAlchemy, which a report of run folders alone does not need
+    from cnnlab.experiments.store import DEFAULT_STORE, ResultStore
+
+    url = store_url or str(Path(out) / DEFAULT_STORE)
+    if "://" not in url and not Path(url).exists():
+        return url, {}
+    store = ResultStore(url)
+    return url, store.records(store.study_id(study, create=False))
+
+
+def _unplanned(runs, records: dict) -> tuple:
+    """(keys of records that are planned runs under older names, entries of the runs with other settings): the
+    records of the store that the plan does not name."""
+    planned = {run.key for run in runs}
+    # A record under another name but with a planned run's settings (the spec renamed its runs, e.g. when a profile
+    # gained `seeds`) is the same computation again: listing it would count one seed twice in every mean.
+    same = {split_key(run.key)[1] for run in runs}
+    outside = [(key, rec) for key, rec in records.items() if key not in planned and rec.summary]
+    renamed = [key for key, _ in outside if split_key(key)[1] in same]
+    return renamed, [_other_entry(rec) for key, rec in outside if key not in renamed]
+
+
+def _planned_entry(run, rec, run_files: Optional[Path]) -> Entry:
+    """One planned run of a spec: from its store record where that has a summary, else from its run folder (with
+    the record's state), else from the report's copy of it, else as a run still to come."""
+    run_dir = run_folder(run)
+    if rec is not None and rec.summary:
+        return Entry(run.name, run.varied, rec.state, rec.summary, rec.metrics, resolved(run.config.to_dict()),
+                     run_dir)
+    if (run_dir / "config.yaml").exists():
+        e = entry_from_folder(run_dir, run.varied, run.name)
+        if rec is not None:
+            e.state = rec.state if rec.state != "waiting" else e.state
+        return e
+    if (copy := _run_copy(run_files, run)) is not None:
+        return entry_from_folder(copy, run.varied, run.name)
+    return Entry(run.name, run.varied, rec.state if rec else "pending", None, [], resolved(run.config.to_dict()),
+                 run_dir)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -791,7 +804,7 @@ def make_report(inputs: Sequence[str], out: str = "report.html", profile: Option
         atomic_write_text(paths["answers"], answers_json(built))
     copied = save_run_files(sources)
     if pdf:
-        paths["pdf"] = D.write_pdf(doc, html_path.with_suffix(".pdf"))
+        paths["pdf"] = write_pdf(doc, html_path.with_suffix(".pdf"))
     _readable([*paths.values(), *md_files[1:], *copied])
     if copied:
         paths["runs"] = run_files_dir(html_path)

@@ -38,7 +38,7 @@ from cnnlab.training.checkpoint import find_checkpoint
 from cnnlab.training.config import OVERRIDES
 from cnnlab.training.inference import evaluate_run, load_run, predictions, write_predictions
 from cnnlab.training.metrics import BEST_VAL_ACC
-from cnnlab.training.runfolder import read_metrics_csv
+from cnnlab.training.runfolder import RunFolder, read_metrics_csv
 from cnnlab.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -409,8 +409,6 @@ def best_run(plan: Plan, group: Optional[str] = None, what: str = "analysis") ->
     validation accuracy: the run a recipe's insight figures are drawn for, decided after the sweep rather than
     guessed when the spec is written. Chosen on validation accuracy, never on the test split. Diverged runs and
     runs without a summary here (not run, or run on another machine) are not candidates."""
-    from cnnlab.training.runfolder import RunFolder
-
     groups = {r.group for r in plan.runs}
     if group is not None and group not in groups:
         raise CnnlabError(f"{plan.spec.where()} {what}: no group {group!r} in profile {plan.profile!r}; its groups: "

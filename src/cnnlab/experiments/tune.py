@@ -106,6 +106,29 @@ def _int_in(value: Any, low: int, high: int, what: str, where: str) -> int:
     return value
 
 
+def _check_range(p: Param, w: str) -> None:
+    """What a parameter's type asks for: choices of values Optuna can store, or finite low < high with a step that
+    fits."""
+    if p.type == "categorical":
+        if not p.choices:
+            raise CnnlabError(f"{w}: a categorical parameter needs choices: [...]")
+        odd = [c for c in p.choices if c is not None and not isinstance(c, (bool, int, float, str))]
+        if odd:  # Optuna stores choices as these only
+            raise CnnlabError(f"{w}: each choice must be a number, text, true/false or null, got {odd[0]!r}")
+    else:
+        whole = p.type == "int"
+        ok = all(_number(v) and (not whole or isinstance(v, int)) for v in (p.low, p.high))
+        if not ok or not p.low < p.high or (p.log and p.low <= 0):
+            raise CnnlabError(f"{w}: needs finite {'integers' if whole else 'numbers'} low < high (low > 0 with log: "
+                              f"true), got low={p.low!r}, high={p.high!r}")
+        if p.step is not None:
+            if not _number(p.step) or p.step <= 0 or (whole and not isinstance(p.step, int)):
+                raise CnnlabError(f"{w}: step must be a positive {'integer' if whole else 'number'}, got {p.step!r}")
+            if p.log:
+                raise CnnlabError(f"{w}: step and log: true cannot go together (a log scale has no fixed step); "
+                                  "drop one")
+
+
 def _param(key: str, data: Any, where: str) -> Param:
     """One parameter of the space, every field checked here (a string where a list belongs would be split into
     letters, `log: "no"` would read as true): a mistake is an error when the spec is read, not mid-study."""
@@ -126,24 +149,7 @@ def _param(key: str, data: Any, where: str) -> Param:
         raise CnnlabError(f"{w}: when must map config keys to values, e.g. when: {{optim.name: sgd}}, got {when!r}")
     p = Param(key, _choice(data.get("type"), ("float", "int", "categorical"), "type", w), data.get("low"),
               data.get("high"), log, data.get("step"), choices, when)
-    if p.type == "categorical":
-        if not p.choices:
-            raise CnnlabError(f"{w}: a categorical parameter needs choices: [...]")
-        odd = [c for c in p.choices if c is not None and not isinstance(c, (bool, int, float, str))]
-        if odd:  # Optuna stores choices as these only
-            raise CnnlabError(f"{w}: each choice must be a number, text, true/false or null, got {odd[0]!r}")
-    else:
-        whole = p.type == "int"
-        ok = all(_number(v) and (not whole or isinstance(v, int)) for v in (p.low, p.high))
-        if not ok or not p.low < p.high or (p.log and p.low <= 0):
-            raise CnnlabError(f"{w}: needs finite {'integers' if whole else 'numbers'} low < high (low > 0 with log: "
-                              f"true), got low={p.low!r}, high={p.high!r}")
-        if p.step is not None:
-            if not _number(p.step) or p.step <= 0 or (whole and not isinstance(p.step, int)):
-                raise CnnlabError(f"{w}: step must be a positive {'integer' if whole else 'number'}, got {p.step!r}")
-            if p.log:
-                raise CnnlabError(f"{w}: step and log: true cannot go together (a log scale has no fixed step); "
-                                  "drop one")
+    _check_range(p, w)
     for k in p.when:
         check_key(k, f"{w} when")
     return p

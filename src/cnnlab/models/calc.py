@@ -18,6 +18,9 @@ from typing import Any, Dict, List, Union
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model
+from cnnlab.models.layers import Branches
+from cnnlab.models.summary import summarize
 
 
 @dataclass
@@ -185,18 +188,8 @@ def _branch(work: Working, h: int, w: int, label: str, convs: List[tuple]) -> tu
     return macs, params
 
 
-def inception(h: int, w: int, c: int, n1x1: int = 64, n3x3_reduce: int = 96, n3x3: int = 128, n5x5_reduce: int = 16,
-              n5x5: int = 32, pool_proj: int = 32) -> Working:
-    """Output size, MACs and parameters of a GoogLeNet Inception module, naive vs with 1×1 dimension reductions.
-
-    Defaults: inception (3a) of Szegedy et al. 2015 Table 1. A conv branch with 0 filters is left out. All convs are
-    'same'-padded with stride 1 and have a bias; the 3×3 max pool (stride 1) has no multiplies."""
-    _positive(height=h, width=w, channels=c)
-    _nonneg(n1x1=n1x1, n3x3_reduce=n3x3_reduce, n3x3=n3x3, n5x5_reduce=n5x5_reduce, n5x5=n5x5, pool_proj=pool_proj)
-    if (n3x3 and not n3x3_reduce) or (n5x5 and not n5x5_reduce):
-        raise CnnlabError("calc: the dimension-reduced module needs --n3x3-reduce / --n5x5-reduce > 0 for the 3x3 / "
-                          "5x5 branches it has")
-    work = Working(f"Inception module on {h}x{w}x{c}: naive vs dimension-reduced (all convs 'same', stride 1)")
+def _naive_inception(work: Working, h: int, w: int, c: int, n1x1: int, n3x3: int, n5x5: int) -> tuple:
+    """The naive module's working (Fig. 2a), added to `work`; (MACs, params, output channels)."""
     work.add("naive (Fig. 2a):")
     naive = [("1x1 conv", [(c, n1x1, 1)]), ("3x3 conv", [(c, n3x3, 3)]), ("5x5 conv", [(c, n5x5, 5)])]
     m_naive = p_naive = 0
@@ -208,7 +201,12 @@ def inception(h: int, w: int, c: int, n1x1: int = 64, n3x3_reduce: int = 96, n3x
     c_naive = n1x1 + n3x3 + n5x5 + c
     work.add(f"  output = {h}x{w}x({n1x1} + {n3x3} + {n5x5} + {c}) = {h}x{w}x{c_naive}; MACs {m_naive:,}; "
              f"params {p_naive:,}")
+    return m_naive, p_naive, c_naive
 
+
+def _reduced_inception(work: Working, h: int, w: int, c: int, n1x1: int, n3x3_reduce: int, n3x3: int,
+                       n5x5_reduce: int, n5x5: int, pool_proj: int) -> tuple:
+    """The module with 1×1 dimension reductions (Fig. 2b), added to `work`; (MACs, params, output channels)."""
     work.add("dimension-reduced (Fig. 2b):")
     reduced = [(f"1x1 conv, {n1x1}", [(c, n1x1, 1)]),
                (f"1x1 {n3x3_reduce} -> 3x3 {n3x3}", [(c, n3x3_reduce, 1), (n3x3_reduce, n3x3, 3)]),
@@ -222,6 +220,23 @@ def inception(h: int, w: int, c: int, n1x1: int = 64, n3x3_reduce: int = 96, n3x
     c_red = n1x1 + n3x3 + n5x5 + pool_proj
     work.add(f"  output = {h}x{w}x({n1x1} + {n3x3} + {n5x5} + {pool_proj}) = {h}x{w}x{c_red}; MACs {m_red:,}; "
              f"params {p_red:,}")
+    return m_red, p_red, c_red
+
+
+def inception(h: int, w: int, c: int, n1x1: int = 64, n3x3_reduce: int = 96, n3x3: int = 128, n5x5_reduce: int = 16,
+              n5x5: int = 32, pool_proj: int = 32) -> Working:
+    """Output size, MACs and parameters of a GoogLeNet Inception module, naive vs with 1×1 dimension reductions.
+
+    Defaults: inception (3a) of Szegedy et al. 2015 Table 1. A conv branch with 0 filters is left out. All convs are
+    'same'-padded with stride 1 and have a bias; the 3×3 max pool (stride 1) has no multiplies."""
+    _positive(height=h, width=w, channels=c)
+    _nonneg(n1x1=n1x1, n3x3_reduce=n3x3_reduce, n3x3=n3x3, n5x5_reduce=n5x5_reduce, n5x5=n5x5, pool_proj=pool_proj)
+    if (n3x3 and not n3x3_reduce) or (n5x5 and not n5x5_reduce):
+        raise CnnlabError("calc: the dimension-reduced module needs --n3x3-reduce / --n5x5-reduce > 0 for the 3x3 / "
+                          "5x5 branches it has")
+    work = Working(f"Inception module on {h}x{w}x{c}: naive vs dimension-reduced (all convs 'same', stride 1)")
+    m_naive, p_naive, c_naive = _naive_inception(work, h, w, c, n1x1, n3x3, n5x5)
+    m_red, p_red, c_red = _reduced_inception(work, h, w, c, n1x1, n3x3_reduce, n3x3, n5x5_reduce, n5x5, pool_proj)
     if m_red:
         work.add(f"reduction: {m_naive:,} / {m_red:,} = {m_naive / m_red:.2f}x fewer multiplies, and "
                  f"{c_naive} -> {c_red} output channels (the naive pool branch makes the channels grow every module)")
@@ -231,12 +246,21 @@ def inception(h: int, w: int, c: int, n1x1: int = 64, n3x3_reduce: int = 96, n3x
     return work
 
 
+def _vgg_row(r) -> tuple:
+    """(label, output HxWxC, parameter formula) of a conv, pool or FC row of the VGG table, as CS231n writes them."""
+    if r.type == "Conv2d":
+        _, k, hh, ww = r.output_shape
+        return f"CONV3-{k}", f"{hh}x{ww}x{k}", f"3·3·{r.weights // (9 * k)}·{k} + {k} = {r.params:,}"
+    if r.type == "MaxPool2d":
+        _, k, hh, ww = r.output_shape
+        return "POOL2", f"{hh}x{ww}x{k}", "0"
+    k = r.output_shape[-1]
+    return f"FC-{k}", f"1x1x{k}", f"{r.weights // k:,}·{k:,} + {k:,} = {r.params:,}"
+
+
 def vgg19_table(dtype_bytes: int = 4) -> Working:
     """The CS231n-style VGG table for VGG19 at 224×224: per layer the output, its activation count (memory) and its
     parameters; ReLU is folded into the conv/FC before it (in-place in the original), dropout is not a layer."""
-    from cnnlab.models import create_model
-    from cnnlab.models.summary import summarize
-
     with torch.device("meta"):  # shapes only: nothing is allocated or computed
         model = create_model("vgg19")
     s = summarize(model)
@@ -246,19 +270,9 @@ def vgg19_table(dtype_bytes: int = 4) -> Working:
     work.add(f"{'INPUT':10s} {'224x224x3':>15s} {acts[0]:>12,} {0:>40,}")
     table, weight_rows = [], []  # weight_rows: (layer, output, activations, weights) as the assignment's table
     for r in s.rows:
-        if r.type == "Conv2d":
-            _, k, hh, ww = r.output_shape
-            label, shape = f"CONV3-{k}", f"{hh}x{ww}x{k}"
-            formula = f"3·3·{r.weights // (9 * k)}·{k} + {k} = {r.params:,}"
-        elif r.type == "MaxPool2d":
-            _, k, hh, ww = r.output_shape
-            label, shape, formula = "POOL2", f"{hh}x{ww}x{k}", "0"
-        elif r.type == "Linear":
-            k = r.output_shape[-1]
-            label, shape = f"FC-{k}", f"1x1x{k}"
-            formula = f"{r.weights // k:,}·{k:,} + {k:,} = {r.params:,}"
-        else:
+        if r.type not in ("Conv2d", "MaxPool2d", "Linear"):
             continue
+        label, shape, formula = _vgg_row(r)
         acts.append(r.activations)
         params.append(r.params)
         table.append((label, r.activations, r.params))
@@ -286,8 +300,6 @@ def vgg19_table(dtype_bytes: int = 4) -> Working:
 
 
 def _meta_model(name: str, **options):
-    from cnnlab.models import create_model
-
     with torch.device("meta"):  # shapes only: nothing is allocated or computed
         return create_model(name, **options)
 
@@ -295,8 +307,6 @@ def _meta_model(name: str, **options):
 def alexnet_params() -> Working:
     """AlexNet's parameters with the working per layer (HW3 3.1): each conv's filter size, stride, padding and
     groups (the two-GPU split of conv2, conv4, conv5: each filter sees half the channels), then the FC layers."""
-    from cnnlab.models.summary import summarize
-
     model = _meta_model("alexnet")
     rows = {r.name: r for r in summarize(model).rows}
     work = Working("AlexNet (Krizhevsky et al. 2012, §3.5, Fig. 2) at 224x224x3: parameters per layer")
@@ -336,8 +346,6 @@ def receptive_field_of(name: str, **options) -> Working:
     state = {"r": 1, "j": 1}
 
     def visit(module, prefix: str) -> None:
-        from cnnlab.models.layers import Branches
-
         if isinstance(module, Branches):
             start, best = dict(state), None
             for bname, branch in module.branches.items():
@@ -374,8 +382,6 @@ def separable_network(name: str, **options) -> Working:
     """The whole-network version of `separable` (HW2 2.5): every F×F convolution (F > 1, not grouped) replaced by a
     depthwise F×F + pointwise 1×1 pair, MACs per image summed over the network (FC layers and 1×1 convs as they
     are)."""
-    from cnnlab.models.summary import summarize
-
     model = _meta_model(name, **options)
     rows = {r.name: r for r in summarize(model).rows}
     work = Working(f"{name} with depthwise-separable convolutions: MACs per image")

@@ -38,7 +38,8 @@ _ALWAYS = object()  # `neutral` left out: the key is part of a run's identity wh
 
 def F(default: Any, help: str, *, min: Optional[float] = None, gt: Optional[float] = None,
       max: Optional[float] = None, lt: Optional[float] = None, choices: Optional[tuple] = None, path: bool = False,
-      machine: bool = False, neutral: Any = _ALWAYS, resumable: bool = False, planned: tuple = ()):
+      machine: bool = False, neutral: Any = _ALWAYS, resumable: bool = False, planned: tuple = (),
+      shorthand: Optional[Dict[str, tuple]] = None):
     """A dataclass field carrying its help text, bounds (checked by `validate`) and role.
 
     Every number (and every number in a list) must also be finite: NaN passes every comparison, so it is refused
@@ -52,9 +53,13 @@ def F(default: Any, help: str, *, min: Optional[float] = None, gt: Optional[floa
     while it holds that value, so that adding the key does not turn every recorded run into a new one (NEUTRAL_KEYS);
     `resumable`: a resumed run may change it: how long it goes on and how it reports, never what it trains
     (RESUME_KEYS_CHANGEABLE); `planned`: the values of this key that lay themselves out over the run's length, so
-    that a run using one cannot be extended (LENGTH_PLANNED)."""
+    that a run using one cannot be extended (LENGTH_PLANNED).
+
+    `shorthand`: keys of the same section that are not fields but are written into this field's value when the
+    config is read ({key: (type, F(...))}: checked under the name the user wrote, and listed by `schema`), as
+    augment.crop is an entry of augment.pipeline."""
     meta = {"help": help, "min": min, "gt": gt, "max": max, "lt": lt, "choices": choices, "path": path,
-            "machine": machine, "resumable": resumable, "planned": planned}
+            "machine": machine, "resumable": resumable, "planned": planned, "shorthand": shorthand or {}}
     if neutral is not _ALWAYS:
         meta["neutral"] = neutral
     if isinstance(default, (list, dict)):
@@ -82,11 +87,18 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    pipeline: List[Dict[str, Any]] = F([], "augmentations in order, each a registry name with its options (see "
-                                           "`cnnlab.data.augment.AUGMENTATIONS`): [{name: crop, padding: 4}, "
-                                           "{name: flip}, {name: cutout, size: 16}]; options left out take the "
-                                           "augmentation's defaults. augment.crop / flip / cutout / crop_mode / "
-                                           "cutout_count / extra are shorthand for its entries")
+    pipeline: List[Dict[str, Any]] = F(
+        [], "augmentations in order, each a registry name with its options (see `cnnlab.data.augment.AUGMENTATIONS`): "
+            "[{name: crop, padding: 4}, {name: flip}, {name: cutout, size: 16}]; options left out take the "
+            "augmentation's defaults. augment.crop / flip / cutout / crop_mode / cutout_count / extra are shorthand "
+            "for its entries",
+        # the shorthand keys' types and bounds, as when they were fields (augment_spelling writes them as entries)
+        shorthand={"crop": (int, F(0, SHORTHAND_HELP["crop"], min=0, max=256)),
+                   "crop_mode": (str, F("zeros", SHORTHAND_HELP["crop_mode"], choices=("zeros", "reflect"))),
+                   "flip": (float, F(0.0, SHORTHAND_HELP["flip"], min=0, max=1)),
+                   "cutout": (int, F(0, SHORTHAND_HELP["cutout"], min=0, max=4096)),
+                   "cutout_count": (int, F(1, SHORTHAND_HELP["cutout_count"], min=1, max=1000)),
+                   "extra": (List[Dict[str, Any]], F([], SHORTHAND_HELP["extra"]))})
     repeats: int = F(1, "batch augmentation M (Hoffer et al. 2019): each image appears M times per batch, each copy "
                         "augmented independently; the step sees batch.size x M images", min=1, max=1024)
 
@@ -252,7 +264,10 @@ def _type_name(tp) -> str:
 
 
 def _coerce(value: Any, tp, key: str, choices: Optional[tuple] = None) -> Any:
-    """Check (and where lossless, convert) `value` against the annotation `tp`."""
+    """Check (and where lossless, convert) `value` against the annotation `tp`.
+
+    Kept whole on purpose (43 lines): one flat dispatch on the annotation, a few lines per type, that reads best
+    side by side; split up, each branch would be a function of its own with the same four arguments."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Union:  # Optional[X]
@@ -322,21 +337,15 @@ def _build(cls, data: Dict[str, Any], prefix: str = ""):
     return cls(**kwargs)
 
 
-# The shorthand keys' types and bounds (as when they were fields): checked under the name the user wrote.
-_SHORTHAND_FIELDS = {
-    "crop": (int, F(0, SHORTHAND_HELP["crop"], min=0, max=256)),
-    "crop_mode": (str, F("zeros", SHORTHAND_HELP["crop_mode"], choices=("zeros", "reflect"))),
-    "flip": (float, F(0.0, SHORTHAND_HELP["flip"], min=0, max=1)),
-    "cutout": (int, F(0, SHORTHAND_HELP["cutout"], min=0, max=4096)),
-    "cutout_count": (int, F(1, SHORTHAND_HELP["cutout_count"], min=1, max=1000)),
-    "extra": (List[Dict[str, Any]], F([], SHORTHAND_HELP["extra"])),
-}
+def _shorthand(cls) -> Dict[str, tuple]:
+    """{key: (type, field)} of the shorthand keys the fields of section `cls` declare (F's `shorthand`)."""
+    return {k: v for f in dataclasses.fields(cls) for k, v in f.metadata.get("shorthand", {}).items()}
 
 
 def _augment_section(data: Dict[str, Any], prefix: str) -> Dict[str, Any]:
     """Check the shorthand keys of an `augment` mapping, then turn them into pipeline entries (augment_spelling)."""
     data = dict(data)
-    for key, (tp, f) in _SHORTHAND_FIELDS.items():
+    for key, (tp, f) in _shorthand(AugmentConfig).items():
         if key in data:
             data[key] = _coerce(data[key], tp, prefix + key, f.metadata.get("choices"))
             _check_value(prefix + key, data[key], f.metadata)
@@ -686,8 +695,8 @@ def schema(cls=RunConfig, prefix: str = "") -> Dict[str, tuple]:
             out.update(schema(tp, prefix + f.name + "."))
         else:
             out[prefix + f.name] = (tp, f.metadata, _default(f))
-        if cls is AugmentConfig and f.name == "pipeline":  # the shorthand is read like any key, so it is listed
-            out.update({prefix + k: (t, sf.metadata, _default(sf)) for k, (t, sf) in _SHORTHAND_FIELDS.items()})
+        # a field's shorthand keys are read like any key, so they are listed
+        out.update({prefix + k: (t, sf.metadata, _default(sf)) for k, (t, sf) in f.metadata.get("shorthand", {}).items()})
     return out
 
 

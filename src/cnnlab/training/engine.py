@@ -112,7 +112,7 @@ def epoch_steps(t, epoch: int, tally: Tally) -> Iterator[tuple]:
     it ends early, with status 'diverged', when the epoch's running loss exceeds the divergence limit."""
     t.model.train()
     loader = t.train_loader
-    loader.batch_size = rank_batch(t, batch_size_at(epoch, t.cfg.batch))
+    loader.batch_size = rank_batch(t.world_size, batch_size_at(epoch, t.cfg.batch))
     loader.set_epoch(epoch)
     bar = _progress(t, len(loader), epoch)
     limit = t.cfg.train.diverge_factor * max(t.initial_loss or 0.0, math.log(t.ds.num_classes))
@@ -174,12 +174,12 @@ def steps(t, n: int, first_epoch: int = 0) -> Iterator[float]:
         epoch += 1
 
 
-def rank_batch(t, global_batch: int) -> int:
+def rank_batch(world_size: int, global_batch: int) -> int:
     """One process's share of a global batch size (DDP: every rank takes an equal share)."""
-    if global_batch % t.world_size:
+    if global_batch % world_size:
         raise CnnlabError(f"config key 'batch.size' ({global_batch}) must be divisible by the number of "
-                          f"processes ({t.world_size}) for distributed training")
-    return global_batch // t.world_size
+                          f"processes ({world_size}) for distributed training")
+    return global_batch // world_size
 
 
 def totals(t, loss_sum, correct, n):

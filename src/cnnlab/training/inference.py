@@ -24,7 +24,7 @@ from cnnlab.training.config import RunConfig, config_from_dict, read_yaml
 from cnnlab.training.ema import served_weights
 from cnnlab.data.core import Split
 from cnnlab.training.evaluation import predict_probs, scores
-from cnnlab.training.trainer import build_model, load_data, use_data_root
+from cnnlab.training.setup import build_model, load_data, use_data_root
 
 
 @dataclass

@@ -9,14 +9,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import random
+import subprocess
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+import cnnlab
 from cnnlab import system
+from cnnlab.data.paths import resolve_cache_dir
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_text
 from cnnlab.training.config import check_device_kind
@@ -58,12 +62,6 @@ def memory_used(device: torch.device) -> float:
 
 def environment(device: torch.device) -> dict:
     """What a run ran on and with: versions, the cnnlab checkout's git commit (if any), the CPU and GPU."""
-    import platform
-    import subprocess
-    import sys
-
-    import cnnlab
-
     env = {"python": platform.python_version(), "torch": torch.__version__, "cnnlab": cnnlab.__version__,
            "platform": platform.platform(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
            "device": describe_device(device)}
@@ -86,7 +84,6 @@ def _cpu_name() -> str:
             for line in f:
                 if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()
-    import platform
     return platform.processor() or platform.machine()
 
 
@@ -217,7 +214,6 @@ def amp_cache_key(model_name: str, options: dict, shape: tuple) -> str:
 
 
 def _amp_cache_path():
-    from cnnlab.data.paths import resolve_cache_dir
     return resolve_cache_dir() / "amp-choices.json"
 
 

@@ -1,6 +1,8 @@
 """The trainer: turns a RunConfig into a trained model and a run folder.
 
 `Trainer` is the small class that wires a run's parts, each with one job and its own module (STYLE lesson 14):
+- setup.py: builds the parts from the config (device, data, model, optimizer, loss, loaders, schedule, precision,
+  the DDP and torch.compile wrappers);
 - engine.py: the step/epoch engine (`optimizer_step`, `epoch_steps`, `train_one_epoch`, `steps`, `evaluate`), after
   torchvision's references; `steps(n)` is the one loop that analyses share with `fit`;
 - runstate.py: what a run's state is (`RunState`, the counters and outcome; `capture` / `restore`, behind `state()` /
@@ -21,75 +23,37 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Union
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from cnnlab import arguments as A
 from cnnlab.arguments import checked
-from cnnlab.data import Dataset, load_dataset
-from cnnlab.data.paths import resolve_root
 from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import path_problem
-from cnnlab.models import create_model
 from cnnlab.models.sanity import initial_loss_check
-from cnnlab.training import engine, runstate, runtime
+from cnnlab.training import engine, runstate, runtime, setup
 from cnnlab.training.callbacks import Tracking, default_callbacks, percent, show_metric  # noqa: F401 (re-exported)
 from cnnlab.training.config import (LENGTH_PLANNED, RESUME_KEYS_CHANGEABLE, RunConfig,  # noqa: F401 (re-exported)
                                     config_from_dict, parse_override, set_dotted)
 from cnnlab.training.distributed import DistInfo, broadcast_object, init_from_env
-from cnnlab.training.ema import WeightAverage
 from cnnlab.training.engine import CHECK_EVERY, evaluate, predict_logits  # noqa: F401 (re-exported)
-from cnnlab.training.losses import build_loss, describe as describe_loss
+from cnnlab.training.losses import describe as describe_loss
 from cnnlab.training.metrics import BEST_EPOCH, BEST_VAL_ACC, END_TRAIN_IMAGES, WALL_TIME
-from cnnlab.training.optim import build_optimizer
 from cnnlab.training.plots import save_curves
 from cnnlab.training.runfolder import CLI, RunFolder, Spelling, default_run_name
 from cnnlab.training.runstate import RunState
 from cnnlab.training.saver import CheckpointSaver, check_against_checkpoint
-from cnnlab.training.schedules import build_schedule
-from cnnlab.training.threads import make_tuner
 
 logger = logging.getLogger(__name__)
 
 
 def _silent(message: str) -> None:
     """Where the messages of a DDP rank other than 0 go."""
-
-
-def load_data(cfg: RunConfig) -> Dataset:
-    """The run's dataset; `cfg.data.root` then holds the absolute root it was found under, so that the config saved
-    in the run folder and its checkpoints says where the data was, and `evaluate`, `predict`, `report` and `export`
-    find it from a shell without CNNLAB_DATA. data.root is a machine key: it is not part of a run's identity."""
-    d = cfg.data
-    ds = load_dataset(d.name, root=d.root, val_size=d.val_size, seed=d.seed, train_subset=d.train_subset,
-                      val_subset=d.val_subset, download=d.download, test_size=d.test_size)
-    d.root = os.path.abspath(resolve_root(d.root)[0])  # absolute, but a symbolic link kept as the user named it
-    return ds
-
-
-def use_data_root(cfg: RunConfig, data_root: Optional[str] = None) -> None:
-    """Where a saved run reads its data: an explicit `data_root` wins; else the root the run recorded, unless that
-    no longer exists (moved, another machine): then the usual resolution (CNNLAB_DATA, the per-user data directory),
-    said on stderr."""
-    if data_root is not None:
-        cfg.data.root = data_root
-    elif cfg.data.root and not Path(cfg.data.root).expanduser().exists():
-        path, how = resolve_root(None)
-        print(f"cnnlab: warning: the run's recorded data root {cfg.data.root!r} no longer exists; looking in "
-              f"{str(path)!r} ({how}) instead; give --data-root PATH to choose", file=sys.stderr)
-        cfg.data.root = None
-
-
-def build_model(cfg: RunConfig, ds: Dataset):
-    return create_model(cfg.model.name, num_classes=ds.num_classes, in_channels=ds.in_channels,
-                        input_size=ds.image_size, **cfg.model.options)
 
 
 def _counter(name: str) -> property:
@@ -158,113 +122,23 @@ class Trainer:
         if self.thread_tuner is not None:
             self.thread_tuner.restore()
 
-    # -- parts ---------------------------------------------------------------------------------------------------
+    # -- parts (setup.py builds them) ---------------------------------------------------------------------------
     def _build(self, new_weights: bool) -> None:
-        """The device, data, model, optimizer, loss, loaders, schedule, precision and wrappers of the run
-        (`new_weights`: a new run, whose model may initialise itself from the data; a resumed one loads them)."""
-        cfg = self.cfg
-        self.device = self._device()
-        # train.threads=0 on the CPU: the count is re-decided every epoch by timing (threads.py); None otherwise
-        self.thread_tuner = make_tuner(cfg.train.threads, self.device, self.dist.enabled)
-        self.ds = load_data(cfg)
-        if self.ds.val is None:
-            self.log("note: no validation split (data.val_size=0); val_* columns stay empty")
-        self._check_memory()
-        self.model = build_model(cfg, self.ds).to(self.device)
-        if new_weights:
-            self._init_from_data()
-        if cfg.train.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.ema = WeightAverage(self.model, cfg.train.ema) if cfg.train.ema else None
-        self.criterion = build_loss(cfg.train.loss, cfg.train.label_smoothing)
-        self.train_loader = self._loader(self.ds.train, engine.rank_batch(self, cfg.batch.size), train=True)
-        self.val_loader = self._loader(self.ds.val, cfg.batch.eval_size, train=False) if self.ds.val else None
-        ipe = max(1, len(self.train_loader))
-        self.scheduler = build_schedule(self.optimizer, cfg.schedule, cfg.optim.lr, ipe, cfg.train.epochs)
-        self.amp, self.amp_note = self._resolve_amp()
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
-        self.forward = self._wrap(self.model)
-        self.params = sum(p.numel() for p in self.model.parameters())
+        """The run's parts (setup.build_parts), each the trainer's attribute of the same name (self.model, ...)."""
+        parts = setup.build_parts(self.cfg, self.dist, self.log, new_weights)
+        for f in fields(parts):
+            setattr(self, f.name, getattr(parts, f.name))
 
-    def _resolve_amp(self):
-        """train.amp, with auto decided here (runtime.choose_amp) on one real training batch."""
-        if self.cfg.train.amp != "auto":
-            return self.cfg.train.amp, f"{self.cfg.train.amp} (as configured)"
-        pinned = os.environ.get("CNNLAB_AMP_AUTO")
-        if pinned in ("none", "bf16", "fp16"):  # a test suite or a comparison that must not depend on a timing
-            return pinned, f"auto -> {pinned} (CNNLAB_AMP_AUTO)"
-        c = self.cfg
-        shape = (min(c.batch.size, len(self.ds.train)), self.ds.in_channels, self.ds.image_size, self.ds.image_size)
-        mode, why, _ = runtime.choose_amp(self.device, self.model, self._first_batch,
-                                          runtime.amp_cache_key(c.model.name, c.model.options, shape))
-        return mode, f"auto -> {why}"
+    def _loader(self, split, batch_size, train: bool) -> BatchLoader:
+        return setup.make_loader(self.cfg, self.ds, split, batch_size, train, self.device, self.dist)
 
     def _first_batch(self):
-        """The first batch.size training images, unaugmented, on the device (initial-loss check, amp timing)."""
+        """The first batch.size training images, unaugmented, on the device (the initial-loss check)."""
         return self._first_images(self.cfg.batch.size)
 
     def _first_images(self, n: int):
         """(x, y) of the first n training images, unaugmented and normalised, on the device."""
-        n = min(n, len(self.ds.train))
-        # a loader over these images only: one over the whole split would copy it to the device a second time
-        batches = iter(self._loader(self.ds.train.subset(n), n, train=False))
-        try:
-            return next(batches)
-        finally:  # close the generator now: left to the garbage collector, its clean-up would run at a random
-            getattr(batches, "close", lambda: None)()  # moment of training
-
-    def _init_from_data(self, images: int = 5000) -> None:
-        """A model with a data-dependent initialisation (`init_from_data(x)`, e.g. fastcnn's whitening layer) gets
-        the first `images` training images, unaugmented and normalised as training will see them. On resume the
-        weights come from the checkpoint instead, so this runs for new runs only."""
-        hook = getattr(self.model, "init_from_data", None)
-        if hook is None:
-            return
-        x, _ = self._first_images(images)
-        hook(x.contiguous())
-
-    def _check_memory(self) -> None:
-        """Estimate weights, gradients, two optimizer slots (16 bytes a parameter, counted on the meta device, where
-        nothing is allocated) and the largest float32 training batch, and refuse a run that cannot fit. Activations
-        are not counted: the estimate is a floor, meant to stop the impossible (a 10^11-unit layer) in a second."""
-        c, ds = self.cfg, self.ds
-        try:
-            with torch.device("meta"):
-                params = sum(p.numel() for p in build_model(c, ds).parameters())
-        except CnnlabError:
-            raise
-        except Exception:  # a model that cannot be built on meta is built for real and fails there, if at all
-            return
-        batch = max(c.batch.size, c.batch.max if c.batch.policy == "cyclical" else 0) * c.augment.repeats
-        pixels = ds.in_channels * ds.image_size ** 2
-        need = 16 * params + 4 * batch * pixels * 2  # the batch, plus its normalised copy
-        runtime.check_memory(self.device, need, f"{c.model.name} ({params:,} parameters) with batches of "
-                                                f"{batch:,} images")
-
-    def _device(self) -> torch.device:
-        device = runtime.setup(self.cfg.train)
-        if self.dist.enabled and device.type == "cuda":
-            device = torch.device("cuda", self.dist.local_rank)  # one GPU per rank
-            torch.cuda.set_device(device)
-        return device
-
-    def _wrap(self, model):
-        """DDP (with optional SyncBatchNorm) and torch.compile around the plain model; `self.model` stays plain."""
-        if self.dist.enabled:
-            if self.cfg.train.sync_bn:
-                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-                self.model = model
-            model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        return torch.compile(model) if self.cfg.train.compile else model
-
-    def _loader(self, split, batch_size, train: bool) -> BatchLoader:
-        c = self.cfg
-        return BatchLoader(split, batch_size, shuffle=train, augment=c.augment.pipeline if train else None,
-                           repeats=c.augment.repeats if train else 1, mean=self.ds.mean, std=self.ds.std,
-                           device=self.device, channels_last=c.train.channels_last, drop_last=train,
-                           seed=c.train.seed, rank=self.rank if train else 0,
-                           world_size=self.world_size if train else 1)
+        return setup.first_images(self.cfg, self.ds, self.device, n)
 
     # -- state -----------------------------------------------------------------------------------------------------
     def state(self, copy_tensors: bool = False) -> dict:
@@ -502,6 +376,6 @@ def resume(run_dir, log: Optional[Callable[[str], None]] = None, data_root: Opti
                               f"trained {done} epochs")
         (log or logger.info)(f"extending {folder.path} from {cfg.train.epochs} to {new.train.epochs} epochs; the "
                              f"{new.schedule.name} schedule continues where it was")
-    use_data_root(new, data_root)
+    setup.use_data_root(new, data_root)
     new.data.download = new.data.download or download
     return Trainer(new, folder.path, resume=True, log=log, reopen=bool(overrides), spelling=spelling, **kw).fit()
