@@ -109,7 +109,7 @@ def test_lr_words_name_the_range_the_lowest_loss_and_divergence():
     s = rt.suggest([r["lr"] for r in rows], [r["final_train_loss"] for r in rows], "smith")
     assert words.startswith(f"lr_min = {s.lr_min:.3g} and lr_max = {s.lr_max:.3g}: over 5 rates from 0.0001 to 1 "
                             "(100 steps each), the training loss went from 2.300 at 0.0001 to its lowest, 0.500, "
-                            "at 0.1, and diverged from 1 on")
+                            "at 0.1, and diverged at every rate from 1 up")
     assert rt.ANALYSIS_WORDS["find-lr"](rows, ["suggested ... (rule 'steepest': ...)"]) == rt.lr_words(rows,
                                                                                                       "steepest")
 

@@ -484,7 +484,7 @@ def lr_words(rows: Sequence[dict], rule: str = "smith") -> str:
     diverged = [lr for lr, l in zip(lrs, losses) if not math.isfinite(l)]
     return (f"lr_min = {_g(s.lr_min)} and lr_max = {_g(s.lr_max)}: {what} went from {ok[0][1]:.3f} at "
             f"{_g(ok[0][0])} to its lowest, {best:.3f}, at {_g(best_lr)}"
-            + (f", and diverged from {_g(diverged[0])} on" if diverged else "")
+            + (f", and diverged at every rate from {_g(diverged[0])} up" if diverged else "")
             + f" ({s.how}).")
 
 

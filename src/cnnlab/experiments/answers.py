@@ -418,6 +418,37 @@ def target(entries: List[Entry], target: float, by: Optional[str] = None,
     return text + "."
 
 
+@register_answer("run", metric_option=None, reads=[BEST_VAL_ACC, "best_epoch", "epochs_done", FINAL_TRAIN_ACC,
+                                                 FINAL_VAL_ACC, "final_val_loss", "end_train_loss"])
+def run(entries: List[Entry], run: Selector) -> str:
+    """One setting's training, as a question about that run asks it: where its validation accuracy peaked, how it
+    ended (training against validation: the gap is the overfitting), over its repeats when it has several."""
+    es = select(entries, run)
+    if not es:
+        return f"{cap_first(_label(run))}: not answered yet (no finished run)."
+    name = _label(run, es)
+
+    def m(key: str) -> Optional[Stat]:
+        return stat(es, key)
+
+    best, epoch, done = m(BEST_VAL_ACC), m("best_epoch"), m("epochs_done")
+    text = (f"The {name} run peaked at {show_stat(BEST_VAL_ACC, best, n=False)} validation accuracy" if best else
+            f"The {name} run has no validation accuracy")
+    if epoch and done:
+        text += f" at epoch {epoch.mean:.0f} of {done.mean:.0f}"
+        if epoch.mean >= done.mean:  # its best was its last epoch: more epochs would have gone higher
+            text += ", so it was still improving when training stopped"
+    tr, va = m(FINAL_TRAIN_ACC), m(FINAL_VAL_ACC)
+    if tr and va:
+        text += (f"; at the end, training accuracy {show(FINAL_TRAIN_ACC, tr.mean)} against validation "
+                 f"{show(FINAL_VAL_ACC, va.mean)}, a gap of {100 * (tr.mean - va.mean):.1f} points")
+    end, val = m("end_train_loss"), m("final_val_loss")
+    if end and val:
+        text += (f", and training loss {show('end_train_loss', end.mean)} against validation "
+                 f"{show('final_val_loss', val.mean)}")
+    return text + (f" (mean of {len(es)} runs)." if len(es) > 1 else ".")
+
+
 @register_answer("initial_loss", metric_option=None, reads=["initial_loss"])
 def initial_loss(entries: List[Entry]) -> str:
     """The loss before any training step against ln(number of classes), the loss of a uniform guess."""

@@ -488,7 +488,7 @@ def check_figure(data: Dict[str, Any], where: str) -> Dict[str, Any]:
     """Validate one `report.figures` entry: a known kind, options it takes, known config keys and metrics."""
     if "kind" not in data:
         raise CnnlabError(f"{where}: missing 'kind'; one of {', '.join(FIGURES.names())}")
-    opts = {k: v for k, v in data.items() if k not in ("kind", "group")}
+    opts = {k: v for k, v in data.items() if k not in ("kind", "group", "variant")}
     try:
         fn = FIGURES.get(str(data["kind"]))
         check_kwargs(fn, {"entries": None, **opts}, f"figure kind {data['kind']!r}")
@@ -496,6 +496,9 @@ def check_figure(data: Dict[str, Any], where: str) -> Dict[str, Any]:
         raise CnnlabError(f"{where}: {e}") from None
     if "group" in data and not isinstance(data["group"], str):
         raise CnnlabError(f"{where}: group must be the name of one of the spec's groups, got {data['group']!r}")
+    if "variant" in data and not isinstance(data["variant"], str):
+        raise CnnlabError(f"{where}: variant must be the name of one of the spec's variants, got "
+                          f"{data['variant']!r}")
     for k in ("x", "by", "hue", "series"):
         if opts.get(k) is not None and opts[k] not in ("variant", "group"):
             check_key(opts[k], f"{where} {k}")
@@ -507,11 +510,15 @@ def check_figure(data: Dict[str, Any], where: str) -> Dict[str, Any]:
     if data["kind"] == "target" and opts.get("target") is not None and not (
             isinstance(opts["target"], (int, float)) and 0 < opts["target"] <= 1):
         raise CnnlabError(f"{where}: target must be a validation accuracy in (0, 1], got {opts.get('target')!r}")
-    return {"kind": str(data["kind"]), **opts, **({"group": data["group"]} if "group" in data else {})}
+    return {"kind": str(data["kind"]), **opts, **{k: data[k] for k in ("group", "variant") if k in data}}
 
 
-def draw(kind: str, entries: List[Entry], group: Optional[str] = None, **opts) -> Optional[Drawn]:
-    """Draw figure `kind` over the entries (only those of spec group `group` when given)."""
+def draw(kind: str, entries: List[Entry], group: Optional[str] = None, variant: Optional[str] = None,
+         **opts) -> Optional[Drawn]:
+    """Draw figure `kind` over the entries (only those of spec group `group`, and of variant `variant`, when
+    given: one run's curves, as a question about that run asks)."""
     if group is not None:
         entries = [e for e in entries if e.varied.get("group") == group]
+    if variant is not None:
+        entries = [e for e in entries if e.varied.get("variant") == variant]
     return FIGURES.get(kind)(entries, **opts)

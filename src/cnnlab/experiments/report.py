@@ -34,8 +34,8 @@ import yaml
 
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments import document as D
-from cnnlab.experiments.answers import (WORDED_ANALYSES, WORDS, Answer, answer_all, noise_caveat, setting_name,
-                                       show_stat, stat)
+from cnnlab.experiments.answers import (WORDED_ANALYSES, WORDS, Answer, answer_all, cap_first, noise_caveat,
+                                       setting_name, show_stat, stat)
 from cnnlab.experiments.document import md_text  # noqa: F401  (re-exported: tune_report and tests escape with it)
 from cnnlab.experiments.figures import Drawn, Entry, draw, had_target, reach, short_keys
 from cnnlab.experiments.pdf import code_section, write_pdf
@@ -65,6 +65,7 @@ class Source:
     run_files: Optional[Path] = None       # where its runs' config, metrics and summary are kept (save_run_files)
     profile: str = ""                      # the spec's profile the runs ran under (quick: a smoke test)
     stands_in: str = ""                    # what the profile's stand-in model or budget cannot show (spec.Profile)
+    analysis_titles: Dict[str, str] = field(default_factory=dict)  # analysis step -> its description (captions)
 
     @property
     def planned(self) -> List[Entry]:
@@ -172,7 +173,9 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
         notes.append(f"{copies} run(s) read from the report's copies in {run_files} (no checkpoints there)")
     return Source(title, spec.question or spec.description, entries, spec.figures, analysis, notes, Path(path),
                   spec.answers, {run.name: run.config.to_yaml() for run in runs}, run_files,
-                  prof.name if prof else "", prof.stands_in if prof else "")
+                  prof.name if prof else "", prof.stands_in if prof else "",
+                  {st["name"]: " ".join(str(st.get("description") or "").split()) for st in spec.analysis
+                   if st.get("description") and (st["profiles"] is None or prof is None or prof.name in st["profiles"])})
 
 
 def _store_records(store_url: Optional[str], out: str, study: str) -> tuple:
@@ -483,6 +486,8 @@ def figures(source: Source) -> List[Drawn]:
         opts = {k: v for k, v in spec.items() if k != "kind"}
         d = draw(spec["kind"], source.planned, **opts)
         if d is not None:
+            if opts.get("variant"):  # one run's figure says whose it is (the overview above has every run)
+                d.title += f": the {opts['variant']} run"
             drawn.append(d)
     return drawn
 
@@ -491,6 +496,14 @@ def analysis_pngs(source: Source) -> List[Path]:
     if source.analysis_dir is None or not source.analysis_dir.is_dir():
         return []
     return sorted(source.analysis_dir.rglob("*.png"))
+
+
+def analysis_caption(source: Source, png: Path) -> str:
+    """An analysis figure's caption: what its step measured (the spec's description of the step), else its step's
+    name, never a file path alone."""
+    step = png.parent.name
+    what = source.analysis_titles.get(step)
+    return f"{cap_first(what)} (analysis step {step})" if what else f"Analysis step {step}: {png.stem}"
 
 
 def best_entry(source: Source) -> Optional[Entry]:
@@ -669,7 +682,7 @@ class Report:
         for s in self.sources:
             header, rows, note = table(s)
             figs = [(d.title, figure_bytes(d.fig, "svg"), figure_bytes(d.fig, "png"), d.note) for d in figures(s)]
-            figs += [(f"analysis: {p.parent.name}/{p.name}", None, p.read_bytes(), "") for p in analysis_pngs(s)]
+            figs += [(analysis_caption(s, p), None, p.read_bytes(), "") for p in analysis_pngs(s)]
             answers = answer_all(s.answers, s.planned, s.analysis_dir)
             if smoke_test(s):  # said in the sentence itself, so that no copy of it reads as the course's answer
                 for a in answers:

@@ -73,7 +73,7 @@ CATALOGUE: Tuple[Metric, ...] = (
            axis="training accuracy (final weights)", **_ACC),
     Metric("wall_time", "training time", "s", (SUMMARY,), "lower", axis="training time (s)", tracked=True),
     Metric("params", "parameters", "count", (SUMMARY,), whole=True),
-    # lr, batch_size, epoch_time, time and epochs_done are labelled by their names, as figure titles always had them
+    # lr, epoch_time, time and epochs_done are labelled by their names, as figure titles always had them
     Metric("epochs_done", "epochs_done", "epochs", (SUMMARY,), tracked=True, whole=True),
     Metric("initial_loss", "initial loss", "nats", (SUMMARY,), "lower"),
     Metric("train_loss", "training loss", sources=(EPOCHS,), tag="loss/train", **_LOSS),
@@ -81,7 +81,7 @@ CATALOGUE: Tuple[Metric, ...] = (
     Metric("val_loss", "validation loss", sources=(EPOCHS, EVALUATION), tag="loss/val", **_LOSS),
     Metric("val_acc", "validation accuracy", sources=(EPOCHS, EVALUATION), tag="acc/val", **_ACC),
     Metric("lr", "lr", "per optimizer step", (EPOCHS,), tag="lr"),
-    Metric("batch_size", "batch_size", "images", (EPOCHS,), tag="batch_size"),
+    Metric("batch_size", "batch size", "images", (EPOCHS,), tag="batch_size"),
     Metric("epoch_time", "epoch_time", "s", (EPOCHS,), tag="time/epoch_s"),
     # per epoch in metrics.csv; the summary keeps the median over the epochs
     Metric("images_per_sec", "images / s", "images/s", (EPOCHS, SUMMARY), "higher", tag="throughput/images_per_sec"),
