@@ -198,3 +198,18 @@ def test_lookahead_state_dict_resumes_to_the_same_next_steps(name):
     for a, b in zip(model.parameters(), model2.parameters()):
         assert torch.equal(a, b)
     assert opt2.param_groups[0]["lookahead_step"] == 8
+
+
+def test_lookahead_waits_for_a_parameters_first_gradient_under_adam():
+    """A parameter without a gradient in the first steps gets no state (Adam initialises state only when it is
+    empty), and its slow weights start where it was before its first real step."""
+    a, b = nn.Parameter(torch.tensor([1.0])), nn.Parameter(torch.tensor([1.0]))
+    opt = build_optimizer(nn.ParameterList([a, b]), OptimConfig(name="adam", lr=0.1, lookahead_k=2))
+    a.grad = torch.tensor([1.0])
+    opt.step()
+    opt.step()                                                     # a sync: b has no gradient, so no state
+    assert "lookahead_slow" in opt.state[a] and b not in opt.state and b.item() == 1.0
+    b.grad = torch.tensor([1.0])
+    opt.step()
+    opt.step()
+    assert opt.state[b]["step"].item() == 2 and "lookahead_slow" in opt.state[b]

@@ -173,14 +173,13 @@ def add_lookahead(optimizer: torch.optim.Optimizer, k: int, alpha: float, ramp: 
     def before(opt, args, kwargs):
         for g in opt.param_groups:
             for p in g["params"]:
-                if "lookahead_slow" not in opt.state.get(p, {}):
+                if p not in start and "lookahead_slow" not in opt.state.get(p, {}):
                     start[p] = p.detach().clone()
 
     @torch.no_grad()
     def after(opt, args, kwargs):
-        for p, w in start.items():
-            opt.state[p]["lookahead_slow"] = w
-        start.clear()
+        for p in [p for p in start if p.grad is not None]:  # a parameter the step skipped has no state to join yet
+            opt.state[p]["lookahead_slow"] = start.pop(p)
         for g in opt.param_groups:
             g["lookahead_step"] += 1
             n, k = g["lookahead_step"], g["lookahead_k"]
@@ -188,9 +187,10 @@ def add_lookahead(optimizer: torch.optim.Optimizer, k: int, alpha: float, ramp: 
                 continue
             a = lookahead_alpha(g["lookahead_alpha"], g["lookahead_ramp"], n, g["lookahead_total"])
             for p in g["params"]:
-                slow = opt.state[p]["lookahead_slow"]
-                slow.lerp_(p, a)
-                p.copy_(slow)
+                slow = opt.state.get(p, {}).get("lookahead_slow")
+                if slow is not None:
+                    slow.lerp_(p, a)
+                    p.copy_(slow)
 
     optimizer.register_step_pre_hook(before)
     optimizer.register_step_post_hook(after)
