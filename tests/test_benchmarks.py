@@ -1,6 +1,7 @@
 """The benchmark scripts' wiring, on real data and real components: bench_peers.py --quick (airbench94 and cnnlab's
 fast route in one table), ablate_fast.py --quick (variants of the fast route as runs, one table), gpu_steps.py on
-the CPU (one training step per registered model), gpu_check.sh's refusal without a GPU. The figures themselves come from full runs on a quiet machine, not from here."""
+the CPU (one training step per registered model), gpu_check.sh's refusal without a GPU. The figures themselves come
+from full runs on a quiet machine, not from here."""
 
 import os
 import subprocess

@@ -68,8 +68,8 @@ def _cosine(opt, cfg, lr, ipe, total):
 def _cyclic(mode):
     def build(opt, cfg, lr, ipe, total):
         # cycle_momentum off: it needs a momentum optimizer, and CLR as Smith defines it cycles the lr alone.
-        return S.CyclicLR(opt, base_lr=_per_group(opt, cfg.min_lr), max_lr=_per_group(opt, lr), step_size_up=_iters(cfg.step_size, cfg, ipe),
-                          mode=mode, gamma=cfg.gamma, cycle_momentum=False)
+        return S.CyclicLR(opt, base_lr=_per_group(opt, cfg.min_lr), max_lr=_per_group(opt, lr),
+                          step_size_up=_iters(cfg.step_size, cfg, ipe), mode=mode, gamma=cfg.gamma, cycle_momentum=False)
     return build
 
 
