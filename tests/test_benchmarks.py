@@ -1,6 +1,7 @@
 """The benchmark scripts' wiring, on real data and real components: bench_peers.py --quick (airbench94 and cnnlab's
-fast route in one table), gpu_steps.py on the CPU (one training step per registered model), gpu_check.sh's refusal
-without a GPU. The figures themselves come from full runs on a quiet machine, not from here."""
+fast route in one table), ablate_fast.py --quick (variants of the fast route as runs, one table), gpu_steps.py on
+the CPU (one training step per registered model), gpu_check.sh's refusal without a GPU. The figures themselves come
+from full runs on a quiet machine, not from here."""
 
 import os
 import subprocess
@@ -61,3 +62,49 @@ def test_gpu_check_refuses_clearly_without_a_gpu():
                          env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "no CUDA GPU" in out.stderr and out.stderr.count("\n") <= 2
+
+
+def _table_rows(text: str) -> dict:
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| variant |"))
+    rows = {}
+    for line in lines[head + 2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+@pytest.mark.slow
+def test_ablate_fast_quick_trains_each_variant_and_tabulates_its_runs(shared_data, session_cache, tmp_path):
+    """Two variants of the fast route through `cnnlab train`: the table's rows are the variants, in order, and its
+    numbers are those of their run folders; a second call trains nothing, and one whose run lost its summary (as
+    if killed at the end) resumes it; the table is the same each time."""
+    import csv
+
+    out = tmp_path / "ablate"
+    cmd = [sys.executable, "ablate_fast.py", "--quick", "--variants", "baseline,bias-lr", "--data-root",
+           str(shared_data), "--out", str(out), "train.threads=1", "train.amp=none"]
+    first = subprocess.run(cmd, cwd=BENCH, env=_env(session_cache), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:] + first.stdout[-3000:]
+    rows = _table_rows(first.stdout)
+    assert list(rows) == ["baseline", "bias-lr"]
+    for variant, cells in rows.items():
+        with open(out / variant / "metrics.csv", newline="") as f:
+            metrics = list(csv.DictReader(f))
+        assert cells[-2] == str(len(metrics)) == "1"                                  # epochs
+        assert float(cells[-1]) == pytest.approx(float(metrics[-1]["time"]) / 60, abs=0.006)  # minutes
+        assert float(cells[0].replace(",", "")) == pytest.approx(float(metrics[0]["images_per_sec"]), abs=0.6)
+        assert all(0 <= float(a) <= 1 for a in cells[5:7])                            # accuracy, without/with TTA
+        assert cells[1:5] == ["-"] * 4                                                # 512 images reach no target
+    assert "bias_lr_scale: 64.0" in (out / "bias-lr" / "config.yaml").read_text()
+    assert "bias_lr_scale: 1.0" in (out / "baseline" / "config.yaml").read_text()
+    assert "[--quick" in first.stdout and (out / "ablation.md").read_text() in first.stdout
+
+    (out / "bias-lr" / "summary.json").unlink()
+    again = subprocess.run(cmd, cwd=BENCH, env=_env(session_cache), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:] + again.stdout[-3000:]
+    assert "baseline: already trained (finished), skipped" in again.stdout
+    assert "bias-lr: resuming" in again.stdout
+    assert _table_rows(again.stdout) == rows

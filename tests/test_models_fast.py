@@ -75,8 +75,50 @@ def test_fastcnn_learns_on_real_images(cfg_for):
 
 
 @pytest.mark.parametrize("options, word", [({"widths": [8, 16]}, "widths"), ({"head_scale": 0}, "head_scale"),
-                                           ({"bn_weight": "yes"}, "bn_weight"), ({"input_size": 12}, "input_size")])
+                                           ({"bn_weight": "yes"}, "bn_weight"), ({"input_size": 12}, "input_size"),
+                                           ({"whiten_bias_epochs": -1}, "whiten_bias_epochs"),
+                                           ({"whiten_bias_epochs": "3"}, "whiten_bias_epochs")])
 def test_bad_options_name_the_option(options, word, bad_input):
     bad_input()
     with pytest.raises(CnnlabError, match=word):
         create_model("fastcnn", **options)
+
+
+# -- Jordan 2024's parts, trained for real (issue #26) -------------------------------------------------------------
+JORDAN = ["model.options.whiten_bias_epochs=1", "optim.bias_lr_scale=16", "optim.lookahead_k=3",
+          "optim.lookahead_alpha=0.3", "optim.lookahead_ramp=cubic", "train.threads=1", "train.amp=none",
+          "schedule.name=onecycle"]
+
+
+def test_whiten_bias_trains_for_its_epochs_then_stays_and_resume_is_exact(cfg_for, tmp_path):
+    """Epoch 1 trains the whitening bias, epoch 2 leaves it; a run resumed after epoch 1 ends on the same weights as
+    one trained straight through (Lookahead's slow weights and step count, the stopped group and the scaled lr all
+    come back from the checkpoint)."""
+    whole = Trainer(cfg_for(*JORDAN, "name=whole"), log=lambda s: None)
+    assert whole.model.features[0].bias.requires_grad
+    groups = whole.optimizer.param_groups
+    assert [g.get("train_epochs") for g in groups].count(1) == 1 and any(g.get("lr_scale") == 16 for g in groups)
+    whole.fit()
+    first = Trainer(cfg_for(*JORDAN, "name=split"), log=lambda s: None)
+
+    def ctrl_c_in_epoch_2(epoch):  # as Ctrl-C would: epoch 1 is checkpointed, epoch 2 never finishes
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return Trainer.train_one_epoch(first, epoch)
+    first.train_one_epoch = ctrl_c_in_epoch_2
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    bias_after_1 = first.model.features[0].bias.detach().clone()
+    assert bias_after_1.abs().sum() > 0                               # trained in epoch 1
+    resume(first.folder.path, log=lambda s: None)
+    split = load_checkpoint(first.folder.path / "last.pt")["model"]
+    assert torch.equal(split["features.whiten1.bias"], bias_after_1)   # not in epoch 2
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(value, split[name]), name
+
+
+def test_whiten_bias_epochs_0_freezes_the_bias_from_the_start(cfg_for):
+    trainer = Trainer(cfg_for("model.options.whiten_bias_epochs=0", "train.epochs=1"), log=lambda s: None)
+    trainer.fit()
+    assert not trainer.model.features[0].bias.requires_grad
+    assert torch.equal(trainer.model.features[0].bias, torch.zeros_like(trainer.model.features[0].bias))

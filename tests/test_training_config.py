@@ -177,3 +177,18 @@ def test_help_config_lists_the_pipeline_and_its_shorthand():
     assert keys[at + 1:at + 7] == ["augment.crop", "augment.crop_mode", "augment.flip", "augment.cutout",
                                    "augment.cutout_count", "augment.extra"]
     assert check_key("augment.cutout", "spec axis") == "augment.cutout"  # sweeps may still vary it
+
+
+@pytest.mark.parametrize("override", ["optim.bias_lr_scale=64", "optim.bias_lr_params=all", "optim.lookahead_k=5",
+                                      "optim.lookahead_alpha=0.226", "optim.lookahead_ramp=cubic"])
+def test_jordan_keys_are_neutral_at_their_defaults_and_change_identity_otherwise(override):
+    """Issue #26's optim keys: the recorded runs keep their identity; setting one makes a new run, and none may
+    change on resume (they change what is trained)."""
+    from cnnlab.experiments.spec import identity_hash
+    from cnnlab.training.config import RESUME_KEYS_CHANGEABLE
+
+    key = override.split("=")[0]
+    default = load_config(None, [f"{key}={getattr(RunConfig().optim, key.split('.')[1])}"])
+    assert identity_hash(default) == "12a06d13f8"
+    assert identity_hash(load_config(None, [override])) != "12a06d13f8"
+    assert key not in RESUME_KEYS_CHANGEABLE

@@ -107,3 +107,109 @@ def test_every_optimizer_reduces_a_quadratic(name):
         loss.backward()
         opt.step()
     assert math.isfinite(loss.item()) and loss.item() < first
+
+
+# -- Jordan 2024's parts: scaled bias lr, Lookahead (issue #26) -----------------------------------------------------
+def _conv_bn():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 36, 2))
+
+
+def test_default_groups_are_unchanged_by_the_new_options():
+    groups = build_optimizer(_conv_bn(), OptimConfig(lr=0.1, weight_decay=1e-3)).param_groups
+    assert [len(g["params"]) for g in groups] == [2, 4]   # conv+fc weights; conv+fc biases, BN scale and shift
+    assert not any(k in g for g in groups for k in ("lr_scale", "train_epochs", "lookahead_k"))
+    assert [g["lr"] for g in groups] == [0.1, 0.1]
+
+
+@pytest.mark.parametrize("which, scaled", [("norm", {"1.bias"}), ("all", {"0.bias", "1.bias", "3.bias"})])
+def test_bias_lr_scale_picks_its_parameters_and_keeps_the_decay_per_step(which, scaled):
+    model = _conv_bn()
+    names = {id(p): n for n, p in model.named_parameters()}
+    cfg = OptimConfig(lr=0.1, weight_decay=1e-3, decay_bias_norm=True, bias_lr_scale=64.0, bias_lr_params=which)
+    groups = build_optimizer(model, cfg).param_groups
+    fast = [g for g in groups if g.get("lr_scale") == 64.0]
+    assert len(fast) == 1 and {names[id(p)] for p in fast[0]["params"]} == scaled
+    assert fast[0]["lr"] == pytest.approx(6.4)
+    for g in groups:  # every group decays by lr x wd = 1e-4 of its weights per step
+        assert g["lr"] * g["weight_decay"] == pytest.approx(1e-4)
+
+
+def test_lookahead_by_hand():
+    """k=2, alpha=0.5 on plain SGD: after steps 2 and 4 the weights are pulled half-way back to the slow ones."""
+    p = nn.Parameter(torch.tensor([1.0]))
+    opt = build_optimizer(nn.ParameterList([p]), OptimConfig(lr=0.1, momentum=0.0, lookahead_k=2,
+                                                             lookahead_alpha=0.5))
+    w, slow = 1.0, 1.0
+    for step in range(1, 5):
+        p.grad = torch.tensor([2.0])                                # constant gradient: sgd takes -0.2 a step
+        opt.step()
+        w -= 0.2
+        if step % 2 == 0:
+            slow += 0.5 * (w - slow)
+            w = slow
+        assert p.item() == pytest.approx(w), step
+    assert opt.state[p]["lookahead_slow"].item() == pytest.approx(slow)
+
+
+def test_lookahead_cubic_ramp_is_airbench94s():
+    from cnnlab.training.optim import lookahead_alpha
+    a = 1 - 0.95 ** 5
+    assert lookahead_alpha(a, "cubic", 0, 100) == 1.0            # no averaging at the start
+    assert lookahead_alpha(a, "cubic", 50, 100) == pytest.approx(1 - 0.95 ** 5 * 0.125)
+    assert lookahead_alpha(a, "cubic", 100, 100) == pytest.approx(a)
+    assert lookahead_alpha(a, "cubic", 200, 100) == pytest.approx(a)  # an extended run stays at the end value
+    assert lookahead_alpha(0.5, "none", 7, 100) == 0.5
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_lookahead_state_dict_resumes_to_the_same_next_steps(name):
+    """Interrupt between two syncs (k=3, after 4 steps), save through torch.save/weights_only load as a checkpoint
+    is, and the restored optimizer takes the same next steps as the uninterrupted one."""
+    import io
+
+    def make():
+        torch.manual_seed(0)
+        model = _conv_bn()
+        cfg = OptimConfig(name=name, lr=0.05, momentum=0.9, nesterov=True, lookahead_k=3, lookahead_alpha=0.4,
+                          bias_lr_scale=4.0)
+        return model, build_optimizer(model, cfg)
+
+    def step(model, opt, i):
+        g = torch.Generator().manual_seed(i)
+        x, y = torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 2, (8,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    model, opt = make()
+    for i in range(4):
+        step(model, opt, i)
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, buf)
+    for i in range(4, 8):
+        step(model, opt, i)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    model2, opt2 = make()
+    model2.load_state_dict(saved["model"])
+    opt2.load_state_dict(saved["optimizer"])
+    for i in range(4, 8):
+        step(model2, opt2, i)
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(a, b)
+    assert opt2.param_groups[0]["lookahead_step"] == 8
+
+
+def test_lookahead_waits_for_a_parameters_first_gradient_under_adam():
+    """A parameter without a gradient in the first steps gets no state (Adam initialises state only when it is
+    empty), and its slow weights start where it was before its first real step."""
+    a, b = nn.Parameter(torch.tensor([1.0])), nn.Parameter(torch.tensor([1.0]))
+    opt = build_optimizer(nn.ParameterList([a, b]), OptimConfig(name="adam", lr=0.1, lookahead_k=2))
+    a.grad = torch.tensor([1.0])
+    opt.step()
+    opt.step()                                                     # a sync: b has no gradient, so no state
+    assert "lookahead_slow" in opt.state[a] and b not in opt.state and b.item() == 1.0
+    b.grad = torch.tensor([1.0])
+    opt.step()
+    opt.step()
+    assert opt.state[b]["step"].item() == 2 and "lookahead_slow" in opt.state[b]

@@ -120,3 +120,50 @@ def test_onecycle_leaves_every_other_warm_up_as_configured():
 
     assert onecycle_steps(100, 0.25) == (100, 0.25) and onecycle_steps(15, 0.1) == (15, 0.1)
     assert onecycle_steps(4, 0.25) == (4, 0.5) and onecycle_steps(2, 0.5) == (3, 2 / 3)
+
+
+# -- parameter groups at a multiple of the lr, and groups trained for limited epochs (issue #26) -------------------
+def _two_groups(scale=8.0, train_epochs=None, lr=0.1):
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    second = {"params": [b], "lr": lr * scale, "lr_scale": scale}
+    if train_epochs is not None:
+        second["train_epochs"] = train_epochs
+    return torch.optim.SGD([{"params": [a]}, second], lr=lr)
+
+
+def _group_lrs(opt, sched, steps):
+    out = []
+    for _ in range(steps):
+        out.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    return out
+
+
+@pytest.mark.parametrize("name", SCHEDULES.names())
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_every_schedule_keeps_each_groups_lr_ratio(name, warmup):
+    cfg = ScheduleConfig(name=name, warmup=warmup, min_lr=0.001, decay_epochs=3, milestones=[4, 7], step_size=2)
+    opt = _two_groups(8.0)
+    got = _group_lrs(opt, build_schedule(opt, cfg, 0.1, 10, 10), 100)
+    for step, (base, scaled) in enumerate(got):
+        assert scaled == pytest.approx(8.0 * base, rel=1e-9), (step, base, scaled)
+    assert len({round(b, 12) for b, _ in got}) > 1 or name == "constant"  # the schedule did move
+
+
+@pytest.mark.parametrize("name", ["onecycle", "step", "cosine", "constant"])
+def test_a_group_trained_for_limited_epochs_gets_lr_zero_after_them_and_resumes(name):
+    cfg = ScheduleConfig(name=name, decay_epochs=1)
+    opt = _two_groups(1.0, train_epochs=2)
+    sched = build_schedule(opt, cfg, 0.1, 10, 5)
+    plain = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    reference = build_schedule(plain, cfg, 0.1, 10, 5)
+    got, want = _group_lrs(opt, sched, 30), _group_lrs(plain, reference, 30)
+    assert [lrs[0] for lrs in got] == pytest.approx([w[0] for w in want])   # the other group: the schedule alone
+    assert all(lrs[1] == lrs[0] for lrs in got[:20])                          # epochs 1-2: trained
+    assert all(lrs[1] == 0.0 for lrs in got[20:])                             # then stopped
+    again = _two_groups(1.0, train_epochs=2)
+    resumed = build_schedule(again, cfg, 0.1, 10, 5)
+    again.load_state_dict(opt.state_dict())
+    resumed.load_state_dict(sched.state_dict())
+    assert _group_lrs(again, resumed, 5) == _group_lrs(opt, sched, 5)

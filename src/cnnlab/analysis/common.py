@@ -48,7 +48,7 @@ def preserved(trainer) -> Iterator[dict]:
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for g in optimizer.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)  # a group at a multiple of the lr (optim.bias_lr_scale) keeps it
 
 
 def run_steps(trainer, steps: int, lr_at: Optional[Callable[[int], float]] = None,

@@ -20,11 +20,18 @@ Why these choices, not a ResNet: at equal accuracy, wide convolutions at small s
 CPU's matrix-multiply peak than ResNet-20's 16-channel 32×32 maps, and the net reaches ~94% (lossless CIFAR-10) in
 about 10 epochs where ResNet-20 needs ~60. `bn_weight=False` freezes BN's scale at 1 (only the shift learns), as
 both sources do; `head_scale` < 1 keeps the initial logits small, so the first loss is ~ln(classes).
+
+`whiten_bias_epochs=N` (Jordan 2024 §3.2; airbench94 uses 3): the whitening layer's bias trains for the first N
+epochs only, then stays fixed. The model only declares it (`parameter_epochs()`, a hook any model may define, like
+`init_from_data`); the training layer enforces it (training/optim.py gives the bias a group of its own, and the
+schedule sets its lr to 0 after N epochs). 0 freezes the bias from the start; None (the default) trains it
+throughout, as before. The backward pass still computes the frozen bias's gradient (airbench switches its
+requires_grad off per epoch, which needs a per-epoch model hook in the trainer; there is none).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -76,17 +83,27 @@ def _block(stack: Stack, c_in: int, c_out: int, activation: str, bn_weight: bool
 
 
 class FastNetwork(Network):
-    """Network plus the data-dependent initialisation hook the trainer looks for."""
+    """Network plus the data-dependent initialisation hook the trainer looks for, and the parameters it trains for a
+    limited number of epochs."""
+
+    whiten_bias_epochs = None
 
     def init_from_data(self, images: torch.Tensor) -> None:
         self.features[0].init_from_data(images)
+
+    def parameter_epochs(self) -> dict:
+        """{parameter name: the number of first epochs it trains for}; parameters not named train throughout."""
+        if not self.whiten_bias_epochs:  # None: always trained; 0: requires_grad is off, so no optimizer sees it
+            return {}
+        bias = self.features[0].bias
+        return {name: self.whiten_bias_epochs for name, p in self.named_parameters() if p is bias}
 
 
 @register_model("fastcnn", "CPU time-to-accuracy net (Page 2018 / Jordan 2024): 2x2 whitening conv, 3 conv-pool-BN "
                            "blocks 64-256-256, GELU")
 def fastcnn(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
             widths: Sequence[int] = (64, 256, 256), activation: str = "gelu", bn_weight: bool = False,
-            head_scale: float = 1 / 9) -> FastNetwork:
+            head_scale: float = 1 / 9, whiten_bias_epochs: Optional[int] = None) -> FastNetwork:
     name = "fastcnn"
     shape = check_io(name, num_classes, in_channels, input_size)
     widths = as_int_tuple(name, "widths", widths)
@@ -96,6 +113,10 @@ def fastcnn(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
     check_bool(name, "bn_weight", bn_weight)
     if isinstance(head_scale, bool) or not isinstance(head_scale, (int, float)) or not 0 < head_scale <= 10:
         raise CnnlabError(f"model {name!r}: option 'head_scale' must be a number in (0, 10], got {head_scale!r}")
+    if whiten_bias_epochs is not None and (isinstance(whiten_bias_epochs, bool) or not isinstance(
+            whiten_bias_epochs, int) or whiten_bias_epochs < 0):
+        raise CnnlabError(f"model {name!r}: option 'whiten_bias_epochs' must be a whole number of epochs >= 0 or "
+                          f"null (trained throughout), got {whiten_bias_epochs!r}")
     if input_size < 17:
         raise CnnlabError(f"model {name!r}: input_size={input_size} is too small; use input_size >= 17 "
                           f"(three 2x2 poolings after the 2x2 whitening conv)")
@@ -107,7 +128,11 @@ def fastcnn(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
         c = w
     head = Stack().add("pool", nn.AdaptiveMaxPool2d(1)).add("flatten", nn.Flatten())
     head.add("fc", nn.Linear(c, num_classes, bias=False)).add("scale", Scale(head_scale))
-    return FastNetwork(name, shape, num_classes, features.build(), head.build())
+    net = FastNetwork(name, shape, num_classes, features.build(), head.build())
+    net.whiten_bias_epochs = whiten_bias_epochs
+    if whiten_bias_epochs == 0:
+        net.features[0].bias.requires_grad_(False)
+    return net
 
 
 class Scale(nn.Module):

@@ -131,6 +131,20 @@ class OptimConfig:
     alpha: float = F(0.99, "RMSprop squared-gradient smoothing constant", min=0, max=1)
     rho: float = F(0.9, "Adadelta running-average coefficient", min=0, max=1)
     eps: float = F(1e-8, "denominator epsilon of adaptive optimizers", gt=0, max=1)
+    # Jordan 2024's parts (training/optim.py); each is off at its neutral value, so recorded runs keep their identity
+    bias_lr_scale: float = F(1.0, "lr multiple for the parameters optim.bias_lr_params picks (Jordan 2024: 64 for "
+                                  "BN biases); their weight decay, if any, is divided by it so that the decay per "
+                                  "step stays the others'; schedules keep the ratio", gt=0, max=1e4, neutral=1.0)
+    bias_lr_params: str = F("norm", "what optim.bias_lr_scale scales: norm (the biases of normalisation layers) or "
+                                    "all (every bias)", choices=("norm", "all"), neutral="norm")
+    lookahead_k: int = F(0, "Lookahead (Zhang et al. 2019): every k optimizer steps the slow weights move "
+                            "optim.lookahead_alpha of the way to the weights, which are then set to them; 0: off",
+                         min=0, max=BIG, neutral=0)
+    lookahead_alpha: float = F(0.5, "Lookahead's step toward the fast weights (with lookahead_ramp=cubic: its value "
+                                    "at the last step; airbench94: 1 - 0.95^5 = 0.226)", gt=0, max=1, neutral=0.5)
+    lookahead_ramp: str = F("none", "Lookahead's alpha over the run: none (constant) or cubic (airbench94: from 1 at "
+                                    "the start to lookahead_alpha at the end, as 1-(1-alpha)(t/T)^3)",
+                            choices=("none", "cubic"), neutral="none")
 
 
 @dataclass

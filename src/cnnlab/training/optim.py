@@ -9,6 +9,20 @@ L2 is coupled weight decay (torch's `weight_decay`: the gradient gets `wd * w`, 
 except for AdamW where it is decoupled (Loshchilov & Hutter 2019). L1 is a loss term `l1 * sum|w|`. By default both
 apply to weights only: biases and normalisation parameters (every parameter with fewer than 2 dimensions) are left
 alone, since decaying them constrains nothing useful and hurts BN networks (`optim.decay_bias_norm` turns it on).
+
+Three parts of Jordan 2024 (airbench94, arXiv:2404.00498) live here as options, off by default, so that the fast
+recipe's ablation (issue #26, benchmarks/ablate_fast.py) is a list of overrides:
+- `optim.bias_lr_scale`: the biases of normalisation layers (or every bias) train at this multiple of the lr, in a
+  group of their own whose coupled weight decay is divided by the same factor, so that the decay per step (lr x wd)
+  stays the other groups' (Jordan's `bias_scaler`, 64). The group records its `lr_scale`, and every schedule keeps
+  the ratio (schedules.py).
+- parameters a model trains only for its first epochs (`parameter_epochs()`, e.g. fastcnn's `whiten_bias_epochs`)
+  get a group of their own marked `train_epochs`; the schedule sets that group's lr to 0 from then on, which leaves
+  the parameter exactly as it is under every optimizer here.
+- `optim.lookahead_k` > 0: Lookahead (Zhang et al. 2019), written here as step hooks on the optimizer rather than a
+  wrapper class, so that schedules, GradScaler and checkpoints see the optimizer they know; its slow weights are
+  optimizer state and its step count a group entry, so `state_dict()` holds them and a resumed run takes the same
+  next step.
 """
 
 from __future__ import annotations
@@ -24,17 +38,45 @@ from cnnlab.registry import Registry
 OPTIMIZERS = Registry("optimizer")
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_bias_norm: bool) -> List[Dict]:
-    """Two groups: weights (get L2/L1) and biases/norm parameters (do not, unless decay_bias_norm)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)  # _NormBase: BatchNorm*d, InstanceNorm*d
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_bias_norm: bool, bias_lr_scale: float = 1.0,
+                 bias_lr_params: str = "norm") -> List[Dict]:
+    """Weights (get L2/L1) first, then biases/norm parameters (do not, unless decay_bias_norm); with the defaults
+    these are the only two groups. Parameters whose lr is scaled (`bias_lr_scale` on `bias_lr_params`: "norm", the
+    biases of normalisation layers, or "all", every bias) and parameters the model trains for a limited number of
+    epochs (its `parameter_epochs()`) get groups of their own, marked `lr_scale` / `train_epochs`."""
+    scaled = _scaled_names(model, bias_lr_params) if bias_lr_scale != 1 else set()
+    epochs_of = dict(getattr(model, "parameter_epochs", dict)())
+    keyed: Dict[tuple, List] = {(True, 1.0, None): []}  # the weights' group comes first even if empty, as always
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if decay_bias_norm or p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay, "penalised": True}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "penalised": False})
+        key = (decay_bias_norm or p.ndim > 1, bias_lr_scale if name in scaled else 1.0, epochs_of.get(name))
+        keyed.setdefault(key, []).append(p)
+    groups = []
+    for (penalised, scale, epochs), params in sorted(keyed.items(), key=lambda kv: (not kv[0][0], kv[0][1] != 1,
+                                                                                   kv[0][2] or 0)):
+        if not params and groups:
+            continue
+        # the decay per step is lr x wd: a group at scale x the lr gets wd / scale, so it decays as the others do
+        group = {"params": params, "weight_decay": weight_decay / scale if penalised else 0.0, "penalised": penalised}
+        if scale != 1:
+            group["lr_scale"] = scale
+        if epochs is not None:
+            group["train_epochs"] = epochs
+        groups.append(group)
     return groups
+
+
+def _scaled_names(model: nn.Module, which: str) -> set:
+    """Names of the parameters `optim.bias_lr_params` picks: "norm", the shifts of normalisation layers (Jordan
+    2024's BN biases), or "all", every bias."""
+    if which == "all":
+        return {n for n, _ in model.named_parameters() if n.rsplit(".", 1)[-1] == "bias"}
+    return {f"{m_name}.bias" if m_name else "bias" for m_name, m in model.named_modules()
+            if isinstance(m, NORM_LAYERS) and getattr(m, "bias", None) is not None}
 
 
 def l1_penalty(optimizer: torch.optim.Optimizer) -> torch.Tensor:
@@ -94,8 +136,79 @@ def describe_optimizer(name: str, defaults: Dict[str, tuple]) -> List[str]:
 
 
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.decay_bias_norm)
-    return OPTIMIZERS.get(cfg.name)(groups, cfg)
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_bias_norm, cfg.bias_lr_scale, cfg.bias_lr_params)
+    for g in groups:
+        if "lr_scale" in g:
+            g["lr"] = cfg.lr * g["lr_scale"]
+    optimizer = OPTIMIZERS.get(cfg.name)(groups, cfg)
+    if cfg.lookahead_k:
+        add_lookahead(optimizer, cfg.lookahead_k, cfg.lookahead_alpha, cfg.lookahead_ramp)
+    return optimizer
+
+
+LOOKAHEAD_RAMPS = ("none", "cubic")
+
+
+def add_lookahead(optimizer: torch.optim.Optimizer, k: int, alpha: float, ramp: str = "none") -> None:
+    """Lookahead (Zhang et al. 2019) on `optimizer`: after every k-th step the slow weights move `alpha` of the way
+    to the (fast) weights, and the weights are set to them: slow <- slow + alpha*(fast - slow); fast <- slow.
+
+    ramp "none" keeps alpha constant (Zhang et al.: k=5, alpha=0.5); "cubic" is airbench94's: alpha falls from 1
+    (no averaging) at the first step to `alpha` at the last, as 1 - (1 - alpha)*(t/T)^3 (Jordan 2024: k=5,
+    alpha = 1 - 0.95^5 = 0.226), over the T steps the schedule plans (`plan_lookahead`, called by build_schedule;
+    past T alpha stays at its end value). Unlike airbench, BN running statistics are not averaged (they are not the
+    optimizer's), and the run ends on the fast weights of its last step.
+
+    The slow weights are optimizer state (`state[p]["lookahead_slow"]`) and the step count and settings are group
+    entries, so the optimizer's state_dict() holds everything a resumed run needs. The slow weights start as the
+    weights before the first step; they are moved into the state after it, since some optimizers (Adam) initialise
+    their state only when it is empty."""
+    if ramp not in LOOKAHEAD_RAMPS:
+        raise ValueError(f"lookahead ramp {ramp!r}: use one of {', '.join(LOOKAHEAD_RAMPS)}")
+    for g in optimizer.param_groups:
+        g.update(lookahead_k=int(k), lookahead_alpha=float(alpha), lookahead_ramp=ramp, lookahead_step=0,
+                 lookahead_total=g.get("lookahead_total"))
+    start: Dict[torch.Tensor, torch.Tensor] = {}
+
+    def before(opt, args, kwargs):
+        for g in opt.param_groups:
+            for p in g["params"]:
+                if p not in start and "lookahead_slow" not in opt.state.get(p, {}):
+                    start[p] = p.detach().clone()
+
+    @torch.no_grad()
+    def after(opt, args, kwargs):
+        for p in [p for p in start if p.grad is not None]:  # a parameter the step skipped has no state to join yet
+            opt.state[p]["lookahead_slow"] = start.pop(p)
+        for g in opt.param_groups:
+            g["lookahead_step"] += 1
+            n, k = g["lookahead_step"], g["lookahead_k"]
+            if n % k:
+                continue
+            a = lookahead_alpha(g["lookahead_alpha"], g["lookahead_ramp"], n, g["lookahead_total"])
+            for p in g["params"]:
+                slow = opt.state.get(p, {}).get("lookahead_slow")
+                if slow is not None:
+                    slow.lerp_(p, a)
+                    p.copy_(slow)
+
+    optimizer.register_step_pre_hook(before)
+    optimizer.register_step_post_hook(after)
+
+
+def lookahead_alpha(alpha: float, ramp: str, step: int, total: Optional[int]) -> float:
+    """The share of the way to the fast weights the slow ones move at `step` (1-based) of `total`."""
+    if ramp == "none" or not total:
+        return alpha
+    return 1 - (1 - alpha) * min(1.0, step / total) ** 3
+
+
+def plan_lookahead(optimizer: torch.optim.Optimizer, total_steps: int) -> None:
+    """Tell a Lookahead ramp how many steps the run plans (build_schedule knows; the optimizer does not). A resumed
+    run's checkpoint then puts back the total it started with."""
+    for g in optimizer.param_groups:
+        if "lookahead_k" in g:
+            g["lookahead_total"] = int(total_steps)
 
 
 @register_optimizer("sgd", "SGD with momentum (Polyak 1964; torch's form); nesterov: Sutskever et al. 2013",

@@ -8,6 +8,12 @@ References: step decay and multistep (He et al. 2016 §4.2: /10 at 32k and 48k i
 Hutter 2017, SGDR, without restarts); cyclical learning rates, triangular/triangular2/exp_range (Smith 2017, "Cyclical
 Learning Rates for Training Neural Networks", §3.1); one-cycle (Smith & Topin 2018); cyclical batch size (Smith et al.
 2018, "Don't decay the learning rate, increase the batch size", and the course's cyclical batch-size exercise).
+
+Parameter groups (training/optim.py) may train at a multiple of the lr (`lr_scale`: `optim.bias_lr_scale`); every
+schedule keeps that ratio at every step, the ones with absolute lr bounds (onecycle, cyclical, cosine's min_lr)
+by scaling the bounds per group. A group marked `train_epochs` (a parameter its model trains only for its first
+epochs) gets lr 0 from that epoch on, counted in steps of the first epoch's length (a cyclical batch policy makes
+that approximate).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch
 from torch.optim import lr_scheduler as S
 
 from cnnlab.registry import Registry
+from cnnlab.training.optim import plan_lookahead
 
 SCHEDULES = Registry("schedule")
 
@@ -43,16 +50,26 @@ def _multistep(opt, cfg, lr, ipe, total):
     return S.MultiStepLR(opt, milestones=sorted(_iters(m, cfg, ipe) for m in cfg.milestones), gamma=cfg.decay)
 
 
+def _per_group(opt, value: float):
+    """`value` (an lr bound) for each group at its lr_scale; the plain value where no group is scaled."""
+    scales = [g.get("lr_scale", 1.0) for g in opt.param_groups]
+    return value if all(s == 1 for s in scales) else [value * s for s in scales]
+
+
 @SCHEDULES.register("cosine")
 def _cosine(opt, cfg, lr, ipe, total):
-    return S.CosineAnnealingLR(opt, T_max=max(1, total), eta_min=cfg.min_lr)
+    if cfg.min_lr == 0 or not isinstance(_per_group(opt, lr), list):
+        return S.CosineAnnealingLR(opt, T_max=max(1, total), eta_min=cfg.min_lr)
+    # torch's eta_min is one value for every group; the same curve as a factor of each group's own peak keeps the ratio
+    low, t_max = cfg.min_lr / lr, max(1, total)
+    return S.LambdaLR(opt, lambda it: low + (1 - low) * (1 + math.cos(math.pi * min(it, t_max) / t_max)) / 2)
 
 
 def _cyclic(mode):
     def build(opt, cfg, lr, ipe, total):
         # cycle_momentum off: it needs a momentum optimizer, and CLR as Smith defines it cycles the lr alone.
-        return S.CyclicLR(opt, base_lr=cfg.min_lr, max_lr=lr, step_size_up=_iters(cfg.step_size, cfg, ipe),
-                          mode=mode, gamma=cfg.gamma, cycle_momentum=False)
+        return S.CyclicLR(opt, base_lr=_per_group(opt, cfg.min_lr), max_lr=_per_group(opt, lr),
+                          step_size_up=_iters(cfg.step_size, cfg, ipe), mode=mode, gamma=cfg.gamma, cycle_momentum=False)
     return build
 
 
@@ -63,7 +80,7 @@ for _mode in ("triangular", "triangular2", "exp_range"):
 @SCHEDULES.register("onecycle")
 def _onecycle(opt, cfg, lr, ipe, total):
     total, pct = onecycle_steps(total, cfg.pct_start)
-    return S.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=pct,
+    return S.OneCycleLR(opt, max_lr=_per_group(opt, lr), total_steps=total, pct_start=pct,
                         div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, cycle_momentum=False)
 
 
@@ -79,14 +96,30 @@ def onecycle_steps(total: int, pct_start: float):
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, cfg, lr: float, iters_per_epoch: int, epochs: int):
-    """The configured schedule, with a linear warm-up in front when `cfg.warmup` > 0 (torch's LinearLR)."""
+    """The configured schedule, with a linear warm-up in front when `cfg.warmup` > 0 (torch's LinearLR), and the
+    groups trained for limited epochs stopped after them. A Lookahead ramp learns the run's length here."""
     total = max(1, iters_per_epoch * epochs)
+    plan_lookahead(optimizer, total)
     if cfg.warmup <= 0:
-        return SCHEDULES.get(cfg.name)(optimizer, cfg, lr, iters_per_epoch, total)
-    warm = _iters(cfg.warmup, cfg, iters_per_epoch)
-    ramp = S.LinearLR(optimizer, start_factor=cfg.warmup_factor, end_factor=1.0, total_iters=warm)
-    main = SCHEDULES.get(cfg.name)(optimizer, cfg, lr, iters_per_epoch, max(1, total - warm))
-    return S.SequentialLR(optimizer, [ramp, main], milestones=[warm])
+        schedule = SCHEDULES.get(cfg.name)(optimizer, cfg, lr, iters_per_epoch, total)
+    else:
+        warm = _iters(cfg.warmup, cfg, iters_per_epoch)
+        ramp = S.LinearLR(optimizer, start_factor=cfg.warmup_factor, end_factor=1.0, total_iters=warm)
+        main = SCHEDULES.get(cfg.name)(optimizer, cfg, lr, iters_per_epoch, max(1, total - warm))
+        schedule = S.SequentialLR(optimizer, [ramp, main], milestones=[warm])
+    stops = [g.get("train_epochs") for g in optimizer.param_groups]
+    if all(e is None for e in stops):
+        return schedule
+    # Chained after the schedule, each step: the schedule sets every group's lr, then this multiplies a stopped
+    # group's by 0 (a closed-form schedule sets it again at the next step, a chained one keeps the 0)
+    stop = S.MultiplicativeLR(optimizer, [_stop_after(None if e is None else e * iters_per_epoch) for e in stops])
+    return S.ChainedScheduler([schedule, stop])
+
+
+def _stop_after(steps):
+    """lr factor of a group at scheduler step `it`: 0 from step `steps` on (the optimizer's steps are 0-based, and the
+    scheduler has counted `it` of them when it sets the lr of step `it`)."""
+    return lambda it: 0.0 if steps is not None and it >= steps else 1.0
 
 
 def batch_size_at(epoch: int, cfg) -> int:
