@@ -55,6 +55,20 @@ def test_settings_run_once_use_the_pooled_spread_or_say_noise_was_not_measured()
     assert text.startswith("no measurable difference") and "pooled over the repeated settings" in text
 
 
+def test_times_are_not_judged_against_a_spread_pooled_from_other_settings():
+    """Project 2: 31 s against 99 s read "no measurable difference" against a ±107 s spread pooled from copies of
+    another run on a shared CPU. A time's spread is the machine's and grows with the time: only a setting's own
+    repeats judge it, and the sentence says which trained faster."""
+    fast, slow = run("small", 0.61, variant="small"), run("big", 0.67, variant="big")
+    fast.summary["wall_time"], slow.summary["wall_time"] = 31.0, 99.0
+    copies = [run("c", 0.66, s, "c") for s in (0, 1)]
+    copies[0].summary["wall_time"], copies[1].summary["wall_time"] = 200.0, 500.0   # a busy and a quiet copy
+    text = say([fast, slow, *copies], kind="compare", a="big", b="small", metrics="wall_time")
+    assert text == "small trained faster (31 s against 99 s for big, -68 s)."
+    # accuracies still borrow the pooled seed noise
+    assert "pooled" in say([fast, slow, *copies], kind="compare", a="big", b="small", metrics="best_val_acc")
+
+
 def test_identical_copies_under_other_names_count_as_repeats_for_the_noise():
     """A recipe's baseline run once in each study group: same config, other names. Their spread is the noise the
     other settings (run once) are judged against; runs whose configs differ are not pooled."""

@@ -186,6 +186,9 @@ def pooled_std(entries: Sequence[Entry], key: str) -> Optional[float]:
     return math.sqrt(sum((len(vs) - 1) * statistics.variance(vs) for vs in groups) / dof)
 
 
+TIMINGS = (WALL_TIME, "images_per_sec", "epoch_time")
+
+
 @dataclass
 class Noise:
     """The seed noise of a margin: `within` is None where it could not be measured (every setting ran once)."""
@@ -196,7 +199,11 @@ class Noise:
 
 def noise(key: str, a: Stat, b: Stat, pooled: Optional[float]) -> Noise:
     """Whether the margin a - b is within two standard errors of the difference of the means, estimated from the
-    repeats themselves or, for settings run once, from the pooled spread of the repeated settings."""
+    repeats themselves or, for settings run once, from the pooled spread of the repeated settings. Not for times
+    and speeds: their spread grows with their size (a 30 s run and a 1,500 s one do not share a ±100 s) and comes
+    from the machine's load, not the seed, so a time is judged only against its own setting's repeats."""
+    if key in TIMINGS:
+        pooled = None
     sa = a.std if a.std is not None else pooled
     sb = b.std if b.std is not None else pooled
     if sa is None or sb is None:
@@ -288,10 +295,15 @@ def _versus(key: str, la: str, lb: str, sa: Stat, sb: Stat, pooled: Optional[flo
     if sa.mean == sb.mean:
         return f"{la} and {lb} have the same {words} ({numbers})"
     tail = f", {said}" if said else ""
+    verb = f"does better on {words}"
+    if key == WALL_TIME:   # "does better on training time" is not how anyone says it
+        verb = "trained faster"
+    elif key == "images_per_sec":
+        verb = "processed more images per second"
     if _better(key, sa.mean, sb.mean):
-        return f"{la} does better on {words} ({numbers}{tail})"
+        return f"{la} {verb} ({numbers}{tail})"
     # the better side first, with its own number first, so that the sentence reads in one direction
-    return (f"{lb} does better on {words} ({show_stat(key, sb)} against {show_stat(key, sa)} for {la}, "
+    return (f"{lb} {verb} ({show_stat(key, sb)} against {show_stat(key, sa)} for {la}, "
             f"{margin_text(key, sb.mean - sa.mean)}{tail})")
 
 
