@@ -292,3 +292,22 @@ def test_a_stand_in_profiles_answers_say_so_first_and_the_caveat_names_what_it_c
     (kept,) = json.loads(answers_json(built))
     assert kept["stands_in"] == why and kept["answers"][0]["stands_in"] == why
     assert "smoke_test" not in kept
+
+
+def test_a_working_table_or_figure_shown_before_is_pointed_to_not_printed_again(tmp_path):
+    """HW3 3.4(b), (c) and (d) share one calculation: its working is printed once and pointed to after."""
+    from cnnlab.experiments.assignment import assignment_document
+    from cnnlab.experiments.pdf import REPO
+
+    work = [f"layer {i}: {i} x 3 = {3 * i}" for i in range(8)]
+    q = {"kind": "calc", "answer": "done", "evidence": work, "status": "answered",
+         "figures": [{"path": "fig.svg", "caption": "the figure"}],
+         "tables": [{"columns": ["a", "b"], "rows": [["1", "2"]]}]}
+    data = {"assignment": "HW3", "title": "t", "questions": [
+        {**q, "id": "HW3 3.4(b)", "question": "b?"}, {**q, "id": "HW3 3.4(c)", "question": "c?"},
+        {**q, "id": "HW3 3.4(d)", "question": "d?", "evidence": ["one line", "of its own"]}]}
+    out = D.write_markdown(assignment_document(data, tmp_path, REPO), tmp_path / "a.md")[0].read_text()
+    assert out.count("layer 7: 7 x 3 = 21") == 1 and out.count("fig.svg") == 1
+    assert out.count("The same working as for HW3 3.4(b), above; the same table as for HW3 3.4(b), above; the "
+                     "same figure as for HW3 3.4(b), above.") == 1
+    assert "one line" in out   # a short evidence of its own is still printed

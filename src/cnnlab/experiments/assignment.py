@@ -85,18 +85,39 @@ def _figure(entry: Any, base: Path) -> D.Figure:
     return D.Figure(caption or f"Figure {path}", file=file)  # without a caption, where it comes from says most
 
 
-def _question(q: Dict[str, Any], base: Path) -> D.Section:
+def _question(q: Dict[str, Any], base: Path, shown: Optional[Dict[Any, str]] = None) -> D.Section:
+    """One question's section. `shown`: what earlier questions already printed (their working, tables and figures,
+    keyed by content) -> the question that printed it: a repeat becomes a pointer to it, so that three questions
+    answered by one calculation do not print its twenty lines three times."""
+    shown = {} if shown is None else shown
     status = q.get("status", "answered")
     blocks: List[Any] = [D.Paragraph(q["question"], "question")]
     answer = q.get("answer") or STATUS_WORDS.get(status) or "Not answered yet."
     blocks.append(D.Answers([D.AnswerItem(answer, "" if status == "answered" else status)], "Answer"))
+    seen: List[str] = []
+
+    def first_time(key: Any, what: str) -> bool:
+        if key in shown:
+            seen.append(f"{what} as for {shown[key]}, above")
+            return False
+        shown[key] = q["id"]
+        return True
+
     evidence = _strings(q.get("evidence"), "evidence")
-    if evidence:
+    # the working of a calculation (many lines) is worth pointing back to; a one-line evidence is cheaper repeated
+    if evidence and (len(evidence) < 5 or first_time(("evidence", tuple(evidence)), "the same working")):
         blocks.append(D.Bullets(evidence, "Evidence"))
     for t in q.get("tables") or []:
-        blocks.append(D.Table([str(c) for c in t["columns"]], [[str(c) for c in r] for r in t["rows"]],
-                              intro=str(t.get("caption", "")), kind="plain"))
-    blocks += [_figure(f, base) for f in q.get("figures") or []]
+        key = ("table", tuple(map(str, t["columns"])), tuple(tuple(map(str, r)) for r in t["rows"]))
+        if first_time(key, "the same table"):
+            blocks.append(D.Table([str(c) for c in t["columns"]], [[str(c) for c in r] for r in t["rows"]],
+                                  intro=str(t.get("caption", "")), kind="plain"))
+    for f in q.get("figures") or []:
+        path = f.get("path", "") if isinstance(f, dict) else f
+        if first_time(("figure", path), "the same figure"):
+            blocks.append(_figure(f, base))
+    if seen:
+        blocks.append(D.Paragraph(cap_first("; ".join(seen)) + ".", "note"))
     where = [f"computed by {q['source']}" if q.get("source") else "",
              "code: " + ", ".join(q["code"]) + " (printed in the Code appendix)" if q.get("code") else ""]
     if any(where):
@@ -141,7 +162,8 @@ def assignment_document(data: Dict[str, Any], base: Path, repo: Path, command: s
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     blocks.append(D.Paragraph(f"{len(questions)} questions: {summary}." if questions else "No questions yet.",
                               "note"))
-    blocks += [_question(q, base) for q in questions]
+    shown: Dict[Any, str] = {}
+    blocks += [_question(q, base, shown) for q in questions]
     code = _code_appendix(questions, repo)
     if code is not None:
         blocks.append(code)
