@@ -249,6 +249,23 @@ def test_a_conclusion_its_runs_contradict_says_so_first(tmp_path):
                                   "weights sparse): we expected that L1 left more weights near zero")
 
 
+def test_a_check_against_a_fixed_value_says_it_and_can_fail(tmp_path):
+    """HW2 Lab 3(b): 'stayed below 90%' is checked against the value 0.9; a run past it turns the words round."""
+    from cnnlab.experiments.questions import run_check
+
+    results = _fake_results(tmp_path, [{"run": "a", "variant": "l1", "status": "finished", "weight_sparsity": "0.3"}])
+    ctx = A.Context(results, tmp_path / "out")
+    check = {"recipe": "fake", "metric": "weight_sparsity", "a": {"variant": "l1"}, "b": 0.5, "expect": "lower",
+             "says": "below half"}
+    r = run_check(check, ctx, "q")
+    assert r.holds and "variant=l1 against the value 50.00%: 30.00% (n=1) against 50.00% (n=1), lower" in r.line
+    assert run_check({**check, "b": 0.2}, ctx, "q").holds is False
+    with pytest.raises(CnnlabError, match="'b' must be a non-empty mapping .* or a number"):
+        A.load_assignment(_write(tmp_path, {"assignment": "X", "title": "T", "questions": [{
+            "id": "X 1", "question": "q", "recipe": "fake", "conclusion": {"text": "t", "checks": [
+                {**check, "b": "half"}]}}]}))
+
+
 def test_a_conclusion_belongs_to_recipe_questions_only(tmp_path, capsys):
     data = {"assignment": "X", "title": "T", "questions": [{"id": "X 1", "question": "q", "text": "t",
                                                              "conclusion": {"text": "Yes."}}]}

@@ -253,9 +253,13 @@ def _check_claim_check(check, path: Path, w: str) -> None:
     for k in ("per", "per_name"):
         if k in check:
             _text(check[k], path, w + f"{k} ")
-    for k in ("a", "b"):
-        if not isinstance(check.get(k), dict) or not check[k]:
-            raise _fail(path, w, f"'{k}' must be a non-empty mapping of runs.csv columns to values")
+    if not isinstance(check.get("a"), dict) or not check["a"]:
+        raise _fail(path, w, "'a' must be a non-empty mapping of runs.csv columns to values")
+    b = check.get("b")
+    # b: other runs, or a fixed value of the metric (a target the runs should, or should not, reach)
+    if not (isinstance(b, dict) and b) and (isinstance(b, bool) or not isinstance(b, (int, float))):
+        raise _fail(path, w, "'b' must be a non-empty mapping of runs.csv columns to values, or a number (a "
+                             "value of the metric to compare a's mean with)")
     if check.get("expect") not in ("higher", "lower"):
         raise _fail(path, w, f"expect must be higher or lower (a's mean against b's), got "
                              f"{_short(check.get('expect'))}")
@@ -547,7 +551,9 @@ def _select(rows: List[Dict[str, str]], sel: Dict[str, Any], metric: str, where:
     return [float(r[metric]) for r in rows if all(_same(r.get(k), v) for k, v in sel.items()) and r[metric] != ""]
 
 
-def _selector(sel: Dict[str, Any]) -> str:
+def _selector(sel: Any, metric: str = "") -> str:
+    if not isinstance(sel, dict):  # a fixed value of the metric
+        return f"the value {_show(metric, float(sel))}" if metric else f"the value {sel}"
     return ", ".join(f"{k}={v}" for k, v in sel.items())
 
 
@@ -579,13 +585,13 @@ def _check_pairs(rows: List[dict], check: Dict[str, Any], where: str) -> List[tu
     for value in keys:
         extra = {per: value} if per else {}
         va = _select(rows, {**a, **extra}, metric, where)
-        vb = _select(rows, {**b, **extra}, metric, where)
+        vb = [float(b)] if not isinstance(b, dict) else _select(rows, {**b, **extra}, metric, where)
         if va and vb:
             ma, mb = statistics.fmean(va), statistics.fmean(vb)
             pairs.append((value, ma, mb, len(va), len(vb), ma > mb if expect == "higher" else ma < mb))
     if not pairs:
-        raise CnnlabError(f"{where}: no finished runs match a ({_selector(a)}) and b ({_selector(b)}); fix the "
-                          "selectors to name runs.csv values")
+        raise CnnlabError(f"{where}: no finished runs match a ({_selector(a)}) and b ({_selector(b, metric)}); fix "
+                          "the selectors to name runs.csv values")
     return pairs
 
 
@@ -606,7 +612,7 @@ def run_check(check: Dict[str, Any], ctx: Context, where: str) -> CheckResult:
         expected = f"expected {expect} for {check.get('holds', 'all')}: {sum(ok)} of {len(ok)} ({verdict})"
     else:
         expected = f"expected {expect}: {verdict}"
-    line = (f"results/{stem}/runs.csv, {_words(metric)}, {_selector(a)} against {_selector(b)}"
+    line = (f"results/{stem}/runs.csv, {_words(metric)}, {_selector(a)} against {_selector(b, metric)}"
             f"{f' per {per}' if per else ''}: {shown}; {expected}.")
     block = (_recipe_blocks(ctx, stem) or [{}])[0]
     ran = str(block.get("ran", "")).removeprefix("ran: ")
