@@ -40,7 +40,7 @@ from cnnlab.experiments.figures import Entry, _fmt, key_words, reach
 from cnnlab.registry import Registry, check_kwargs
 from cnnlab.training.config import MACHINE_KEYS, SEED_KEY, check_key
 from cnnlab.training.metrics import BEST_VAL_ACC, COMPARABLE, FINAL_TRAIN_ACC, FINAL_VAL_ACC, LABELS as WORDS
-from cnnlab.training.metrics import LOWER_IS_BETTER, PERCENT, WALL_TIME
+from cnnlab.training.metrics import LOWER_IS_BETTER, PERCENT, TEST_ACC, WALL_TIME
 
 ANSWERS = Registry("report answer")
 # The metrics an answer can compare (one number per run, or the overfitting gap and the weight sparsity computed
@@ -393,9 +393,14 @@ def best(entries: List[Entry], key: str, by: str = BEST_VAL_ACC, where: Optional
             why = said or "the same value"
             text = (f"No measurable difference between the best two {what} values{scope}: {v1} "
                     f"({show_stat(by, s1)}) and {v2} ({show_stat(by, s2)}) by {by_words}, {margin} apart ({why})")
+        elif by == WALL_TIME:   # "the best ... by training time" reads as a judgement of the setting
+            text = (f"The fastest to train{scope} is {what} {v1}: {show_stat(by, s1)}, {margin} less than {v2} "
+                    f"({show_stat(by, s2)}{'; ' + said if said else ''})")
         else:
             text = (f"The best {what}{scope} is {v1}, by {by_words}: {show_stat(by, s1)}, {margin} ahead of {v2} "
                     f"({show_stat(by, s2)}{'; ' + said if said else ''})")
+            if by == TEST_ACC:  # the course asks for the test error
+                text += f"; its test error is {100 * (1 - s1.mean):.2f}%"
     if rest:
         text += ". All values: " + ", ".join(f"{v} → {show_stat(by, s)}" for v, s in ranked)
     if gone:
