@@ -148,3 +148,21 @@ def test_batch_rule_refuses_a_range_when_the_loss_hardly_moves():
     b_min, b_max, how = rt.suggest_batch(sizes, [2.1842, 2.1824, 2.1820, 2.1822, 2.1821, 2.1818])
     assert (b_min, b_max) == (64, 64) and "only 0.11%" in how
     assert rt.suggest_batch(sizes, [2.0, 1.9, 1.8, 1.7, 1.6, 1.5])[:2] != (64, 64)  # a 25% fall gives a range
+
+
+def test_smoothness_words_compare_the_networks_and_flag_one_still_on_its_plateau():
+    """Project 2 §2.4.2: VGG-A without BN had not left ln 10 at its lr, so its small beta is not smoothness."""
+    from cnnlab.analysis.smoothness import smoothness_words
+
+    rows = [{"label": "plain", "step": s, "loss": 2.3026 - 1e-5 * s, "beta_eff": b} for s, b in ((1, 17.0), (15, 0.2),
+                                                                                              (30, 0.1))]
+    rows += [{"label": "bn", "step": s, "loss": 2.30 - 0.02 * s, "beta_eff": b} for s, b in ((1, 90.0), (15, 40.0),
+                                                                                         (30, 30.0))]
+    words = smoothness_words(rows)
+    assert words.startswith("The lowest effective beta-smoothness (the gradient changes least per unit moved along "
+                            "it) is plain's.")
+    assert "plain: median effective beta-smoothness 0.2, its loss 2.3026 -> 2.3023 over the trace (it had barely " \
+           "left its starting loss)" in words
+    assert "bn: median effective beta-smoothness 40," in words and "compare such a network's beta with care" in words
+    moving = [r for r in rows if r["label"] == "bn"] + [{**r, "label": "bn2"} for r in rows if r["label"] == "bn"]
+    assert "with care" not in smoothness_words(moving)

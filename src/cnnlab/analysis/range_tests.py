@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from cnnlab.analysis.common import preserved, run_steps
+from cnnlab.analysis.smoothness import smoothness_words
 from cnnlab.errors import CnnlabError
 from cnnlab.plotting import new_figure
 from cnnlab.registry import Registry
@@ -508,10 +509,12 @@ def batch_words(rows: Sequence[dict]) -> str:
             + (" (a fall this small is a weak basis for a range)" if fall < 0.05 else "") + ".")
 
 
-# analysis file name (as `cnnlab find-lr/find-batch --out` writes it) -> (rows of its CSV, its JSON lines) -> words
+# analysis file name (as `cnnlab find-lr/find-batch/smoothness --out` writes it) -> (rows of its CSV, its JSON
+# lines) -> words
 ANALYSIS_WORDS = {
     "find-lr": lambda rows, lines: lr_words(rows, next((m for l in lines for m in _rule_in(l)), "smith")),
     "find-batch": lambda rows, lines: batch_words(rows),
+    "smoothness": lambda rows, lines: smoothness_words(rows),
 }
 
 

@@ -203,3 +203,38 @@ def smoothness_cost(steps: int, batch: int, every: int, probe_size: int, n_etas:
     """Forward+backward image passes of `smoothness_trace`: the training plus (1 + etas) passes per probe."""
     probes = steps // every + (1 if every > 1 else 0)  # step 1 is always probed
     return steps * batch + probes * (1 + n_etas) * probe_size
+
+
+# A loss that moved less than this share over the trace: the network had not left its starting plateau, where the
+# gradients are small and change little, so its effective beta is small without its landscape being smoother.
+PLATEAU = 0.02
+
+
+def smoothness_words(rows: Sequence[dict]) -> str:
+    """The rows `cnnlab smoothness` wrote (label, step, loss, beta_eff, ...) -> one paragraph comparing the networks'
+    median effective beta-smoothness, with how far each one's loss moved over the trace (read back from the CSV, so
+    a report rebuilt from committed files says the same)."""
+    by: dict = {}
+    for r in rows:
+        by.setdefault(r["label"], []).append(r)
+    parts, medians = [], {}
+    for label, rs in by.items():
+        betas = sorted(float(r["beta_eff"]) for r in rs if math.isfinite(float(r["beta_eff"])))
+        losses = [float(r["loss"]) for r in rs if math.isfinite(float(r["loss"]))]
+        if not betas or not losses:
+            continue
+        medians[label] = betas[len(betas) // 2] if len(betas) % 2 else (betas[len(betas) // 2 - 1] +
+                                                                         betas[len(betas) // 2]) / 2
+        moved = (losses[0] - losses[-1]) / abs(losses[0]) if losses[0] else 0.0
+        stuck = " (it had barely left its starting loss)" if moved < PLATEAU else ""
+        parts.append(f"{label}: median effective beta-smoothness {medians[label]:.4g}, its loss {losses[0]:.4f} -> "
+                     f"{losses[-1]:.4f} over the trace{stuck}")
+    if len(medians) < 2:
+        return "; ".join(parts) + "."
+    low = min(medians, key=medians.get)
+    text = (f"The lowest effective beta-smoothness (the gradient changes least per unit moved along it) is "
+            f"{low}'s. " + "; ".join(parts) + ".")
+    if any("barely left" in p for p in parts):
+        text += (" A network still on its starting plateau has small gradients that change little, so its beta is "
+                 "small without its landscape being smoother: compare such a network's beta with care.")
+    return text

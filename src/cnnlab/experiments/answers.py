@@ -500,7 +500,7 @@ def analysis(entries: List[Entry], step: str, file: str, analysis_dir: Optional[
 
 # The analyses whose CSV an answer reads back (the keys of range_tests.ANALYSIS_WORDS, named here so that building a
 # report does not load torch to ask): a report keeps these CSVs with its run files.
-WORDED_ANALYSES = ("find-lr", "find-batch")
+WORDED_ANALYSES = ("find-lr", "find-batch", "smoothness")
 
 
 def analysis_words(csv_path: Path, file: str, lines: List[str]) -> Optional[str]:
