@@ -40,7 +40,7 @@ from cnnlab.experiments.figures import Entry, _fmt, key_words, reach
 from cnnlab.registry import Registry, check_kwargs
 from cnnlab.training.config import MACHINE_KEYS, SEED_KEY, check_key
 from cnnlab.training.metrics import BEST_VAL_ACC, COMPARABLE, FINAL_TRAIN_ACC, FINAL_VAL_ACC, LABELS as WORDS
-from cnnlab.training.metrics import LOWER_IS_BETTER, PERCENT, TEST_ACC, WALL_TIME
+from cnnlab.training.metrics import LOWER_IS_BETTER, PERCENT, TEST_ACC, TIMINGS, WALL_TIME
 
 ANSWERS = Registry("report answer")
 # The metrics an answer can compare (one number per run, or the overfitting gap and the weight sparsity computed
@@ -184,9 +184,6 @@ def pooled_std(entries: Sequence[Entry], key: str) -> Optional[float]:
     if not dof:
         return None
     return math.sqrt(sum((len(vs) - 1) * statistics.variance(vs) for vs in groups) / dof)
-
-
-TIMINGS = (WALL_TIME, "images_per_sec", "epoch_time")
 
 
 @dataclass
@@ -361,6 +358,24 @@ def _where(entries: List[Entry], where: Optional[Dict[str, Any]]) -> List[Entry]
     return [e for e in entries if _matches(e, where)] if where else list(entries)
 
 
+def _best_two(what: str, scope: str, by: str, first: tuple, second: tuple, pooled: Optional[float]) -> str:
+    """The opening of a `best` answer: the winner and its margin over the runner-up, or no measurable difference."""
+    (v1, s1), (v2, s2) = first, second
+    n, said = noise(by, s1, s2, pooled), noise_text(by, s1, s2, pooled)
+    by_words = WORDS.get(by, by)
+    margin = margin_text(by, s1.mean - s2.mean).lstrip("+-")
+    if n.within or s1.mean == s2.mean:
+        return (f"No measurable difference between the best two {what} values{scope}: {v1} ({show_stat(by, s1)}) "
+                f"and {v2} ({show_stat(by, s2)}) by {by_words}, {margin} apart ({said or 'the same value'})")
+    tail = f"{'; ' + said if said else ''})"
+    if by == WALL_TIME:   # "the best ... by training time" reads as a judgement of the setting
+        return f"The fastest to train{scope} is {what} {v1}: {show_stat(by, s1)}, {margin} less than {v2} " \
+               f"({show_stat(by, s2)}{tail}"
+    text = f"The best {what}{scope} is {v1}, by {by_words}: {show_stat(by, s1)}, {margin} ahead of {v2} " \
+           f"({show_stat(by, s2)}{tail}"
+    return text + (f"; its test error is {100 * (1 - s1.mean):.2f}%" if by == TEST_ACC else "")  # asked for
+
+
 @register_answer("best", metric_option="by")
 def best(entries: List[Entry], key: str, by: str = BEST_VAL_ACC, where: Optional[Dict[str, Any]] = None) -> str:
     """The value of config `key` whose runs did best on `by`, its margin over the runner-up (or no measurable
@@ -385,22 +400,7 @@ def best(entries: List[Entry], key: str, by: str = BEST_VAL_ACC, where: Optional
     if not rest:
         text = f"Only {what} {v1} has a usable result{scope}: {by_words} {show_stat(by, s1)}"
     else:
-        v2, s2 = rest[0]
-        n = noise(by, s1, s2, pooled_std(entries, by))
-        said = noise_text(by, s1, s2, pooled_std(entries, by))
-        margin = margin_text(by, s1.mean - s2.mean).lstrip("+-")
-        if n.within or s1.mean == s2.mean:
-            why = said or "the same value"
-            text = (f"No measurable difference between the best two {what} values{scope}: {v1} "
-                    f"({show_stat(by, s1)}) and {v2} ({show_stat(by, s2)}) by {by_words}, {margin} apart ({why})")
-        elif by == WALL_TIME:   # "the best ... by training time" reads as a judgement of the setting
-            text = (f"The fastest to train{scope} is {what} {v1}: {show_stat(by, s1)}, {margin} less than {v2} "
-                    f"({show_stat(by, s2)}{'; ' + said if said else ''})")
-        else:
-            text = (f"The best {what}{scope} is {v1}, by {by_words}: {show_stat(by, s1)}, {margin} ahead of {v2} "
-                    f"({show_stat(by, s2)}{'; ' + said if said else ''})")
-            if by == TEST_ACC:  # the course asks for the test error
-                text += f"; its test error is {100 * (1 - s1.mean):.2f}%"
+        text = _best_two(what, scope, by, ranked[0], rest[0], pooled_std(entries, by))
     if rest:
         text += ". All values: " + ", ".join(f"{v} → {show_stat(by, s)}" for v, s in ranked)
     if gone:

@@ -123,5 +123,7 @@ COMPARABLE = tuple(m.name for m in CATALOGUE if m.better and (set(m.sources) & {
                                                               or m.sources == (COMPUTED,)))
 PERCENT = frozenset(m.name for m in CATALOGUE if m.percent)
 LOWER_IS_BETTER = frozenset(m.name for m in CATALOGUE if m.lower_is_better)
+# times and speeds: their spread is the machine's load, not the seed's (answers judge them on their own repeats)
+TIMINGS = frozenset(m.name for m in CATALOGUE if m.unit in ("s", "images/s"))
 LABELS = {m.name: m.label for m in CATALOGUE}                   # in a sentence or a table heading
 AXIS_LABELS = {m.name: m.axis_label for m in CATALOGUE}         # on a figure's axis, legend or title

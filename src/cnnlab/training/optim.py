@@ -176,24 +176,27 @@ def add_lookahead(optimizer: torch.optim.Optimizer, k: int, alpha: float, ramp: 
                 if p not in start and "lookahead_slow" not in opt.state.get(p, {}):
                     start[p] = p.detach().clone()
 
-    @torch.no_grad()
-    def after(opt, args, kwargs):
-        for p in [p for p in start if p.grad is not None]:  # a parameter the step skipped has no state to join yet
-            opt.state[p]["lookahead_slow"] = start.pop(p)
-        for g in opt.param_groups:
-            g["lookahead_step"] += 1
-            n, k = g["lookahead_step"], g["lookahead_k"]
-            if n % k:
-                continue
-            a = lookahead_alpha(g["lookahead_alpha"], g["lookahead_ramp"], n, g["lookahead_total"])
-            for p in g["params"]:
-                slow = opt.state.get(p, {}).get("lookahead_slow")
-                if slow is not None:
-                    slow.lerp_(p, a)
-                    p.copy_(slow)
-
     optimizer.register_step_pre_hook(before)
-    optimizer.register_step_post_hook(after)
+    optimizer.register_step_post_hook(lambda opt, args, kwargs: _lookahead_sync(opt, start))
+
+
+@torch.no_grad()
+def _lookahead_sync(opt: torch.optim.Optimizer, start: Dict[torch.Tensor, torch.Tensor]) -> None:
+    """After a step: the slow weights join the state once the step made it, and every k-th step they move alpha of
+    the way to the fast weights, which are then set to them."""
+    for p in [p for p in start if p.grad is not None]:  # a parameter the step skipped has no state to join yet
+        opt.state[p]["lookahead_slow"] = start.pop(p)
+    for g in opt.param_groups:
+        g["lookahead_step"] += 1
+        n, k = g["lookahead_step"], g["lookahead_k"]
+        if n % k:
+            continue
+        a = lookahead_alpha(g["lookahead_alpha"], g["lookahead_ramp"], n, g["lookahead_total"])
+        for p in g["params"]:
+            slow = opt.state.get(p, {}).get("lookahead_slow")
+            if slow is not None:
+                slow.lerp_(p, a)
+                p.copy_(slow)
 
 
 def lookahead_alpha(alpha: float, ramp: str, step: int, total: Optional[int]) -> float:
