@@ -432,7 +432,7 @@ def batch_finder_diagram(sizes: Optional[Sequence[int]] = None, steps: Optional[
     given, the test's own sizes, steps and lr (as `find-batch` would run with the same arguments), so the picture
     cannot drift from the code or from the test that ran."""
     steps = _finder_steps(sizes, steps, lr)
-    fig, axes = new_figure(figsize=(8.2, 10.4))
+    fig, axes = new_figure(figsize=(8.2, 7.2))
     ax = axes[0][0]
     ax.set_xlim(0, 10)
     ax.set_ylim(0, len(steps) * 1.1)
@@ -442,18 +442,19 @@ def batch_finder_diagram(sizes: Optional[Sequence[int]] = None, steps: Optional[
         style = {"start": "round,pad=0.3,rounding_size=0.4", "box": "square,pad=0.3",
                  "diamond": "darrow,pad=0.3"}[kind]
         face = {"start": "#dfe8f6", "box": "white", "diamond": "#fdf3d8"}[kind]
-        ax.text(5, y, text, ha="center", va="center", fontsize=8.5, wrap=True,
+        ax.text(5, y, text, ha="center", va="center", fontsize=9.5, wrap=True,
                 bbox=dict(boxstyle=style, fc=face, ec="#2b5797", lw=1.2))
     for a, b in zip(ys[:-1], ys[1:]):
         ax.annotate("", (5, b + 0.32), (5, a - 0.32), arrowprops=dict(arrowstyle="->", color="#333"))
     # side branches: out of memory -> micro-batches; more sizes -> loop back
-    ax.annotate("no: split B into micro-batches\n(gradient accumulation, same update)", (5, ys[3] + 0.3),
-                (8.7, ys[2]), fontsize=7.5, ha="center", va="center",
-                arrowprops=dict(arrowstyle="->", color="#b00", connectionstyle="arc3,rad=-0.3"))
-    ax.annotate("yes: next size", (1.2, ys[1]), (1.2, ys[5]), fontsize=7.5, ha="center", va="center",
+    # side branches end at a box's right edge, so that no arrow crosses a box's text
+    ax.annotate("no: split B into micro-batches\n(gradient accumulation, same update)", (7.4, ys[3]),
+                (8.7, ys[2]), fontsize=8.5, ha="center", va="center",
+                arrowprops=dict(arrowstyle="->", color="#b00", connectionstyle="arc3,rad=-0.2"))
+    ax.annotate("yes: next size", (1.2, ys[1]), (1.2, ys[5]), fontsize=8.5, ha="center", va="center",
                 arrowprops=dict(arrowstyle="->", color="#2b5797", connectionstyle="arc3,rad=-0.3"))
     ax.annotate("no: the batch size hardly\nmatters; keep the smallest", (6.95, ys[7]), (8.75, ys[7]),
-                fontsize=7.5, ha="center", va="center", color="#b00",
+                fontsize=8.5, ha="center", va="center", color="#b00",
                 arrowprops=dict(arrowstyle="<-", color="#b00"))
     ax.set_title("Batch-size finder (cnnlab find-batch): how b_min and b_max are chosen")
     return fig
