@@ -195,6 +195,22 @@ def test_best_placeholder_before_any_run_finished_says_to_run_the_sweep(tmp_path
         analysis_commands(make_plan(opts(spec, tmp_path)))
 
 
+def test_a_config_steps_fingerprint_is_its_runs_identity_not_the_yaml_text(tmp_path, env):
+    """A key added to the schema with a neutral default changes every {config:NAME} YAML's text but not what the
+    step computes: the step is not rerun (recipe 08's hour-long batch-size test reran for five new optim keys)."""
+    from cnnlab.experiments import sweep as S
+
+    step = {"name": "c", "args": ["find-batch", "-c", "{config:x}", "--diagram", "--out", "{out}"]}
+    spec = write_spec(tmp_path, "fp", variants={"x": {}}, analysis=[step])
+    (cmd,) = analysis_commands(make_plan(opts(spec, tmp_path)))
+    before = S._step_fingerprint(cmd)
+    (path,) = cmd.files
+    cmd.files[path] += "optim:\n  a_new_neutral_key: 1.0\n"   # the text changes, the identity does not
+    assert S._step_fingerprint(cmd) == before
+    cmd.identities[path] = "another-run"
+    assert S._step_fingerprint(cmd) != before
+
+
 def test_a_finished_analysis_step_is_skipped_until_its_command_changes(tmp_path, env):
     from cnnlab.experiments.sweep import run_analysis
 

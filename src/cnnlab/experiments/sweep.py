@@ -30,8 +30,8 @@ import torch
 from cnnlab import arguments as A
 from cnnlab.arguments import check_arguments
 from cnnlab.errors import CnnlabError
-from cnnlab.experiments.spec import (Run, Spec, expand, feeding_steps, folder_identity, iter_runs, load_spec,
-                                     own_run_folder, run_folder, run_names, split_key, sweep_folder)
+from cnnlab.experiments.spec import (Run, Spec, expand, feeding_steps, folder_identity, identity_hash, iter_runs,
+                                     load_spec, own_run_folder, run_folder, run_names, split_key, sweep_folder)
 from cnnlab.experiments.store import DEFAULT_STORE, Claim, Record, ResultStore
 from cnnlab.fileio import atomic_write_text
 from cnnlab.training.checkpoint import find_checkpoint
@@ -353,6 +353,9 @@ class AnalysisCommand:
     name: str
     argv: List[str]
     files: Dict[Path, str] = field(default_factory=dict)   # path -> YAML text
+    # path -> the identity of the run whose config it holds: what the fingerprint reads, so that a key added to the
+    # schema with a neutral default (which changes the YAML text, not what is computed) does not rerun the step
+    identities: Dict[Path, str] = field(default_factory=dict)
 
 
 def analysis_commands(plan: Plan, data_root: Optional[str] = None) -> List[AnalysisCommand]:
@@ -386,6 +389,7 @@ def _fill(arg: str, cmd: AnalysisCommand, by_name: Dict[str, Run], out: Path, pl
                 return str(run_folder(run))
             path = out / f"{name}.yaml"
             cmd.files[path] = run.config.to_yaml()
+            cmd.identities[path] = identity_hash(run.config)
             return str(path)
         if kind == "best":
             return str(run_folder(best_run(plan, name, f"analysis step {step!r}")))
@@ -431,13 +435,13 @@ STEP_DONE = ".step-done"  # in a step's output folder: the fingerprint of the co
 
 
 def _step_fingerprint(cmd: AnalysisCommand) -> str:
-    """The command line and the content of every file it names (the {config:NAME} YAMLs, a run's checkpoint
+    """The command line and what every file it names holds (a {config:NAME} YAML's run identity, a run's checkpoint
     times): the same fingerprint means the step would compute the same thing again."""
     h = hashlib.sha1("\0".join(cmd.argv).encode())
     for a in cmd.argv:
         p = Path(a)
         if p in cmd.files:
-            h.update(cmd.files[p].encode())
+            h.update(cmd.identities.get(p, cmd.files[p]).encode())
         elif p.is_file():
             h.update(p.read_bytes())
         elif p.is_dir():
