@@ -266,6 +266,19 @@ def test_a_check_against_a_fixed_value_says_it_and_can_fail(tmp_path):
                 {**check, "b": "half"}]}}]}))
 
 
+def test_a_recipe_question_shows_the_settings_its_runs_used(tmp_path):
+    """HW3 1.2: the optimizers' table lists defaults; the runs used other rates, shown from runs.csv."""
+    q, _ = _concluded_build(tmp_path, "higher")
+    data = {"assignment": "X", "title": "T", "questions": [{"id": "X 1", "question": "q", "recipe": "fake",
+                                                             "answers": ["X 1"], "settings": ["variant"]}]}
+    q = A.build(_write(tmp_path, data), tmp_path / "out", str(tmp_path / "results"))["questions"][0]
+    assert q["tables"] == [{"columns": ["variant"], "rows": [["l1"], ["l2"]],
+                            "caption": "The settings its runs used (recipe fake)"}]
+    data["questions"][0]["settings"] = ["optim.nope"]
+    with pytest.raises(CnnlabError, match="runs.csv has no column 'optim.nope'"):
+        A.build(_write(tmp_path, data), tmp_path / "out", str(tmp_path / "results"))
+
+
 def test_a_conclusion_belongs_to_recipe_questions_only(tmp_path, capsys):
     data = {"assignment": "X", "title": "T", "questions": [{"id": "X 1", "question": "q", "text": "t",
                                                              "conclusion": {"text": "Yes."}}]}

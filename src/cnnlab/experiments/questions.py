@@ -65,6 +65,7 @@ from cnnlab.data.paths import resolve_root
 from cnnlab.data.preview import augmented_for_display, draw_grid, pick_examples, summarize as summarize_data
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.answers import WORDS, cap_first, show
+from cnnlab.experiments.figures import key_words
 from cnnlab.experiments.report import STAND_IN
 from cnnlab.fileio import atomic_write_text
 from cnnlab.models import calc, create_model
@@ -77,7 +78,7 @@ from cnnlab.training.optim import OPTIMIZERS, describe_optimizer
 ASSIGNMENT_KEYS = ("assignment", "title", "questions")
 SOURCES = ("claim", "calc", "data", "recipe", "text")   # exactly one per question
 QUESTION_KEYS = ("id", "question", *SOURCES, "answer", "answers", "figures", "code", "caveat", "optimizers",
-                 "examples", "conclusion")
+                 "examples", "conclusion", "settings")
 CLAIM_KEYS = ("verdict", "reason", "checks", "measure")
 # A recipe question's opening words in answer to its literal question (yes or no, expected or not, why), with the
 # runs.csv checks that the words rest on: a check that fails turns the opening into the contradiction.
@@ -214,6 +215,10 @@ def _check_source(source: str, q: dict, path: Path, where: str) -> None:
         _check_claim(value, path, where)
     if "conclusion" in q:
         _check_conclusion(q["conclusion"], source, path, where)
+    if "settings" in q:
+        if source != "recipe":
+            raise _fail(path, where, "settings is for recipe questions: the runs.csv columns to show as a table")
+        _str_list(q["settings"], path, where + "settings ")
     if "optimizers" in q:
         _str_list(q["optimizers"], path, where + "optimizers ")
     if "examples" in q:
@@ -474,11 +479,29 @@ def build_recipe(q: Question, ctx: Context) -> Dict[str, Any]:
     if "conclusion" in q.spec:
         answer, lines = _concluded(q, ctx, answer)
         evidence += lines
+    tables = [_settings_table(q, ctx, stem)] if "settings" in q.spec else []
     evidence += [f"from results/{stem}/answers.json: " + "; ".join(str(a["question"]) for _, a in found)]
     caveat = " ".join(filter(None, [q.spec.get("caveat"), _stands_in(ctx, block)]))
     if caveat:
         caveat = f"Stand-in budget ({block.get('ran', '').removeprefix('ran: ')}): {caveat.rstrip('.')}."
-    return _entry(q, answer=answer, evidence=evidence, source=stem, caveat=caveat)
+    out = _entry(q, answer=answer, evidence=evidence, source=stem, caveat=caveat)
+    if tables:
+        out["tables"] = tables
+    return out
+
+
+def _settings_table(q: Question, ctx: Context, stem: str) -> Dict[str, Any]:
+    """The settings the recipe's runs used (its runs.csv columns the question names), one row per distinct setting:
+    what an answer's numbers were measured at, beside the defaults a text answer may list."""
+    rows = _runs(ctx, stem) or []
+    cols = q.spec["settings"]
+    missing = [c for c in cols if rows and c not in rows[0]]
+    if missing:
+        raise CnnlabError(f"question {q.id!r}: results/{stem}/runs.csv has no column {missing[0]!r}; its columns: "
+                          f"{', '.join(rows[0])}")
+    seen = list(dict.fromkeys(tuple(r.get(c, "") for c in cols) for r in rows))
+    return {"columns": [key_words(c) for c in cols], "rows": [list(t) for t in seen],
+            "caption": f"The settings its runs used (recipe {stem})"}
 
 
 def _concluded(q: Question, ctx: Context, answer: str) -> Tuple[str, List[str]]:
