@@ -40,7 +40,7 @@ def test_compare_gives_means_stds_margin_and_a_noise_verdict_from_the_repeats():
     close = [run("x", v, s, "x") for s, v in enumerate((0.700, 0.720))] + \
         [run("y", v, s, "y") for s, v in enumerate((0.705, 0.725))]
     assert say(close, kind="compare", a="y", b="x", metrics="best_val_acc").startswith(
-        "no measurable difference in best validation accuracy between y and x")
+        "No measurable difference in best validation accuracy between y and x")
 
 
 def test_settings_run_once_use_the_pooled_spread_or_say_noise_was_not_measured():
@@ -52,7 +52,7 @@ def test_settings_run_once_use_the_pooled_spread_or_say_noise_was_not_measured()
     repeated = [run("c", v, s, "c") for s, v in enumerate((0.60, 0.64))]
     assert pooled_std(once + repeated, "best_val_acc") == pytest.approx(statistics.stdev([0.60, 0.64]))
     text = say(once + repeated, kind="compare", a="a", b="b", metrics="best_val_acc")
-    assert text.startswith("no measurable difference") and "pooled over the repeated settings" in text
+    assert text.startswith("No measurable difference") and "pooled over the repeated settings" in text
 
 
 def test_times_are_not_judged_against_a_spread_pooled_from_other_settings():
@@ -83,7 +83,7 @@ def test_identical_copies_under_other_names_count_as_repeats_for_the_noise():
     assert say(entries, kind="compare", a="small", b="big", metrics="best_val_acc").startswith("big does better")
     near = say(entries, kind="compare", a="small", b={"optim.lr": 0.1, "name": "widths_base"},
                metrics="best_val_acc")
-    assert near.startswith("no measurable difference") and "identical copies" in near
+    assert near.startswith("No measurable difference") and "identical copies" in near
     # without configs (entries read from the spec's varied keys alone) the copies are three settings, not repeats
     bare = [Entry(e.name, {"variant": e.name}, "finished", e.summary, [], {}) for e in copies]
     assert pooled_std(bare, "best_val_acc") is None

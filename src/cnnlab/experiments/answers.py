@@ -324,7 +324,8 @@ def compare(entries: List[Entry], a: Selector, b: Selector,
             parts.append(f"{WORDS.get(key, key)} was not measured")
             continue
         parts.append(_versus(key, la, lb, sa, sb, pooled_std(entries, key)))
-    return ". ".join(parts) + "."  # not capitalised: a sentence may open with a run's name, spelt as in the table
+    # a sentence that opens with a run's name keeps it as the table spells it; one that opens with words is capitalised
+    return ". ".join(p if p.startswith((la, lb)) else cap_first(p) for p in parts) + "."
 
 
 @register_answer("paired")
