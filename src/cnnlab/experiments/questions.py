@@ -476,11 +476,11 @@ def build_recipe(q: Question, ctx: Context) -> Dict[str, Any]:
     texts = [a["text"] for _, a in found]
     answer = " ".join([texts[0]] + [cap_first(t.removeprefix(STAND_IN + ": ")) for t in texts[1:]])
     evidence = [f"{block.get('source', stem)}: {block.get('ran', '')}".rstrip(": ")]
-    if "conclusion" in q.spec:
+    evidence += [f"from results/{stem}/answers.json: " + "; ".join(str(a["question"]) for _, a in found)]
+    if "conclusion" in q.spec:  # the checks of the opening words, after where the numbers come from
         answer, lines = _concluded(q, ctx, answer)
         evidence += lines
     tables = [_settings_table(q, ctx, stem)] if "settings" in q.spec else []
-    evidence += [f"from results/{stem}/answers.json: " + "; ".join(str(a["question"]) for _, a in found)]
     caveat = " ".join(filter(None, [q.spec.get("caveat"), _stands_in(ctx, block)]))
     if caveat:
         caveat = f"Stand-in budget ({block.get('ran', '').removeprefix('ran: ')}): {caveat.rstrip('.')}."
