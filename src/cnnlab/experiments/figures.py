@@ -256,7 +256,8 @@ def _x_scale(ax, xs: List[float], log: Optional[bool]) -> None:
         elif positive:
             ax.set_xscale("log")
         if len(xs) <= 12:  # a handful of settings: tick each one as it is written (64 ... 8192, not 10^2 ... 10^4)
-            ax.set_xticks(xs, [_fmt(v) for v in xs])
+            close = any(b / a <= 2.5 for a, b in zip(positive, positive[1:]))  # 0.005 beside 0.01 would overlap
+            ax.set_xticks(xs, [_fmt(v) for v in xs], rotation=40 if close else 0, ha="right" if close else "center")
             ax.minorticks_off()
 
 
@@ -292,6 +293,7 @@ def sweep(entries: List[Entry], x: str, y: Union[str, List[str]] = (BEST_VAL_ACC
     groups: Dict[str, List[Entry]] = {}
     for e in pts:
         key = _fmt(e.value(series)) if series else names[e.name]
+        key = key.removesuffix(" (did not learn)")  # its ring says so; it stays on its setting's line
         groups.setdefault(key if key != e.name else "", []).append(e)
     rows = []
     any_flat = False
