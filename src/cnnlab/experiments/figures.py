@@ -241,7 +241,9 @@ def curves(entries: List[Entry]) -> Optional[Drawn]:
     loss = kinds.pop() if len(kinds) == 1 else "loss or label smoothing differs per run"
     axes = plot_curves(runs, train_loss_label=loss)
     rows = [{"run": k, "epochs": len(v)} for k, v in runs.items()]
-    return Drawn("Loss, accuracy and learning rate per epoch (train dashed, validation solid)", axes[0].figure, rows)
+    # plot_curves leaves the lr panel out for a constant lr: the caption names only the panels drawn
+    what = "Loss, accuracy and learning rate" if len(axes) > 2 else "Loss and accuracy"
+    return Drawn(f"{what} per epoch (train dashed, validation solid)", axes[0].figure, rows)
 
 
 def _x_scale(ax, xs: List[float], log: Optional[bool]) -> None:
