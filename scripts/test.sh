@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up (virtual environment + install) and run the test suite. This is the README's test command; .ci/run calls it.
-# The whole suite, slow tests included (about 4 minutes on 2 cores); a quick run: scripts/test.sh -m 'not slow'
+# The whole suite, slow tests included (about 10 minutes on 2 quiet cores); a quick run: scripts/test.sh -m 'not slow'
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${CNNLAB_VENV:-.venv}"
