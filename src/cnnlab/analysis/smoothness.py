@@ -17,6 +17,7 @@ training gradient between successive steps (each on its own batch), which the Fu
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
@@ -219,12 +220,11 @@ def smoothness_words(rows: Sequence[dict]) -> str:
         by.setdefault(r["label"], []).append(r)
     parts, medians = [], {}
     for label, rs in by.items():
-        betas = sorted(float(r["beta_eff"]) for r in rs if math.isfinite(float(r["beta_eff"])))
+        betas = [float(r["beta_eff"]) for r in rs if math.isfinite(float(r["beta_eff"]))]
         losses = [float(r["loss"]) for r in rs if math.isfinite(float(r["loss"]))]
         if not betas or not losses:
             continue
-        medians[label] = betas[len(betas) // 2] if len(betas) % 2 else (betas[len(betas) // 2 - 1] +
-                                                                         betas[len(betas) // 2]) / 2
+        medians[label] = statistics.median(betas)
         moved = (losses[0] - losses[-1]) / abs(losses[0]) if losses[0] else 0.0
         stuck = " (it had barely left its starting loss)" if moved < PLATEAU else ""
         parts.append(f"{label}: median effective beta-smoothness {medians[label]:.4g}, its loss {losses[0]:.4f} -> "

@@ -495,10 +495,7 @@ def _settings_table(q: Question, ctx: Context, stem: str) -> Dict[str, Any]:
     what an answer's numbers were measured at, beside the defaults a text answer may list."""
     rows = _runs(ctx, stem) or []
     cols = q.spec["settings"]
-    missing = [c for c in cols if rows and c not in rows[0]]
-    if missing:
-        raise CnnlabError(f"question {q.id!r}: results/{stem}/runs.csv has no column {missing[0]!r}; its columns: "
-                          f"{', '.join(rows[0])}")
+    _need_columns(rows, cols, f"question {q.id!r}: results/{stem}")
     seen = list(dict.fromkeys(tuple(r.get(c, "") for c in cols) for r in rows))
     return {"columns": [key_words(c) for c in cols], "rows": [list(t) for t in seen],
             "caption": f"The settings its runs used (recipe {stem})"}
@@ -567,10 +564,14 @@ def _same(cell: Optional[str], want: Any) -> bool:
         return str(cell) == str(want)
 
 
-def _select(rows: List[Dict[str, str]], sel: Dict[str, Any], metric: str, where: str) -> List[float]:
-    for key in (*sel, metric):
+def _need_columns(rows: List[Dict[str, str]], keys, where: str) -> None:
+    for key in keys:
         if rows and key not in rows[0]:
             raise CnnlabError(f"{where}: runs.csv has no column {key!r}; its columns: {', '.join(rows[0])}")
+
+
+def _select(rows: List[Dict[str, str]], sel: Dict[str, Any], metric: str, where: str) -> List[float]:
+    _need_columns(rows, (*sel, metric), where)
     return [float(r[metric]) for r in rows if all(_same(r.get(k), v) for k, v in sel.items()) and r[metric] != ""]
 
 
