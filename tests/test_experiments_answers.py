@@ -152,7 +152,8 @@ def test_a_seeded_sweep_states_its_answer_from_the_numbers_in_runs_csv(tmp_path,
         "question": "Does a 2x lr help?", "base": base,
         "variants": {"small": {"optim.lr": 0.05}, "large": {"optim.lr": 0.1}},
         "profiles": {"cpu": {"seeds": [0, 1]}},
-        "report": {"answers": [{"kind": "compare", "a": "large", "b": "small", "metrics": "best_val_acc"}]}}))
+        "report": {"answers": [{"kind": "compare", "a": "large", "b": "small", "metrics": "best_val_acc"}],
+                   "labels": {"large": "twice the lr", "small": "the course's lr"}}}))
     monkeypatch.setenv("CNNLAB_CACHE", str(session_cache))
     monkeypatch.setenv("CNNLAB_DATA", str(shared_data))
     out = tmp_path / "rep" / "report.html"
@@ -165,22 +166,66 @@ def test_a_seeded_sweep_states_its_answer_from_the_numbers_in_runs_csv(tmp_path,
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "### Answers (computed from the runs below)" in md and want.replace("_", "\\_") in md
     assert want in out.read_text() and "Mean ± standard deviation over the seeds" in md
+    # the labels name the runs in the answer and the table; runs.csv and the variant column keep the names
+    assert "between twice the lr and the course's lr" in md or "Twice the lr does better" in md \
+        or "The course's lr does better" in md
+    assert "| twice the lr (seed 1) |" in md and "| large |" in md
+    assert sorted(r["run"] for r in rows) == ["large_seed=0", "large_seed=1", "small_seed=0", "small_seed=1"]
 
 
 def test_paired_compares_two_values_of_a_key_within_each_variant_and_best_can_be_scoped():
     entries = [run(f"{opt}_d={d}", acc, variant=opt, **{"model.options.dropout": d})
                for opt, d, acc in (("adam", 0.0, 0.50), ("adam", 0.5, 0.55), ("sgd", 0.0, 0.40), ("sgd", 0.5, 0.38))]
     text = say(entries, kind="paired", key="model.options.dropout", a=0.5, b=0.0, metrics="best_val_acc")
-    assert text.startswith("Dropout 0.5 against dropout 0, per variant: adam: dropout 0.5 does better on best "
-                           "validation accuracy (55.00% against 50.00%, +5.00 points)")
-    # the better side's number first, so the sentence reads one way (not "0 does better (38% against 40%)")
-    assert "sgd: dropout 0 does better on best validation accuracy (40.00% against 38.00% for dropout 0.5, +2.00 " \
-           "points)" in text
+    # the tally first (who did better for how many), then each variant's pair of values, a against b
+    assert text == ("Dropout 0.5 against dropout 0, for each variant: Best validation accuracy: dropout 0.5 did "
+                    "better for 1 of 2 (adam); dropout 0 did better for 1 of 2 (sgd) (dropout 0.5 against dropout 0: "
+                    "adam 55.00% against 50.00%, sgd 38.00% against 40.00%).")
     blown = entries + [run("adagrad_d=0", 0.2, variant="adagrad", diverged=True, **{"model.options.dropout": 0.0}),
                        run("adagrad_d=0.5", 0.5, variant="adagrad", **{"model.options.dropout": 0.5})]
     text = say(blown, kind="paired", key="model.options.dropout", a=0.5, b=0.0, metrics="wall_time")
-    assert "adagrad: not compared (dropout 0 diverged)" in text
-    assert "adam: dropout 0.5 and dropout 0 have the same training time (100 s against 100 s" in text
+    assert text.endswith(" Left out: adagrad not compared (dropout 0 diverged).")
+    assert "Training time: no measurable difference for both (dropout 0.5 against dropout 0: adam 100 s against " \
+           "100 s, sgd 100 s against 100 s)." in text
+    seeded = [run(f"{opt}_d={d}", acc, seed, variant=opt, **{"model.options.dropout": d})
+              for opt, d, accs in (("adam", 0.0, (0.50, 0.51)), ("adam", 0.5, (0.60, 0.61)),
+                                   ("sgd", 0.0, (0.40, 0.45)), ("sgd", 0.5, (0.41, 0.46))) for seed, acc in enumerate(accs)]
+    text = say(seeded, kind="paired", key="model.options.dropout", a=0.5, b=0.0, metrics="best_val_acc")
+    assert "dropout 0.5 did better for 1 of 2 (adam); no measurable difference for 1 of 2 (sgd)" in text
     scoped = say(entries, kind="best", key="variant", where={"model.options.dropout": 0.5})
     assert scoped.startswith("The best variant among the runs with dropout 0.5 is adam, by best validation accuracy: "
                              "55.00%, 17.00 points ahead of sgd")
+
+
+def test_report_labels_name_a_setting_only_where_the_variant_is_the_whole_setting():
+    from cnnlab.experiments.figures import run_names
+    from cnnlab.experiments.report import spec_label
+
+    labels = {"bn": "BN at lr 0.1", "drop": "dropout"}
+    a, b = run("bn", 0.7, 0, "bn"), run("no_bn", 0.6, 0, "no_bn")
+    assert spec_label(labels, a) == "BN at lr 0.1" and spec_label(labels, b) == ""
+    # a zip axis beside the variant: one label would name two settings alike, so none is used
+    assert spec_label(labels, run("drop", 0.7, 0, "drop", **{"model.options.dropout": 0.5})) == ""
+    a.label = spec_label(labels, a)
+    assert run_names([a, b]) == {"bn_seed=0": "BN at lr 0.1 (seed 0)", "no_bn_seed=0": "no_bn_seed=0"}
+    both = [run("bn", v, s, "bn") for s, v in enumerate((0.70, 0.72))] + \
+        [run("no_bn", v, s, "no_bn") for s, v in enumerate((0.50, 0.52))]
+    for e in both:
+        e.label = spec_label({"bn": "BN at lr 0.1", "no_bn": "no BN at lr 0.1"}, e)
+    text = say(both, kind="compare", a="no_bn", b="bn", metrics="best_val_acc")
+    assert text.startswith("BN at lr 0.1 does better on best validation accuracy (71.00%")
+    assert "for no BN at lr 0.1" in text and "no_bn" not in text
+
+
+@pytest.mark.parametrize("labels, words", [
+    ({"z": "zed"}, "'z' is not a variant or group of the spec"),
+    ({"xx": "zed"}, "did you mean 'x'?"),
+    ({"x": ""}, "give a text of 1 to 40 characters"),
+    ({"x": "a" * 41}, "give a text of 1 to 40 characters"),
+    ({"x": 3}, "give a text of 1 to 40 characters"),
+])
+def test_bad_report_labels_are_one_clear_error(labels, words):
+    with pytest.raises(CnnlabError) as e:
+        parse_spec({"base": {"model": {"name": "simplenn"}}, "variants": {"x": {}, "y": {"optim.lr": 0.1}},
+                    "report": {"labels": labels}})
+    assert words in str(e.value) and "report labels" in str(e.value)

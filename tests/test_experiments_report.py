@@ -361,7 +361,34 @@ def test_bars_with_a_hue_share_one_legend_below_the_panels():
     fig = draw("bars", entries, y=["wall_time", "best_val_acc"], by="variant", hue="model.options.dropout").fig
     assert [ax.get_legend() for ax in fig.axes] == [None, None]  # beside a panel it crowded the next one
     (legend,) = fig.legends
-    assert [t.get_text() for t in legend.get_texts()] == ["model.options.dropout=0", "model.options.dropout=0.5"]
+    assert [t.get_text() for t in legend.get_texts()] == ["dropout 0", "dropout 0.5"]  # words, not a config key
+    # four metrics: two rows of two panels (four in a row shrank to unreadable text on a page); labels name the bars
+    for e in entries:
+        e.summary.update(params=1000, images_per_sec=500.0)
+        e.label = {"adam": "Adam", "sgd": "SGD"}[e.varied["variant"]]
+    fig = draw("bars", entries, y=["wall_time", "best_val_acc", "params", "images_per_sec"], by="variant").fig
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == 4 and len({round(ax.get_position().y0, 2) for ax in shown}) == 2
+    assert [t.get_text() for t in shown[0].get_yticklabels()] == ["Adam", "SGD"]
+    assert shown[0].get_title() == "training time (s) by variant"
+
+
+def test_many_runs_of_several_groups_draw_a_row_of_curves_per_group_with_its_own_legend():
+    rows = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.1 / e, "train_acc": 0.2 * e, "val_acc": 0.2 * e,
+             "lr": 0.1 / e} for e in (1, 2, 3)]
+    nets = [Entry(f"networks_{v}", {"group": "networks", "variant": v}, "finished", {"best_val_acc": 0.5}, rows, {},
+                  label=v.upper()) for v in ("a", "b", "c", "d", "e", "f")]
+    widths = [Entry(f"widths_width={w}", {"group": "widths", "model.options.width": w}, "finished",
+                    {"best_val_acc": 0.5}, rows, {}) for w in (0.5, 1, 2, 4, 8)]
+    drawn = draw("curves", nets + widths)
+    assert drawn.title.startswith("Loss, accuracy and learning rate per epoch, a row per group")
+    legends = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in drawn.fig.axes if ax.get_legend()]
+    assert legends == [["train", "validation", "A", "B", "C", "D", "E", "F"],
+                       ["train", "validation", "width 0.5", "width 1", "width 2", "width 4", "width 8"]]
+    assert [ax.get_title() for ax in drawn.fig.axes[::3]] == ["networks: loss", "widths: loss"]
+    assert not drawn.fig.legends  # no figure-wide legend of 11 runs over 10 repeating colours
+    few = draw("curves", nets[:3] + widths[:3])  # ten or fewer: one panel row, one legend, as before
+    assert len(few.fig.axes) == 3 and len(few.fig.legends) == 1
 
 
 def test_runs_renamed_by_the_spec_are_left_out_and_other_runs_stay_out_of_the_answers(swept, tmp_path):

@@ -260,13 +260,15 @@ def _better(key: str, a: float, b: float) -> bool:
 # their labels (variant, group or run names) and settings by what they are ("learning rate"), not by config keys.
 
 def _label(sel: Selector, entries: Sequence[Entry] = ()) -> str:
-    """A selector as the report's tables name it: the variant, group or run it matches, else its settings in words."""
-    if isinstance(sel, str):
-        return sel
+    """A selector as the report's tables name it: the label of the variant or group it matches (report.labels),
+    else that variant, group or run, else its settings in words."""
     found = [e for e in entries if _matches(e, sel)]
+    if isinstance(sel, str):  # a variant's or group's name: its label where the spec gives one
+        return next((e.label for e in found if e.label and sel in (e.varied.get("variant"), e.varied.get("group"))),
+                    sel)
     if found and len({setting_name(e) for e in found}) == 1:
         e = found[0]
-        return str(e.varied.get("variant") or setting_name(e))
+        return e.label or str(e.varied.get("variant") or setting_name(e))
     return ", ".join(f"{key_words(k)} {_fmt(v)}" for k, v in sel.items())
 
 
@@ -324,35 +326,59 @@ def compare(entries: List[Entry], a: Selector, b: Selector,
             parts.append(f"{WORDS.get(key, key)} was not measured")
             continue
         parts.append(_versus(key, la, lb, sa, sb, pooled_std(entries, key)))
-    # a sentence that opens with a run's name keeps it as the table spells it; one that opens with words is capitalised
-    return ". ".join(p if p.startswith((la, lb)) else cap_first(p) for p in parts) + "."
+    # a sentence that opens with a run's name keeps it as the table spells it (bn_lr0.1); one that opens with words,
+    # a label ("no BN at lr 0.1") among them, is capitalised
+    names = tuple(lab for lab, sel in ((la, a), (lb, b)) if isinstance(sel, str) and lab == sel)
+    return ". ".join(p if names and p.startswith(names) else cap_first(p) for p in parts) + "."
 
 
 @register_answer("paired")
 def paired(entries: List[Entry], key: str, a: Any, b: Any, by: str = "variant",
            metrics: Union[str, List[str]] = BEST_VAL_ACC) -> str:
-    """For each value of `by` (each variant): its runs with `key` = a against those with `key` = b."""
+    """For each value of `by` (each variant): its runs with `key` = a against those with `key` = b. Per metric, the
+    tally first (which side did better for how many of them, and where the margin is inside the noise), then the
+    pairs of values: a sentence per metric, not one per variant and metric (HW3 1.3 read as 330 words that way)."""
     names = list(dict.fromkeys(_fmt(e.value(by)) for e in entries))
     la, lb = f"{key_words(key)} {_fmt(a)}", f"{key_words(key)} {_fmt(b)}"
-    parts = []
+    pairs, missing = [], []
     for n in names:
         mine = [e for e in entries if _fmt(e.value(by)) == n]
         ra, rb = select(mine, {by: n, key: a}), select(mine, {by: n, key: b})
-        if not ra or not rb:
-            parts.append(f"{n}: not answered yet")
+        gone = [f"{lab} {left_out(rs[0])}" for lab, rs in ((la, ra), (lb, rb)) if rs and all(left_out(e) for e in rs)]
+        if not ra or not rb or gone:
+            missing.append(f"{n} {'not compared (' + ' and '.join(gone) + ')' if gone else 'not answered yet'}")
             continue
-        gone = [f"{lab} {left_out(rs[0])}" for lab, rs in ((la, ra), (lb, rb)) if all(left_out(e) for e in rs)]
-        if gone:
-            parts.append(f"{n}: not compared ({' and '.join(gone)})")
-            continue
-        ra, rb = [e for e in ra if not left_out(e)], [e for e in rb if not left_out(e)]
-        said = []
-        for m in ([metrics] if isinstance(metrics, str) else list(metrics)):
-            sa, sb = stat(ra, m), stat(rb, m)
-            said.append(_versus(m, la, lb, sa, sb, pooled_std(entries, m)) if sa and sb else
-                        f"{WORDS.get(m, m)} was not measured")
-        parts.append(f"{n}: " + "; ".join(said))
-    return f"{cap_first(la)} against {lb}, per {key_words(by)}: " + ". ".join(parts) + "."
+        pairs.append((n, [e for e in ra if not left_out(e)], [e for e in rb if not left_out(e)]))
+    said = [_tally(m, la, lb, pairs, pooled_std(entries, m))
+            for m in ([metrics] if isinstance(metrics, str) else list(metrics))]
+    head = f"{cap_first(la)} against {lb}, for each {key_words(by)}"
+    tail = f" Left out: {'; '.join(missing)}." if missing else ""
+    return head + (": " + " ".join(said) if pairs else ": not answered yet (no pair of finished runs).") + tail
+
+
+def _tally(m: str, la: str, lb: str, pairs: list, pooled: Optional[float]) -> str:
+    """One metric of a paired answer: who did better for how many settings, then each setting's two values."""
+    rows = [(n, stat(ra, m), stat(rb, m)) for n, ra, rb in pairs]
+    rows = [(n, sa, sb) for n, sa, sb in rows if sa is not None and sb is not None]
+    words = WORDS.get(m, m)
+    if not rows:
+        return f"{cap_first(words)} was not measured."
+    won: Dict[str, List[str]] = {la: [], lb: [], "": []}
+    for n, sa, sb in rows:
+        within = noise(m, sa, sb, pooled).within or sa.mean == sb.mean
+        won["" if within else la if _better(m, sa.mean, sb.mean) else lb].append(n)
+    verb = {WALL_TIME: "trained faster", "images_per_sec": "processed more images per second"}.get(m, "did better")
+
+    def side(names: List[str]) -> str:
+        if len(names) == len(rows):
+            return "for both" if len(rows) == 2 else f"for all {len(rows)}"
+        return f"for {len(names)} of {len(rows)} ({', '.join(names)})"
+
+    clauses = [f"{lab} {verb} {side(ns)}" for lab, ns in won.items() if lab and ns]
+    if won[""]:
+        clauses.append(f"no measurable difference {side(won[''])}")
+    values = ", ".join(f"{n} {show_stat(m, sa, n=False)} against {show_stat(m, sb, n=False)}" for n, sa, sb in rows)
+    return f"{cap_first(words)}: {'; '.join(clauses)} ({la} against {lb}: {values})."
 
 
 def _where(entries: List[Entry], where: Optional[Dict[str, Any]]) -> List[Entry]:

@@ -37,7 +37,7 @@ from cnnlab.training.losses import describe as describe_loss
 # are drawn in percent come from the catalogue (training/metrics.py), under the names this module has used.
 from cnnlab.training.metrics import AXIS_LABELS as LABELS, EPOCH_METRICS, PERCENT as ACCURACIES  # noqa: F401
 from cnnlab.training.metrics import BEST_VAL_ACC, FINAL_TRAIN_ACC, RUN_METRICS as SUMMARY_METRICS, WALL_TIME
-from cnnlab.training.plots import plot_curves
+from cnnlab.training.plots import has_lr, plot_curves
 
 FIGURES = Registry("report figure")
 
@@ -83,6 +83,16 @@ class Entry:
     config: Dict[str, Any] = field(default_factory=dict)   # flat: dotted key -> value
     run_dir: Optional[Path] = None
     outside_plan: bool = False             # a store record the spec's plan does not name (other key=value settings)
+    label: str = ""                        # its setting in words, from the spec's report.labels ("" : none given)
+
+    @property
+    def title(self) -> str:
+        """The run as tables and legends name it: its label and seed where the spec labels its setting
+        ("BN, lr 0.1 (seed 1)"), else its name."""
+        if not self.label:
+            return self.name
+        seed = self.varied.get(SEED_KEY)
+        return self.label + (f" (seed {seed})" if seed is not None else "")
 
     def value(self, key: str) -> Any:
         if key in self.varied:
@@ -175,6 +185,8 @@ def labels(entries: Sequence[Entry], skip: Sequence[str] = ()) -> Dict[str, str]
     for e in entries:  # a key this run does not vary is read from its config ("repeats=1", not "repeats=None")
         parts = [str(e.value(k)) if k in ("variant", "group") else f"{short[k]}={_fmt(e.value(k))}"
                  for k in differ]
+        if e.label and any(k in ("variant", "group") for k in differ):  # its label says its group and variant once
+            parts = [e.label] + [p for k, p in zip(differ, parts) if k not in ("variant", "group")]
         out[e.name] = ", ".join(parts) or e.name
     if any(len(v) > LABEL_MAX for v in out.values()):  # different recipes differ everywhere: their names say more
         out = {e.name: e.name for e in entries}
@@ -185,7 +197,7 @@ def labels(entries: Sequence[Entry], skip: Sequence[str] = ()) -> Dict[str, str]
 def run_names(entries: Sequence[Entry]) -> Dict[str, str]:
     """Run name -> its legend label: the name the runs table gives it (a figure's legend and the table must name a
     run alike), marked when the run never left chance."""
-    return {e.name: e.name + (" (did not learn)" if e.outcome == "did not learn" else "") for e in entries}
+    return {e.name: e.title + (" (did not learn)" if e.outcome == "did not learn" else "") for e in entries}
 
 
 def _scaled(metric: str, v):
@@ -228,22 +240,58 @@ def _as_list(y: Union[str, Sequence[str]]) -> List[str]:
 
 # ----------------------------------------------------------------------------------------------------------------------
 
+CURVE_COLOURS = 10  # more runs than this in one panel and the colours repeat: a spec's groups get a row each
+
+
 @register_figure("curves")
 def curves(entries: List[Entry]) -> Optional[Drawn]:
     """Loss, accuracy and learning rate against epoch, every run overlaid: one colour per run, train dashed and
-    validation solid, one legend outside the axes."""
-    names = run_names(entries)
-    runs = {names[e.name]: e.metrics for e in entries if e.metrics}
-    if not runs:
+    validation solid, one legend outside the axes. Runs of several groups that are more than CURVE_COLOURS in all
+    are drawn a row per group, each with its own legend (Project 2's 25 runs in one panel were 25 legend entries
+    over 10 repeating colours)."""
+    done = [e for e in entries if e.metrics]
+    if not done:
         return None
+    groups = list(dict.fromkeys(e.varied.get("group") for e in done))
+    if len(done) <= CURVE_COLOURS or len(groups) < 2 or None in groups:
+        names = run_names(done)
+        runs = {names[e.name]: e.metrics for e in done}
+        axes = plot_curves(runs, train_loss_label=_loss_kind(done))
+        what = "Loss, accuracy and learning rate" if len(axes) > 2 else "Loss and accuracy"
+        return Drawn(f"{what} per epoch (train dashed, validation solid)", axes[0].figure,
+                     [{"run": k, "epochs": len(v)} for k, v in runs.items()])
+    lr = any(has_lr({e.name: e.metrics}) for e in done)
+    fig, grid = new_figure(len(groups), 3 if lr else 2, figsize=(14 if lr else 10, 3.2 * len(groups)))
+    rows = []
+    for g, row in zip(groups, grid):
+        mine = [e for e in done if e.varied.get("group") == g]
+        names = _group_names(mine)
+        runs = {names[e.name]: e.metrics for e in mine}
+        plot_curves(runs, axes=list(row), train_loss_label=_loss_kind(mine), legend="row")
+        row[0].set_title(f"{g}: {row[0].get_title()}")
+        rows += [{"group": g, "run": k, "epochs": len(v)} for k, v in runs.items()]
+    what = "Loss, accuracy and learning rate" if lr else "Loss and accuracy"
+    return Drawn(f"{what} per epoch, a row per group (train dashed, validation solid)", fig, rows)
+
+
+def _loss_kind(entries: List[Entry]) -> str:
     kinds = {describe_loss(e.config.get("train.loss") or "cross_entropy", e.config.get("train.label_smoothing") or 0)
-             for e in entries if e.metrics}
-    loss = kinds.pop() if len(kinds) == 1 else "loss or label smoothing differs per run"
-    axes = plot_curves(runs, train_loss_label=loss)
-    rows = [{"run": k, "epochs": len(v)} for k, v in runs.items()]
-    # plot_curves leaves the lr panel out for a constant lr: the caption names only the panels drawn
-    what = "Loss, accuracy and learning rate" if len(axes) > 2 else "Loss and accuracy"
-    return Drawn(f"{what} per epoch (train dashed, validation solid)", axes[0].figure, rows)
+             for e in entries}
+    return kinds.pop() if len(kinds) == 1 else "loss or label smoothing differs per run"
+
+
+def _group_names(entries: List[Entry]) -> Dict[str, str]:
+    """Run name -> its legend entry within its group: its label, else what varies within the group in words
+    ("width 0.5"), with its seed where seeds vary."""
+    out = {}
+    for e in entries:
+        keys = [k for k in e.varied if k not in ("group", "variant", SEED_KEY)]
+        seed = e.varied.get(SEED_KEY)
+        name = e.title if e.label else (", ".join(f"{key_words(k)} {_fmt(e.varied[k])}" for k in keys) or
+                                        str(e.varied.get("variant") or e.name)) + \
+            (f" (seed {seed})" if seed is not None else "")
+        out[e.name] = name + (" (did not learn)" if e.outcome == "did not learn" else "")
+    return out
 
 
 def _x_scale(ax, xs: List[float], log: Optional[bool]) -> None:
@@ -348,7 +396,7 @@ def _dot_axes(ax, cats: List[str], metric: str, by: Optional[str]) -> None:
     ax.set_ylim(len(cats) - 0.5, -0.5)
     ax.margins(x=0.25)  # room for the value labels
     name = LABELS.get(metric, metric)
-    ax.set(xlabel=_axis_label([metric]), title=name + (f" by {by}" if by else ""))
+    ax.set(xlabel=_axis_label([metric]), title=name + (f" by {key_words(by)}" if by else ""))
     ax.grid(alpha=0.3, axis="x")
 
 
@@ -363,12 +411,21 @@ def bars(entries: List[Entry], y: Union[str, List[str]] = WALL_TIME, by: Optiona
     if not done:
         return None
     names = labels(done, skip=(hue, SEED_KEY) if hue else (SEED_KEY,))
-    cat = (lambda e: _fmt(e.value(by))) if by else (lambda e: names[e.name])  # noqa: E731
+    def cat(e: Entry) -> str:  # a variant or group by its label where the spec gives one
+        if not by:
+            return names[e.name]
+        return e.label if by in ("variant", "group") and e.label else _fmt(e.value(by))
+
     cats = list(dict.fromkeys(cat(e) for e in done))
     hues = list(dict.fromkeys(_fmt(e.value(hue)) for e in done)) if hue else [""]
-    fig, axes = new_figure(1, len(ys), figsize=(min(15.0, 5.2 * len(ys)), 1.2 + 0.32 * len(cats) * len(hues)))
+    # up to two panels side by side: four in a row shrink to unreadable text on a page
+    ncols = min(len(ys), 2)
+    nrows = -(-len(ys) // ncols)
+    fig, axes = new_figure(nrows, ncols, figsize=(5.6 * ncols, nrows * (1.2 + 0.32 * len(cats) * len(hues))))
+    for ax in axes.flat[len(ys):]:
+        ax.set_visible(False)
     rows = []
-    for ax, metric in zip(axes[0], ys):
+    for ax, metric in zip(axes.flat, ys):
         for j, h in enumerate(hues):
             for i, c in enumerate(cats):
                 vals = [e.metric(metric) for e in done if cat(e) == c and (not hue or _fmt(e.value(hue)) == h)]
@@ -379,15 +436,15 @@ def bars(entries: List[Entry], y: Union[str, List[str]] = WALL_TIME, by: Optiona
                 rows.append({"category": c, **({hue: h} if hue else {}), metric: mean, "std": sd, "n": len(vals)})
                 pos = i + (j - (len(hues) - 1) / 2) * 0.8 / len(hues)
                 ax.errorbar(_scaled(metric, mean), pos, xerr=_scaled(metric, sd) if sd else None, fmt="o",
-                            color=f"C{j % 10}", capsize=3, label=(f"{hue}={h}" if hue and i == 0 else None))
+                            color=f"C{j % 10}", capsize=3, label=(f"{key_words(hue)} {h}" if hue and i == 0 else None))
                 text = _value_text(metric, mean) + (f" ± {_value_text(metric, sd)} (n={len(vals)})" if sd else "")
                 ax.annotate(text, (_scaled(metric, mean), pos), xytext=(6, 4), textcoords="offset points",
-                            fontsize=7)
+                            fontsize=8)
         _dot_axes(ax, cats, metric, by)
     if hue:  # one legend for all panels (they share the colours), below them: beside each it would crowd the next
         handles, names_ = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, names_, loc="outside lower center", ncol=min(len(hues), 4))
-    return Drawn(", ".join(LABELS.get(m, m) for m in ys) + (f" by {by}" if by else " per run"), fig, rows)
+    return Drawn(", ".join(LABELS.get(m, m) for m in ys) + (f" by {key_words(by)}" if by else " per run"), fig, rows)
 
 
 def reach(entry: Entry, target: float) -> Optional[dict]:

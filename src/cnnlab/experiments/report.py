@@ -154,9 +154,12 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
         analysis = kept
     url, records = _store_records(store_url, out, f"{spec.name}/{prof.name if prof else 'default'}")
     entries = [_planned_entry(run, records.get(run.key), run_files) for run in runs]
+    for e in entries:
+        e.label = spec_label(spec.labels, e)
     renamed, others = _unplanned(runs, records)
     title = f"{spec.name} ({prof.name} profile)" if prof else spec.name
-    notes = [f"spec {path}; {len(runs)} runs; store {url}"]
+    # no store where the report was rebuilt from its run copies (a clean clone): the copies' note below says so
+    notes = [f"spec {path}; {len(runs)} runs" + (f"; store {url}" if records else "")]
     if renamed:
         notes.append(f"{len(renamed)} earlier run(s) with the settings of planned runs under older names "
                      f"({', '.join(split_key(k)[0] for k in renamed[:4])}{'...' if len(renamed) > 4 else ''}) "
@@ -176,6 +179,18 @@ def source_from_spec(path: Path, profile: Optional[str], store_url: Optional[str
                   prof.name if prof else "", prof.stands_in if prof else "",
                   {st["name"]: " ".join(str(st.get("description") or "").split()) for st in spec.analysis
                    if st.get("description") and (st["profiles"] is None or prof is None or prof.name in st["profiles"])})
+
+
+def spec_label(labels: Dict[str, str], e: Entry) -> str:
+    """The words report.labels gives the run's setting: its variant's, else its group's; "" where the spec gives
+    none, or where an axis beside them (a grid or zip key, not the seed) is part of the setting too: one label for
+    runs that differ would name two settings alike."""
+    variant, group = e.varied.get("variant"), e.varied.get("group")
+    if any(k not in ("group", "variant", SEED_KEY) for k in e.varied):
+        return ""
+    if variant is not None:
+        return labels.get(str(variant), "")
+    return labels.get(str(group), "") if group is not None else ""
 
 
 def _store_records(store_url: Optional[str], out: str, study: str) -> tuple:
@@ -382,7 +397,7 @@ def table(source: Source) -> tuple:
         keys = []
     short = short_keys(keys)  # short labels (lr, batch_norm): a header wraps only between words, so keep them short
     header = ["run", "best val acc", *[short[k] for k in keys], *[h for h, _ in cols]]
-    rows = [[e.name, _pct((e.summary or {}).get(BEST_VAL_ACC)), *[_cell(e.value(k)) for k in keys],
+    rows = [[e.title, _pct((e.summary or {}).get(BEST_VAL_ACC)), *[_cell(e.value(k)) for k in keys],
              *[cells[h][i] for h, _ in cols]] for i, e in enumerate(entries)]
     words = {"status": lambda v: f"status {v}", "params": lambda v: f"{v} parameters",
              "diverged": lambda v: "none diverged" if v == "no" else "all diverged"}
@@ -401,7 +416,7 @@ def settings_table(source: Source) -> Optional[tuple]:
             if len({_cell(e.varied.get(k)) for e in entries}) > 1]
     if len(entries) < 2 or len(keys) <= WIDE_KEYS:
         return None
-    return ["setting", *[e.name for e in entries]], [[k, *[_cell(e.varied.get(k)) for e in entries]] for k in keys]
+    return ["setting", *[e.title for e in entries]], [[k, *[_cell(e.varied.get(k)) for e in entries]] for k in keys]
 
 
 SEED_COLUMNS = (BEST_VAL_ACC, FINAL_TRAIN_ACC, FINAL_VAL_ACC, TEST_ACC, WALL_TIME)

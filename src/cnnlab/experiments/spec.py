@@ -72,6 +72,7 @@ SPEC_KEYS = ("name", "question", "description", "config", "base", "grid", "zip",
              "report", "predict", "evaluate", "analysis", "default_profile", "tune")
 GROUP_KEYS = ("set", "grid", "zip", "variants")
 PROFILE_KEYS = ("description", "set", "axes", "groups", "variants", "seeds", "stands_in")
+LABEL_CHARS = 40  # a report label fits a legend entry and a table cell
 ANALYSIS_KEYS = ("name", "args", "description", "profiles", "feeds")
 _SAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 
@@ -140,6 +141,9 @@ class Spec:
     evaluate: List[str] = field(default_factory=list)
     tune: Optional[Dict[str, Any]] = None  # the search space of `cnnlab tune` (checked by experiments/tune.py)
     answers: List[Dict[str, Any]] = field(default_factory=list)  # report.answers (checked by experiments/answers.py)
+    # report.labels: a variant's or group's name -> the words a report, its figures and its answers call it by
+    # ("BN, lr 0.1, Swish" for bn_lr0.1_swish); the name stays what the folders, runs.csv and selectors use
+    labels: Dict[str, str] = field(default_factory=dict)
 
     def where(self) -> str:
         return f"spec {str(self.path)!r}" if self.path else f"spec {self.name!r}"
@@ -310,7 +314,7 @@ def _answers(data: Any, where: str) -> List[Dict[str, Any]]:
 
 def _figures(data: Any, where: str) -> List[Dict[str, Any]]:
     data = _mapping(data, where)
-    _check_fields(data, ("figures", "answers"), where)
+    _check_fields(data, ("figures", "answers", "labels"), where)
     figs = data.get("figures") or []
     if not isinstance(figs, list):
         raise CnnlabError(f"{where} figures must be a list of {{kind: ..., ...}} mappings")
@@ -378,6 +382,7 @@ def parse_spec(data: Any, path: Optional[Path] = None, name: Optional[str] = Non
                 _figures(data.get("report"), f"{where} report"), predict,
                 _analysis(data.get("analysis"), f"{where} analysis"), evaluate, data.get("tune"),
                 _answers(data.get("report"), f"{where} report"))
+    spec.labels = _labels(spec, data.get("report"), f"{where} report labels")
     for p in profiles.values():
         _check_profile_refs(spec, p)
     for step in spec.analysis:
@@ -386,6 +391,24 @@ def parse_spec(data: Any, path: Optional[Path] = None, name: Optional[str] = Non
             raise CnnlabError(f"{where} analysis step {step['name']!r}: no profile {unknown[0]!r}; its profiles: "
                               f"{', '.join(profiles) or 'none'}")
     return spec
+
+
+def _labels(spec: Spec, report: Any, where: str) -> Dict[str, str]:
+    """report.labels, checked: each key a variant or group of the spec, each value a short text (a legend entry)."""
+    given = _mapping(_mapping(report, where).get("labels"), where)
+    names = [g.name for g in spec.groups if g.name] + [v for g in spec.groups for v in g.variants]
+    out = {}
+    for k, v in given.items():
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise CnnlabError(f"{where}: {k!r} is not a variant or group of the spec{hint}; its variants and groups: "
+                              f"{', '.join(names) or 'none'}")
+        if not isinstance(v, str) or not v.strip() or len(v) > LABEL_CHARS:
+            raise CnnlabError(f"{where} {k}: give a text of 1 to {LABEL_CHARS} characters (it names the run in "
+                              f"legends and answers), got {v!r}")
+        out[str(k)] = v.strip()
+    return out
 
 
 def _check_profile_refs(spec: Spec, p: Profile) -> None:

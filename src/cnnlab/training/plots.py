@@ -29,10 +29,12 @@ def has_lr(runs: Dict[str, List[dict]]) -> bool:
     return any(len({r["lr"] for r in rows if isinstance(r.get("lr"), (int, float))}) > 1 for rows in runs.values())
 
 
-def plot_curves(runs: Dict[str, List[dict]], axes=None, train_loss_label: str = "cross-entropy"):
+def plot_curves(runs: Dict[str, List[dict]], axes=None, train_loss_label: str = "cross-entropy",
+                legend: str = "figure"):
     """runs: label -> metrics rows. Draws loss, accuracy in % and (when the rows have it, and three axes are given)
     the learning rate at the end of each epoch; returns the axes. `train_loss_label` names what the training loss
-    is (e.g. "cross-entropy + label smoothing 0.1"): the validation loss is always plain cross-entropy."""
+    is (e.g. "cross-entropy + label smoothing 0.1"): the validation loss is always plain cross-entropy. `legend`:
+    "figure" (one legend outside the axes), "row" (beside the last of these axes: one row of a grid of such rows)."""
     if axes is None:
         _, grid = new_figure(1, 3 if has_lr(runs) else 2, figsize=(14 if has_lr(runs) else 10, 3.8))
         axes = list(grid[0])
@@ -64,18 +66,27 @@ def plot_curves(runs: Dict[str, List[dict]], axes=None, train_loss_label: str = 
         if last <= 3:  # one or two epochs: whole-epoch ticks with room either side
             ax.set_xticks(range(1, last + 1))
             ax.set_xlim(0.5, last + 0.5)
-    _legend(axes[0].figure, runs, many)
+    if legend == "row":
+        axes[-1].legend(handles=_handles(runs, many), loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
+    else:
+        _legend(axes[0].figure, runs, many)
     return axes
 
 
 def _legend(fig, runs: Dict[str, List[dict]], many: bool) -> None:
     """One figure legend outside the axes: the style key, then one entry per run (when there are several)."""
+    handles = _handles(runs, many)
+    fig.legend(handles=handles, loc="outside right upper" if many else "outside lower center",
+               ncol=1 if many else 2)
+
+
+def _handles(runs: Dict[str, List[dict]], many: bool) -> list:
+    """The legend's entries: the style key (train dashed, validation solid), then one colour per run."""
     handles = [Line2D([], [], color="0.3", ls="--", label="train"), Line2D([], [], color="0.3", ls="-",
                                                                            label="validation")]
     if many:
         handles += [Line2D([], [], color=f"C{i % 10}", lw=3, label=label) for i, label in enumerate(runs)]
-    fig.legend(handles=handles, loc="outside right upper" if many else "outside lower center",
-               ncol=1 if many else 2)
+    return handles
 
 
 def save_curves(runs: Dict[str, List[dict]], path, title: Optional[str] = None,
