@@ -115,3 +115,31 @@ def test_stratified_pick_keeps_class_shares(counts, frac, seed):
         share = c * n / len(y)
         assert int(share) <= got[k] <= int(share) + 1
     assert torch.equal(pick, stratified_pick(y, n, torch.Generator().manual_seed(seed)))
+
+
+def test_a_representative_sample_has_every_class_where_the_first_images_do_not(cifar):
+    """end_train_* and the initial-loss batch are measured on representative(); the split's first images were
+    three classes (train/ is read class folder by class folder), which made end_train_acc 45% for a network that
+    predicts one class."""
+    from cnnlab.data.core import END_TRAIN, FIRST_BATCH, representative
+
+    assert cifar.train.subset(10_000).class_counts(10)[3:] == [0] * 7   # the order this guards against
+    picked = representative(cifar.train, 10_000, 0, END_TRAIN)
+    assert picked.class_counts(10) == [1000] * 10
+    assert picked.ids == representative(cifar.train, 10_000, 0, END_TRAIN).ids          # the same every time
+    assert picked.ids != representative(cifar.train, 10_000, 0, FIRST_BATCH).ids         # its own stream
+    assert representative(cifar.train, 10 ** 6, 0, END_TRAIN) is cifar.train           # n covers the split
+    unlabelled = representative(cifar.holdout, 100, 0, END_TRAIN)
+    assert len(unlabelled) == 100 and unlabelled.ids == sorted(unlabelled.ids) != cifar.holdout.ids[:100]
+
+
+def test_the_initial_loss_batch_holds_every_class(shared_data, session_cache):
+    from cnnlab.training.config import config_from_dict
+    from cnnlab.training.setup import first_images
+
+    cfg = config_from_dict({"data": {"name": "cifar10", "root": str(shared_data), "train_subset": 1000,
+                                     "val_subset": 100}, "model": {"name": "simplenn"}})
+    ds = load_dataset("cifar10", root=shared_data, cache_dir=session_cache, train_subset=1000, val_subset=100)
+    assert ds.train.y[:128].unique().tolist() == [0, 1]       # a stratified subset keeps the class order
+    _, y = first_images(cfg, ds, torch.device("cpu"), 128)
+    assert sorted(torch.bincount(y, minlength=10).tolist()) == [12, 12, 13, 13, 13, 13, 13, 13, 13, 13]

@@ -134,6 +134,22 @@ def stratified_pick(y: torch.Tensor, n: int, generator: torch.Generator) -> torc
     return torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.long)
 
 
+# Purposes of representative() samples, beside datasets.py's (1-4): one stream each.
+END_TRAIN, FIRST_BATCH = 5, 6
+
+
+def representative(split: Split, n: int, seed: int, purpose: int) -> Split:
+    """n images that stand for the whole split: every class in its share where the split is labelled, a seeded
+    random n otherwise; the whole split when n covers it. Never "the first n": a split read from class folders (the
+    JPEG CIFAR-10's train/) is sorted by class, so its first 10,000 images are 4,500 airplanes, 4,500 automobiles and
+    1,000 birds, and a measure taken on them says nothing of the other seven classes."""
+    if n >= len(split):
+        return split
+    if split.y is None:
+        return split.subset(torch.randperm(len(split), generator=seeded(seed, purpose))[:n].sort().values)
+    return split.subset(stratified_pick(split.y, n, seeded(seed, purpose)))
+
+
 def carve(split: Split, n: int, seed: int, purpose: int, what: str) -> Tuple[Split, Split]:
     """(picked, rest): n images stratified out of `split`, both halves kept in their original order."""
     if n < 0 or n >= len(split):

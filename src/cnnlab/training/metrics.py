@@ -24,11 +24,14 @@ EVALUATION = "evaluation"    # the best checkpoint evaluated on a split after tr
 COMPUTED = "computed"        # computed by the report from other metrics or from the best checkpoint
 
 # end_train_loss / end_train_acc: the final weights (the served ones: the EMA where train.ema is set) on the first
-# END_TRAIN_IMAGES images of the training split (the whole split when it is smaller), in eval mode and without
+# END_TRAIN_IMAGES images of the training split, every class in its share (data.core.representative; the whole
+# split when it is smaller), in eval mode and without
 # augmentation, once at the end of a finished or stopped run. Unlike final_train_loss (the mean over the last
 # epoch's augmented batches while the weights moved), it compares runs of different lengths and batch sizes: a
 # 1-epoch run's final_train_loss averages in its first steps from ln(classes). A fixed subset, not the whole split:
-# 10,000 images cost a fifth of a CIFAR-10 epoch's forward passes, and the split is already shuffled (data.seed).
+# 10,000 images cost a fifth of a CIFAR-10 epoch's forward passes. Not the first 10,000: the JPEG CIFAR-10's
+# train/ is read class folder by class folder, so those were 3 classes (4,500 airplanes, 4,500 automobiles, 1,000
+# birds) until 2026-12-06; scripts/remeasure_end_train.py measured the committed runs again.
 END_TRAIN_IMAGES = 10_000
 
 

@@ -37,7 +37,7 @@ class RunState:
     time: float = _counter(0.0, (int, float))         # wall seconds spent in completed epochs (training + validation)
     best: dict = _counter({"val_acc": -1.0, "epoch": None}, dict)  # best validation accuracy and its epoch
     targets: dict = _counter({}, dict)                # "0.9" -> {epoch, time} of the first epoch at that accuracy
-    initial_loss: Optional[float] = _counter(None)    # loss of the untrained model on the first batch
+    initial_loss: Optional[float] = _counter(None)    # loss of the untrained model on one batch
     status: str = _counter("running")                 # running, finished, stopped, diverged, interrupted
     stop_reason: Optional[str] = _counter(None)       # why a stopped run stopped
 

@@ -20,6 +20,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from cnnlab.data import Dataset, load_dataset
+from cnnlab.data.core import FIRST_BATCH, representative
 from cnnlab.data.loader import BatchLoader
 from cnnlab.data.paths import resolve_root
 from cnnlab.errors import CnnlabError
@@ -103,10 +104,13 @@ def make_loader(cfg: RunConfig, ds: Dataset, split, batch_size: int, train: bool
 
 
 def first_images(cfg: RunConfig, ds: Dataset, device: torch.device, n: int):
-    """(x, y) of the first n training images, unaugmented and normalised, on the device."""
+    """(x, y) of n training images, every class in its share (data.core.representative: the split's first n
+    images are one class where it is sorted by class), unaugmented and normalised, on the device; the same images
+    every time for a given data.seed."""
     n = min(n, len(ds.train))
     # a loader over these images only: one over the whole split would copy it to the device a second time
-    batches = iter(make_loader(cfg, ds, ds.train.subset(n), n, False, device, DistInfo()))
+    picked = representative(ds.train, n, cfg.data.seed, FIRST_BATCH)
+    batches = iter(make_loader(cfg, ds, picked, n, False, device, DistInfo()))
     try:
         return next(batches)
     finally:  # close the generator now: left to the garbage collector, its clean-up would run at a random

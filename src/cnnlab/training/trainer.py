@@ -32,6 +32,7 @@ import torch
 
 from cnnlab import arguments as A
 from cnnlab.arguments import checked
+from cnnlab.data.core import END_TRAIN, representative
 from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import path_problem
@@ -137,7 +138,7 @@ class Trainer:
         return self._first_images(self.cfg.batch.size)
 
     def _first_images(self, n: int):
-        """(x, y) of the first n training images, unaugmented and normalised, on the device."""
+        """(x, y) of n training images in their classes' shares, unaugmented and normalised, on the device."""
         return setup.first_images(self.cfg, self.ds, self.device, n)
 
     # -- state -----------------------------------------------------------------------------------------------------
@@ -185,13 +186,15 @@ class Trainer:
 
     # -- the run -------------------------------------------------------------------------------------------------
     def check_initial_loss(self) -> float:
-        """Loss of the untrained model on the first training batch, beside ln(classes) (Karpathy's sanity check).
+        """Loss of the untrained model on a batch of training images (every class in its share, not the split's
+        first images, which are one class where the split is sorted by class), beside ln(classes) (Karpathy's
+        sanity check).
 
         Measured in training mode (BN on batch statistics, as the first step sees it); BN state is put back."""
         x, y = self._first_batch()
         with runtime.autocast(self.device, self.amp):
             r = initial_loss_check(self.model, x, y)
-        self.log(f"initial loss {r['loss']:.4f} on the first batch; ln({r['num_classes']}) = {r['expected']:.4f} "
+        self.log(f"initial loss {r['loss']:.4f} on a batch of {len(y)} training images; ln({r['num_classes']}) = {r['expected']:.4f} "
                  f"(ratio {r['ratio']:.2f}{'' if r['ok'] else ', far from chance: check the model init and labels'})")
         return r["loss"]
 
@@ -322,7 +325,7 @@ class Trainer:
     def measure_end_train(self) -> Dict[str, float]:
         """end_train_loss / end_train_acc / end_train_images (metrics.END_TRAIN_IMAGES says what they measure):
         evaluation only, so the weights, BN statistics and RNG are left as they were (exact resume is untouched)."""
-        split = self.ds.train.subset(min(END_TRAIN_IMAGES, len(self.ds.train)))
+        split = representative(self.ds.train, END_TRAIN_IMAGES, self.cfg.data.seed, END_TRAIN)
         model = self.ema.module if self.ema is not None else self.forward
         r = evaluate(model, self._loader(split, self.cfg.batch.eval_size, train=False), self.device, self.amp)
         return {"end_train_loss": r["loss"], "end_train_acc": r["acc"], "end_train_images": len(split)}
