@@ -65,7 +65,7 @@ def rows(repo: Path = REPO) -> list:
             continue
         for source in json.loads(answers.read_text()):
             done = f"{source['runs_done']} of {source['runs']} runs" if source["runs_done"] < source["runs"] else \
-                f"{source['runs']} runs"
+                (f"{source['runs']} runs" if source["runs"] != 1 else "1 run")
             for a in source["answers"]:
                 link = f"[{folder.name}]({folder.relative_to(repo).as_posix()}/report.md)"
                 out.append([a["question"] or a["kind"], first_sentence(a["text"]), link, "cpu",

@@ -106,6 +106,11 @@ def test_target_says_who_reached_it_and_the_best_of_the_rest():
     text = say(entries, kind="target", target=0.94)
     assert text.startswith("1 of 2 runs reached 94% validation accuracy (fast at epoch 2, 20 s)")
     assert "slow at 90.00% after 3 epochs, 100 s" in text
+    one = run("paper", 0.8912, variant="paper")
+    one.label = "ResNet-20"   # one run: said of it by its label, not "None of the 1 runs"
+    assert say([one], kind="target", target=0.9) == ("ResNet-20 did not reach 90% validation accuracy: its best was "
+                                                     "89.12% after 3 epochs, 100 s.")
+    assert say([one], kind="target", target=0.8) == "ResNet-20 reached 80% validation accuracy at epoch 2, 20 s."
 
 
 def test_an_ambiguous_selector_is_reported_not_raised():

@@ -392,13 +392,14 @@ def _best_two(what: str, scope: str, by: str, first: tuple, second: tuple, poole
     by_words = WORDS.get(by, by)
     margin = margin_text(by, s1.mean - s2.mean).lstrip("+-")
     if n.within or s1.mean == s2.mean:
-        return (f"No measurable difference between the best two {what} values{scope}: {v1} ({show_stat(by, s1)}) "
+        return (f"No measurable difference between the best two {what + ' values' if what else 'settings'}{scope}: "
+                f"{v1} ({show_stat(by, s1)}) "
                 f"and {v2} ({show_stat(by, s2)}) by {by_words}, {margin} apart ({said or 'the same value'})")
     tail = f"{'; ' + said if said else ''})"
     if by == WALL_TIME:   # "the best ... by training time" reads as a judgement of the setting
-        return f"The fastest to train{scope} is {what} {v1}: {show_stat(by, s1)}, {margin} less than {v2} " \
-               f"({show_stat(by, s2)}{tail}"
-    text = f"The best {what}{scope} is {v1}, by {by_words}: {show_stat(by, s1)}, {margin} ahead of {v2} " \
+        return (f"The fastest to train{scope} is {(what + ' ' + v1).strip()}: {show_stat(by, s1)}, {margin} less "
+                f"than {v2} ({show_stat(by, s2)}{tail}")
+    text = f"The best {what or 'setting'}{scope} is {v1}, by {by_words}: {show_stat(by, s1)}, {margin} ahead of {v2} " \
            f"({show_stat(by, s2)}{tail}"
     return text + (f"; its test error is {100 * (1 - s1.mean):.2f}%" if by == TEST_ACC else "")  # asked for
 
@@ -414,6 +415,9 @@ def best(entries: List[Entry], key: str, by: str = BEST_VAL_ACC, where: Optional
     for e in entries:
         if e.summary:
             at.setdefault(_fmt(e.value(key)), []).append(e)
+    if key in ("variant", "group") and at and all(es[0].label for es in at.values()):
+        # the spec's labels name the settings ("FastCNN", not "variant fastcnn"); they say what they are
+        at, what = {es[0].label: es for es in at.values()}, ""
     if not at:
         return f"Best {what} by {by_words}{scope}: not answered yet (no finished run)."
     gone = {v: left_out(es[0]) for v, es in at.items() if all(left_out(x) for x in es)}
@@ -425,7 +429,7 @@ def best(entries: List[Entry], key: str, by: str = BEST_VAL_ACC, where: Optional
         return f"Best {what} by {by_words}{scope}: {why}."
     (v1, s1), rest = ranked[0], ranked[1:]
     if not rest:
-        text = f"Only {what} {v1} has a usable result{scope}: {by_words} {show_stat(by, s1)}"
+        text = f"Only {(what + ' ' + v1).strip()} has a usable result{scope}: {by_words} {show_stat(by, s1)}"
     else:
         text = _best_two(what, scope, by, ranked[0], rest[0], pooled_std(entries, by))
     if rest:
@@ -447,7 +451,15 @@ def target(entries: List[Entry], target: float, by: Optional[str] = None,
     missed = [e for e, h in hits if not h]
 
     def name(e):
-        return f"{key_words(by)} {_fmt(e.value(by))}" if by else e.name
+        return f"{key_words(by)} {_fmt(e.value(by))}" if by else e.title
+    if len(done) == 1:  # one run: "None of the 1 runs" is not how anyone says it
+        e, h = hits[0]
+        if h:
+            return (f"{cap_first(name(e))} reached {target:.0%} validation accuracy at epoch {h['epoch']}, "
+                    f"{h['time']:,.0f} s.")
+        return (f"{cap_first(name(e))} did not reach {target:.0%} validation accuracy: its best was "
+                f"{show(BEST_VAL_ACC, e.metric(BEST_VAL_ACC) or 0)} after {e.summary.get('epochs_done')} epochs, "
+                f"{e.metric(WALL_TIME) or 0:,.0f} s.")
     lead = (f"All {len(done)} runs" if not missed else f"None of the {len(done)} runs" if not reached else
             f"{len(reached)} of {len(done)} runs")
     text = f"{lead} reached {target:.0%} validation accuracy"

@@ -503,6 +503,8 @@ def figures(source: Source) -> List[Drawn]:
         if d is not None:
             if opts.get("variant"):  # one run's figure says whose it is (the overview above has every run)
                 d.title += f": the {opts['variant']} run"
+            elif opts.get("group") and spec["kind"] in ("curves", "curve"):  # and one group's curves, whose
+                d.title += f": the {opts['group']} group"
             drawn.append(d)
     return drawn
 
