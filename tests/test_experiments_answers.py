@@ -234,3 +234,15 @@ def test_bad_report_labels_are_one_clear_error(labels, words):
         parse_spec({"base": {"model": {"name": "simplenn"}}, "variants": {"x": {}, "y": {"optim.lr": 0.1}},
                     "report": {"labels": labels}})
     assert words in str(e.value) and "report labels" in str(e.value)
+
+
+def test_an_analysis_result_names_labelled_runs_by_their_labels():
+    from cnnlab.experiments.answers import relabel
+
+    a, b = run("vgg_a", 0.3, variant="vgg_a"), run("vgg_a_bn", 0.5, variant="vgg_a_bn")
+    a.label, b.label = "VGG-A", "VGG-A with BN"
+    text = ("Analysis landscape-vgg_a: vgg_a: loss 2.3. narrowest loss band: vgg_a_bn (0.186 against 0.2201 for "
+            "vgg_a); the lowest beta is vgg_a's.")
+    assert relabel(text, [a, b]) == ("Analysis landscape-vgg_a: VGG-A: loss 2.3. narrowest loss band: VGG-A with BN "
+                                     "(0.186 against 0.2201 for VGG-A); the lowest beta is VGG-A's.")
+    assert relabel(text, [run("vgg_a", 0.3, variant="vgg_a")]) == text   # no labels: the names stay

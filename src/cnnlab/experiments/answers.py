@@ -30,6 +30,7 @@ import csv
 import inspect
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -533,8 +534,23 @@ def analysis(entries: List[Entry], step: str, file: str, analysis_dir: Optional[
         return f"Analysis {step}: {path.name} is unreadable; rerun the step."
     words = analysis_words(path.with_suffix(".csv"), file, lines)
     if words:
-        return words
-    return f"Analysis {step}: " + " ".join(l.rstrip(".") + "." for l in lines)
+        return relabel(words, entries)
+    return relabel(f"Analysis {step}: " + " ".join(l.rstrip(".") + "." for l in lines), entries)
+
+
+def relabel(text: str, entries: Sequence[Entry]) -> str:
+    """`text` with each labelled run's name (networks_fastcnn), setting name and variant (vgg_a_bn) replaced by its
+    label (report.labels): an analysis writes the names its runs had, a student reads the labels the table uses. A
+    name inside another name (vgg_a in vgg_a_bn) or in a step's name (landscape-vgg_a) stays as it is."""
+    names: Dict[str, str] = {}
+    for e in entries:
+        if e.label:
+            for n in (e.name, setting_name(e), e.varied.get("variant")):
+                if n:
+                    names.setdefault(str(n), e.label)
+    for n in sorted(names, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w-]){re.escape(n)}(?![\w-])", lambda _m, lab=names[n]: lab, text)
+    return text
 
 
 # The analyses whose CSV an answer reads back (the keys of range_tests.ANALYSIS_WORDS, named here so that building a
