@@ -312,7 +312,8 @@ save_figure = checked(then=_pixels_fit, fig=A.instance(_plotting.Figure, "a matp
 plot_curves = checked(
     runs=A.mapping("a dict of label -> metrics rows (e.g. {'run': api.read_metrics(run_dir)})", min_len=1,
                    value=A.sequence(A.mapping("a dict"), what="a list")),
-    axes=_axes_list(2).or_none(), train_loss_label=TEXT)(_plots.plot_curves)
+    axes=_axes_list(2).or_none(), train_loss_label=TEXT,
+    legend=A.text(("figure", "row")))(_plots.plot_curves)
 weight_stats = checked(
     states=A.mapping("a dict of label -> state dict (e.g. {'run': model.state_dict()})", min_len=1,
                      value=A.mapping("a state dict")),
