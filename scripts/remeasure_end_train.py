@@ -43,13 +43,13 @@ def remeasure(path: Path, data_root: str) -> dict:
     return out
 
 
-def copies(run_path: str) -> list:
-    """The report copies of a run's summary: results/*/report_runs/*/summary.json whose `run` is this run."""
-    found = []
+def copies() -> dict:
+    """run path -> the report copies of its summary (results/*/report_runs/*/summary.json, by their `run`), read
+    once for all the runs a call measures."""
+    found: dict = {}
     for f in REPO.glob("results/*/report_runs/*/summary.json"):
         try:
-            if json.loads(f.read_text()).get("run") == run_path:
-                found.append(f)
+            found.setdefault(json.loads(f.read_text()).get("run"), []).append(f)
         except ValueError:
             continue
     return found
@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path, help="run folders (config.yaml, last.pt, summary.json)")
     ap.add_argument("--data-root", required=True)
     args = ap.parse_args()
+    kept = copies()
     for path in args.runs:
         summary = RunFolder(path).read_summary() if (path / "summary.json").is_file() else None
         if not summary or summary.get("status") not in ("finished", "stopped") or not (path / "last.pt").is_file():
@@ -67,7 +68,7 @@ def main() -> None:
             continue
         new = remeasure(path, args.data_root)
         old = {k: summary.get(k) for k in FIELDS}
-        targets = [path / "summary.json", *copies(summary.get("run") or str(path))]
+        targets = [path / "summary.json", *kept.get(summary.get("run") or str(path), [])]
         for f in targets:
             data = json.loads(f.read_text())
             data.update(new)
