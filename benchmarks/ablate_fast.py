@@ -53,6 +53,17 @@ WHITEN_BIAS = ["model.options.whiten_bias_epochs=3"]                       # the
 BATCH_1024 = ["batch.size=1024", "optim.lr=1.0"]                           # the same lr per 1024 examples (11.0)
 FEWER_EPOCHS = ["train.epochs=10"]                                         # airbench94's ~10 epochs
 NARROW = ["model.options.widths=[64,128,256]"]                             # configs/fastcnn-cpu-narrow.yaml's widths
+# airbench94's whole method in cnnlab's keys (lib_airbench94.hyp; the conversion is in configs/fastcnn-cpu.yaml):
+# L 11.5 and W 0.0153 per 1024 examples at momentum 0.85, BN biases 64x, Lookahead, whitening bias 3 epochs, identity
+# init, BN momentum 0.6 (PyTorch's 0.4), the triangle schedule (0.2 -> 1 at 23% -> 0.07; onecycle's curve is a
+# cosine, airbench's straight lines), batch 1024, 10 epochs (airbench: 9.9), no weight average (airbench has none)
+AIRBENCH = BIAS_LR + LOOKAHEAD + WHITEN_BIAS + FEWER_EPOCHS + [
+    "batch.size=1024", "optim.lr=1.5", "optim.momentum=0.85", "optim.weight_decay=1.33e-3", "optim.decay_bias_norm=true",
+    "schedule.pct_start=0.23", "schedule.div_factor=5", "schedule.final_div_factor=2.857", "train.ema=0",
+    "model.options.identity_init=true", "model.options.bn_momentum=0.4"]
+# progressive resizing (a CPU idea: fastcnn pools globally, so a 24x24 image costs ~(24/32)^2 of a 32x32 one)
+RESIZE = ["augment.pipeline=[{name: crop, padding: 2, mode: reflect}, {name: flip, mode: alternate}, "
+          "{name: resize, size: 24, epochs: 4}]"]
 VARIANTS: Dict[str, List[str]] = {
     "baseline": [],
     "bias-lr": BIAS_LR,
@@ -62,6 +73,9 @@ VARIANTS: Dict[str, List[str]] = {
     "fewer-epochs": FEWER_EPOCHS,
     "narrow": NARROW,
     "all": BIAS_LR + LOOKAHEAD + WHITEN_BIAS + BATCH_1024 + FEWER_EPOCHS + NARROW,
+    "airbench": AIRBENCH,
+    "airbench-resize": AIRBENCH + RESIZE,
+    "resize": FEWER_EPOCHS + RESIZE,
 }
 # --quick: the wiring on a few images (after the variant's overrides, so batch-1024 still has a full batch)
 QUICK = ["data.train_subset=512", "data.val_subset=256", "train.epochs=1", "batch.size=128"]

@@ -77,21 +77,28 @@ def _patched(obj, name: str, value):
         setattr(obj, name, old)
 
 
-def _write_airbench_data(folder: Path, split, classes: List[str]) -> None:
-    """A split in airbench's CifarLoader file format: uint8 NHWC images, labels, class names."""
-    torch.save({"images": split.x.permute(0, 2, 3, 1).contiguous(), "labels": split.y.clone(),
+def _write_airbench_data(folder: Path, split, classes: List[str], shuffle: bool = False) -> None:
+    """A split in airbench's CifarLoader file format: uint8 NHWC images, labels, class names. `shuffle`: in a seeded
+    random order, as the official CIFAR-10 files are; this project's image-folder copy is read class by class, and
+    airbench computes its whitening layer from the first 5,000 training images (in class order: all airplanes)."""
+    order = torch.randperm(len(split.x), generator=torch.Generator().manual_seed(0)) if shuffle else \
+        torch.arange(len(split.x))
+    torch.save({"images": split.x[order].permute(0, 2, 3, 1).contiguous(), "labels": split.y[order].clone(),
                 "classes": list(classes)}, folder / "train.pt")
 
 
-def run_airbench(ds, device: torch.device, amp: str, quick: bool, targets=TARGETS) -> dict:
+def run_airbench(ds, device: torch.device, amp: str, quick: bool, targets=TARGETS,
+                 epochs: Optional[float] = None) -> dict:
     """airbench94's train() on ds.train / ds.val; returns its per-epoch log, final accuracies and timing."""
     from importlib.metadata import version
 
     from airbench import lib_airbench94 as a94
     from airbench import utils as au
 
-    adapted: List[str] = ["data: this project's train/val split written in CifarLoader's train.pt/test.pt format; "
-                          "the 'test' loader train() makes is pointed at the validation split"]
+    adapted: List[str] = ["data: this project's train/val split written in CifarLoader's train.pt/test.pt format "
+                          "(the training images in a seeded random order, as the official files are, so that the "
+                          "first 5,000, whitened on, hold every class); the 'test' loader train() makes is pointed at "
+                          "the validation split"]
     cpu = device.type == "cpu"
     store = {"bf16": torch.bfloat16, "none": torch.float32}.get(amp) if cpu else None
     log: List[Dict] = []
@@ -99,7 +106,7 @@ def run_airbench(ds, device: torch.device, amp: str, quick: bool, targets=TARGET
     folders = {True: Path(tmp.name) / "train", False: Path(tmp.name) / "val"}
     for is_train, split in ((True, ds.train), (False, ds.val)):
         folders[is_train].mkdir()
-        _write_airbench_data(folders[is_train], split, ds.classes)
+        _write_airbench_data(folders[is_train], split, ds.classes, shuffle=is_train)
         if not is_train:  # CifarLoader reads test.pt for train=False
             (folders[False] / "train.pt").rename(folders[False] / "test.pt")
     Real = au.CifarLoader
@@ -144,7 +151,7 @@ def run_airbench(ds, device: torch.device, amp: str, quick: bool, targets=TARGET
 
     hyp = a94.hyp
     batch = QUICK["batch"] if quick else hyp["opt"]["batch_size"]
-    epochs = 1 if quick else hyp["opt"]["train_epochs"]
+    epochs = 1 if quick else (epochs or hyp["opt"]["train_epochs"])
     stack = contextlib.ExitStack()
     with stack, tmp:
         stack.enter_context(_patched(au, "CifarLoader", loader))
@@ -238,6 +245,10 @@ def main() -> None:
     ap.add_argument("--data-root", default=str(ROOT))
     ap.add_argument("--out", default="runs", help="parent folder of cnnlab's run folder")
     ap.add_argument("--scale-images", type=int, default=5000, help="images in the course-pipeline epoch")
+    ap.add_argument("--airbench-epochs", type=float, default=None,
+                    help="airbench94's training length in epochs (default: its own, 9.9); its schedule is sized to it")
+    ap.add_argument("--only", choices=("both", "airbench", "cnnlab"), default="both",
+                    help="run one side only (a point of its accuracy-time frontier); the table then has one row")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of cnnlab's recipe")
     args = ap.parse_args()
     try:
@@ -263,11 +274,14 @@ def main() -> None:
     course = course_epoch(trainer, QUICK["train"] if args.quick else args.scale_images, 128)
     print(f"course pipeline (PIL + torchvision transforms, DataLoader, batch 128, fastcnn): {course:,.0f} img/s")
 
-    air = run_airbench(ds, device, args.amp, args.quick, args.targets)
-    lab = run_cnnlab(trainer, args.data_root, args.targets)
-    print(table([air, lab], course, args.targets))
-    print(ratios(air, lab, args.targets))
-    print(f"cnnlab's run folder: {lab['run']}")
+    air = run_airbench(ds, device, args.amp, args.quick, args.targets, args.airbench_epochs) \
+        if args.only != "cnnlab" else None
+    lab = run_cnnlab(trainer, args.data_root, args.targets) if args.only != "airbench" else None
+    print(table([r for r in (air, lab) if r], course, args.targets))
+    if air and lab:
+        print(ratios(air, lab, args.targets))
+    if lab:
+        print(f"cnnlab's run folder: {lab['run']}")
 
 
 if __name__ == "__main__":

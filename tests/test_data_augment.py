@@ -177,3 +177,36 @@ def test_images_stored_with_a_border_give_the_same_batch(real, specs):
     plain = pipe.apply(real, params)
     bordered = pipe.apply(F.pad(real, (1, 1, 1, 1)), params, bordered=True)
     assert bordered.shape == real.shape and torch.equal(plain, bordered)
+
+
+# -- progressive resizing (issue #26) ---------------------------------------------------------------------------------
+def _slots(n, epoch):
+    from cnnlab.data.augment import Slots
+    return Slots(image=torch.arange(n), copy=torch.zeros(n, dtype=torch.long), epoch=epoch, seed=0, population=n,
+                 repeats=1)
+
+
+def test_resize_scales_the_first_epochs_only_and_keeps_the_content(real):
+    pipe = build_augmentation(["crop", {"name": "resize", "size": 20, "epochs": 2}])
+    assert pipe.uses_slots  # the loader must give it the epoch
+    x = real[:8]
+    for epoch, side in ((0, 20), (1, 20), (2, 32), (7, 32)):
+        out = pipe.apply(x, pipe.sample(len(x), torch.Generator().manual_seed(1), _slots(len(x), epoch)))
+        assert out.shape == (8, 3, side, side) and out.dtype == torch.float32
+    # scaled, not cropped: the small image is the antialiased downscale of the whole (uncropped) picture
+    alone = build_augmentation([{"name": "resize", "size": 16, "epochs": 1}])
+    small = alone.apply(x, alone.sample(8, None, _slots(8, 0)))
+    ref = F.interpolate(x.float() / 255, size=(16, 16), mode="bilinear", antialias=True, align_corners=False)
+    assert torch.allclose(small, ref, atol=1e-6)
+    # two stages stack: 16 px while both apply, then 24, then full size (an upscale is never made)
+    two = build_augmentation([{"name": "resize", "size": 16, "epochs": 1}, {"name": "resize", "size": 24,
+                                                                             "epochs": 3}])
+    sides = [two.apply(x, two.sample(8, None, _slots(8, e))).shape[-1] for e in range(4)]
+    assert sides == [16, 24, 24, 32]
+
+
+@pytest.mark.parametrize("opts, word", [({"size": 4}, "size"), ({"size": 24.5}, "size"), ({"epochs": -1}, "epochs"),
+                                        ({"epochs": True}, "epochs")])
+def test_resize_bad_options_name_the_option(opts, word):
+    with pytest.raises(CnnlabError, match=f"'resize': {word}"):
+        build_augmentation([{"name": "resize", **opts}])

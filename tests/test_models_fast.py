@@ -122,3 +122,55 @@ def test_whiten_bias_epochs_0_freezes_the_bias_from_the_start(cfg_for):
     trainer.fit()
     assert not trainer.model.features[0].bias.requires_grad
     assert torch.equal(trainer.model.features[0].bias, torch.zeros_like(trainer.model.features[0].bias))
+
+
+# -- identity init, BN momentum, any input size (issue #26) --------------------------------------------------------
+def test_identity_init_passes_each_blocks_input_through():
+    torch.manual_seed(0)
+    net = create_model("fastcnn", widths=(32, 64, 64), identity_init=True, bn_momentum=0.4)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][1:]  # after the whitening layer
+    for conv in convs:
+        c_in = conv.in_channels
+        x = torch.randn(2, c_in, 6, 6)
+        y = conv(x)
+        assert torch.allclose(y[:, :c_in], x, atol=1e-6)  # the first c_in filters are the identity
+        assert y[:, c_in:].abs().sum() > 0 if conv.out_channels > c_in else True  # the rest are random
+    assert {m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.4}
+    plain = create_model("fastcnn", widths=(32, 64, 64))
+    first = [m for m in plain.modules() if isinstance(m, torch.nn.Conv2d)][1]
+    assert not torch.allclose(first.weight[0, 0, 1, 1], torch.tensor(1.0))  # off by default: PyTorch's own init
+    assert {m.momentum for m in plain.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
+
+
+@pytest.mark.parametrize("options, word", [({"identity_init": "yes"}, "identity_init"), ({"bn_momentum": 0}, "bn_momentum"),
+                                           ({"bn_momentum": 1.5}, "bn_momentum"), ({"bn_momentum": True}, "bn_momentum")])
+def test_new_bad_options_name_the_option(options, word):
+    with pytest.raises(CnnlabError, match=word):
+        create_model("fastcnn", **options)
+
+
+def test_fastcnn_takes_smaller_images_and_other_networks_do_not():
+    net = create_model("fastcnn", widths=(8, 16, 16)).eval()
+    assert net(torch.randn(2, 3, 24, 24)).shape == (2, 10)    # progressive resizing's early epochs
+    assert net(torch.randn(2, 3, 17, 17)).shape == (2, 10)
+    with pytest.raises(CnnlabError, match="expects input of shape"):
+        net(torch.randn(2, 3, 16, 16))                         # too small for three poolings
+    with pytest.raises(CnnlabError, match="expects input of shape"):
+        net(torch.randn(2, 1, 32, 32))                         # channels must match
+    with pytest.raises(CnnlabError, match="expects input of shape"):
+        create_model("resnet20")(torch.randn(2, 3, 24, 24))    # a net built for one size keeps its check
+
+
+def test_progressive_resizing_trains_and_resumes_exactly(cfg_for, tmp_path):
+    pipe = ("augment.pipeline=[{name: crop, padding: 2, mode: reflect}, {name: flip, mode: alternate}, "
+            "{name: resize, size: 24, epochs: 1}]")
+    over = [pipe, "model.options.identity_init=true", "model.options.bn_momentum=0.4", "train.threads=1",
+            "train.amp=none"]
+    whole = Trainer(cfg_for(*over, "train.epochs=2", "name=whole"), log=lambda s: None)
+    whole.fit()
+    half = Trainer(cfg_for(*over, "train.epochs=1", "name=half"), log=lambda s: None)
+    run = half.fit()["run"]
+    resume(run, log=lambda s: None, overrides=["train.epochs=2"])
+    a = load_checkpoint(f"{whole.folder.path}/last.pt")["model"]
+    b = load_checkpoint(f"{run}/last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

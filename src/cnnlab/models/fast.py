@@ -27,6 +27,12 @@ epochs only, then stays fixed. The model only declares it (`parameter_epochs()`,
 schedule sets its lr to 0 after N epochs). 0 freezes the bias from the start; None (the default) trains it
 throughout, as before. The backward pass still computes the frozen bias's gradient (airbench switches its
 requires_grad off per epoch, which needs a per-epoch model hook in the trainer; there is none).
+
+`identity_init=True` (Jordan 2024 §3.3, "identity initialization"): each 3×3 conv's first min(c_in, c_out) filters
+start as the identity (a Dirac kernel), the rest keep PyTorch's default init, so at the start every block passes its
+input through beside the random features. `bn_momentum` is PyTorch's (the weight of each new batch in the running
+statistics); airbench94's BatchNorm(momentum=0.6) is PyTorch's 0.4. Both default to the earlier behaviour, so
+recorded runs keep their identity.
 """
 
 from __future__ import annotations
@@ -65,20 +71,29 @@ class Whiten(nn.Conv2d):
         self.bias.zero_()
 
 
-def _bn(c: int, weight: bool) -> nn.BatchNorm2d:
-    bn = nn.BatchNorm2d(c)
+def _bn(c: int, weight: bool, momentum: float) -> nn.BatchNorm2d:
+    bn = nn.BatchNorm2d(c, momentum=momentum)
     if not weight:
         bn.weight.requires_grad_(False)  # scale stays 1; with it frozen a conv before BN is scale-invariant
     return bn
 
 
-def _block(stack: Stack, c_in: int, c_out: int, activation: str, bn_weight: bool) -> None:
-    stack.add("conv", nn.Conv2d(c_in, c_out, 3, padding=1, bias=False))
+def _conv(c_in: int, c_out: int, identity: bool) -> nn.Conv2d:
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+    if identity:  # the first min(c_in, c_out) filters pass their input channel through (Jordan 2024 §3.3)
+        with torch.no_grad():
+            nn.init.dirac_(conv.weight[:min(c_in, c_out)])
+    return conv
+
+
+def _block(stack: Stack, c_in: int, c_out: int, activation: str, bn_weight: bool, identity: bool,
+           bn_momentum: float) -> None:
+    stack.add("conv", _conv(c_in, c_out, identity))
     stack.add("pool", nn.MaxPool2d(2))
-    stack.add("bn", _bn(c_out, bn_weight))
+    stack.add("bn", _bn(c_out, bn_weight, bn_momentum))
     stack.add("act", make_activation(activation))
-    stack.add("conv", nn.Conv2d(c_out, c_out, 3, padding=1, bias=False))
-    stack.add("bn", _bn(c_out, bn_weight))
+    stack.add("conv", _conv(c_out, c_out, identity))
+    stack.add("bn", _bn(c_out, bn_weight, bn_momentum))
     stack.add("act", make_activation(activation))
 
 
@@ -87,6 +102,7 @@ class FastNetwork(Network):
     limited number of epochs."""
 
     whiten_bias_epochs = None
+    min_size = 17  # global max pooling takes any size the three 2x2 poolings leave a pixel of (progressive resizing)
 
     def init_from_data(self, images: torch.Tensor) -> None:
         self.features[0].init_from_data(images)
@@ -103,7 +119,8 @@ class FastNetwork(Network):
                            "blocks 64-256-256, GELU")
 def fastcnn(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
             widths: Sequence[int] = (64, 256, 256), activation: str = "gelu", bn_weight: bool = False,
-            head_scale: float = 1 / 9, whiten_bias_epochs: Optional[int] = None) -> FastNetwork:
+            head_scale: float = 1 / 9, whiten_bias_epochs: Optional[int] = None, identity_init: bool = False,
+            bn_momentum: float = 0.1) -> FastNetwork:
     name = "fastcnn"
     shape = check_io(name, num_classes, in_channels, input_size)
     widths = as_int_tuple(name, "widths", widths)
@@ -111,6 +128,10 @@ def fastcnn(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
         raise CnnlabError(f"model {name!r}: option 'widths' needs 3 block widths, got {list(widths)}")
     check_activation(name, activation)
     check_bool(name, "bn_weight", bn_weight)
+    check_bool(name, "identity_init", identity_init)
+    if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not 0 < bn_momentum <= 1:
+        raise CnnlabError(f"model {name!r}: option 'bn_momentum' must be a number in (0, 1] (the weight of each "
+                          f"batch in BN's running statistics; PyTorch's default 0.1), got {bn_momentum!r}")
     if isinstance(head_scale, bool) or not isinstance(head_scale, (int, float)) or not 0 < head_scale <= 10:
         raise CnnlabError(f"model {name!r}: option 'head_scale' must be a number in (0, 10], got {head_scale!r}")
     if whiten_bias_epochs is not None and (isinstance(whiten_bias_epochs, bool) or not isinstance(
@@ -124,7 +145,7 @@ def fastcnn(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
     features = Stack().add("whiten", Whiten(in_channels)).add("act", make_activation(activation))
     c = 8 * in_channels
     for w in widths:
-        _block(features, c, w, activation, bn_weight)
+        _block(features, c, w, activation, bn_weight, identity_init, float(bn_momentum))
         c = w
     head = Stack().add("pool", nn.AdaptiveMaxPool2d(1)).add("flatten", nn.Flatten())
     head.add("fc", nn.Linear(c, num_classes, bias=False)).add("scale", Scale(head_scale))

@@ -12,7 +12,7 @@ References:
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -157,7 +157,14 @@ class Network(nn.Module):
         self.features = features
         self.classifier = classifier
 
+    # A network whose classifier pools globally may take smaller or larger images (progressive resizing): it sets
+    # min_size to the smallest side it can take; None keeps the exact input shape it was built for.
+    min_size: Optional[int] = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.min_size is not None:
+            if x.dim() == 4 and x.shape[1] == self.input_shape[0] and min(x.shape[2:]) >= self.min_size:
+                return self.classifier(self.features(x))
         if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
             c, h, w = self.input_shape
             raise CnnlabError(
