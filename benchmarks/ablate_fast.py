@@ -2,9 +2,9 @@
 arXiv:2404.00498) that its recipe leaves out, one variant at a time and all together, as `cnnlab train` runs back to
 back in a folder of their own, then one table.
 
-Why: on a 2-core AMD EPYC the fast route needs 1.64x airbench94's time to reach its TTA accuracy
+Why: on a 2-core AMD EPYC the 17-epoch fast route needed 1.64x airbench94's time to reach its TTA accuracy
 (docs/guide/performance.md, "Against airbench"), at the same speed per image, so the race is in the accuracy an
-epoch buys. Each part is measured before it is adopted; this script makes that one command.
+epoch buys, and in what an epoch costs. Each part is measured before it is adopted; this script makes that one command.
 
 Each variant is a list of key=value overrides of the recipe (VARIANTS), on top of `train.epochs=17` (the recipe's
 length on that CPU, --epochs) and whatever overrides the command line gives every variant. Runs go to
@@ -18,8 +18,12 @@ validation accuracy (metrics.csv `time`: the run's epochs, training and per-epoc
 past the target), final validation accuracy without and with TTA, epochs and minutes; the CPU's name heads it. It is
 also written to <out>/ablation.md.
 
-    cd benchmarks && PYTHONPATH=../src ../.venv/bin/python ablate_fast.py --data-root ../../shared/data
-        # ~12 min a variant on a quiet 2-core AMD EPYC, ~1.5 h for all 8; NOT YET MEASURED
+Second round: `airbench` (airbench94's whole method in cnnlab's keys, 10 epochs), `airbench-resize` (the same, the
+first 4 epochs on 24x24 images: configs/fastcnn-cpu-short.yaml), `airbench-progressive` (16x16 for 3 epochs, 24x24
+for 3), `resize` (the recipe at 10 epochs, 4 of them at 24x24). Measured: docs/guide/performance.md, "Ablation".
+
+    cd benchmarks && PYTHONPATH=../src ../.venv/bin/python ablate_fast.py --data-root ../../shared/data train.amp=bf16
+        # ~12 min a variant on a quiet 2-core AMD EPYC (6-9 for the 10-epoch ones), plus ~2.5 min of TTA evaluation
     cd benchmarks && PYTHONPATH=../src ../.venv/bin/python ablate_fast.py --quick --variants baseline,bias-lr
         # the wiring: 512 images, one epoch a variant, about a minute each on a busy machine
 """
@@ -64,6 +68,9 @@ AIRBENCH = BIAS_LR + LOOKAHEAD + WHITEN_BIAS + FEWER_EPOCHS + [
 # progressive resizing (a CPU idea: fastcnn pools globally, so a 24x24 image costs ~(24/32)^2 of a 32x32 one)
 RESIZE = ["augment.pipeline=[{name: crop, padding: 2, mode: reflect}, {name: flip, mode: alternate}, "
           "{name: resize, size: 24, epochs: 4}]"]
+# three sizes: 16 px for 3 epochs, 24 px for the next 3, then full size (about 0.66x the full-size time of 10 epochs)
+PROGRESSIVE = ["augment.pipeline=[{name: crop, padding: 2, mode: reflect}, {name: flip, mode: alternate}, "
+               "{name: resize, size: 16, epochs: 3}, {name: resize, size: 24, epochs: 6}]"]
 VARIANTS: Dict[str, List[str]] = {
     "baseline": [],
     "bias-lr": BIAS_LR,
@@ -76,6 +83,7 @@ VARIANTS: Dict[str, List[str]] = {
     "airbench": AIRBENCH,
     "airbench-resize": AIRBENCH + RESIZE,
     "resize": FEWER_EPOCHS + RESIZE,
+    "airbench-progressive": AIRBENCH + PROGRESSIVE,
 }
 # --quick: the wiring on a few images (after the variant's overrides, so batch-1024 still has a full batch)
 QUICK = ["data.train_subset=512", "data.val_subset=256", "train.epochs=1", "batch.size=128"]

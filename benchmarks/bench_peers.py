@@ -185,7 +185,9 @@ def cnnlab_trainer(args, device: torch.device) -> Trainer:
     if args.quick:
         over += [f"data.train_subset={QUICK['train']}", f"data.val_subset={QUICK['val']}", "train.epochs=1",
                  f"batch.size={QUICK['batch']}"]
-    return Trainer(load_config(str(args.config), over + args.overrides), overwrite=True, log=lambda s: None)
+    trainer = Trainer(load_config(str(args.config), over + args.overrides), overwrite=True, log=lambda s: None)
+    trainer.recipe = Path(args.config).stem  # the table names the recipe it ran
+    return trainer
 
 
 def run_cnnlab(trainer: Trainer, data_root: str, targets=TARGETS) -> dict:
@@ -198,7 +200,7 @@ def run_cnnlab(trainer: Trainer, data_root: str, targets=TARGETS) -> dict:
     res = evaluate_run(load_run(summary["run"], data_root=data_root, device=str(trainer.device)), "val",
                        tta="flip-translate")
     images = sum(r["images_per_sec"] * r["epoch_time"] for r in rows)
-    return {"name": f"cnnlab {CONFIG.stem} ({trainer.cfg.model.name})", "images_per_sec": images / spent[-1],
+    return {"name": f"cnnlab {trainer.recipe} ({trainer.cfg.model.name})", "images_per_sec": images / spent[-1],
             "train_s": spent[-1], "wall_s": wall, "epochs": len(rows), "hits": hits,
             "acc": res["acc_without_tta"], "acc_tta": res["acc"], "run": summary["run"]}
 
@@ -259,7 +261,8 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench_peers: --device cuda, but torch sees no CUDA device")
     try:
-        import airbench  # noqa: F401
+        if args.only != "cnnlab":
+            import airbench  # noqa: F401
     except ImportError as e:
         raise SystemExit(f"bench_peers: the airbench package is not installed ({e}); pip install -e '.[benchmarks]'")
     torch.set_num_threads(args.threads)

@@ -108,3 +108,38 @@ def test_ablate_fast_quick_trains_each_variant_and_tabulates_its_runs(shared_dat
     assert "baseline: already trained (finished), skipped" in again.stdout
     assert "bias-lr: resuming" in again.stdout
     assert _table_rows(again.stdout) == rows
+
+
+def test_airbench_gets_its_training_images_shuffled(tmp_path):
+    """airbench whitens on the first 5,000 training images; this project's copy is read class by class, so the split
+    is written in a seeded random order (the official CIFAR-10 files are shuffled) and the validation split as is."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from bench_peers import _write_airbench_data
+    finally:
+        sys.path.remove(str(BENCH))
+    from types import SimpleNamespace
+    y = torch.arange(10).repeat_interleave(600)                     # class-sorted, as the image folders are read
+    x = y.view(-1, 1, 1, 1).expand(-1, 3, 4, 4).to(torch.uint8).contiguous()
+    split = SimpleNamespace(x=x, y=y)
+    for shuffle in (True, False):
+        (tmp_path / str(shuffle)).mkdir()
+        _write_airbench_data(tmp_path / str(shuffle), split, [str(i) for i in range(10)], shuffle=shuffle)
+        saved = torch.load(tmp_path / str(shuffle) / "train.pt")
+        first = saved["labels"][:500]
+        assert saved["images"].shape == (6000, 4, 4, 3)                      # NHWC uint8, CifarLoader's layout
+        assert torch.equal(saved["images"][:, 0, 0, 0], saved["labels"].to(torch.uint8))  # images stay with labels
+        assert sorted(saved["labels"].tolist()) == sorted(y.tolist())       # the same images, reordered
+        assert len(first.unique()) == (10 if shuffle else 1)
+
+
+@pytest.mark.slow
+def test_bench_peers_only_cnnlab_names_the_recipe_it_ran(shared_data, session_cache, tmp_path):
+    out = subprocess.run([sys.executable, "bench_peers.py", "--quick", "--threads", "1", "--only", "cnnlab",
+                          "--config", str(REPO / "configs" / "fastcnn-cpu-short.yaml"), "--data-root",
+                          str(shared_data), "--out", str(tmp_path / "runs")], cwd=BENCH, env=_env(session_cache),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| cnnlab") or line.startswith("| airbench")]
+    assert len(rows) == 1 and rows[0].startswith("| cnnlab fastcnn-cpu-short (fastcnn)"), out.stdout
+    assert "cnnlab / airbench94" not in out.stdout  # no ratio with one side

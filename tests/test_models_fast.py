@@ -152,9 +152,9 @@ def test_new_bad_options_name_the_option(options, word):
 def test_fastcnn_takes_smaller_images_and_other_networks_do_not():
     net = create_model("fastcnn", widths=(8, 16, 16)).eval()
     assert net(torch.randn(2, 3, 24, 24)).shape == (2, 10)    # progressive resizing's early epochs
-    assert net(torch.randn(2, 3, 17, 17)).shape == (2, 10)
+    assert net(torch.randn(2, 3, 9, 9)).shape == (2, 10)      # 9 -> 8 (whitening) -> 4 -> 2 -> 1
     with pytest.raises(CnnlabError, match="expects input of shape"):
-        net(torch.randn(2, 3, 16, 16))                         # too small for three poolings
+        net(torch.randn(2, 3, 8, 8))                           # too small for three poolings
     with pytest.raises(CnnlabError, match="expects input of shape"):
         net(torch.randn(2, 1, 32, 32))                         # channels must match
     with pytest.raises(CnnlabError, match="expects input of shape"):

@@ -102,7 +102,7 @@ class FastNetwork(Network):
     limited number of epochs."""
 
     whiten_bias_epochs = None
-    min_size = 17  # global max pooling takes any size the three 2x2 poolings leave a pixel of (progressive resizing)
+    min_size = 9  # global max pooling takes any size the whitening conv and three 2x2 poolings leave a pixel of
 
     def init_from_data(self, images: torch.Tensor) -> None:
         self.features[0].init_from_data(images)
