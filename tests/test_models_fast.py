@@ -158,7 +158,8 @@ def test_fastcnn_takes_smaller_images_and_other_networks_do_not():
     with pytest.raises(CnnlabError, match="expects input of shape"):
         net(torch.randn(2, 1, 32, 32))                         # channels must match
     with pytest.raises(CnnlabError, match="expects input of shape"):
-        create_model("resnet20")(torch.randn(2, 3, 24, 24))    # a net built for one size keeps its check
+        create_model("vgg_a")(torch.randn(2, 3, 24, 24))       # a net built for one size (its FC layers) keeps its check
+    assert create_model("resnet20").eval()(torch.randn(2, 3, 24, 24)).shape == (2, 10)  # global average pooling
 
 
 def test_progressive_resizing_trains_and_resumes_exactly(cfg_for, tmp_path):

@@ -65,9 +65,13 @@ def test_wrong_input_shape_names_expected_shape(name):
     with torch.device("meta"):
         model = create_model(name)
     c, h, w = model.input_shape
-    for bad in [(2, c + 1, h, w), (2, c, h + 1, w + 1), (c, h, w)]:
+    # a network that pools globally (min_size set) takes other sizes down to its smallest; below it, it refuses
+    other = (2, c, h + 1, w + 1) if model.min_size is None else (2, c, model.min_size - 1, model.min_size - 1)
+    for bad in [(2, c + 1, h, w), other, (c, h, w)]:
         with pytest.raises(CnnlabError, match=rf"\(N, {c}, {h}, {w}\)"):
             model(torch.zeros(bad, device="meta"))
+    if model.min_size is not None:
+        assert model(torch.zeros((2, c, h + 1, w + 1), device="meta")).shape == (2, model.num_classes)
 
 
 @pytest.mark.parametrize("name", ALL)

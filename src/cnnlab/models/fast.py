@@ -31,8 +31,8 @@ requires_grad off per epoch, which needs a per-epoch model hook in the trainer; 
 `identity_init=True` (Jordan 2024 §3.3, "identity initialization"): each 3×3 conv's first min(c_in, c_out) filters
 start as the identity (a Dirac kernel), the rest keep PyTorch's default init, so at the start every block passes its
 input through beside the random features. `bn_momentum` is PyTorch's (the weight of each new batch in the running
-statistics); airbench94's BatchNorm(momentum=0.6) is PyTorch's 0.4. Both default to the earlier behaviour, so
-recorded runs keep their identity.
+statistics); airbench94's BatchNorm(momentum=0.6) is PyTorch's 0.4. Both default to None, the earlier behaviour
+(off; 0.1), so recorded runs keep their identity and their reports' columns.
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ class FastNetwork(Network):
                            "blocks 64-256-256, GELU")
 def fastcnn(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
             widths: Sequence[int] = (64, 256, 256), activation: str = "gelu", bn_weight: bool = False,
-            head_scale: float = 1 / 9, whiten_bias_epochs: Optional[int] = None, identity_init: bool = False,
-            bn_momentum: float = 0.1) -> FastNetwork:
+            head_scale: float = 1 / 9, whiten_bias_epochs: Optional[int] = None,
+            identity_init: Optional[bool] = None, bn_momentum: Optional[float] = None) -> FastNetwork:
     name = "fastcnn"
     shape = check_io(name, num_classes, in_channels, input_size)
     widths = as_int_tuple(name, "widths", widths)
@@ -128,7 +128,10 @@ def fastcnn(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
         raise CnnlabError(f"model {name!r}: option 'widths' needs 3 block widths, got {list(widths)}")
     check_activation(name, activation)
     check_bool(name, "bn_weight", bn_weight)
-    check_bool(name, "identity_init", identity_init)
+    # None, the default of both, means "as before" (off; PyTorch's 0.1): a report compares recorded runs' options with
+    # the defaults filled in, and a None default, like whiten_bias_epochs', adds no column to their tables
+    identity_init = bool(identity_init is not None and check_bool(name, "identity_init", identity_init))
+    bn_momentum = 0.1 if bn_momentum is None else bn_momentum
     if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not 0 < bn_momentum <= 1:
         raise CnnlabError(f"model {name!r}: option 'bn_momentum' must be a number in (0, 1] (the weight of each "
                           f"batch in BN's running statistics; PyTorch's default 0.1), got {bn_momentum!r}")

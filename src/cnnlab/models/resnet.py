@@ -98,6 +98,7 @@ def cifar_resnet(name: str, depth: int, num_classes: int = 10, in_channels: int 
     features.add("pool", nn.AdaptiveAvgPool2d(1))
     head = Stack().add("flatten", nn.Flatten()).add("fc", nn.Linear(c, num_classes)).build()
     model = init_kaiming(Network(name, shape, num_classes, features.build(), head))
+    model.min_size = 8  # global average pooling takes smaller images too (progressive resizing: data.augment 'resize')
     if zero_init_residual:
         for m in model.modules():
             if isinstance(m, BasicBlock):
