@@ -65,12 +65,18 @@ AIRBENCH = BIAS_LR + LOOKAHEAD + WHITEN_BIAS + FEWER_EPOCHS + [
     "batch.size=1024", "optim.lr=1.5", "optim.momentum=0.85", "optim.weight_decay=1.33e-3", "optim.decay_bias_norm=true",
     "schedule.pct_start=0.23", "schedule.div_factor=5", "schedule.final_div_factor=2.857", "train.ema=0",
     "model.options.identity_init=true", "model.options.bn_momentum=0.4"]
+
+
+def _resized(*stages: str) -> List[str]:
+    """The recipe's augmentation (2-pixel reflect crops, alternating flips) with resize stages after it."""
+    return ["augment.pipeline=[{name: crop, padding: 2, mode: reflect}, {name: flip, mode: alternate}, "
+            + ", ".join(stages) + "]"]
+
+
 # progressive resizing (a CPU idea: fastcnn pools globally, so a 24x24 image costs ~(24/32)^2 of a 32x32 one)
-RESIZE = ["augment.pipeline=[{name: crop, padding: 2, mode: reflect}, {name: flip, mode: alternate}, "
-          "{name: resize, size: 24, epochs: 4}]"]
+RESIZE = _resized("{name: resize, size: 24, epochs: 4}")
 # three sizes: 16 px for 3 epochs, 24 px for the next 3, then full size (about 0.66x the full-size time of 10 epochs)
-PROGRESSIVE = ["augment.pipeline=[{name: crop, padding: 2, mode: reflect}, {name: flip, mode: alternate}, "
-               "{name: resize, size: 16, epochs: 3}, {name: resize, size: 24, epochs: 6}]"]
+PROGRESSIVE = _resized("{name: resize, size: 16, epochs: 3}", "{name: resize, size: 24, epochs: 6}")
 VARIANTS: Dict[str, List[str]] = {
     "baseline": [],
     "bias-lr": BIAS_LR,

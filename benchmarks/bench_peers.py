@@ -185,12 +185,10 @@ def cnnlab_trainer(args, device: torch.device) -> Trainer:
     if args.quick:
         over += [f"data.train_subset={QUICK['train']}", f"data.val_subset={QUICK['val']}", "train.epochs=1",
                  f"batch.size={QUICK['batch']}"]
-    trainer = Trainer(load_config(str(args.config), over + args.overrides), overwrite=True, log=lambda s: None)
-    trainer.recipe = Path(args.config).stem  # the table names the recipe it ran
-    return trainer
+    return Trainer(load_config(str(args.config), over + args.overrides), overwrite=True, log=lambda s: None)
 
 
-def run_cnnlab(trainer: Trainer, data_root: str, targets=TARGETS) -> dict:
+def run_cnnlab(trainer: Trainer, data_root: str, targets=TARGETS, recipe: str = CONFIG.stem) -> dict:
     t0 = time.perf_counter()
     summary = trainer.fit()
     wall = time.perf_counter() - t0
@@ -200,7 +198,7 @@ def run_cnnlab(trainer: Trainer, data_root: str, targets=TARGETS) -> dict:
     res = evaluate_run(load_run(summary["run"], data_root=data_root, device=str(trainer.device)), "val",
                        tta="flip-translate")
     images = sum(r["images_per_sec"] * r["epoch_time"] for r in rows)
-    return {"name": f"cnnlab {trainer.recipe} ({trainer.cfg.model.name})", "images_per_sec": images / spent[-1],
+    return {"name": f"cnnlab {recipe} ({trainer.cfg.model.name})", "images_per_sec": images / spent[-1],
             "train_s": spent[-1], "wall_s": wall, "epochs": len(rows), "hits": hits,
             "acc": res["acc_without_tta"], "acc_tta": res["acc"], "run": summary["run"]}
 
@@ -279,7 +277,8 @@ def main() -> None:
 
     air = run_airbench(ds, device, args.amp, args.quick, args.targets, args.airbench_epochs) \
         if args.only != "cnnlab" else None
-    lab = run_cnnlab(trainer, args.data_root, args.targets) if args.only != "airbench" else None
+    lab = run_cnnlab(trainer, args.data_root, args.targets, Path(args.config).stem) if args.only != "airbench" \
+        else None
     print(table([r for r in (air, lab) if r], course, args.targets))
     if air and lab:
         print(ratios(air, lab, args.targets))

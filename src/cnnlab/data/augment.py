@@ -256,12 +256,11 @@ class ProgressiveResize(Augmentation):
         self.size, self.epochs = size, epochs
 
     def sample(self, n, generator):  # without an epoch (a preview, a batch outside training): the small size
-        return {"size": torch.full((n,), self.size, dtype=torch.int32)}
+        return self.sample_at(n, generator, None)
 
     def sample_at(self, n, generator, slots):
-        if slots is None:
-            return self.sample(n, generator)
-        return {"size": torch.full((n,), self.size if slots.epoch < self.epochs else 0, dtype=torch.int32)}
+        size = self.size if slots is None or slots.epoch < self.epochs else 0  # 0: full size
+        return {"size": torch.full((n,), size, dtype=torch.int32)}
 
     def apply(self, x, params):
         size = int(params["size"][0]) if len(params["size"]) else 0  # one size per batch (per epoch)

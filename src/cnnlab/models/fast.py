@@ -44,7 +44,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.layers import (Network, Stack, as_int_tuple, check_activation, check_bool, check_io,
-                                  make_activation)
+                                  check_positive, make_activation)
 from cnnlab.models.registry import register_model
 
 
@@ -131,12 +131,9 @@ def fastcnn(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
     # None, the default of both, means "as before" (off; PyTorch's 0.1): a report compares recorded runs' options with
     # the defaults filled in, and a None default, like whiten_bias_epochs', adds no column to their tables
     identity_init = bool(identity_init is not None and check_bool(name, "identity_init", identity_init))
-    bn_momentum = 0.1 if bn_momentum is None else bn_momentum
-    if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not 0 < bn_momentum <= 1:
-        raise CnnlabError(f"model {name!r}: option 'bn_momentum' must be a number in (0, 1] (the weight of each "
-                          f"batch in BN's running statistics; PyTorch's default 0.1), got {bn_momentum!r}")
-    if isinstance(head_scale, bool) or not isinstance(head_scale, (int, float)) or not 0 < head_scale <= 10:
-        raise CnnlabError(f"model {name!r}: option 'head_scale' must be a number in (0, 10], got {head_scale!r}")
+    bn_momentum = check_positive(name, "bn_momentum", 0.1 if bn_momentum is None else bn_momentum, 1,
+                                 " (the weight of each batch in BN's running statistics; PyTorch's default 0.1)")
+    check_positive(name, "head_scale", head_scale, 10)
     if whiten_bias_epochs is not None and (isinstance(whiten_bias_epochs, bool) or not isinstance(
             whiten_bias_epochs, int) or whiten_bias_epochs < 0):
         raise CnnlabError(f"model {name!r}: option 'whiten_bias_epochs' must be a whole number of epochs >= 0 or "
@@ -148,7 +145,7 @@ def fastcnn(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
     features = Stack().add("whiten", Whiten(in_channels)).add("act", make_activation(activation))
     c = 8 * in_channels
     for w in widths:
-        _block(features, c, w, activation, bn_weight, identity_init, float(bn_momentum))
+        _block(features, c, w, activation, bn_weight, identity_init, bn_momentum)
         c = w
     head = Stack().add("pool", nn.AdaptiveMaxPool2d(1)).add("flatten", nn.Flatten())
     head.add("fc", nn.Linear(c, num_classes, bias=False)).add("scale", Scale(head_scale))

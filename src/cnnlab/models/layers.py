@@ -109,6 +109,13 @@ def check_prob(model: str, key: str, value) -> float:
     return float(value)
 
 
+def check_positive(model: str, key: str, value, high: float, what: str = "") -> float:
+    """A number in (0, high]; `what` says in words what the option is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
+        raise CnnlabError(f"model {model!r}: option '{key}'{what} must be a number in (0, {high:g}], got {value!r}")
+    return float(value)
+
+
 def check_bool(model: str, key: str, value) -> bool:
     if not isinstance(value, bool):
         raise CnnlabError(f"model {model!r}: option {key}={value!r} must be true or false")
@@ -161,11 +168,15 @@ class Network(nn.Module):
     # min_size to the smallest side it can take; None keeps the exact input shape it was built for.
     min_size: Optional[int] = None
 
+    def _fits(self, x: torch.Tensor) -> bool:
+        if x.dim() != 4:
+            return False
+        if self.min_size is None:
+            return tuple(x.shape[1:]) == self.input_shape
+        return x.shape[1] == self.input_shape[0] and min(x.shape[2:]) >= self.min_size
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.min_size is not None:
-            if x.dim() == 4 and x.shape[1] == self.input_shape[0] and min(x.shape[2:]) >= self.min_size:
-                return self.classifier(self.features(x))
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
+        if not self._fits(x):
             c, h, w = self.input_shape
             raise CnnlabError(
                 f"model {self.name!r} expects input of shape (N, {c}, {h}, {w}), i.e. (C,H,W) = {c}x{h}x{w}, "

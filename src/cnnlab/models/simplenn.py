@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnlab.errors import CnnlabError
 
-from cnnlab.models.layers import (Network, Stack, check_activation, check_bool, check_io, check_prob, conv_block,
+from cnnlab.models.layers import (Network, Stack, check_activation, check_bool, check_io, check_positive, check_prob,
+                                  conv_block,
                                   dropout as dropout_layers, feature_size, flat_features, make_activation)
 from cnnlab.models.registry import register_model
 
@@ -35,9 +35,8 @@ def simplenn(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, 
     check_activation(name, activation)
     check_bool(name, "batch_norm", batch_norm)
     p = check_prob(name, "dropout", dropout)
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 64:
-        raise CnnlabError(f"model {name!r}: option 'width' (a multiplier of every layer's filters and neurons, "
-                          f"1 = the course table) must be in (0, 64], got {width!r}")
+    check_positive(name, "width", width, 64, " (a multiplier of every layer's filters and neurons, 1 = the course "
+                                             "table)")
     c1, c2, h1, h2 = (max(1, round(width * n)) for n in (8, 16, 120, 84))
 
     features = Stack()
